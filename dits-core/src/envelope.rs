@@ -1,0 +1,147 @@
+//! The stored-object envelope: every object at rest (chunk, box, recipe) is wrapped as
+//! `magic "DO" | version u8 | codec u8 | payload`, so compression now and encryption later
+//! change the codec byte, never the format. See docs/formats/envelope.md.
+//!
+//! Opening an envelope always re-hashes the plaintext against the id it was asked for:
+//! nothing read back from a store is trusted on its word.
+
+use crate::chunk_id::ChunkId;
+
+pub const MAGIC: &[u8; 2] = b"DO";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 4;
+
+/// How the payload after the header is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    Raw = 0,
+    Zstd = 1,
+}
+
+/// Whether compression is worth trying for an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionHint {
+    /// Structure boxes, recipes, unknown files: try zstd, keep it if it saves ≥ 5%.
+    Try,
+    /// Encoded media samples: probe a 4 KiB sample first; most video is incompressible
+    /// and a full zstd pass would halve add throughput for nothing.
+    Probe,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("object {id}: not a Dits object envelope (bad magic or too short)")]
+    BadMagic { id: ChunkId },
+    #[error("object {id}: envelope version {version} is newer than this git-dits understands; upgrade git-dits")]
+    UnknownVersion { id: ChunkId, version: u8 },
+    #[error("object {id}: unknown codec {codec}")]
+    UnknownCodec { id: ChunkId, codec: u8 },
+    #[error("object {id}: zstd payload is corrupt: {source}")]
+    Decompress { id: ChunkId, source: std::io::Error },
+    #[error("object {id}: decoded {actual} bytes, expected {expected}")]
+    WrongLength { id: ChunkId, expected: u64, actual: u64 },
+    #[error("object {id}: content hashes to {actual}; the stored copy is corrupt")]
+    HashMismatch { id: ChunkId, actual: ChunkId },
+}
+
+const ZSTD_LEVEL: i32 = 3;
+const PROBE_LEN: usize = 4096;
+
+/// Wraps `plain` for storage, choosing zstd only when it pays.
+pub fn seal(plain: &[u8], hint: CompressionHint) -> Vec<u8> {
+    let worth_trying = match hint {
+        CompressionHint::Try => true,
+        CompressionHint::Probe => probe_compresses(plain),
+    };
+    if worth_trying {
+        if let Ok(z) = zstd::bulk::compress(plain, ZSTD_LEVEL) {
+            if z.len() * 100 <= plain.len() * 95 {
+                return with_header(Codec::Zstd, &z);
+            }
+        }
+    }
+    with_header(Codec::Raw, plain)
+}
+
+fn probe_compresses(plain: &[u8]) -> bool {
+    let sample = &plain[..plain.len().min(PROBE_LEN)];
+    match zstd::bulk::compress(sample, 1) {
+        Ok(z) => z.len() * 100 <= sample.len() * 90,
+        Err(_) => false,
+    }
+}
+
+fn with_header(codec: Codec, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(codec as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Unwraps a stored object and checks it really is `id` of `plain_len` bytes.
+pub fn open(id: &ChunkId, sealed: &[u8], plain_len: u64) -> Result<Vec<u8>, EnvelopeError> {
+    if sealed.len() < HEADER_LEN || &sealed[..2] != MAGIC {
+        return Err(EnvelopeError::BadMagic { id: *id });
+    }
+    if sealed[2] != VERSION {
+        return Err(EnvelopeError::UnknownVersion { id: *id, version: sealed[2] });
+    }
+    let payload = &sealed[HEADER_LEN..];
+    let plain = match sealed[3] {
+        0 => payload.to_vec(),
+        1 => {
+            // The expected length bounds the allocation: a hostile frame can't balloon it.
+            let cap = usize::try_from(plain_len).unwrap_or(usize::MAX);
+            zstd::bulk::decompress(payload, cap)
+                .map_err(|source| EnvelopeError::Decompress { id: *id, source })?
+        }
+        codec => return Err(EnvelopeError::UnknownCodec { id: *id, codec }),
+    };
+    if plain.len() as u64 != plain_len {
+        return Err(EnvelopeError::WrongLength { id: *id, expected: plain_len, actual: plain.len() as u64 });
+    }
+    let actual = ChunkId::of(&plain);
+    if actual != *id {
+        return Err(EnvelopeError::HashMismatch { id: *id, actual });
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn compressible_objects_are_zstd_and_random_ones_raw() {
+        let text = b"moov trak mdia ".repeat(1000);
+        assert_eq!(seal(&text, CompressionHint::Try)[3], Codec::Zstd as u8);
+        let noise: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let sealed = seal(&noise, CompressionHint::Probe);
+        assert_eq!(open(&ChunkId::of(&noise), &sealed, noise.len() as u64).unwrap(), noise);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_as_corruption() {
+        let plain = vec![7u8; 1000];
+        let id = ChunkId::of(&plain);
+        let mut sealed = seal(&plain, CompressionHint::Probe);
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(open(&id, &sealed, 1000).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trips(plain in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let id = ChunkId::of(&plain);
+            for hint in [CompressionHint::Try, CompressionHint::Probe] {
+                let sealed = seal(&plain, hint);
+                prop_assert_eq!(open(&id, &sealed, plain.len() as u64).unwrap(), plain.clone());
+            }
+        }
+    }
+}

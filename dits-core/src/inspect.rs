@@ -1,0 +1,67 @@
+//! What `git dits show` and the diff textconv tell people about a stored file: its
+//! structure (from the stored `moov` box), its chunks, and how much it shares with
+//! another version.
+
+use std::collections::HashSet;
+
+use crate::chunk_id::ChunkId;
+use crate::media::sample_table::{parse_moov, MovieInfo};
+use crate::pointer::Pointer;
+use crate::recipe::{EntryKind, Recipe};
+use crate::smudge::{load_recipe, SmudgeError};
+use crate::store::ChunkStore;
+
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub pointer: Pointer,
+    pub recipe: Recipe,
+    pub movie: Option<MovieInfo>,
+    pub chunks: usize,
+    pub keyframe_chunks: usize,
+    pub boxes: Vec<String>,
+    pub stored_bytes: u64,
+}
+
+pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspection, SmudgeError> {
+    let recipe = load_recipe(store, pointer)?;
+    let mut boxes = Vec::new();
+    let mut movie = None;
+    for e in &recipe.entries {
+        if let EntryKind::Box { fourcc } = e.kind {
+            boxes.push(crate::media::boxes::fourcc_str(&fourcc));
+            if &fourcc == b"moov" && movie.is_none() {
+                // The object is the whole box; the payload starts after its header.
+                if let Ok(bytes) = store.get(&e.id) {
+                    let header = if bytes.get(0..4) == Some(&[0, 0, 0, 1]) { 16 } else { 8 };
+                    movie = bytes.get(header..).map(parse_moov);
+                }
+            }
+        }
+    }
+    let chunks = recipe.entries.iter().filter(|e| e.kind == EntryKind::Chunk).count();
+    let keyframe_chunks = recipe.entries.iter().filter(|e| e.keyframe).count();
+    let stored_bytes = unique_entries(&recipe).map(|(_, stored)| u64::from(stored)).sum();
+    Ok(Inspection { pointer: pointer.clone(), recipe, movie, chunks, keyframe_chunks, boxes, stored_bytes })
+}
+
+fn unique_entries(recipe: &Recipe) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
+    let mut seen = HashSet::new();
+    recipe.entries.iter().filter(move |e| seen.insert(e.id)).map(|e| (e.id, e.stored_len))
+}
+
+/// Bytes of `new` (counted once per distinct object) that `old` already has, and the
+/// total distinct bytes of `new`.
+pub fn shared_bytes(old: &Recipe, new: &Recipe) -> (u64, u64) {
+    let old_ids: HashSet<ChunkId> = old.entries.iter().map(|e| e.id).collect();
+    let mut seen = HashSet::new();
+    let (mut shared, mut total) = (0u64, 0u64);
+    for e in &new.entries {
+        if seen.insert(e.id) {
+            total += u64::from(e.len);
+            if old_ids.contains(&e.id) {
+                shared += u64::from(e.len);
+            }
+        }
+    }
+    (shared, total)
+}

@@ -1,0 +1,21 @@
+//! dits-core: everything Dits knows about content, with no knowledge of Git, networks,
+//! FUSE or async runtimes. Media comes in as bytes and leaves as a pointer plus stored
+//! objects; pointers go back to bytes through the same store.
+
+pub mod chunk_id;
+pub mod chunker;
+pub mod clean;
+pub mod envelope;
+pub mod inspect;
+pub mod media;
+pub mod pointer;
+pub mod recipe;
+pub mod smudge;
+pub mod store;
+
+pub use chunk_id::ChunkId;
+pub use clean::{clean, CleanError, CleanOutcome};
+pub use pointer::{Pointer, PointerError};
+pub use recipe::Recipe;
+pub use smudge::{smudge, verify, SmudgeError};
+pub use store::{ChunkStore, LocalStore, StoreError};

@@ -1,0 +1,110 @@
+//! The SQLite index of the local store: object id → (pack, offset, lengths), the packs
+//! themselves, and a cache of whole-file hash → pointer so re-adding content we have
+//! already cleaned costs one hash pass and no chunking.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::pack::Location;
+use crate::chunk_id::ChunkId;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub struct Index {
+    conn: Connection,
+}
+
+/// An object's row: its pack file name and where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedObject {
+    pub pack: String,
+    pub location: Location,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> rusqlite::Result<Index> {
+        let conn = Connection::open(path)?;
+        // Concurrent `git add`s share the index: WAL lets readers run beside a writer and
+        // the busy timeout queues writers instead of failing them.
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+             CREATE TABLE IF NOT EXISTS objects(
+                 id BLOB PRIMARY KEY, pack INTEGER NOT NULL REFERENCES packs(id),
+                 offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, plain_len INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS objects_by_pack ON objects(pack);
+             CREATE TABLE IF NOT EXISTS files(
+                 oid BLOB NOT NULL, size INTEGER NOT NULL, pointer TEXT NOT NULL,
+                 PRIMARY KEY(oid, size)
+             ) WITHOUT ROWID;
+             INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1);",
+        )?;
+        Ok(Index { conn })
+    }
+
+    pub fn schema_version(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+    }
+
+    pub fn lookup(&self, id: &ChunkId) -> rusqlite::Result<Option<IndexedObject>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.name, o.offset, o.stored_len, o.plain_len FROM objects o JOIN packs p ON p.id = o.pack WHERE o.id = ?1",
+        )?;
+        stmt.query_row(params![&id.0[..]], |r| {
+            Ok(IndexedObject {
+                pack: r.get(0)?,
+                location: Location { offset: r.get(1)?, stored_len: r.get(2)?, plain_len: r.get(3)? },
+            })
+        })
+        .optional()
+    }
+
+    /// Records a batch of objects of one pack in one transaction. Objects another
+    /// process indexed first keep their row (the duplicate bytes become garbage).
+    pub fn commit(&mut self, pack: &str, objects: &[(ChunkId, Location)]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("INSERT OR IGNORE INTO packs(name) VALUES (?1)", params![pack])?;
+        let pack_id: i64 = tx.query_row("SELECT id FROM packs WHERE name = ?1", params![pack], |r| r.get(0))?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO objects(id, pack, offset, stored_len, plain_len) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (id, loc) in objects {
+                stmt.execute(params![&id.0[..], pack_id, loc.offset, loc.stored_len, loc.plain_len])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// The end of the last indexed record of each known pack.
+    pub fn pack_ends(&self) -> rusqlite::Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT p.name, COALESCE(MAX(o.offset + o.stored_len), 0) FROM packs p LEFT JOIN objects o ON o.pack = p.id GROUP BY p.id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        rows.collect()
+    }
+
+    pub fn object_count(&self) -> rusqlite::Result<u64> {
+        self.conn.query_row("SELECT COUNT(*) FROM objects", [], |r| r.get(0))
+    }
+
+    pub fn cached_pointer(&self, oid: &ChunkId, size: u64) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row("SELECT pointer FROM files WHERE oid = ?1 AND size = ?2", params![&oid.0[..], size], |r| r.get(0))
+            .optional()
+    }
+
+    pub fn remember_pointer(&self, oid: &ChunkId, size: u64, pointer: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO files(oid, size, pointer) VALUES (?1, ?2, ?3)",
+            params![&oid.0[..], size, pointer],
+        )?;
+        Ok(())
+    }
+}

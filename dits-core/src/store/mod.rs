@@ -1,0 +1,275 @@
+//! The local chunk store (`.git/dits/` in a repository): sealed objects appended to pack
+//! files and located through a SQLite index. Durability order: pack bytes are fsync'd
+//! before their index rows commit, so a crash leaves at most an unindexed pack tail,
+//! which the next open truncates. Everything read back is re-hashed (see envelope).
+
+pub mod index;
+pub mod pack;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::chunk_id::ChunkId;
+use crate::envelope::{self, CompressionHint, EnvelopeError};
+use index::Index;
+use pack::{Location, PackWriter, PACK_HEADER_LEN};
+
+/// Roll over to a new pack past this size, so no single file grows without bound.
+const PACK_ROLLOVER: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chunk store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("chunk store index {path}: {source}")]
+    Index { path: PathBuf, source: rusqlite::Error },
+    #[error("object {id} is not in the local store")]
+    Missing { id: ChunkId },
+    #[error("object {id} is {len} bytes; objects are limited to 4 GiB")]
+    TooLarge { id: ChunkId, len: usize },
+    #[error("object {id} in {pack}: stored copy is unreadable: {source}")]
+    Corrupt { id: ChunkId, pack: String, source: EnvelopeError },
+}
+
+/// Something that holds sealed objects by id. The local store is the first; the hub
+/// client and caching/encrypting decorators implement the same trait later.
+pub trait ChunkStore {
+    fn contains(&self, id: &ChunkId) -> Result<bool, StoreError>;
+    /// Stores `plain` under `id` (its BLAKE3) unless present; returns whether it was new.
+    fn put(&mut self, id: &ChunkId, plain: &[u8], hint: CompressionHint) -> Result<bool, StoreError>;
+    /// Reads and verifies an object.
+    fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
+}
+
+/// What a repair on open found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    pub truncated_packs: Vec<String>,
+    pub removed_packs: Vec<String>,
+}
+
+pub struct LocalStore {
+    root: PathBuf,
+    index: Index,
+    writer: Option<PackWriter>,
+    /// Appended but not yet durable+indexed objects of our own pack.
+    pending: HashMap<ChunkId, Location>,
+    pending_order: Vec<ChunkId>,
+    readers: HashMap<String, File>,
+    pub repair: RepairReport,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store rooted at `root` and repairs what a crash
+    /// may have left.
+    pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
+        for dir in [root.to_path_buf(), root.join("packs"), root.join("tmp")] {
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        }
+        let index_path = root.join("index.sqlite");
+        let index = Index::open(&index_path).map_err(|source| StoreError::Index { path: index_path.clone(), source })?;
+        let mut store = LocalStore {
+            root: root.to_path_buf(),
+            index,
+            writer: None,
+            pending: HashMap::new(),
+            pending_order: Vec::new(),
+            readers: HashMap::new(),
+            repair: RepairReport::default(),
+        };
+        store.repair = store.repair_packs()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where callers may put temporary files on the same file system as the store.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    fn index_err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Index { path: self.root.join("index.sqlite"), source }
+    }
+
+    fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: path.to_path_buf(), source }
+    }
+
+    fn repair_packs(&mut self) -> Result<RepairReport, StoreError> {
+        let mut report = RepairReport::default();
+        let ends: HashMap<String, u64> =
+            self.index.pack_ends().map_err(|e| self.index_err(e))?.into_iter().collect();
+        let dir = self.packs_dir();
+        let entries = std::fs::read_dir(&dir).map_err(|e| Self::io_err(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Self::io_err(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".pack") {
+                continue;
+            }
+            let path = entry.path();
+            let done = match ends.get(&name) {
+                Some(&end) => pack::truncate_unindexed_tail(&path, end.max(PACK_HEADER_LEN)),
+                None => pack::remove_if_orphaned(&path),
+            }
+            .map_err(|e| Self::io_err(&path, e))?;
+            if done {
+                tracing::warn!(pack = %name, "repaired a pack left by an interrupted write");
+                if ends.contains_key(&name) {
+                    report.truncated_packs.push(name);
+                } else {
+                    report.removed_packs.push(name);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Makes every object put so far durable: fsync the pack, then index it.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(writer) = self.writer.as_mut() else { return Ok(()) };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        writer.sync().map_err(|e| StoreError::Io { path: writer.path().to_path_buf(), source: e })?;
+        let rows: Vec<(ChunkId, Location)> =
+            self.pending_order.iter().filter_map(|id| self.pending.get(id).map(|l| (*id, *l))).collect();
+        let name = writer.name.clone();
+        let index_path = self.root.join("index.sqlite");
+        self.index.commit(&name, &rows).map_err(|source| StoreError::Index { path: index_path, source })?;
+        self.pending.clear();
+        self.pending_order.clear();
+        if writer.len() >= PACK_ROLLOVER {
+            self.writer = None;
+        }
+        Ok(())
+    }
+
+    pub fn object_count(&self) -> Result<u64, StoreError> {
+        self.index.object_count().map_err(|e| self.index_err(e))
+    }
+
+    /// Stored size of an object, if present.
+    pub fn stored_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
+        if let Some(loc) = self.pending.get(id) {
+            return Ok(Some(loc.stored_len));
+        }
+        Ok(self.index.lookup(id).map_err(|e| self.index_err(e))?.map(|o| o.location.stored_len))
+    }
+
+    pub fn cached_pointer(&self, oid: &ChunkId, size: u64) -> Result<Option<String>, StoreError> {
+        self.index.cached_pointer(oid, size).map_err(|e| self.index_err(e))
+    }
+
+    pub fn remember_pointer(&self, oid: &ChunkId, size: u64, pointer: &str) -> Result<(), StoreError> {
+        self.index.remember_pointer(oid, size, pointer).map_err(|e| self.index_err(e))
+    }
+
+    fn reader(&mut self, pack: &str) -> Result<&File, StoreError> {
+        if !self.readers.contains_key(pack) {
+            let path = self.packs_dir().join(pack);
+            let f = File::open(&path).map_err(|e| Self::io_err(&path, e))?;
+            self.readers.insert(pack.to_string(), f);
+        }
+        Ok(&self.readers[pack])
+    }
+
+    fn read_sealed(&mut self, pack: &str, loc: Location) -> Result<Vec<u8>, StoreError> {
+        let path = self.packs_dir().join(pack);
+        let file = self.reader(pack)?;
+        let mut buf = vec![0u8; loc.stored_len as usize];
+        file.read_exact_at(&mut buf, loc.offset).map_err(|e| Self::io_err(&path, e))?;
+        Ok(buf)
+    }
+}
+
+impl ChunkStore for LocalStore {
+    fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.pending.contains_key(id) || self.index.lookup(id).map_err(|e| self.index_err(e))?.is_some())
+    }
+
+    fn put(&mut self, id: &ChunkId, plain: &[u8], hint: CompressionHint) -> Result<bool, StoreError> {
+        if self.contains(id)? {
+            return Ok(false);
+        }
+        let plain_len = u32::try_from(plain.len()).map_err(|_| StoreError::TooLarge { id: *id, len: plain.len() })?;
+        if self.writer.is_none() {
+            let dir = self.packs_dir();
+            self.writer = Some(PackWriter::create(&dir).map_err(|e| Self::io_err(&dir, e))?);
+        }
+        let sealed = envelope::seal(plain, hint);
+        let writer = self.writer.as_mut().expect("writer was just created");
+        let loc = writer
+            .append(id, plain_len, &sealed)
+            .map_err(|e| StoreError::Io { path: writer.path().to_path_buf(), source: e })?;
+        self.pending.insert(*id, loc);
+        self.pending_order.push(*id);
+        Ok(true)
+    }
+
+    fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let (pack, loc) = if let Some(loc) = self.pending.get(id).copied() {
+            let writer = self.writer.as_mut().expect("pending objects live in the open writer");
+            writer.flush().map_err(|e| StoreError::Io { path: writer.path().to_path_buf(), source: e })?;
+            (writer.name.clone(), loc)
+        } else {
+            let found = self.index.lookup(id).map_err(|e| self.index_err(e))?;
+            let found = found.ok_or(StoreError::Missing { id: *id })?;
+            (found.pack, found.location)
+        };
+        let sealed = self.read_sealed(&pack, loc)?;
+        envelope::open(id, &sealed, u64::from(loc.plain_len)).map_err(|source| StoreError::Corrupt { id: *id, pack, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_survive_reopen_and_duplicates_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"hello chunk".repeat(100);
+        let id = ChunkId::of(&data);
+        {
+            let mut s = LocalStore::open(dir.path()).unwrap();
+            assert!(s.put(&id, &data, CompressionHint::Try).unwrap());
+            assert!(!s.put(&id, &data, CompressionHint::Try).unwrap());
+            assert_eq!(s.get(&id).unwrap(), data);
+            s.flush().unwrap();
+        }
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(&id).unwrap(), data);
+        assert_eq!(s.object_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn unflushed_objects_are_repaired_away_on_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = b"kept".repeat(10);
+        let lost = b"lost".repeat(10);
+        {
+            let mut s = LocalStore::open(dir.path()).unwrap();
+            s.put(&ChunkId::of(&kept), &kept, CompressionHint::Try).unwrap();
+            s.flush().unwrap();
+            s.put(&ChunkId::of(&lost), &lost, CompressionHint::Try).unwrap();
+            s.writer.as_mut().unwrap().flush().unwrap();
+            // Simulate a crash: the process dies without flush, releasing its lock.
+            s.pending.clear();
+            s.pending_order.clear();
+        }
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.repair.truncated_packs.len(), 1);
+        assert_eq!(s.get(&ChunkId::of(&kept)).unwrap(), kept);
+        assert!(matches!(s.get(&ChunkId::of(&lost)), Err(StoreError::Missing { .. })));
+    }
+}

@@ -1,0 +1,213 @@
+//! The long-running filter protocol (gitattributes(5), "Long Running Filter Process"):
+//! handshake, then `clean`/`smudge` requests until Git closes the pipe. Generic over a
+//! [`Filter`] so the protocol is tested without Dits' store and reused by the benchmark's
+//! null filter. Nothing here writes to stdout except protocol packets.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use crate::pktline::{read_text, write_flush, write_text, ContentReader, ContentWriter, PktError};
+
+/// What a filter does with content. Errors are shown to the user by Git's side naming
+/// the path, and logged by us with the full message.
+pub trait Filter {
+    type Error: std::fmt::Display;
+    /// Consumes the working-tree content and returns what Git stores.
+    fn clean(&mut self, path: &str, content: &mut dyn Read) -> Result<Vec<u8>, Self::Error>;
+    /// Turns what Git stores back into working-tree content, streaming to `out`.
+    fn smudge(&mut self, path: &str, content: &mut dyn Read, out: &mut dyn Write) -> Result<(), Self::Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Packet(#[from] PktError),
+    #[error("filter protocol: {0}")]
+    Io(#[from] io::Error),
+    #[error("filter protocol: expected {expected:?}, got {got:?}")]
+    Unexpected { expected: String, got: String },
+    #[error("filter protocol: Git offers no version this filter speaks (wants version=2)")]
+    NoVersion,
+}
+
+/// Capabilities we offer; Git picks the subset it wants.
+const CAPABILITIES: [&str; 3] = ["clean", "smudge", "delay"];
+/// Smudge input above this spills from memory to a temp file (pass-through blobs can
+/// be large; pointers never are).
+const SMUDGE_SPOOL_IN_MEMORY: usize = 8 << 20;
+
+/// Runs the protocol on `input`/`output` until Git closes `input`.
+pub fn serve<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, filter: &mut F) -> Result<(), ProtocolError> {
+    handshake(input, output)?;
+    while let Some(headers) = read_headers(input)? {
+        let command = headers.get("command").cloned().unwrap_or_default();
+        let path = headers.get("pathname").cloned().unwrap_or_default();
+        match command.as_str() {
+            "clean" => handle_clean(input, output, filter, &path)?,
+            "smudge" => handle_smudge(input, output, filter, &path)?,
+            // We never answer "delayed" yet (all content is local), so nothing is pending.
+            "list_available_blobs" => {
+                write_flush(output)?;
+                write_text(output, "status=success")?;
+                write_flush(output)?;
+            }
+            other => {
+                tracing::warn!(command = other, path = %path, "unknown filter command");
+                ContentReader::new(input).drain()?;
+                write_text(output, "status=error")?;
+                write_flush(output)?;
+            }
+        }
+        output.flush()?;
+    }
+    Ok(())
+}
+
+fn handshake<R: Read, W: Write>(input: &mut R, output: &mut W) -> Result<(), ProtocolError> {
+    expect(read_text(input)?, "git-filter-client")?;
+    let mut versions = Vec::new();
+    while let Some(line) = read_text(input)? {
+        versions.push(line);
+    }
+    if !versions.iter().any(|v| v == "version=2") {
+        return Err(ProtocolError::NoVersion);
+    }
+    write_text(output, "git-filter-server")?;
+    write_text(output, "version=2")?;
+    write_flush(output)?;
+    let mut offered = Vec::new();
+    while let Some(line) = read_text(input)? {
+        offered.push(line);
+    }
+    for cap in CAPABILITIES {
+        if offered.iter().any(|o| o.strip_prefix("capability=") == Some(cap)) {
+            write_text(output, &format!("capability={cap}"))?;
+        }
+    }
+    write_flush(output)?;
+    output.flush()?;
+    Ok(())
+}
+
+fn expect(line: Option<String>, want: &str) -> Result<(), ProtocolError> {
+    match line {
+        Some(l) if l == want => Ok(()),
+        other => Err(ProtocolError::Unexpected { expected: want.to_string(), got: other.unwrap_or_else(|| "flush".into()) }),
+    }
+}
+
+/// Reads `key=value` lines up to a flush; `None` when Git has closed the pipe.
+fn read_headers<R: Read>(input: &mut R) -> Result<Option<HashMap<String, String>>, ProtocolError> {
+    let mut headers = HashMap::new();
+    loop {
+        match read_text(input) {
+            Ok(Some(line)) => {
+                let (k, v) = line.split_once('=').unwrap_or((line.as_str(), ""));
+                headers.insert(k.to_string(), v.to_string());
+            }
+            Ok(None) => return Ok(Some(headers)),
+            Err(PktError::Eof) if headers.is_empty() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn handle_clean<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, filter: &mut F, path: &str) -> Result<(), ProtocolError> {
+    let mut content = ContentReader::new(input);
+    let result = filter.clean(path, &mut content);
+    // Git writes all content before it reads our answer: consume the rest first.
+    content.drain()?;
+    match result {
+        Ok(bytes) => {
+            write_text(output, "status=success")?;
+            write_flush(output)?;
+            let mut w = ContentWriter::new(output);
+            w.write_all(&bytes)?;
+            w.finish()?;
+            write_flush(output)?;
+            write_flush(output)?;
+        }
+        Err(e) => {
+            tracing::error!("clean {path}: {e}");
+            write_text(output, "status=error")?;
+            write_flush(output)?;
+        }
+    }
+    Ok(())
+}
+
+fn handle_smudge<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, filter: &mut F, path: &str) -> Result<(), ProtocolError> {
+    let mut spooled = tempfile::SpooledTempFile::new(SMUDGE_SPOOL_IN_MEMORY);
+    io::copy(&mut ContentReader::new(input), &mut spooled)?;
+    spooled.seek(SeekFrom::Start(0))?;
+    write_text(output, "status=success")?;
+    write_flush(output)?;
+    let mut w = ContentWriter::new(output);
+    let result = filter.smudge(path, &mut spooled, &mut w);
+    w.finish()?;
+    write_flush(output)?;
+    match result {
+        Ok(()) => write_flush(output)?,
+        Err(e) => {
+            tracing::error!("smudge {path}: {e}");
+            // Git discards the partial content when the final status is an error.
+            write_text(output, "status=error")?;
+            write_flush(output)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pktline::write_data;
+    use std::io::Cursor;
+
+    struct Upper;
+    impl Filter for Upper {
+        type Error = String;
+        fn clean(&mut self, path: &str, content: &mut dyn Read) -> Result<Vec<u8>, String> {
+            let mut s = Vec::new();
+            content.read_to_end(&mut s).map_err(|e| e.to_string())?;
+            if path == "bad" {
+                return Err("refused".into());
+            }
+            Ok(s.to_ascii_uppercase())
+        }
+        fn smudge(&mut self, _: &str, content: &mut dyn Read, out: &mut dyn Write) -> Result<(), String> {
+            io::copy(content, out).map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+
+    fn request(wire: &mut Vec<u8>, command: &str, path: &str, content: &[u8]) {
+        write_text(wire, &format!("command={command}")).unwrap();
+        write_text(wire, &format!("pathname={path}")).unwrap();
+        write_flush(wire).unwrap();
+        if !content.is_empty() {
+            write_data(wire, content).unwrap();
+        }
+        write_flush(wire).unwrap();
+    }
+
+    #[test]
+    fn handshake_and_requests_follow_the_protocol() {
+        let mut wire = Vec::new();
+        write_text(&mut wire, "git-filter-client").unwrap();
+        write_text(&mut wire, "version=2").unwrap();
+        write_flush(&mut wire).unwrap();
+        for cap in ["clean", "smudge", "delay"] {
+            write_text(&mut wire, &format!("capability={cap}")).unwrap();
+        }
+        write_flush(&mut wire).unwrap();
+        request(&mut wire, "clean", "a.txt", b"hello");
+        request(&mut wire, "clean", "bad", b"x");
+        let mut out = Vec::new();
+        serve(&mut Cursor::new(wire), &mut out, &mut Upper).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("0016git-filter-server\n000eversion=2\n0000"), "{text}");
+        assert!(text.contains("0015capability=delay\n0000"));
+        assert!(text.contains("0013status=success\n00000009HELLO00000000"), "{text}");
+        assert!(text.ends_with("0011status=error\n0000"), "{text}");
+    }
+}

@@ -1,0 +1,45 @@
+//! `git dits filter-process` (the long-running protocol) and the single-shot `clean` /
+//! `smudge` fallbacks Git uses when the process filter is unavailable. stdout belongs to
+//! Git here: every diagnostic goes to stderr.
+
+use std::io::{self, BufReader, BufWriter, Write};
+
+use anyhow::{Context, Result};
+use dits_core::LocalStore;
+use dits_filter::{DitsFilter, Filter};
+
+use crate::git;
+
+fn open_filter() -> Result<DitsFilter> {
+    let dir = git::store_dir()?;
+    let store = LocalStore::open(&dir).with_context(|| format!("opening the Dits store at {}", dir.display()))?;
+    Ok(DitsFilter::new(store))
+}
+
+pub fn filter_process() -> Result<()> {
+    let mut filter = open_filter()?;
+    let stdin = io::stdin();
+    let stdout = io::stdout();
+    let mut input = BufReader::with_capacity(1 << 20, stdin.lock());
+    let mut output = BufWriter::with_capacity(1 << 16, stdout.lock());
+    dits_filter::serve(&mut input, &mut output, &mut filter).context("git-dits filter-process")?;
+    output.flush()?;
+    Ok(())
+}
+
+pub fn clean(path: Option<&str>) -> Result<()> {
+    let mut filter = open_filter()?;
+    let name = path.unwrap_or("<stdin>");
+    let pointer = filter.clean(name, &mut io::stdin().lock())?;
+    io::stdout().lock().write_all(&pointer)?;
+    Ok(())
+}
+
+pub fn smudge(path: Option<&str>) -> Result<()> {
+    let mut filter = open_filter()?;
+    let name = path.unwrap_or("<stdin>");
+    let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    filter.smudge(name, &mut io::stdin().lock(), &mut out)?;
+    out.flush()?;
+    Ok(())
+}

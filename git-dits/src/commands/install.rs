@@ -1,0 +1,134 @@
+//! `git dits install` / `uninstall`: the filter and diff drivers in git config (global by
+//! default, `--local` for one repository) and the hooks of the current repository.
+//! Hooks a user already has are kept and chained, never overwritten.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::git;
+
+/// Hooks Dits wires. They call `git dits hook NAME`, which later issues give work to
+/// (read-only lockable files after checkout/merge/commit, lock checks before push).
+pub const HOOKS: [&str; 4] = ["post-checkout", "post-merge", "post-commit", "pre-push"];
+const MARKER: &str = "# dits-hook v1";
+const CHAINED_SUFFIX: &str = ".pre-dits";
+
+const CONFIG: [(&str, &str); 5] = [
+    ("filter.dits.process", "git-dits filter-process"),
+    ("filter.dits.clean", "git-dits clean -- %f"),
+    ("filter.dits.smudge", "git-dits smudge -- %f"),
+    ("filter.dits.required", "true"),
+    ("diff.dits.textconv", "git-dits textconv"),
+];
+
+pub fn install(local: bool, skip_hooks: bool) -> Result<()> {
+    let scope = if local { "--local" } else { "--global" };
+    for (key, value) in CONFIG {
+        git::run(&["config", scope, "--replace-all", key, value]).with_context(|| format!("setting {key}"))?;
+    }
+    eprintln!("Dits filter configured ({}).", if local { "this repository" } else { "global" });
+    if !skip_hooks && git::inside_work_tree() {
+        let dir = git::hooks_dir()?;
+        for name in HOOKS {
+            install_hook(&dir, name)?;
+        }
+        eprintln!("Hooks installed in {}.", dir.display());
+    }
+    Ok(())
+}
+
+pub fn uninstall(local: bool) -> Result<()> {
+    let scope = if local { "--local" } else { "--global" };
+    for (key, _) in CONFIG {
+        // Exit code 5 means "not set": already uninstalled is fine.
+        let _ = git::try_run(&["config", scope, "--unset-all", key]);
+    }
+    for section in ["filter.dits", "diff.dits"] {
+        let _ = git::try_run(&["config", scope, "--remove-section", section]);
+    }
+    if git::inside_work_tree() {
+        let dir = git::hooks_dir()?;
+        for name in HOOKS {
+            uninstall_hook(&dir, name)?;
+        }
+    }
+    eprintln!("Dits filter and hooks removed.");
+    Ok(())
+}
+
+fn hook_script(name: &str) -> String {
+    let chained = format!("\"$(dirname \"$0\")/{name}{CHAINED_SUFFIX}\"");
+    let missing = format!(
+        "command -v git-dits >/dev/null 2>&1 || {{ echo >&2 \"This repository uses Dits but git-dits is not on PATH. Install it, or remove .git/hooks/{name}.\"; exit 2; }}"
+    );
+    if name == "pre-push" {
+        // pre-push reads the pushed refs on stdin: both hooks must see them.
+        format!(
+            "#!/bin/sh\n{MARKER}: installed by `git dits install`; a hook that was here before is kept as {name}{CHAINED_SUFFIX} and runs first.\n{missing}\ninput=$(cat)\nif [ -x {chained} ]; then\n  printf '%s\\n' \"$input\" | {chained} \"$@\" || exit $?\nfi\nprintf '%s\\n' \"$input\" | git dits hook {name} \"$@\"\n"
+        )
+    } else {
+        format!(
+            "#!/bin/sh\n{MARKER}: installed by `git dits install`; a hook that was here before is kept as {name}{CHAINED_SUFFIX} and runs first.\n{missing}\nif [ -x {chained} ]; then\n  {chained} \"$@\" || exit $?\nfi\nexec git dits hook {name} \"$@\"\n"
+        )
+    }
+}
+
+fn install_hook(dir: &Path, name: &str) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    if let Ok(existing) = fs::read_to_string(&path) {
+        if existing.contains(MARKER) {
+            // Already ours: rewrite in place so upgrades take effect, idempotently.
+            return write_executable(&path, &hook_script(name));
+        }
+        let kept = dir.join(format!("{name}{CHAINED_SUFFIX}"));
+        if kept.exists() {
+            anyhow::bail!(
+                "{} exists and so does {}: move one of them aside, then run `git dits install` again",
+                path.display(),
+                kept.display()
+            );
+        }
+        fs::rename(&path, &kept).with_context(|| format!("keeping your existing hook as {}", kept.display()))?;
+        eprintln!("Kept your existing {name} hook as {}; it still runs first.", kept.display());
+    } else if path.exists() {
+        anyhow::bail!("{} exists but is not readable text; move it aside and run `git dits install` again", path.display());
+    }
+    write_executable(&path, &hook_script(name))
+}
+
+fn uninstall_hook(dir: &Path, name: &str) -> Result<()> {
+    let path = dir.join(name);
+    let ours = fs::read_to_string(&path).map(|s| s.contains(MARKER)).unwrap_or(false);
+    if !ours {
+        return Ok(());
+    }
+    let kept = dir.join(format!("{name}{CHAINED_SUFFIX}"));
+    if kept.exists() {
+        fs::rename(&kept, &path).with_context(|| format!("restoring {}", path.display()))?;
+    } else {
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_executable(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("dits-tmp");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+    fs::rename(&tmp, path).with_context(|| format!("installing {}", path.display()))?;
+    Ok(())
+}
+
+/// `git dits hook NAME`: the entry point the installed hooks call. Nothing in the
+/// foundation needs hook work yet; it consumes pre-push's stdin and succeeds.
+pub fn hook(name: &str) -> Result<()> {
+    if name == "pre-push" {
+        std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+    }
+    tracing::debug!(hook = name, "hook ran");
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One module per `git dits` subcommand.
+
+pub mod filter;
+pub mod fsck;
+pub mod install;
+pub mod ls_files;
+pub mod show;
+pub mod track;

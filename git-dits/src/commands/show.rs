@@ -1,0 +1,135 @@
+//! `git dits show PATH`: a tracked file's structure, chunks and dedup against the
+//! previous version; and `git dits textconv`, the same description for `git diff`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use dits_core::inspect::{inspect, shared_bytes, Inspection};
+use dits_core::{LocalStore, Pointer};
+use serde_json::json;
+
+use crate::git;
+use crate::output::{human_size, print_json};
+
+/// Reads the pointer stored for `path` at `rev` (or in the index when `rev` is None
+/// and the index has one).
+fn pointer_at(spec: &str) -> Result<Option<Pointer>> {
+    let blobs = git::cat_file_small(&[spec.to_string()], 4096)?;
+    let Some(Some(blob)) = blobs.into_iter().next() else { return Ok(None) };
+    if !Pointer::looks_like_pointer(&blob.content) {
+        return Ok(None);
+    }
+    Ok(Some(Pointer::parse(&blob.content).with_context(|| format!("{spec}: stored pointer"))?))
+}
+
+/// The commit before `rev` that last changed `path`, if any.
+fn previous_version(rev: &str, path: &str) -> Option<String> {
+    let last = git::try_run(&["log", "--format=%H", "-n", "1", rev, "--", path])?;
+    let last = last.trim();
+    if last.is_empty() {
+        return None;
+    }
+    let prev = git::try_run(&["log", "--format=%H", "-n", "1", &format!("{last}^"), "--", path])?;
+    let prev = prev.trim();
+    (!prev.is_empty()).then(|| prev.to_string())
+}
+
+pub fn show(path: &str, rev: &str, json_out: bool) -> Result<()> {
+    let spec = format!("{rev}:{path}");
+    let pointer = pointer_at(&spec)?
+        .with_context(|| format!("{path} is not a Dits-tracked file at {rev} (is it committed and matched by `git dits track`?)"))?;
+    let dir = git::store_dir()?;
+    let mut store = LocalStore::open(&dir)?;
+    let info = inspect(&mut store, &pointer).with_context(|| format!("{path}: reading its recipe"))?;
+    let previous = previous_version(rev, path).and_then(|c| {
+        let p = pointer_at(&format!("{c}:{path}")).ok()??;
+        let old = inspect(&mut store, &p).ok()?;
+        Some((c, shared_bytes(&old.recipe, &info.recipe)))
+    });
+    if json_out {
+        print_json(&describe_json(path, &info, previous.as_ref()));
+    } else {
+        print!("{}", describe_text(path, &info));
+        match previous {
+            Some((commit, (shared, total))) => println!(
+                "dedup vs {}: {} of {} shared ({:.2}%), {} new",
+                &commit[..12.min(commit.len())],
+                human_size(shared),
+                human_size(total),
+                percent(shared, total),
+                human_size(total - shared)
+            ),
+            None => println!("dedup: no previous version of {path}"),
+        }
+    }
+    Ok(())
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 100.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+pub fn describe_text(path: &str, info: &Inspection) -> String {
+    let p = &info.pointer;
+    let mut s = format!("{path}\n  size      {} ({} bytes)\n  blake3    {}\n  media     {}\n", human_size(p.size), p.size, p.oid, p.media);
+    if let Some(movie) = &info.movie {
+        s.push_str(&format!("  duration  {:.2}s\n", movie.duration_secs));
+        for t in &movie.tracks {
+            let dims = if t.width > 0 { format!(" {}x{}", t.width, t.height) } else { String::new() };
+            s.push_str(&format!(
+                "  track {}   {} {}{} {:.2}s {} samples {} keyframes\n",
+                t.track_id, t.handler, t.codec, dims, t.duration_secs, t.sample_count, t.keyframe_offsets.len()
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "  objects   {} chunks ({} start at keyframes), boxes: {}\n  stored    {}\n",
+        info.chunks,
+        info.keyframe_chunks,
+        if info.boxes.is_empty() { "none".into() } else { info.boxes.join(" ") },
+        human_size(info.stored_bytes)
+    ));
+    s
+}
+
+fn describe_json(path: &str, info: &Inspection, previous: Option<&(String, (u64, u64))>) -> serde_json::Value {
+    let p = &info.pointer;
+    let tracks: Vec<_> = info
+        .movie
+        .iter()
+        .flat_map(|m| &m.tracks)
+        .map(|t| json!({"id": t.track_id, "handler": t.handler, "codec": t.codec, "width": t.width, "height": t.height,
+                        "duration": t.duration_secs, "samples": t.sample_count, "keyframes": t.keyframe_offsets.len()}))
+        .collect();
+    json!({
+        "path": path, "size": p.size, "oid": p.oid.to_hex(), "recipe": p.recipe.to_hex(), "media": p.media,
+        "duration": info.movie.as_ref().map(|m| m.duration_secs), "tracks": tracks,
+        "chunks": info.chunks, "keyframe_chunks": info.keyframe_chunks, "boxes": info.boxes, "stored_bytes": info.stored_bytes,
+        "previous": previous.map(|(c, (shared, total))| json!({"commit": c, "shared_bytes": shared, "total_bytes": total})),
+    })
+}
+
+/// `diff.dits.textconv`: Git hands us a temp file holding the pointer (the cleaned
+/// content); print a description that diffs line by line.
+pub fn textconv(file: &Path) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if !Pointer::looks_like_pointer(&bytes) {
+        // Not a pointer (committed before tracking, or Git gave us raw content): a
+        // stable one-line identity rather than binary noise.
+        println!("not a Dits pointer: {} bytes, blake3 {}", bytes.len(), dits_core::ChunkId::of(&bytes));
+        return Ok(());
+    }
+    let pointer = Pointer::parse(&bytes).with_context(|| format!("{}: stored pointer", file.display()))?;
+    let described = git::store_dir()
+        .ok()
+        .and_then(|dir| LocalStore::open(&dir).ok())
+        .and_then(|mut store| inspect(&mut store, &pointer).ok());
+    match described {
+        Some(info) => print!("{}", describe_text("", &info).trim_start_matches('\n')),
+        None => {
+            print!("{}", String::from_utf8_lossy(&bytes));
+            println!("(recipe {} is not in the local store: structure unavailable)", pointer.recipe.short());
+        }
+    }
+    Ok(())
+}

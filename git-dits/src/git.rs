@@ -1,0 +1,89 @@
+//! Talking to the real `git`: locating the repository and its store, reading config,
+//! and reading many blobs through one `git cat-file --batch` process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs git and returns stdout; a failure carries git's own stderr.
+pub fn run(args: &[&str]) -> Result<String> {
+    let out = Command::new("git").args(args).output().with_context(|| format!("running git {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like [`run`] but `None` when git exits non-zero (a missing object, an unset key).
+pub fn try_run(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The store directory shared by all worktrees: `<git-common-dir>/dits`.
+pub fn store_dir() -> Result<PathBuf> {
+    let common = run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .context("not inside a Git repository (run this from a repository's working tree)")?;
+    Ok(PathBuf::from(common.trim()).join("dits"))
+}
+
+pub fn top_level() -> Result<PathBuf> {
+    let top = run(&["rev-parse", "--show-toplevel"]).context("not inside a Git working tree")?;
+    Ok(PathBuf::from(top.trim()))
+}
+
+pub fn hooks_dir() -> Result<PathBuf> {
+    let dir = run(&["rev-parse", "--path-format=absolute", "--git-path", "hooks"])?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+pub fn inside_work_tree() -> bool {
+    try_run(&["rev-parse", "--is-inside-work-tree"]).is_some_and(|s| s.trim() == "true")
+}
+
+/// One object read through `cat-file --batch`.
+pub struct Blob {
+    pub kind: String,
+    pub content: Vec<u8>,
+}
+
+/// Reads each of `specs` (object names like `HEAD:a.mp4` or ids) whose size is at most
+/// `max_size`; larger or missing objects come back with empty content and their kind.
+pub fn cat_file_small(specs: &[String], max_size: u64) -> Result<Vec<Option<Blob>>> {
+    let mut child = Command::new("git")
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting git cat-file --batch")?;
+    let mut stdin = child.stdin.take().context("cat-file stdin")?;
+    let list: String = specs.iter().map(|s| format!("{s}\n")).collect();
+    // Feed from a thread: git answers while we are still writing.
+    let feeder = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+    let mut reader = BufReader::new(child.stdout.take().context("cat-file stdout")?);
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let fields: Vec<&str> = header.split_whitespace().collect();
+        if fields.len() < 3 || fields.get(1) == Some(&"missing") {
+            out.push(None);
+            continue;
+        }
+        let size: u64 = fields[2].parse().with_context(|| format!("cat-file header for {spec}: {header}"))?;
+        let mut content = Vec::new();
+        if size <= max_size {
+            (&mut reader).take(size).read_to_end(&mut content)?;
+        } else {
+            std::io::copy(&mut (&mut reader).take(size), &mut std::io::sink())?;
+        }
+        let mut lf = [0u8; 1];
+        reader.read_exact(&mut lf)?;
+        out.push(Some(Blob { kind: fields[1].to_string(), content }));
+    }
+    feeder.join().map_err(|_| anyhow::anyhow!("cat-file feeder panicked"))??;
+    child.wait()?;
+    Ok(out)
+}

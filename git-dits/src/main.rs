@@ -1,0 +1,119 @@
+//! `git-dits`: argument parsing and dispatch. The work lives in dits-core, dits-filter
+//! and the command modules. Exit codes: 0 success, 1 a check found problems (fsck),
+//! 2 an error (message on stderr says what to do next).
+
+mod commands;
+mod git;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "git-dits", version, about = "Version control for video and large media, inside Git")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configure the Dits filter (global, or --local) and this repository's hooks.
+    Install {
+        #[arg(long)]
+        local: bool,
+        #[arg(long)]
+        skip_hooks: bool,
+    },
+    /// Remove what `install` configured; hooks you had before are restored.
+    Uninstall {
+        #[arg(long)]
+        local: bool,
+    },
+    /// Track paths with Dits (edits .gitattributes); no patterns lists them.
+    Track {
+        patterns: Vec<String>,
+        /// Also mark the paths lockable.
+        #[arg(long)]
+        lockable: bool,
+    },
+    /// Stop tracking patterns (edits .gitattributes).
+    Untrack {
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Git's long-running filter process (configured by `install`).
+    FilterProcess,
+    /// Single-shot clean filter: content on stdin, pointer on stdout.
+    Clean {
+        #[arg(last = true)]
+        path: Option<String>,
+    },
+    /// Single-shot smudge filter: pointer on stdin, content on stdout.
+    Smudge {
+        #[arg(last = true)]
+        path: Option<String>,
+    },
+    /// Describe a pointer file for `git diff` (diff.dits.textconv).
+    Textconv { file: PathBuf },
+    /// Show a tracked file's structure, chunks and dedup against its previous version.
+    Show {
+        path: String,
+        #[arg(long, default_value = "HEAD")]
+        rev: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every reachable pointer's recipe and objects; exit 1 listing problems.
+    Fsck {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List Dits-tracked files in the index (`*` content present, `-` pointer only).
+    LsFiles {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Entry point for the hooks `install` writes.
+    #[command(hide = true)]
+    Hook {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GIT_DITS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Install { local, skip_hooks } => commands::install::install(local, skip_hooks).map(|_| 0),
+        Command::Uninstall { local } => commands::install::uninstall(local).map(|_| 0),
+        Command::Track { patterns, lockable } => commands::track::track(&patterns, lockable).map(|_| 0),
+        Command::Untrack { patterns } => commands::track::untrack(&patterns).map(|_| 0),
+        Command::FilterProcess => commands::filter::filter_process().map(|_| 0),
+        Command::Clean { path } => commands::filter::clean(path.as_deref()).map(|_| 0),
+        Command::Smudge { path } => commands::filter::smudge(path.as_deref()).map(|_| 0),
+        Command::Textconv { file } => commands::show::textconv(&file).map(|_| 0),
+        Command::Show { path, rev, json } => commands::show::show(&path, &rev, json).map(|_| 0),
+        Command::Fsck { json } => commands::fsck::fsck(json),
+        Command::LsFiles { json } => commands::ls_files::ls_files(json).map(|_| 0),
+        Command::Hook { name, args: _ } => commands::install::hook(&name).map(|_| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("git-dits: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
