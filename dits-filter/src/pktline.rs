@@ -107,6 +107,7 @@ impl<R: Read> Read for ContentReader<'_, R> {
                 return Ok(0);
             }
             let mut buf = std::mem::take(&mut self.current);
+            self.pos = 0;
             match read_packet(self.inner, &mut buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
                 Some(Packet::Data(d)) => {
                     self.current = d;
@@ -182,6 +183,20 @@ mod tests {
         let mut back = Vec::new();
         ContentReader::new(&mut cur).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn reading_past_the_flush_returns_eof_again() {
+        let mut wire = Vec::new();
+        write_data(&mut wire, b"abc").unwrap();
+        write_flush(&mut wire).unwrap();
+        let mut cur = Cursor::new(wire);
+        let mut r = ContentReader::new(&mut cur);
+        let mut buf = [0u8; 2];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
     }
 
     #[test]

@@ -75,6 +75,8 @@ fn handshake<R: Read, W: Write>(input: &mut R, output: &mut W) -> Result<(), Pro
     write_text(output, "git-filter-server")?;
     write_text(output, "version=2")?;
     write_flush(output)?;
+    // Git reads our version before it sends capabilities.
+    output.flush()?;
     let mut offered = Vec::new();
     while let Some(line) = read_text(input)? {
         offered.push(line);

@@ -125,7 +125,7 @@ fn analyze_iso_bmff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Layout, St
             regions.push(Region::Object { offset: b.offset, len: b.header_len, fourcc: b.fourcc });
             let start = b.payload_offset();
             let end = b.end();
-            let lo = keyframes.partition_point(|&k| k <= start);
+            let lo = keyframes.partition_point(|&k| k < start);
             let hi = keyframes.partition_point(|&k| k < end);
             regions.push(Region::Payload { offset: start, len: b.payload_len(), cuts: keyframes[lo..hi].to_vec() });
         } else if b.len <= MAX_OBJECT_BOX {
