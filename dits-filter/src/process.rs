@@ -130,7 +130,7 @@ fn handle_clean<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, fil
             write_flush(output)?;
         }
         Err(e) => {
-            tracing::error!("clean {path}: {e}");
+            tracing::error!("clean failed: {e}");
             write_text(output, "status=error")?;
             write_flush(output)?;
         }
@@ -151,7 +151,7 @@ fn handle_smudge<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, fi
     match result {
         Ok(()) => write_flush(output)?,
         Err(e) => {
-            tracing::error!("smudge {path}: {e}");
+            tracing::error!("smudge failed: {e}");
             // Git discards the partial content when the final status is an error.
             write_text(output, "status=error")?;
             write_flush(output)?;

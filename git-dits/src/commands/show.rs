@@ -1,6 +1,7 @@
 //! `git dits show PATH`: a tracked file's structure, chunks and dedup against the
 //! previous version; and `git dits textconv`, the same description for `git diff`.
 
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -109,27 +110,35 @@ fn describe_json(path: &str, info: &Inspection, previous: Option<&(String, (u64,
     })
 }
 
-/// `diff.dits.textconv`: Git hands us a temp file holding the pointer (the cleaned
-/// content); print a description that diffs line by line.
+/// `diff.dits.textconv`: Git hands us a temp file with the file's content (smudged
+/// media, or a pointer when the content is not local); print a description that diffs
+/// line by line.
 pub fn textconv(file: &Path) -> Result<()> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    if !Pointer::looks_like_pointer(&bytes) {
-        // Not a pointer (committed before tracking, or Git gave us raw content): a
-        // stable one-line identity rather than binary noise.
-        println!("not a Dits pointer: {} bytes, blake3 {}", bytes.len(), dits_core::ChunkId::of(&bytes));
-        return Ok(());
-    }
-    let pointer = Pointer::parse(&bytes).with_context(|| format!("{}: stored pointer", file.display()))?;
-    let described = git::store_dir()
-        .ok()
-        .and_then(|dir| LocalStore::open(&dir).ok())
-        .and_then(|mut store| inspect(&mut store, &pointer).ok());
-    match described {
-        Some(info) => print!("{}", describe_text("", &info).trim_start_matches('\n')),
-        None => {
-            print!("{}", String::from_utf8_lossy(&bytes));
-            println!("(recipe {} is not in the local store: structure unavailable)", pointer.recipe.short());
+    let mut f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let len = f.metadata()?.len();
+    let mut store = git::store_dir().ok().and_then(|dir| LocalStore::open(&dir).ok());
+    let mut head = Vec::new();
+    (&mut f).take(dits_core::pointer::MAX_POINTER_LEN as u64 + 1).read_to_end(&mut head)?;
+    let pointer = if Pointer::looks_like_pointer(&head) {
+        Some(Pointer::parse(&head).with_context(|| format!("{}: stored pointer", file.display()))?)
+    } else {
+        // Real content: the store remembers the pointer of every file it cleaned.
+        let oid = dits_core::ChunkId::from(blake3::Hasher::new().update_reader(std::fs::File::open(file)?)?.finalize());
+        let cached = store.as_ref().and_then(|s| s.cached_pointer(&oid, len).ok().flatten());
+        cached.and_then(|text| Pointer::parse(text.as_bytes()).ok())
+    };
+    if let (Some(p), Some(s)) = (&pointer, store.as_mut()) {
+        if let Ok(info) = inspect(s, p) {
+            print!("{}", describe_text("", &info).trim_start_matches('\n'));
+            return Ok(());
         }
     }
+    if let Some(p) = pointer {
+        print!("{}", p.encode());
+        println!("(recipe {} is not in the local store: structure unavailable)", p.recipe.short());
+        return Ok(());
+    }
+    let layout = dits_core::media::analyze(&mut f, len);
+    println!("  size      {} ({len} bytes)\n  media     {}", human_size(len), layout.summary_line());
     Ok(())
 }

@@ -1,0 +1,156 @@
+//! Test support: hermetic environments driving the real `git` with the built `git-dits`
+//! on PATH, and media made by the real `ffmpeg` (cached under the target directory so
+//! re-runs don't re-encode).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_git-dits");
+
+/// A temporary HOME with a global `git dits install`, and repositories inside it.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let env = TestEnv { dir: tempfile::tempdir().expect("tempdir") };
+        std::fs::create_dir_all(env.home()).unwrap();
+        env.git(env.dir.path(), &["dits", "install"]);
+        env
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn command(&self, program: &str, cwd: &Path, args: &[&str]) -> Command {
+        let bin_dir = Path::new(BIN).parent().unwrap();
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let mut c = Command::new(program);
+        c.args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.home())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", "Dits Test")
+            .env("GIT_AUTHOR_EMAIL", "test@dits.invalid")
+            .env("GIT_COMMITTER_NAME", "Dits Test")
+            .env("GIT_COMMITTER_EMAIL", "test@dits.invalid")
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z");
+        c
+    }
+
+    /// Runs git and returns its output, whatever the exit code.
+    pub fn git_output(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command("git", cwd, args).output().expect("running git")
+    }
+
+    /// Runs git and asserts success; returns stdout.
+    pub fn git(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.git_output(cwd, args);
+        assert!(
+            out.status.success(),
+            "git {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A new repository with `*.mp4 *.mov *.bin` tracked and committed.
+    pub fn repo(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        self.git(self.dir.path(), &["init", "-q", "-b", "main", name]);
+        self.git(&path, &["dits", "track", "*.mp4", "*.mov", "*.bin"]);
+        self.git(&path, &["add", ".gitattributes"]);
+        self.git(&path, &["commit", "-q", "-m", "track media"]);
+        path
+    }
+
+    /// Copies `src` into the repo as `name`, adds and commits it.
+    pub fn commit_file(&self, repo: &Path, src: &Path, name: &str) {
+        std::fs::copy(src, repo.join(name)).unwrap();
+        self.git(repo, &["add", name]);
+        self.git(repo, &["commit", "-q", "-m", &format!("add {name}")]);
+    }
+}
+
+/// Bytes of all pack files: what the local store physically holds.
+pub fn store_bytes(repo: &Path) -> u64 {
+    let packs = repo.join(".git/dits/packs");
+    std::fs::read_dir(packs)
+        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg").args(["-y", "-loglevel", "error"]).args(args).output()
+        .expect("ffmpeg must be installed (see .ci/run)");
+    assert!(out.status.success(), "ffmpeg {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The media every test shares, made once per target directory.
+pub struct Media {
+    pub dir: PathBuf,
+}
+
+impl Media {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+pub fn media() -> &'static Media {
+    static MEDIA: OnceLock<Media> = OnceLock::new();
+    MEDIA.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dits-media-v1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+        let make = |name: &str, args: &[&str]| {
+            if !dir.join(name).exists() {
+                let tmp = p(&format!("tmp-{name}"));
+                let mut full: Vec<&str> = args.to_vec();
+                full.push(&tmp);
+                ffmpeg(&full);
+                std::fs::rename(&tmp, dir.join(name)).unwrap();
+            }
+        };
+        // 8 s of 640x360 H.264 + AAC, a keyframe every second, moov at the end.
+        let base = p("base.mp4");
+        make("base.mp4", &[
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-t", "8", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "25", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "128k", "-shortest", "-f", "mp4",
+        ]);
+        make("faststart.mp4", &["-i", &base, "-c", "copy", "-movflags", "+faststart", "-f", "mp4"]);
+        make("metadata.mp4", &["-i", &base, "-c", "copy", "-metadata", "title=Director's cut", "-f", "mp4"]);
+        make("trim.mp4", &["-ss", "2", "-i", &base, "-c", "copy", "-f", "mp4"]);
+        make("rewrap.mov", &["-i", &base, "-c", "copy", "-f", "mov"]);
+        make("fragmented.mp4", &["-i", &base, "-c", "copy", "-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-f", "mp4"]);
+        Media { dir }
+    })
+}
+
+/// Deterministic non-media bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
