@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod dedup;
+mod install;
 mod roundtrip;
 mod store;
 mod support;
