@@ -26,7 +26,13 @@ pub struct Chunk {
 
 /// Chunks `[offset, offset+len)` of `file`, starting a chunk at each of `cuts` (absolute
 /// offsets, ascending, inside the range), calling `sink` for each chunk in order.
-pub fn chunk_range<R, F>(file: &mut R, offset: u64, len: u64, cuts: &[u64], mut sink: F) -> io::Result<()>
+pub fn chunk_range<R, F>(
+    file: &mut R,
+    offset: u64,
+    len: u64,
+    cuts: &[u64],
+    mut sink: F,
+) -> io::Result<()>
 where
     R: Read + Seek,
     F: FnMut(Chunk) -> io::Result<()>,
@@ -108,9 +114,14 @@ mod tests {
         let mut edited = data[..1_000_000].to_vec();
         edited.extend_from_slice(b"inserted bytes");
         edited.extend_from_slice(&data[1_000_000..]);
-        let before: std::collections::HashSet<_> = collect(&data, &[]).iter().map(|c| c.id).collect();
+        let before: std::collections::HashSet<_> =
+            collect(&data, &[]).iter().map(|c| c.id).collect();
         let after = collect(&edited, &[]);
-        let new_bytes: usize = after.iter().filter(|c| !before.contains(&c.id)).map(|c| c.data.len()).sum();
+        let new_bytes: usize = after
+            .iter()
+            .filter(|c| !before.contains(&c.id))
+            .map(|c| c.data.len())
+            .sum();
         assert!(new_bytes < 3 * MAX_CHUNK as usize, "{new_bytes} new bytes");
     }
 

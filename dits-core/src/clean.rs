@@ -64,7 +64,12 @@ pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, 
     let recipe_id = ChunkId::of(&recipe_bytes);
     store.put(&recipe_id, &recipe_bytes, CompressionHint::Try)?;
     store.flush()?;
-    let pointer = Pointer { media: layout.summary_line(), oid, recipe: recipe_id, size };
+    let pointer = Pointer {
+        media: layout.summary_line(),
+        oid,
+        recipe: recipe_id,
+        size,
+    };
     store.remember_pointer(&oid, size, &pointer.encode())?;
     Ok(CleanOutcome {
         pointer,
@@ -108,11 +113,20 @@ fn tempfile_in(store: &LocalStore) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = store.tmp_dir();
     // O_TMPFILE where the file system has it; otherwise create-and-unlink.
-    match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc_o_tmpfile()).open(&dir) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc_o_tmpfile())
+        .open(&dir)
+    {
         Ok(f) => Ok(f),
         Err(_) => {
             let path = dir.join(format!("spool-{}-{:x}", std::process::id(), rand_suffix()));
-            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
             std::fs::remove_file(&path)?;
             Ok(f)
         }
@@ -125,19 +139,44 @@ const fn libc_o_tmpfile() -> i32 {
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
-fn store_layout(file: &mut File, layout: &Layout, store: &mut LocalStore) -> Result<Stored, CleanError> {
-    let mut out = Stored { recipe: Recipe::default(), new_objects: 0, new_bytes: 0 };
+fn store_layout(
+    file: &mut File,
+    layout: &Layout,
+    store: &mut LocalStore,
+) -> Result<Stored, CleanError> {
+    let mut out = Stored {
+        recipe: Recipe::default(),
+        new_objects: 0,
+        new_bytes: 0,
+    };
     for region in &layout.regions {
         match region {
-            Region::Object { offset, len, fourcc } => {
+            Region::Object {
+                offset,
+                len,
+                fourcc,
+            } => {
                 let mut bytes = vec![0u8; *len as usize];
-                file.seek(SeekFrom::Start(*offset)).map_err(CleanError::Spool)?;
+                file.seek(SeekFrom::Start(*offset))
+                    .map_err(CleanError::Spool)?;
                 file.read_exact(&mut bytes).map_err(CleanError::Spool)?;
                 let id = ChunkId::of(&bytes);
-                record(&mut out, store, id, *offset, &bytes, EntryKind::Box { fourcc: *fourcc }, false, CompressionHint::Try)?;
+                record(
+                    &mut out,
+                    store,
+                    id,
+                    *offset,
+                    &bytes,
+                    EntryKind::Box { fourcc: *fourcc },
+                    false,
+                    CompressionHint::Try,
+                )?;
             }
             Region::Payload { offset, len, cuts } => {
                 let hint = if layout.container == crate::media::Container::Other {
@@ -147,7 +186,17 @@ fn store_layout(file: &mut File, layout: &Layout, store: &mut LocalStore) -> Res
                 };
                 let mut failure: Option<CleanError> = None;
                 chunk_range(file, *offset, *len, cuts, |c| {
-                    record(&mut out, store, c.id, c.offset, &c.data, EntryKind::Chunk, c.keyframe, hint).map_err(|e| {
+                    record(
+                        &mut out,
+                        store,
+                        c.id,
+                        c.offset,
+                        &c.data,
+                        EntryKind::Chunk,
+                        c.keyframe,
+                        hint,
+                    )
+                    .map_err(|e| {
                         failure = Some(e);
                         io::Error::other("store failed")
                     })
@@ -156,9 +205,13 @@ fn store_layout(file: &mut File, layout: &Layout, store: &mut LocalStore) -> Res
             }
         }
     }
-    out.recipe.file_size = layout.regions.iter().map(|r| match r {
-        Region::Object { len, .. } | Region::Payload { len, .. } => *len,
-    }).sum();
+    out.recipe.file_size = layout
+        .regions
+        .iter()
+        .map(|r| match r {
+            Region::Object { len, .. } | Region::Payload { len, .. } => *len,
+        })
+        .sum();
     Ok(out)
 }
 
@@ -173,7 +226,10 @@ fn record(
     keyframe: bool,
     hint: CompressionHint,
 ) -> Result<(), CleanError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| StoreError::TooLarge { id, len: bytes.len() })?;
+    let len = u32::try_from(bytes.len()).map_err(|_| StoreError::TooLarge {
+        id,
+        len: bytes.len(),
+    })?;
     if len == 0 {
         return Ok(());
     }
@@ -182,6 +238,13 @@ fn record(
         out.new_bytes += u64::from(len);
     }
     let stored_len = store.stored_len(&id)?.unwrap_or(len);
-    out.recipe.entries.push(Entry { id, offset, len, stored_len, kind, keyframe });
+    out.recipe.entries.push(Entry {
+        id,
+        offset,
+        len,
+        stored_len,
+        kind,
+        keyframe,
+    });
     Ok(())
 }

@@ -40,7 +40,11 @@ pub enum EnvelopeError {
     #[error("object {id}: zstd payload is corrupt: {source}")]
     Decompress { id: ChunkId, source: std::io::Error },
     #[error("object {id}: decoded {actual} bytes, expected {expected}")]
-    WrongLength { id: ChunkId, expected: u64, actual: u64 },
+    WrongLength {
+        id: ChunkId,
+        expected: u64,
+        actual: u64,
+    },
     #[error("object {id}: content hashes to {actual}; the stored copy is corrupt")]
     HashMismatch { id: ChunkId, actual: ChunkId },
 }
@@ -87,7 +91,10 @@ pub fn open(id: &ChunkId, sealed: &[u8], plain_len: u64) -> Result<Vec<u8>, Enve
         return Err(EnvelopeError::BadMagic { id: *id });
     }
     if sealed[2] != VERSION {
-        return Err(EnvelopeError::UnknownVersion { id: *id, version: sealed[2] });
+        return Err(EnvelopeError::UnknownVersion {
+            id: *id,
+            version: sealed[2],
+        });
     }
     let payload = &sealed[HEADER_LEN..];
     let plain = match sealed[3] {
@@ -101,7 +108,11 @@ pub fn open(id: &ChunkId, sealed: &[u8], plain_len: u64) -> Result<Vec<u8>, Enve
         codec => return Err(EnvelopeError::UnknownCodec { id: *id, codec }),
     };
     if plain.len() as u64 != plain_len {
-        return Err(EnvelopeError::WrongLength { id: *id, expected: plain_len, actual: plain.len() as u64 });
+        return Err(EnvelopeError::WrongLength {
+            id: *id,
+            expected: plain_len,
+            actual: plain.len() as u64,
+        });
     }
     let actual = ChunkId::of(&plain);
     if actual != *id {
@@ -119,9 +130,14 @@ mod tests {
     fn compressible_objects_are_zstd_and_random_ones_raw() {
         let text = b"moov trak mdia ".repeat(1000);
         assert_eq!(seal(&text, CompressionHint::Try)[3], Codec::Zstd as u8);
-        let noise: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let sealed = seal(&noise, CompressionHint::Probe);
-        assert_eq!(open(&ChunkId::of(&noise), &sealed, noise.len() as u64).unwrap(), noise);
+        assert_eq!(
+            open(&ChunkId::of(&noise), &sealed, noise.len() as u64).unwrap(),
+            noise
+        );
     }
 
     #[test]

@@ -32,21 +32,43 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
             if &fourcc == b"moov" && movie.is_none() {
                 // The object is the whole box; the payload starts after its header.
                 if let Ok(bytes) = store.get(&e.id) {
-                    let header = if bytes.get(0..4) == Some(&[0, 0, 0, 1]) { 16 } else { 8 };
+                    let header = if bytes.get(0..4) == Some(&[0, 0, 0, 1]) {
+                        16
+                    } else {
+                        8
+                    };
                     movie = bytes.get(header..).map(parse_moov);
                 }
             }
         }
     }
-    let chunks = recipe.entries.iter().filter(|e| e.kind == EntryKind::Chunk).count();
+    let chunks = recipe
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Chunk)
+        .count();
     let keyframe_chunks = recipe.entries.iter().filter(|e| e.keyframe).count();
-    let stored_bytes = unique_entries(&recipe).map(|(_, stored)| u64::from(stored)).sum();
-    Ok(Inspection { pointer: pointer.clone(), recipe, movie, chunks, keyframe_chunks, boxes, stored_bytes })
+    let stored_bytes = unique_entries(&recipe)
+        .map(|(_, stored)| u64::from(stored))
+        .sum();
+    Ok(Inspection {
+        pointer: pointer.clone(),
+        recipe,
+        movie,
+        chunks,
+        keyframe_chunks,
+        boxes,
+        stored_bytes,
+    })
 }
 
 fn unique_entries(recipe: &Recipe) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
     let mut seen = HashSet::new();
-    recipe.entries.iter().filter(move |e| seen.insert(e.id)).map(|e| (e.id, e.stored_len))
+    recipe
+        .entries
+        .iter()
+        .filter(move |e| seen.insert(e.id))
+        .map(|e| (e.id, e.stored_len))
 }
 
 /// Bytes of `new` (counted once per distinct object) that `old` already has, and the

@@ -55,20 +55,34 @@ impl Pointer {
         }
         let bad = |m: String| PointerError::Malformed(m);
         if bytes.len() > MAX_POINTER_LEN {
-            return Err(bad(format!("{} bytes, more than {MAX_POINTER_LEN}", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes, more than {MAX_POINTER_LEN}",
+                bytes.len()
+            )));
         }
         let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
-        let body = text.strip_suffix('\n').ok_or_else(|| bad("no final newline".into()))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("no final newline".into()))?;
         let mut lines = body.split('\n');
         let version = lines.next().unwrap_or_default();
         if version != VERSION_LINE {
-            return Err(PointerError::UnknownVersion(version.chars().take(60).collect()));
+            return Err(PointerError::UnknownVersion(
+                version.chars().take(60).collect(),
+            ));
         }
         let mut field = |key: &str| -> Result<&str, PointerError> {
-            let line = lines.next().ok_or_else(|| bad(format!("missing `{key}` line")))?;
+            let line = lines
+                .next()
+                .ok_or_else(|| bad(format!("missing `{key}` line")))?;
             line.strip_prefix(key)
                 .and_then(|rest| rest.strip_prefix(' '))
-                .ok_or_else(|| bad(format!("expected `{key} …`, found `{}`", line.chars().take(60).collect::<String>())))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "expected `{key} …`, found `{}`",
+                        line.chars().take(60).collect::<String>()
+                    ))
+                })
         };
         let media = field("media")?.to_string();
         let oid = parse_hash(field("oid")?)?;
@@ -77,27 +91,45 @@ impl Pointer {
         let size = size_text
             .parse::<u64>()
             .ok()
-            .filter(|_| size_text.bytes().all(|b| b.is_ascii_digit()) && (size_text == "0" || !size_text.starts_with('0')))
+            .filter(|_| {
+                size_text.bytes().all(|b| b.is_ascii_digit())
+                    && (size_text == "0" || !size_text.starts_with('0'))
+            })
             .ok_or_else(|| bad(format!("size `{size_text}` is not a number")))?;
         if lines.next().is_some() {
             return Err(bad("unexpected extra lines".into()));
         }
         if media.is_empty() || media != sanitize_summary(&media) {
-            return Err(bad("media summary has characters a pointer may not hold".into()));
+            return Err(bad(
+                "media summary has characters a pointer may not hold".into()
+            ));
         }
-        Ok(Pointer { media, oid, recipe, size })
+        Ok(Pointer {
+            media,
+            oid,
+            recipe,
+            size,
+        })
     }
 }
 
 fn parse_hash(v: &str) -> Result<ChunkId, PointerError> {
-    let hex = v
-        .strip_prefix("blake3:")
-        .ok_or_else(|| PointerError::Malformed(format!("hash `{}` lacks the blake3: prefix", v.chars().take(80).collect::<String>())))?;
-    hex.parse().map_err(|e: crate::chunk_id::ParseChunkIdError| PointerError::Malformed(e.to_string()))
+    let hex = v.strip_prefix("blake3:").ok_or_else(|| {
+        PointerError::Malformed(format!(
+            "hash `{}` lacks the blake3: prefix",
+            v.chars().take(80).collect::<String>()
+        ))
+    })?;
+    hex.parse()
+        .map_err(|e: crate::chunk_id::ParseChunkIdError| PointerError::Malformed(e.to_string()))
 }
 
 fn sanitize_summary(s: &str) -> String {
-    let cleaned: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_SUMMARY_LEN).collect();
+    let cleaned: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(MAX_SUMMARY_LEN)
+        .collect();
     cleaned.trim().to_string()
 }
 
@@ -119,7 +151,11 @@ mod tests {
     fn pointer_is_small_sorted_text() {
         let text = sample().encode();
         assert!(text.len() < MAX_POINTER_LEN);
-        let keys: Vec<&str> = text.lines().skip(1).map(|l| l.split(' ').next().unwrap()).collect();
+        let keys: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
@@ -128,16 +164,28 @@ mod tests {
 
     #[test]
     fn ordinary_content_is_not_a_pointer() {
-        assert_eq!(Pointer::parse(b"\x00\x00\x00\x18ftypisom"), Err(PointerError::NotAPointer));
+        assert_eq!(
+            Pointer::parse(b"\x00\x00\x00\x18ftypisom"),
+            Err(PointerError::NotAPointer)
+        );
     }
 
     #[test]
     fn unknown_version_and_bad_lines_are_errors() {
-        assert!(matches!(Pointer::parse(b"dits-pointer v9\n"), Err(PointerError::UnknownVersion(_))));
+        assert!(matches!(
+            Pointer::parse(b"dits-pointer v9\n"),
+            Err(PointerError::UnknownVersion(_))
+        ));
         let text = sample().encode().replace("size 123456", "size 12x");
-        assert!(matches!(Pointer::parse(text.as_bytes()), Err(PointerError::Malformed(_))));
+        assert!(matches!(
+            Pointer::parse(text.as_bytes()),
+            Err(PointerError::Malformed(_))
+        ));
         let text = sample().encode().replace("oid blake3:", "oid sha256:");
-        assert!(matches!(Pointer::parse(text.as_bytes()), Err(PointerError::Malformed(_))));
+        assert!(matches!(
+            Pointer::parse(text.as_bytes()),
+            Err(PointerError::Malformed(_))
+        ));
     }
 
     proptest! {

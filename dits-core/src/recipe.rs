@@ -116,14 +116,25 @@ impl Recipe {
             let stored_len = u32_at(raw, 44);
             let kind = match raw[48] {
                 0 => EntryKind::Chunk,
-                1 => EntryKind::Box { fourcc: [raw[50], raw[51], raw[52], raw[53]] },
+                1 => EntryKind::Box {
+                    fourcc: [raw[50], raw[51], raw[52], raw[53]],
+                },
                 k => return Err(RecipeError::Malformed(format!("unknown entry kind {k}"))),
             };
             if offset != expect_offset || len == 0 {
                 return Err(bad("entries do not tile the file"));
             }
-            expect_offset = offset.checked_add(u64::from(len)).ok_or_else(|| bad("offset overflow"))?;
-            entries.push(Entry { id: ChunkId(id), offset, len, stored_len, kind, keyframe: raw[49] & 1 == 1 });
+            expect_offset = offset
+                .checked_add(u64::from(len))
+                .ok_or_else(|| bad("offset overflow"))?;
+            entries.push(Entry {
+                id: ChunkId(id),
+                offset,
+                len,
+                stored_len,
+                kind,
+                keyframe: raw[49] & 1 == 1,
+            });
         }
         if expect_offset != file_size {
             return Err(bad("entries do not add up to the file size"));
@@ -131,16 +142,26 @@ impl Recipe {
         let mut dependencies = Vec::new();
         let mut pos = entries_end;
         for _ in 0..dep_count {
-            let n = bytes.get(pos..pos + 2).ok_or_else(|| bad("dependency list truncated"))?;
+            let n = bytes
+                .get(pos..pos + 2)
+                .ok_or_else(|| bad("dependency list truncated"))?;
             let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
-            let s = bytes.get(pos + 2..pos + 2 + n).ok_or_else(|| bad("dependency list truncated"))?;
-            dependencies.push(String::from_utf8(s.to_vec()).map_err(|_| bad("dependency path is not UTF-8"))?);
+            let s = bytes
+                .get(pos + 2..pos + 2 + n)
+                .ok_or_else(|| bad("dependency list truncated"))?;
+            dependencies.push(
+                String::from_utf8(s.to_vec()).map_err(|_| bad("dependency path is not UTF-8"))?,
+            );
             pos += 2 + n;
         }
         if pos != bytes.len() {
             return Err(bad("trailing bytes"));
         }
-        Ok(Recipe { file_size, entries, dependencies })
+        Ok(Recipe {
+            file_size,
+            entries,
+            dependencies,
+        })
     }
 
     /// Index of the entry holding byte `offset`, if inside the file.
@@ -177,14 +198,22 @@ mod tests {
                     offset,
                     len,
                     stored_len: len + 4,
-                    kind: if i % 3 == 0 { EntryKind::Box { fourcc: *b"moov" } } else { EntryKind::Chunk },
+                    kind: if i % 3 == 0 {
+                        EntryKind::Box { fourcc: *b"moov" }
+                    } else {
+                        EntryKind::Chunk
+                    },
                     keyframe: i % 2 == 0,
                 };
                 offset += u64::from(len);
                 e
             })
             .collect();
-        Recipe { file_size: offset, entries, dependencies: vec!["a/b.wav".into()] }
+        Recipe {
+            file_size: offset,
+            entries,
+            dependencies: vec!["a/b.wav".into()],
+        }
     }
 
     proptest! {

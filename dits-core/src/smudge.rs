@@ -13,9 +13,16 @@ pub enum SmudgeError {
     #[error("object {id} is missing from the local store (needed by recipe {recipe}); fetch it from the remote or re-add the file")]
     Missing { id: ChunkId, recipe: ChunkId },
     #[error("recipe {recipe}: {source}")]
-    BadRecipe { recipe: ChunkId, source: RecipeError },
+    BadRecipe {
+        recipe: ChunkId,
+        source: RecipeError,
+    },
     #[error("recipe {recipe} describes {actual} bytes but the pointer says {expected}")]
-    SizeMismatch { recipe: ChunkId, expected: u64, actual: u64 },
+    SizeMismatch {
+        recipe: ChunkId,
+        expected: u64,
+        actual: u64,
+    },
     #[error("rebuilt content hashes to {actual}, the pointer says {expected}")]
     HashMismatch { expected: ChunkId, actual: ChunkId },
     #[error(transparent)]
@@ -33,16 +40,28 @@ fn store_err(e: StoreError, recipe: ChunkId) -> SmudgeError {
 
 /// Loads and checks the recipe a pointer names.
 pub fn load_recipe<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Recipe, SmudgeError> {
-    let bytes = store.get(&pointer.recipe).map_err(|e| store_err(e, pointer.recipe))?;
-    let recipe = Recipe::decode(&bytes).map_err(|source| SmudgeError::BadRecipe { recipe: pointer.recipe, source })?;
+    let bytes = store
+        .get(&pointer.recipe)
+        .map_err(|e| store_err(e, pointer.recipe))?;
+    let recipe = Recipe::decode(&bytes).map_err(|source| SmudgeError::BadRecipe {
+        recipe: pointer.recipe,
+        source,
+    })?;
     if recipe.file_size != pointer.size {
-        return Err(SmudgeError::SizeMismatch { recipe: pointer.recipe, expected: pointer.size, actual: recipe.file_size });
+        return Err(SmudgeError::SizeMismatch {
+            recipe: pointer.recipe,
+            expected: pointer.size,
+            actual: recipe.file_size,
+        });
     }
     Ok(recipe)
 }
 
 /// Ids the recipe needs that the store lacks.
-pub fn missing_objects<S: ChunkStore>(store: &S, recipe: &Recipe) -> Result<Vec<ChunkId>, StoreError> {
+pub fn missing_objects<S: ChunkStore>(
+    store: &S,
+    recipe: &Recipe,
+) -> Result<Vec<ChunkId>, StoreError> {
     let mut missing = Vec::new();
     for e in &recipe.entries {
         if !store.contains(&e.id)? && !missing.contains(&e.id) {
@@ -54,20 +73,35 @@ pub fn missing_objects<S: ChunkStore>(store: &S, recipe: &Recipe) -> Result<Vec<
 
 /// Writes the file a pointer describes to `out`. Fails before writing anything when an
 /// object is missing; a corrupt object fails the smudge at that object.
-pub fn smudge<S: ChunkStore, W: Write + ?Sized>(store: &mut S, pointer: &Pointer, out: &mut W) -> Result<(), SmudgeError> {
+pub fn smudge<S: ChunkStore, W: Write + ?Sized>(
+    store: &mut S,
+    pointer: &Pointer,
+    out: &mut W,
+) -> Result<(), SmudgeError> {
     let recipe = load_recipe(store, pointer)?;
-    if let Some(id) = missing_objects(store, &recipe).map_err(SmudgeError::Store)?.first() {
-        return Err(SmudgeError::Missing { id: *id, recipe: pointer.recipe });
+    if let Some(id) = missing_objects(store, &recipe)
+        .map_err(SmudgeError::Store)?
+        .first()
+    {
+        return Err(SmudgeError::Missing {
+            id: *id,
+            recipe: pointer.recipe,
+        });
     }
     let mut hasher = blake3::Hasher::new();
     for e in &recipe.entries {
-        let bytes = store.get(&e.id).map_err(|err| store_err(err, pointer.recipe))?;
+        let bytes = store
+            .get(&e.id)
+            .map_err(|err| store_err(err, pointer.recipe))?;
         hasher.update(&bytes);
         out.write_all(&bytes).map_err(SmudgeError::Output)?;
     }
     let actual: ChunkId = hasher.finalize().into();
     if actual != pointer.oid {
-        return Err(SmudgeError::HashMismatch { expected: pointer.oid, actual });
+        return Err(SmudgeError::HashMismatch {
+            expected: pointer.oid,
+            actual,
+        });
     }
     Ok(())
 }
@@ -95,7 +129,10 @@ pub fn verify<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Vec<SmudgeErro
     if whole_file_checkable {
         let actual: ChunkId = hasher.finalize().into();
         if actual != pointer.oid {
-            problems.push(SmudgeError::HashMismatch { expected: pointer.oid, actual });
+            problems.push(SmudgeError::HashMismatch {
+                expected: pointer.oid,
+                actual,
+            });
         }
     }
     problems

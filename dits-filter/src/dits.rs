@@ -37,25 +37,51 @@ impl crate::Filter for DitsFilter {
     type Error = FilterError;
 
     fn clean(&mut self, path: &str, content: &mut dyn Read) -> Result<Vec<u8>, FilterError> {
-        let outcome = clean(content, &mut self.store).map_err(|source| FilterError::Clean { path: path.into(), source })?;
+        let outcome = clean(content, &mut self.store).map_err(|source| FilterError::Clean {
+            path: path.into(),
+            source,
+        })?;
         if let Some(reason) = &outcome.fallback_reason {
             tracing::debug!(path, reason = %reason, "stored without media structure");
         }
-        tracing::debug!(path, new_objects = outcome.new_objects, new_bytes = outcome.new_bytes, cached = outcome.cached, "cleaned");
+        tracing::debug!(
+            path,
+            new_objects = outcome.new_objects,
+            new_bytes = outcome.new_bytes,
+            cached = outcome.cached,
+            "cleaned"
+        );
         Ok(outcome.pointer.encode().into_bytes())
     }
 
-    fn smudge(&mut self, path: &str, content: &mut dyn Read, out: &mut dyn Write) -> Result<(), FilterError> {
-        let io_err = |source| FilterError::Io { path: path.into(), source };
+    fn smudge(
+        &mut self,
+        path: &str,
+        content: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> Result<(), FilterError> {
+        let io_err = |source| FilterError::Io {
+            path: path.into(),
+            source,
+        };
         // A pointer is at most MAX_POINTER_LEN bytes: read one more to tell them apart.
         let mut head = Vec::with_capacity(MAX_POINTER_LEN + 1);
-        content.take(MAX_POINTER_LEN as u64 + 1).read_to_end(&mut head).map_err(io_err)?;
+        content
+            .take(MAX_POINTER_LEN as u64 + 1)
+            .read_to_end(&mut head)
+            .map_err(io_err)?;
         if !Pointer::looks_like_pointer(&head) {
             out.write_all(&head).map_err(io_err)?;
             io::copy(content, out).map_err(io_err)?;
             return Ok(());
         }
-        let pointer = Pointer::parse(&head).map_err(|source| FilterError::Pointer { path: path.into(), source })?;
-        smudge(&mut self.store, &pointer, out).map_err(|source| FilterError::Smudge { path: path.into(), source })
+        let pointer = Pointer::parse(&head).map_err(|source| FilterError::Pointer {
+            path: path.into(),
+            source,
+        })?;
+        smudge(&mut self.store, &pointer, out).map_err(|source| FilterError::Smudge {
+            path: path.into(),
+            source,
+        })
     }
 }

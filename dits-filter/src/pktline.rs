@@ -43,7 +43,13 @@ pub fn read_packet<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Option<Packe
         n if n - 4 > MAX_PAYLOAD => Err(PktError::BadLength(head)),
         n => {
             buf.resize(n - 4, 0);
-            r.read_exact(buf).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { PktError::Eof } else { e.into() })?;
+            r.read_exact(buf).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    PktError::Eof
+                } else {
+                    e.into()
+                }
+            })?;
             Ok(Some(Packet::Data(std::mem::take(buf))))
         }
     }
@@ -71,7 +77,7 @@ pub fn write_data<W: Write>(w: &mut W, payload: &[u8]) -> io::Result<()> {
 }
 
 pub fn write_text<W: Write>(w: &mut W, line: &str) -> io::Result<()> {
-    write!(w, "{:04x}{}\n", line.len() + 5, line)
+    writeln!(w, "{:04x}{}", line.len() + 5, line)
 }
 
 pub fn write_flush<W: Write>(w: &mut W) -> io::Result<()> {
@@ -88,7 +94,12 @@ pub struct ContentReader<'a, R: Read> {
 
 impl<'a, R: Read> ContentReader<'a, R> {
     pub fn new(inner: &'a mut R) -> Self {
-        ContentReader { inner, current: Vec::new(), pos: 0, done: false }
+        ContentReader {
+            inner,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+        }
     }
 
     /// Consumes whatever is left of the section, so the protocol stays in step even
@@ -108,13 +119,20 @@ impl<R: Read> Read for ContentReader<'_, R> {
             }
             let mut buf = std::mem::take(&mut self.current);
             self.pos = 0;
-            match read_packet(self.inner, &mut buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            match read_packet(self.inner, &mut buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
                 Some(Packet::Data(d)) => {
                     self.current = d;
                     self.pos = 0;
                 }
                 Some(Packet::Flush) => self.done = true,
-                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "content ended without a flush packet")),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "content ended without a flush packet",
+                    ))
+                }
             }
         }
         let n = out.len().min(self.current.len() - self.pos);
@@ -132,7 +150,10 @@ pub struct ContentWriter<'a, W: Write> {
 
 impl<'a, W: Write> ContentWriter<'a, W> {
     pub fn new(inner: &'a mut W) -> Self {
-        ContentWriter { inner, buf: Vec::with_capacity(MAX_PAYLOAD) }
+        ContentWriter {
+            inner,
+            buf: Vec::with_capacity(MAX_PAYLOAD),
+        }
     }
 
     /// Writes what is buffered; the caller then writes the flush packet.
@@ -203,7 +224,10 @@ mod tests {
     fn hostile_lengths_are_errors() {
         for head in [&b"0003"[..], b"zzzz", b"ffff", b"0009ab"] {
             let mut buf = Vec::new();
-            assert!(read_packet(&mut Cursor::new(head), &mut buf).is_err(), "{head:?}");
+            assert!(
+                read_packet(&mut Cursor::new(head), &mut buf).is_err(),
+                "{head:?}"
+            );
         }
     }
 }

@@ -15,7 +15,12 @@ pub trait Filter {
     /// Consumes the working-tree content and returns what Git stores.
     fn clean(&mut self, path: &str, content: &mut dyn Read) -> Result<Vec<u8>, Self::Error>;
     /// Turns what Git stores back into working-tree content, streaming to `out`.
-    fn smudge(&mut self, path: &str, content: &mut dyn Read, out: &mut dyn Write) -> Result<(), Self::Error>;
+    fn smudge(
+        &mut self,
+        path: &str,
+        content: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> Result<(), Self::Error>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +42,11 @@ const CAPABILITIES: [&str; 3] = ["clean", "smudge", "delay"];
 const SMUDGE_SPOOL_IN_MEMORY: usize = 8 << 20;
 
 /// Runs the protocol on `input`/`output` until Git closes `input`.
-pub fn serve<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, filter: &mut F) -> Result<(), ProtocolError> {
+pub fn serve<R: Read, W: Write, F: Filter>(
+    input: &mut R,
+    output: &mut W,
+    filter: &mut F,
+) -> Result<(), ProtocolError> {
     handshake(input, output)?;
     while let Some(headers) = read_headers(input)? {
         let command = headers.get("command").cloned().unwrap_or_default();
@@ -82,7 +91,10 @@ fn handshake<R: Read, W: Write>(input: &mut R, output: &mut W) -> Result<(), Pro
         offered.push(line);
     }
     for cap in CAPABILITIES {
-        if offered.iter().any(|o| o.strip_prefix("capability=") == Some(cap)) {
+        if offered
+            .iter()
+            .any(|o| o.strip_prefix("capability=") == Some(cap))
+        {
             write_text(output, &format!("capability={cap}"))?;
         }
     }
@@ -94,7 +106,10 @@ fn handshake<R: Read, W: Write>(input: &mut R, output: &mut W) -> Result<(), Pro
 fn expect(line: Option<String>, want: &str) -> Result<(), ProtocolError> {
     match line {
         Some(l) if l == want => Ok(()),
-        other => Err(ProtocolError::Unexpected { expected: want.to_string(), got: other.unwrap_or_else(|| "flush".into()) }),
+        other => Err(ProtocolError::Unexpected {
+            expected: want.to_string(),
+            got: other.unwrap_or_else(|| "flush".into()),
+        }),
     }
 }
 
@@ -114,7 +129,12 @@ fn read_headers<R: Read>(input: &mut R) -> Result<Option<HashMap<String, String>
     }
 }
 
-fn handle_clean<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, filter: &mut F, path: &str) -> Result<(), ProtocolError> {
+fn handle_clean<R: Read, W: Write, F: Filter>(
+    input: &mut R,
+    output: &mut W,
+    filter: &mut F,
+    path: &str,
+) -> Result<(), ProtocolError> {
     let mut content = ContentReader::new(input);
     let result = filter.clean(path, &mut content);
     // Git writes all content before it reads our answer: consume the rest first.
@@ -138,7 +158,12 @@ fn handle_clean<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, fil
     Ok(())
 }
 
-fn handle_smudge<R: Read, W: Write, F: Filter>(input: &mut R, output: &mut W, filter: &mut F, path: &str) -> Result<(), ProtocolError> {
+fn handle_smudge<R: Read, W: Write, F: Filter>(
+    input: &mut R,
+    output: &mut W,
+    filter: &mut F,
+    path: &str,
+) -> Result<(), ProtocolError> {
     let mut spooled = tempfile::SpooledTempFile::new(SMUDGE_SPOOL_IN_MEMORY);
     io::copy(&mut ContentReader::new(input), &mut spooled)?;
     spooled.seek(SeekFrom::Start(0))?;
@@ -177,8 +202,15 @@ mod tests {
             }
             Ok(s.to_ascii_uppercase())
         }
-        fn smudge(&mut self, _: &str, content: &mut dyn Read, out: &mut dyn Write) -> Result<(), String> {
-            io::copy(content, out).map(|_| ()).map_err(|e| e.to_string())
+        fn smudge(
+            &mut self,
+            _: &str,
+            content: &mut dyn Read,
+            out: &mut dyn Write,
+        ) -> Result<(), String> {
+            io::copy(content, out)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
     }
 
@@ -207,9 +239,15 @@ mod tests {
         let mut out = Vec::new();
         serve(&mut Cursor::new(wire), &mut out, &mut Upper).unwrap();
         let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("0016git-filter-server\n000eversion=2\n0000"), "{text}");
+        assert!(
+            text.starts_with("0016git-filter-server\n000eversion=2\n0000"),
+            "{text}"
+        );
         assert!(text.contains("0015capability=delay\n0000"));
-        assert!(text.contains("0013status=success\n00000009HELLO00000000"), "{text}");
+        assert!(
+            text.contains("0013status=success\n00000009HELLO00000000"),
+            "{text}"
+        );
         assert!(text.ends_with("0011status=error\n0000"), "{text}");
     }
 }

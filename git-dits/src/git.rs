@@ -9,17 +9,30 @@ use anyhow::{bail, Context, Result};
 
 /// Runs git and returns stdout; a failure carries git's own stderr.
 pub fn run(args: &[&str]) -> Result<String> {
-    let out = Command::new("git").args(args).output().with_context(|| format!("running git {}", args.join(" ")))?;
+    let out = Command::new("git")
+        .args(args)
+        .output()
+        .with_context(|| format!("running git {}", args.join(" ")))?;
     if !out.status.success() {
-        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Like [`run`] but `None` when git exits non-zero (a missing object, an unset key).
 pub fn try_run(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("git")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The store directory shared by all worktrees: `<git-common-dir>/dits`.
@@ -72,7 +85,9 @@ pub fn cat_file_small(specs: &[String], max_size: u64) -> Result<Vec<Option<Blob
             out.push(None);
             continue;
         }
-        let size: u64 = fields[2].parse().with_context(|| format!("cat-file header for {spec}: {header}"))?;
+        let size: u64 = fields[2]
+            .parse()
+            .with_context(|| format!("cat-file header for {spec}: {header}"))?;
         let mut content = Vec::new();
         if size <= max_size {
             (&mut reader).take(size).read_to_end(&mut content)?;
@@ -81,9 +96,14 @@ pub fn cat_file_small(specs: &[String], max_size: u64) -> Result<Vec<Option<Blob
         }
         let mut lf = [0u8; 1];
         reader.read_exact(&mut lf)?;
-        out.push(Some(Blob { kind: fields[1].to_string(), content }));
+        out.push(Some(Blob {
+            kind: fields[1].to_string(),
+            content,
+        }));
     }
-    feeder.join().map_err(|_| anyhow::anyhow!("cat-file feeder panicked"))??;
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("cat-file feeder panicked"))??;
     child.wait()?;
     Ok(out)
 }

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "git-dits", version, about = "Version control for video and large media, inside Git")]
+#[command(
+    name = "git-dits",
+    version,
+    about = "Version control for video and large media, inside Git"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,16 +93,21 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GIT_DITS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("GIT_DITS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_target(false)
         .without_time()
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Install { local, skip_hooks } => commands::install::install(local, skip_hooks).map(|_| 0),
+        Command::Install { local, skip_hooks } => {
+            commands::install::install(local, skip_hooks).map(|_| 0)
+        }
         Command::Uninstall { local } => commands::install::uninstall(local).map(|_| 0),
-        Command::Track { patterns, lockable } => commands::track::track(&patterns, lockable).map(|_| 0),
+        Command::Track { patterns, lockable } => {
+            commands::track::track(&patterns, lockable).map(|_| 0)
+        }
         Command::Untrack { patterns } => commands::track::untrack(&patterns).map(|_| 0),
         Command::FilterProcess => commands::filter::filter_process().map(|_| 0),
         Command::Clean { path } => commands::filter::clean(path.as_deref()).map(|_| 0),

@@ -20,7 +20,12 @@ impl dits_filter::Filter for Null {
         Ok(format!("null {n}\n").into_bytes())
     }
 
-    fn smudge(&mut self, _path: &str, content: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
+    fn smudge(
+        &mut self,
+        _path: &str,
+        content: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         io::copy(content, out).map(|_| ())
     }
 }

@@ -31,7 +31,15 @@ impl BoxSpan {
 }
 
 pub fn fourcc_str(f: &[u8; 4]) -> String {
-    f.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '?' }).collect()
+    f.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,7 +47,12 @@ pub enum BoxError {
     #[error("box at offset {offset}: header truncated")]
     TruncatedHeader { offset: u64 },
     #[error("box `{fourcc}` at offset {offset}: size {len} does not fit in {available} bytes")]
-    BadSize { fourcc: String, offset: u64, len: u64, available: u64 },
+    BadSize {
+        fourcc: String,
+        offset: u64,
+        len: u64,
+        available: u64,
+    },
     #[error("box at offset {offset}: type is not printable, so this is not ISO BMFF")]
     NotAsciiType { offset: u64 },
     #[error("more than {0} top-level boxes")]
@@ -56,28 +69,58 @@ const MAX_TOP_LEVEL_BOXES: usize = 1 << 20;
 /// `available` bytes of the parent). Size 0 means "to the end of the parent".
 pub fn parse_header(bytes: &[u8], offset: u64, available: u64) -> Result<BoxSpan, BoxError> {
     let short = || BoxError::TruncatedHeader { offset };
-    let size32 = u32::from_be_bytes(bytes.get(0..4).ok_or_else(short)?.try_into().map_err(|_| short())?);
-    let fourcc: [u8; 4] = bytes.get(4..8).ok_or_else(short)?.try_into().map_err(|_| short())?;
-    if !fourcc.iter().all(|b| b.is_ascii_graphic() || *b == b' ' || *b == 0xa9) {
+    let size32 = u32::from_be_bytes(
+        bytes
+            .get(0..4)
+            .ok_or_else(short)?
+            .try_into()
+            .map_err(|_| short())?,
+    );
+    let fourcc: [u8; 4] = bytes
+        .get(4..8)
+        .ok_or_else(short)?
+        .try_into()
+        .map_err(|_| short())?;
+    if !fourcc
+        .iter()
+        .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == 0xa9)
+    {
         return Err(BoxError::NotAsciiType { offset });
     }
     let (header_len, len) = match size32 {
         0 => (8, available),
         1 => {
-            let large: [u8; 8] = bytes.get(8..16).ok_or_else(short)?.try_into().map_err(|_| short())?;
+            let large: [u8; 8] = bytes
+                .get(8..16)
+                .ok_or_else(short)?
+                .try_into()
+                .map_err(|_| short())?;
             (16, u64::from_be_bytes(large))
         }
         n => (8, u64::from(n)),
     };
     if len < header_len || len > available {
-        return Err(BoxError::BadSize { fourcc: fourcc_str(&fourcc), offset, len, available });
+        return Err(BoxError::BadSize {
+            fourcc: fourcc_str(&fourcc),
+            offset,
+            len,
+            available,
+        });
     }
-    Ok(BoxSpan { fourcc, offset, header_len, len })
+    Ok(BoxSpan {
+        fourcc,
+        offset,
+        header_len,
+        len,
+    })
 }
 
 /// Walks the top-level boxes of a seekable file of `file_len` bytes. The walk must tile
 /// the file exactly, or the file is not treated as ISO BMFF.
-pub fn top_level_boxes<R: Read + Seek>(file: &mut R, file_len: u64) -> Result<Vec<BoxSpan>, BoxError> {
+pub fn top_level_boxes<R: Read + Seek>(
+    file: &mut R,
+    file_len: u64,
+) -> Result<Vec<BoxSpan>, BoxError> {
     let io = |e: std::io::Error| BoxError::Io(e.to_string());
     let mut boxes = Vec::new();
     let mut offset = 0u64;
@@ -94,7 +137,10 @@ pub fn top_level_boxes<R: Read + Seek>(file: &mut R, file_len: u64) -> Result<Ve
         offset = span.end();
         boxes.push(span);
     }
-    if !boxes.iter().any(|b| &b.fourcc == b"ftyp" || &b.fourcc == b"moov") {
+    if !boxes
+        .iter()
+        .any(|b| &b.fourcc == b"ftyp" || &b.fourcc == b"moov")
+    {
         return Err(BoxError::NotIsoBmff);
     }
     Ok(boxes)
@@ -117,7 +163,11 @@ pub fn children(payload: &[u8], base_offset: u64) -> Result<Vec<(BoxSpan, &[u8])
 
 /// The first child of `payload` with type `fourcc`.
 pub fn find_child<'a>(payload: &'a [u8], fourcc: &[u8; 4]) -> Option<&'a [u8]> {
-    children(payload, 0).ok()?.into_iter().find(|(s, _)| &s.fourcc == fourcc).map(|(_, p)| p)
+    children(payload, 0)
+        .ok()?
+        .into_iter()
+        .find(|(s, _)| &s.fourcc == fourcc)
+        .map(|(_, p)| p)
 }
 
 #[cfg(test)]
@@ -148,7 +198,10 @@ mod tests {
             f.extend_from_slice(&size.to_be_bytes());
             f.extend_from_slice(b"mdat");
             f.extend_from_slice(&[0xff; 8]);
-            assert!(top_level_boxes(&mut Cursor::new(&f), f.len() as u64).is_err(), "size {size}");
+            assert!(
+                top_level_boxes(&mut Cursor::new(&f), f.len() as u64).is_err(),
+                "size {size}"
+            );
         }
     }
 }

@@ -19,10 +19,18 @@ pub const MAX_OBJECT_BOX: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Region {
     /// A whole box kept as one object (`ftyp`, `moov`, `free`, `moof`, an `mdat` header).
-    Object { offset: u64, len: u64, fourcc: [u8; 4] },
+    Object {
+        offset: u64,
+        len: u64,
+        fourcc: [u8; 4],
+    },
     /// Bytes cut into content-defined chunks; `cuts` are absolute offsets inside the
     /// region where a chunk must start (video keyframes).
-    Payload { offset: u64, len: u64, cuts: Vec<u64> },
+    Payload {
+        offset: u64,
+        len: u64,
+        cuts: Vec<u64>,
+    },
 }
 
 /// What kind of file this is, for people.
@@ -60,7 +68,11 @@ impl Layout {
         Layout {
             container: Container::Other,
             movie: MovieInfo::default(),
-            regions: vec![Region::Payload { offset: 0, len, cuts: Vec::new() }],
+            regions: vec![Region::Payload {
+                offset: 0,
+                len,
+                cuts: Vec::new(),
+            }],
             fallback_reason: reason,
         }
     }
@@ -86,15 +98,26 @@ impl Layout {
             "{} duration={:.2}s tracks={}",
             self.container.as_str(),
             self.movie.duration_secs,
-            if tracks.is_empty() { "none".to_string() } else { tracks.join(",") }
+            if tracks.is_empty() {
+                "none".to_string()
+            } else {
+                tracks.join(",")
+            }
         )
     }
 }
 
 /// Keeps a pointer line one line of plain ASCII whatever a file's boxes say.
 fn clean_token(s: &str) -> String {
-    let t: String = s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-').collect();
-    if t.is_empty() { "?".to_string() } else { t }
+    let t: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+        .collect();
+    if t.is_empty() {
+        "?".to_string()
+    } else {
+        t
+    }
 }
 
 /// Works out the layout of a seekable file of `len` bytes.
@@ -115,26 +138,51 @@ fn analyze_iso_bmff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Layout, St
         _ => MovieInfo::default(),
     };
     let container = container_of(file, &boxes)?;
-    let mut keyframes: Vec<u64> = movie.tracks.iter().flat_map(|t| t.keyframe_offsets.iter().copied()).collect();
+    let mut keyframes: Vec<u64> = movie
+        .tracks
+        .iter()
+        .flat_map(|t| t.keyframe_offsets.iter().copied())
+        .collect();
     keyframes.sort_unstable();
     keyframes.dedup();
 
     let mut regions = Vec::with_capacity(boxes.len() + 1);
     for b in &boxes {
         if &b.fourcc == b"mdat" {
-            regions.push(Region::Object { offset: b.offset, len: b.header_len, fourcc: b.fourcc });
+            regions.push(Region::Object {
+                offset: b.offset,
+                len: b.header_len,
+                fourcc: b.fourcc,
+            });
             let start = b.payload_offset();
             let end = b.end();
             let lo = keyframes.partition_point(|&k| k < start);
             let hi = keyframes.partition_point(|&k| k < end);
-            regions.push(Region::Payload { offset: start, len: b.payload_len(), cuts: keyframes[lo..hi].to_vec() });
+            regions.push(Region::Payload {
+                offset: start,
+                len: b.payload_len(),
+                cuts: keyframes[lo..hi].to_vec(),
+            });
         } else if b.len <= MAX_OBJECT_BOX {
-            regions.push(Region::Object { offset: b.offset, len: b.len, fourcc: b.fourcc });
+            regions.push(Region::Object {
+                offset: b.offset,
+                len: b.len,
+                fourcc: b.fourcc,
+            });
         } else {
-            regions.push(Region::Payload { offset: b.offset, len: b.len, cuts: Vec::new() });
+            regions.push(Region::Payload {
+                offset: b.offset,
+                len: b.len,
+                cuts: Vec::new(),
+            });
         }
     }
-    Ok(Layout { container, movie, regions, fallback_reason: None })
+    Ok(Layout {
+        container,
+        movie,
+        regions,
+        fallback_reason: None,
+    })
 }
 
 fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Container, String> {
@@ -144,7 +192,8 @@ fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Conta
     if let Some(ftyp) = boxes.iter().find(|b| &b.fourcc == b"ftyp") {
         if ftyp.payload_len() >= 4 {
             let mut brand = [0u8; 4];
-            file.seek(SeekFrom::Start(ftyp.payload_offset())).map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(ftyp.payload_offset()))
+                .map_err(|e| e.to_string())?;
             file.read_exact(&mut brand).map_err(|e| e.to_string())?;
             if &brand == b"qt  " {
                 return Ok(Container::Mov);
@@ -156,7 +205,8 @@ fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Conta
 
 fn read_span<R: Read + Seek>(file: &mut R, span: &BoxSpan) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; span.payload_len() as usize];
-    file.seek(SeekFrom::Start(span.payload_offset())).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(span.payload_offset()))
+        .map_err(|e| e.to_string())?;
     file.read_exact(&mut buf).map_err(|e| e.to_string())?;
     Ok(buf)
 }

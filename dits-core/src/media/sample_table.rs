@@ -53,7 +53,9 @@ fn parse_trak(trak: &[u8]) -> TrackInfo {
     if let Some(tkhd) = find_child(trak, b"tkhd") {
         t.track_id = tkhd_track_id(tkhd).unwrap_or(0);
     }
-    let Some(mdia) = find_child(trak, b"mdia") else { return t };
+    let Some(mdia) = find_child(trak, b"mdia") else {
+        return t;
+    };
     if let Some(mdhd) = find_child(mdia, b"mdhd") {
         t.duration_secs = full_box_duration(mdhd).unwrap_or(0.0);
     }
@@ -62,7 +64,9 @@ fn parse_trak(trak: &[u8]) -> TrackInfo {
             t.handler = fourcc_str(&[h[0], h[1], h[2], h[3]]);
         }
     }
-    let Some(stbl) = find_child(mdia, b"minf").and_then(|m| find_child(m, b"stbl")) else { return t };
+    let Some(stbl) = find_child(mdia, b"minf").and_then(|m| find_child(m, b"stbl")) else {
+        return t;
+    };
     if let Some(stsd) = find_child(stbl, b"stsd") {
         read_sample_entry(stsd, &mut t);
     }
@@ -89,14 +93,22 @@ fn full_box_duration(b: &[u8]) -> Option<f64> {
 }
 
 fn tkhd_track_id(b: &[u8]) -> Option<u32> {
-    if *b.first()? == 1 { be32(b, 20) } else { be32(b, 12) }
+    if *b.first()? == 1 {
+        be32(b, 20)
+    } else {
+        be32(b, 12)
+    }
 }
 
 fn read_sample_entry(stsd: &[u8], t: &mut TrackInfo) {
     // full box header (4) + entry_count (4), then sample entries as boxes.
     let Some(entries) = stsd.get(8..) else { return };
-    let Ok(kids) = children(entries, 0) else { return };
-    let Some((span, entry)) = kids.first() else { return };
+    let Ok(kids) = children(entries, 0) else {
+        return;
+    };
+    let Some((span, entry)) = kids.first() else {
+        return;
+    };
     t.codec = span.name().trim().to_string();
     if t.handler == "vide" {
         // VisualSampleEntry: 6 reserved + 2 dref index + 16 predefined/reserved, then w, h.
@@ -124,14 +136,22 @@ impl<'a> SampleSizes<'a> {
         } else {
             &[]
         };
-        Some(SampleSizes { constant, count, table })
+        Some(SampleSizes {
+            constant,
+            count,
+            table,
+        })
     }
 
     fn size(&self, sample_index: u64) -> Option<u64> {
         if self.constant != 0 {
             return Some(u64::from(self.constant));
         }
-        be32(self.table, usize::try_from(sample_index.checked_mul(4)?).ok()?).map(u64::from)
+        be32(
+            self.table,
+            usize::try_from(sample_index.checked_mul(4)?).ok()?,
+        )
+        .map(u64::from)
     }
 }
 
@@ -145,7 +165,9 @@ fn entry_table(b: &[u8], entry_len: usize) -> Option<(usize, &[u8])> {
 fn keyframe_offsets(stbl: &[u8], sizes: &SampleSizes) -> Option<Vec<u64>> {
     let chunk_offsets: Vec<u64> = if let Some(stco) = find_child(stbl, b"stco") {
         let (n, t) = entry_table(stco, 4)?;
-        (0..n).map(|i| be32(t, i * 4).map(u64::from)).collect::<Option<_>>()?
+        (0..n)
+            .map(|i| be32(t, i * 4).map(u64::from))
+            .collect::<Option<_>>()?
     } else {
         let (n, t) = entry_table(find_child(stbl, b"co64")?, 8)?;
         (0..n).map(|i| be64(t, i * 8)).collect::<Option<_>>()?
@@ -155,7 +177,11 @@ fn keyframe_offsets(stbl: &[u8], sizes: &SampleSizes) -> Option<Vec<u64>> {
     let sync: Option<Vec<u64>> = match find_child(stbl, b"stss") {
         Some(stss) => {
             let (n, t) = entry_table(stss, 4)?;
-            Some((0..n).map(|i| be32(t, i * 4).map(u64::from)).collect::<Option<_>>()?)
+            Some(
+                (0..n)
+                    .map(|i| be32(t, i * 4).map(u64::from))
+                    .collect::<Option<_>>()?,
+            )
         }
         None => None,
     };
@@ -205,13 +231,19 @@ fn keyframe_offsets(stbl: &[u8], sizes: &SampleSizes) -> Option<Vec<u64>> {
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_be_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn be64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 #[cfg(test)]

@@ -48,7 +48,10 @@ impl Index {
     }
 
     pub fn schema_version(&self) -> rusqlite::Result<i64> {
-        self.conn.query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
     }
 
     pub fn lookup(&self, id: &ChunkId) -> rusqlite::Result<Option<IndexedObject>> {
@@ -58,7 +61,11 @@ impl Index {
         stmt.query_row(params![&id.0[..]], |r| {
             Ok(IndexedObject {
                 pack: r.get(0)?,
-                location: Location { offset: r.get(1)?, stored_len: r.get(2)?, plain_len: r.get(3)? },
+                location: Location {
+                    offset: r.get(1)?,
+                    stored_len: r.get(2)?,
+                    plain_len: r.get(3)?,
+                },
             })
         })
         .optional()
@@ -67,15 +74,29 @@ impl Index {
     /// Records a batch of objects of one pack in one transaction. Objects another
     /// process indexed first keep their row (the duplicate bytes become garbage).
     pub fn commit(&mut self, pack: &str, objects: &[(ChunkId, Location)]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute("INSERT OR IGNORE INTO packs(name) VALUES (?1)", params![pack])?;
-        let pack_id: i64 = tx.query_row("SELECT id FROM packs WHERE name = ?1", params![pack], |r| r.get(0))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO packs(name) VALUES (?1)",
+            params![pack],
+        )?;
+        let pack_id: i64 =
+            tx.query_row("SELECT id FROM packs WHERE name = ?1", params![pack], |r| {
+                r.get(0)
+            })?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO objects(id, pack, offset, stored_len, plain_len) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (id, loc) in objects {
-                stmt.execute(params![&id.0[..], pack_id, loc.offset, loc.stored_len, loc.plain_len])?;
+                stmt.execute(params![
+                    &id.0[..],
+                    pack_id,
+                    loc.offset,
+                    loc.stored_len,
+                    loc.plain_len
+                ])?;
             }
         }
         tx.commit()
@@ -91,16 +112,26 @@ impl Index {
     }
 
     pub fn object_count(&self) -> rusqlite::Result<u64> {
-        self.conn.query_row("SELECT COUNT(*) FROM objects", [], |r| r.get(0))
+        self.conn
+            .query_row("SELECT COUNT(*) FROM objects", [], |r| r.get(0))
     }
 
     pub fn cached_pointer(&self, oid: &ChunkId, size: u64) -> rusqlite::Result<Option<String>> {
         self.conn
-            .query_row("SELECT pointer FROM files WHERE oid = ?1 AND size = ?2", params![&oid.0[..], size], |r| r.get(0))
+            .query_row(
+                "SELECT pointer FROM files WHERE oid = ?1 AND size = ?2",
+                params![&oid.0[..], size],
+                |r| r.get(0),
+            )
             .optional()
     }
 
-    pub fn remember_pointer(&self, oid: &ChunkId, size: u64, pointer: &str) -> rusqlite::Result<()> {
+    pub fn remember_pointer(
+        &self,
+        oid: &ChunkId,
+        size: u64,
+        pointer: &str,
+    ) -> rusqlite::Result<()> {
         self.conn.execute(
             "INSERT OR REPLACE INTO files(oid, size, pointer) VALUES (?1, ?2, ?3)",
             params![&oid.0[..], size, pointer],

@@ -22,15 +22,25 @@ const PACK_ROLLOVER: u64 = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("chunk store {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("chunk store index {path}: {source}")]
-    Index { path: PathBuf, source: rusqlite::Error },
+    Index {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("object {id} is not in the local store")]
     Missing { id: ChunkId },
     #[error("object {id} is {len} bytes; objects are limited to 4 GiB")]
     TooLarge { id: ChunkId, len: usize },
     #[error("object {id} in {pack}: stored copy is unreadable: {source}")]
-    Corrupt { id: ChunkId, pack: String, source: EnvelopeError },
+    Corrupt {
+        id: ChunkId,
+        pack: String,
+        source: Box<EnvelopeError>,
+    },
 }
 
 /// Something that holds sealed objects by id. The local store is the first; the hub
@@ -38,7 +48,12 @@ pub enum StoreError {
 pub trait ChunkStore {
     fn contains(&self, id: &ChunkId) -> Result<bool, StoreError>;
     /// Stores `plain` under `id` (its BLAKE3) unless present; returns whether it was new.
-    fn put(&mut self, id: &ChunkId, plain: &[u8], hint: CompressionHint) -> Result<bool, StoreError>;
+    fn put(
+        &mut self,
+        id: &ChunkId,
+        plain: &[u8],
+        hint: CompressionHint,
+    ) -> Result<bool, StoreError>;
     /// Reads and verifies an object.
     fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
 }
@@ -66,10 +81,16 @@ impl LocalStore {
     /// may have left.
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
         for dir in [root.to_path_buf(), root.join("packs"), root.join("tmp")] {
-            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let index_path = root.join("index.sqlite");
-        let index = Index::open(&index_path).map_err(|source| StoreError::Index { path: index_path.clone(), source })?;
+        let index = Index::open(&index_path).map_err(|source| StoreError::Index {
+            path: index_path.clone(),
+            source,
+        })?;
         let mut store = LocalStore {
             root: root.to_path_buf(),
             index,
@@ -97,17 +118,27 @@ impl LocalStore {
     }
 
     fn index_err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Index { path: self.root.join("index.sqlite"), source }
+        StoreError::Index {
+            path: self.root.join("index.sqlite"),
+            source,
+        }
     }
 
     fn io_err(path: &Path, source: std::io::Error) -> StoreError {
-        StoreError::Io { path: path.to_path_buf(), source }
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn repair_packs(&mut self) -> Result<RepairReport, StoreError> {
         let mut report = RepairReport::default();
-        let ends: HashMap<String, u64> =
-            self.index.pack_ends().map_err(|e| self.index_err(e))?.into_iter().collect();
+        let ends: HashMap<String, u64> = self
+            .index
+            .pack_ends()
+            .map_err(|e| self.index_err(e))?
+            .into_iter()
+            .collect();
         let dir = self.packs_dir();
         let entries = std::fs::read_dir(&dir).map_err(|e| Self::io_err(&dir, e))?;
         for entry in entries {
@@ -136,16 +167,29 @@ impl LocalStore {
 
     /// Makes every object put so far durable: fsync the pack, then index it.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        let Some(writer) = self.writer.as_mut() else { return Ok(()) };
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
         if self.pending.is_empty() {
             return Ok(());
         }
-        writer.sync().map_err(|e| StoreError::Io { path: writer.path().to_path_buf(), source: e })?;
-        let rows: Vec<(ChunkId, Location)> =
-            self.pending_order.iter().filter_map(|id| self.pending.get(id).map(|l| (*id, *l))).collect();
+        writer.sync().map_err(|e| StoreError::Io {
+            path: writer.path().to_path_buf(),
+            source: e,
+        })?;
+        let rows: Vec<(ChunkId, Location)> = self
+            .pending_order
+            .iter()
+            .filter_map(|id| self.pending.get(id).map(|l| (*id, *l)))
+            .collect();
         let name = writer.name.clone();
         let index_path = self.root.join("index.sqlite");
-        self.index.commit(&name, &rows).map_err(|source| StoreError::Index { path: index_path, source })?;
+        self.index
+            .commit(&name, &rows)
+            .map_err(|source| StoreError::Index {
+                path: index_path,
+                source,
+            })?;
         self.pending.clear();
         self.pending_order.clear();
         if writer.len() >= PACK_ROLLOVER {
@@ -163,15 +207,28 @@ impl LocalStore {
         if let Some(loc) = self.pending.get(id) {
             return Ok(Some(loc.stored_len));
         }
-        Ok(self.index.lookup(id).map_err(|e| self.index_err(e))?.map(|o| o.location.stored_len))
+        Ok(self
+            .index
+            .lookup(id)
+            .map_err(|e| self.index_err(e))?
+            .map(|o| o.location.stored_len))
     }
 
     pub fn cached_pointer(&self, oid: &ChunkId, size: u64) -> Result<Option<String>, StoreError> {
-        self.index.cached_pointer(oid, size).map_err(|e| self.index_err(e))
+        self.index
+            .cached_pointer(oid, size)
+            .map_err(|e| self.index_err(e))
     }
 
-    pub fn remember_pointer(&self, oid: &ChunkId, size: u64, pointer: &str) -> Result<(), StoreError> {
-        self.index.remember_pointer(oid, size, pointer).map_err(|e| self.index_err(e))
+    pub fn remember_pointer(
+        &self,
+        oid: &ChunkId,
+        size: u64,
+        pointer: &str,
+    ) -> Result<(), StoreError> {
+        self.index
+            .remember_pointer(oid, size, pointer)
+            .map_err(|e| self.index_err(e))
     }
 
     fn reader(&mut self, pack: &str) -> Result<&File, StoreError> {
@@ -187,21 +244,35 @@ impl LocalStore {
         let path = self.packs_dir().join(pack);
         let file = self.reader(pack)?;
         let mut buf = vec![0u8; loc.stored_len as usize];
-        file.read_exact_at(&mut buf, loc.offset).map_err(|e| Self::io_err(&path, e))?;
+        file.read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| Self::io_err(&path, e))?;
         Ok(buf)
     }
 }
 
 impl ChunkStore for LocalStore {
     fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.pending.contains_key(id) || self.index.lookup(id).map_err(|e| self.index_err(e))?.is_some())
+        Ok(self.pending.contains_key(id)
+            || self
+                .index
+                .lookup(id)
+                .map_err(|e| self.index_err(e))?
+                .is_some())
     }
 
-    fn put(&mut self, id: &ChunkId, plain: &[u8], hint: CompressionHint) -> Result<bool, StoreError> {
+    fn put(
+        &mut self,
+        id: &ChunkId,
+        plain: &[u8],
+        hint: CompressionHint,
+    ) -> Result<bool, StoreError> {
         if self.contains(id)? {
             return Ok(false);
         }
-        let plain_len = u32::try_from(plain.len()).map_err(|_| StoreError::TooLarge { id: *id, len: plain.len() })?;
+        let plain_len = u32::try_from(plain.len()).map_err(|_| StoreError::TooLarge {
+            id: *id,
+            len: plain.len(),
+        })?;
         if self.writer.is_none() {
             let dir = self.packs_dir();
             self.writer = Some(PackWriter::create(&dir).map_err(|e| Self::io_err(&dir, e))?);
@@ -210,7 +281,10 @@ impl ChunkStore for LocalStore {
         let writer = self.writer.as_mut().expect("writer was just created");
         let loc = writer
             .append(id, plain_len, &sealed)
-            .map_err(|e| StoreError::Io { path: writer.path().to_path_buf(), source: e })?;
+            .map_err(|e| StoreError::Io {
+                path: writer.path().to_path_buf(),
+                source: e,
+            })?;
         self.pending.insert(*id, loc);
         self.pending_order.push(*id);
         Ok(true)
@@ -218,8 +292,14 @@ impl ChunkStore for LocalStore {
 
     fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         let (pack, loc) = if let Some(loc) = self.pending.get(id).copied() {
-            let writer = self.writer.as_mut().expect("pending objects live in the open writer");
-            writer.flush().map_err(|e| StoreError::Io { path: writer.path().to_path_buf(), source: e })?;
+            let writer = self
+                .writer
+                .as_mut()
+                .expect("pending objects live in the open writer");
+            writer.flush().map_err(|e| StoreError::Io {
+                path: writer.path().to_path_buf(),
+                source: e,
+            })?;
             (writer.name.clone(), loc)
         } else {
             let found = self.index.lookup(id).map_err(|e| self.index_err(e))?;
@@ -227,7 +307,13 @@ impl ChunkStore for LocalStore {
             (found.pack, found.location)
         };
         let sealed = self.read_sealed(&pack, loc)?;
-        envelope::open(id, &sealed, u64::from(loc.plain_len)).map_err(|source| StoreError::Corrupt { id: *id, pack, source })
+        envelope::open(id, &sealed, u64::from(loc.plain_len)).map_err(|source| {
+            StoreError::Corrupt {
+                id: *id,
+                pack,
+                source: Box::new(source),
+            }
+        })
     }
 }
 
@@ -259,9 +345,11 @@ mod tests {
         let lost = b"lost".repeat(10);
         {
             let mut s = LocalStore::open(dir.path()).unwrap();
-            s.put(&ChunkId::of(&kept), &kept, CompressionHint::Try).unwrap();
+            s.put(&ChunkId::of(&kept), &kept, CompressionHint::Try)
+                .unwrap();
             s.flush().unwrap();
-            s.put(&ChunkId::of(&lost), &lost, CompressionHint::Try).unwrap();
+            s.put(&ChunkId::of(&lost), &lost, CompressionHint::Try)
+                .unwrap();
             s.writer.as_mut().unwrap().flush().unwrap();
             // Simulate a crash: the process dies without flush, releasing its lock.
             s.pending.clear();
@@ -270,6 +358,9 @@ mod tests {
         let mut s = LocalStore::open(dir.path()).unwrap();
         assert_eq!(s.repair.truncated_packs.len(), 1);
         assert_eq!(s.get(&ChunkId::of(&kept)).unwrap(), kept);
-        assert!(matches!(s.get(&ChunkId::of(&lost)), Err(StoreError::Missing { .. })));
+        assert!(matches!(
+            s.get(&ChunkId::of(&lost)),
+            Err(StoreError::Missing { .. })
+        ));
     }
 }

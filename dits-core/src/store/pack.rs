@@ -39,7 +39,11 @@ impl PackWriter {
             .unwrap_or(0);
         let name = format!("pack-{nanos:x}-{:x}.pack", std::process::id());
         let path = dir.join(&name);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         file.lock()?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(PACK_MAGIC)?;
@@ -47,7 +51,12 @@ impl PackWriter {
         out.flush()?;
         // The new directory entry must survive a crash as surely as the data will.
         File::open(dir)?.sync_all()?;
-        Ok(PackWriter { name, path, out, len: PACK_HEADER_LEN })
+        Ok(PackWriter {
+            name,
+            path,
+            out,
+            len: PACK_HEADER_LEN,
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -63,14 +72,19 @@ impl PackWriter {
     }
 
     pub fn append(&mut self, id: &ChunkId, plain_len: u32, sealed: &[u8]) -> io::Result<Location> {
-        let stored_len = u32::try_from(sealed.len()).map_err(|_| io::Error::other("object larger than 4 GiB"))?;
+        let stored_len = u32::try_from(sealed.len())
+            .map_err(|_| io::Error::other("object larger than 4 GiB"))?;
         self.out.write_all(&id.0)?;
         self.out.write_all(&plain_len.to_be_bytes())?;
         self.out.write_all(&stored_len.to_be_bytes())?;
         self.out.write_all(sealed)?;
         let offset = self.len + RECORD_HEADER_LEN;
         self.len = offset + u64::from(stored_len);
-        Ok(Location { offset, stored_len, plain_len })
+        Ok(Location {
+            offset,
+            stored_len,
+            plain_len,
+        })
     }
 
     /// Makes everything appended so far durable.

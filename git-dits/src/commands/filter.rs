@@ -12,7 +12,8 @@ use crate::git;
 
 fn open_filter() -> Result<DitsFilter> {
     let dir = git::store_dir()?;
-    let store = LocalStore::open(&dir).with_context(|| format!("opening the Dits store at {}", dir.display()))?;
+    let store = LocalStore::open(&dir)
+        .with_context(|| format!("opening the Dits store at {}", dir.display()))?;
     Ok(DitsFilter::new(store))
 }
 

@@ -16,8 +16,12 @@ struct Found {
     paths: Vec<String>,
 }
 
-/// Pointer blobs reachable from all refs plus the index, keyed by blob id.
-fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<(String, String)>)> {
+/// A path and what is wrong there.
+type Problem = (String, String);
+
+/// Pointer blobs reachable from all refs plus the index, keyed by blob id, and the
+/// blobs that claim to be pointers but do not parse.
+fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<Problem>)> {
     let mut candidates: Vec<(String, String)> = Vec::new();
     let objects = git::try_run(&["rev-list", "--objects", "--all"]).unwrap_or_default();
     for line in objects.lines() {
@@ -27,7 +31,9 @@ fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<(String, String)
     }
     let staged = git::run(&["ls-files", "-s"])?;
     for line in staged.lines() {
-        let Some((meta, path)) = line.split_once('\t') else { continue };
+        let Some((meta, path)) = line.split_once('\t') else {
+            continue;
+        };
         if let Some(id) = meta.split_whitespace().nth(1) {
             candidates.push((id.to_string(), path.to_string()));
         }
@@ -43,7 +49,10 @@ fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<(String, String)
         }
         match Pointer::parse(&blob.content) {
             Ok(pointer) => {
-                let entry = found.entry(id).or_insert(Found { pointer, paths: Vec::new() });
+                let entry = found.entry(id).or_insert(Found {
+                    pointer,
+                    paths: Vec::new(),
+                });
                 if !entry.paths.contains(&path) {
                     entry.paths.push(path);
                 }
@@ -57,7 +66,8 @@ fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<(String, String)
 pub fn fsck(json_out: bool) -> Result<i32> {
     let (pointers, mut problems) = reachable_pointers()?;
     let dir = git::store_dir()?;
-    let mut store = LocalStore::open(&dir).with_context(|| format!("opening the Dits store at {}", dir.display()))?;
+    let mut store = LocalStore::open(&dir)
+        .with_context(|| format!("opening the Dits store at {}", dir.display()))?;
     let mut checked = 0usize;
     for found in pointers.values() {
         checked += 1;
@@ -66,15 +76,23 @@ pub fn fsck(json_out: bool) -> Result<i32> {
         }
     }
     if json_out {
-        let list: Vec<_> = problems.iter().map(|(path, error)| json!({"path": path, "error": error})).collect();
-        print_json(&json!({"pointers_checked": checked, "ok": problems.is_empty(), "problems": list}));
+        let list: Vec<_> = problems
+            .iter()
+            .map(|(path, error)| json!({"path": path, "error": error}))
+            .collect();
+        print_json(
+            &json!({"pointers_checked": checked, "ok": problems.is_empty(), "problems": list}),
+        );
     } else if problems.is_empty() {
         println!("fsck: {checked} pointer(s) checked, all recipes and objects present and intact");
     } else {
         for (path, error) in &problems {
             println!("{path}: {error}");
         }
-        println!("fsck: {} problem(s) in {checked} pointer(s)", problems.len());
+        println!(
+            "fsck: {} problem(s) in {checked} pointer(s)",
+            problems.len()
+        );
     }
     Ok(if problems.is_empty() { 0 } else { 1 })
 }

@@ -27,9 +27,13 @@ const CONFIG: [(&str, &str); 5] = [
 pub fn install(local: bool, skip_hooks: bool) -> Result<()> {
     let scope = if local { "--local" } else { "--global" };
     for (key, value) in CONFIG {
-        git::run(&["config", scope, "--replace-all", key, value]).with_context(|| format!("setting {key}"))?;
+        git::run(&["config", scope, "--replace-all", key, value])
+            .with_context(|| format!("setting {key}"))?;
     }
-    eprintln!("Dits filter configured ({}).", if local { "this repository" } else { "global" });
+    eprintln!(
+        "Dits filter configured ({}).",
+        if local { "this repository" } else { "global" }
+    );
     if !skip_hooks && git::inside_work_tree() {
         let dir = git::hooks_dir()?;
         for name in HOOKS {
@@ -92,17 +96,26 @@ fn install_hook(dir: &Path, name: &str) -> Result<()> {
                 kept.display()
             );
         }
-        fs::rename(&path, &kept).with_context(|| format!("keeping your existing hook as {}", kept.display()))?;
-        eprintln!("Kept your existing {name} hook as {}; it still runs first.", kept.display());
+        fs::rename(&path, &kept)
+            .with_context(|| format!("keeping your existing hook as {}", kept.display()))?;
+        eprintln!(
+            "Kept your existing {name} hook as {}; it still runs first.",
+            kept.display()
+        );
     } else if path.exists() {
-        anyhow::bail!("{} exists but is not readable text; move it aside and run `git dits install` again", path.display());
+        anyhow::bail!(
+            "{} exists but is not readable text; move it aside and run `git dits install` again",
+            path.display()
+        );
     }
     write_executable(&path, &hook_script(name))
 }
 
 fn uninstall_hook(dir: &Path, name: &str) -> Result<()> {
     let path = dir.join(name);
-    let ours = fs::read_to_string(&path).map(|s| s.contains(MARKER)).unwrap_or(false);
+    let ours = fs::read_to_string(&path)
+        .map(|s| s.contains(MARKER))
+        .unwrap_or(false);
     if !ours {
         return Ok(());
     }

@@ -18,7 +18,10 @@ fn dits_entries() -> Result<Vec<(String, String)>> {
         .lines()
         .filter_map(|l| {
             let (meta, path) = l.split_once('\t')?;
-            Some((meta.split_whitespace().nth(1)?.to_string(), path.to_string()))
+            Some((
+                meta.split_whitespace().nth(1)?.to_string(),
+                path.to_string(),
+            ))
         })
         .collect();
     let mut child = Command::new("git")
@@ -27,18 +30,26 @@ fn dits_entries() -> Result<Vec<(String, String)>> {
         .stdout(Stdio::piped())
         .spawn()
         .context("running git check-attr")?;
-    let list: Vec<u8> = entries.iter().flat_map(|(_, p)| p.bytes().chain(std::iter::once(0))).collect();
+    let list: Vec<u8> = entries
+        .iter()
+        .flat_map(|(_, p)| p.bytes().chain(std::iter::once(0)))
+        .collect();
     let mut stdin = child.stdin.take().context("check-attr stdin")?;
     let feeder = std::thread::spawn(move || stdin.write_all(&list));
     let out = child.wait_with_output()?;
-    feeder.join().map_err(|_| anyhow::anyhow!("check-attr feeder panicked"))??;
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("check-attr feeder panicked"))??;
     let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
     let dits_paths: std::collections::HashSet<String> = fields
         .chunks_exact(3)
         .filter(|f| f[2] == b"dits")
         .map(|f| String::from_utf8_lossy(f[0]).into_owned())
         .collect();
-    Ok(entries.into_iter().filter(|(_, p)| dits_paths.contains(p)).collect())
+    Ok(entries
+        .into_iter()
+        .filter(|(_, p)| dits_paths.contains(p))
+        .collect())
 }
 
 pub fn ls_files(json_out: bool) -> Result<()> {
@@ -48,8 +59,12 @@ pub fn ls_files(json_out: bool) -> Result<()> {
     let top = git::top_level()?;
     let mut rows = Vec::new();
     for ((_, path), blob) in entries.iter().zip(blobs) {
-        let Some(pointer) = blob.and_then(|b| Pointer::parse(&b.content).ok()) else { continue };
-        let on_disk = std::fs::metadata(top.join(path)).map(|m| m.len() == pointer.size).unwrap_or(false);
+        let Some(pointer) = blob.and_then(|b| Pointer::parse(&b.content).ok()) else {
+            continue;
+        };
+        let on_disk = std::fs::metadata(top.join(path))
+            .map(|m| m.len() == pointer.size)
+            .unwrap_or(false);
         rows.push((path.clone(), pointer, on_disk));
     }
     if json_out {
@@ -60,7 +75,13 @@ pub fn ls_files(json_out: bool) -> Result<()> {
         print_json(&json!({"files": list}));
     } else {
         for (path, p, hydrated) in &rows {
-            println!("{} {} {} ({})", p.oid.short(), if *hydrated { '*' } else { '-' }, path, human_size(p.size));
+            println!(
+                "{} {} {} ({})",
+                p.oid.short(),
+                if *hydrated { '*' } else { '-' },
+                path,
+                human_size(p.size)
+            );
         }
     }
     Ok(())

@@ -16,11 +16,15 @@ use crate::output::{human_size, print_json};
 /// and the index has one).
 fn pointer_at(spec: &str) -> Result<Option<Pointer>> {
     let blobs = git::cat_file_small(&[spec.to_string()], 4096)?;
-    let Some(Some(blob)) = blobs.into_iter().next() else { return Ok(None) };
+    let Some(Some(blob)) = blobs.into_iter().next() else {
+        return Ok(None);
+    };
     if !Pointer::looks_like_pointer(&blob.content) {
         return Ok(None);
     }
-    Ok(Some(Pointer::parse(&blob.content).with_context(|| format!("{spec}: stored pointer"))?))
+    Ok(Some(
+        Pointer::parse(&blob.content).with_context(|| format!("{spec}: stored pointer"))?,
+    ))
 }
 
 /// The commit before `rev` that last changed `path`, if any.
@@ -30,7 +34,15 @@ fn previous_version(rev: &str, path: &str) -> Option<String> {
     if last.is_empty() {
         return None;
     }
-    let prev = git::try_run(&["log", "--format=%H", "-n", "1", &format!("{last}^"), "--", path])?;
+    let prev = git::try_run(&[
+        "log",
+        "--format=%H",
+        "-n",
+        "1",
+        &format!("{last}^"),
+        "--",
+        path,
+    ])?;
     let prev = prev.trim();
     (!prev.is_empty()).then(|| prev.to_string())
 }
@@ -41,7 +53,8 @@ pub fn show(path: &str, rev: &str, json_out: bool) -> Result<()> {
         .with_context(|| format!("{path} is not a Dits-tracked file at {rev} (is it committed and matched by `git dits track`?)"))?;
     let dir = git::store_dir()?;
     let mut store = LocalStore::open(&dir)?;
-    let info = inspect(&mut store, &pointer).with_context(|| format!("{path}: reading its recipe"))?;
+    let info =
+        inspect(&mut store, &pointer).with_context(|| format!("{path}: reading its recipe"))?;
     let previous = previous_version(rev, path).and_then(|c| {
         let p = pointer_at(&format!("{c}:{path}")).ok()??;
         let old = inspect(&mut store, &p).ok()?;
@@ -67,19 +80,39 @@ pub fn show(path: &str, rev: &str, json_out: bool) -> Result<()> {
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 100.0 } else { part as f64 * 100.0 / whole as f64 }
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 pub fn describe_text(path: &str, info: &Inspection) -> String {
     let p = &info.pointer;
-    let mut s = format!("{path}\n  size      {} ({} bytes)\n  blake3    {}\n  media     {}\n", human_size(p.size), p.size, p.oid, p.media);
+    let mut s = format!(
+        "{path}\n  size      {} ({} bytes)\n  blake3    {}\n  media     {}\n",
+        human_size(p.size),
+        p.size,
+        p.oid,
+        p.media
+    );
     if let Some(movie) = &info.movie {
         s.push_str(&format!("  duration  {:.2}s\n", movie.duration_secs));
         for t in &movie.tracks {
-            let dims = if t.width > 0 { format!(" {}x{}", t.width, t.height) } else { String::new() };
+            let dims = if t.width > 0 {
+                format!(" {}x{}", t.width, t.height)
+            } else {
+                String::new()
+            };
             s.push_str(&format!(
                 "  track {}   {} {}{} {:.2}s {} samples {} keyframes\n",
-                t.track_id, t.handler, t.codec, dims, t.duration_secs, t.sample_count, t.keyframe_offsets.len()
+                t.track_id,
+                t.handler,
+                t.codec,
+                dims,
+                t.duration_secs,
+                t.sample_count,
+                t.keyframe_offsets.len()
             ));
         }
     }
@@ -87,13 +120,21 @@ pub fn describe_text(path: &str, info: &Inspection) -> String {
         "  objects   {} chunks ({} start at keyframes), boxes: {}\n  stored    {}\n",
         info.chunks,
         info.keyframe_chunks,
-        if info.boxes.is_empty() { "none".into() } else { info.boxes.join(" ") },
+        if info.boxes.is_empty() {
+            "none".into()
+        } else {
+            info.boxes.join(" ")
+        },
         human_size(info.stored_bytes)
     ));
     s
 }
 
-fn describe_json(path: &str, info: &Inspection, previous: Option<&(String, (u64, u64))>) -> serde_json::Value {
+fn describe_json(
+    path: &str,
+    info: &Inspection,
+    previous: Option<&(String, (u64, u64))>,
+) -> serde_json::Value {
     let p = &info.pointer;
     let tracks: Vec<_> = info
         .movie
@@ -116,15 +157,25 @@ fn describe_json(path: &str, info: &Inspection, previous: Option<&(String, (u64,
 pub fn textconv(file: &Path) -> Result<()> {
     let mut f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
     let len = f.metadata()?.len();
-    let mut store = git::store_dir().ok().and_then(|dir| LocalStore::open(&dir).ok());
+    let mut store = git::store_dir()
+        .ok()
+        .and_then(|dir| LocalStore::open(&dir).ok());
     let mut head = Vec::new();
-    (&mut f).take(dits_core::pointer::MAX_POINTER_LEN as u64 + 1).read_to_end(&mut head)?;
+    (&mut f)
+        .take(dits_core::pointer::MAX_POINTER_LEN as u64 + 1)
+        .read_to_end(&mut head)?;
     let pointer = if Pointer::looks_like_pointer(&head) {
         Some(Pointer::parse(&head).with_context(|| format!("{}: stored pointer", file.display()))?)
     } else {
         // Real content: the store remembers the pointer of every file it cleaned.
-        let oid = dits_core::ChunkId::from(blake3::Hasher::new().update_reader(std::fs::File::open(file)?)?.finalize());
-        let cached = store.as_ref().and_then(|s| s.cached_pointer(&oid, len).ok().flatten());
+        let oid = dits_core::ChunkId::from(
+            blake3::Hasher::new()
+                .update_reader(std::fs::File::open(file)?)?
+                .finalize(),
+        );
+        let cached = store
+            .as_ref()
+            .and_then(|s| s.cached_pointer(&oid, len).ok().flatten());
         cached.and_then(|text| Pointer::parse(text.as_bytes()).ok())
     };
     if let (Some(p), Some(s)) = (&pointer, store.as_mut()) {
@@ -135,10 +186,17 @@ pub fn textconv(file: &Path) -> Result<()> {
     }
     if let Some(p) = pointer {
         print!("{}", p.encode());
-        println!("(recipe {} is not in the local store: structure unavailable)", p.recipe.short());
+        println!(
+            "(recipe {} is not in the local store: structure unavailable)",
+            p.recipe.short()
+        );
         return Ok(());
     }
     let layout = dits_core::media::analyze(&mut f, len);
-    println!("  size      {} ({len} bytes)\n  media     {}", human_size(len), layout.summary_line());
+    println!(
+        "  size      {} ({len} bytes)\n  media     {}",
+        human_size(len),
+        layout.summary_line()
+    );
     Ok(())
 }

@@ -14,7 +14,7 @@ fn escape(pattern: &str) -> String {
     pattern.replace(' ', "[[:space:]]")
 }
 
-fn is_dits_line<'a>(line: &'a str) -> Option<&'a str> {
+fn is_dits_line(line: &str) -> Option<&str> {
     let mut parts = line.split_whitespace();
     let pattern = parts.next()?;
     if pattern.starts_with('#') {
@@ -26,7 +26,11 @@ fn is_dits_line<'a>(line: &'a str) -> Option<&'a str> {
 pub fn track(patterns: &[String], lockable: bool) -> Result<()> {
     let path = git::top_level()?.join(".gitattributes");
     let mut text = fs::read_to_string(&path).unwrap_or_default();
-    let tracked: Vec<String> = text.lines().filter_map(is_dits_line).map(str::to_string).collect();
+    let tracked: Vec<String> = text
+        .lines()
+        .filter_map(is_dits_line)
+        .map(str::to_string)
+        .collect();
     if patterns.is_empty() {
         println!("Listing tracked patterns");
         for p in &tracked {
@@ -43,7 +47,10 @@ pub fn track(patterns: &[String], lockable: bool) -> Result<()> {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&format!("{escaped} {ATTRIBUTES}{}\n", if lockable { " lockable" } else { "" }));
+        text.push_str(&format!(
+            "{escaped} {ATTRIBUTES}{}\n",
+            if lockable { " lockable" } else { "" }
+        ));
         println!("Tracking \"{pattern}\"");
     }
     fs::write(&path, text).with_context(|| format!("writing {}", path.display()))

@@ -9,16 +9,26 @@ fn assert_round_trips(env: &TestEnv, repo: &Path, name: &str, bytes: &[u8]) -> S
     std::fs::write(repo.join(name), bytes).unwrap();
     let add = env.git_output(repo, &["add", name]);
     let stderr = String::from_utf8_lossy(&add.stderr);
-    assert!(add.status.success() && !stderr.contains("panicked"), "add {name}: {stderr}");
+    assert!(
+        add.status.success() && !stderr.contains("panicked"),
+        "add {name}: {stderr}"
+    );
     env.git(repo, &["commit", "-q", "-m", name]);
     std::fs::remove_file(repo.join(name)).unwrap();
     env.git(repo, &["checkout", "--", name]);
-    assert_eq!(std::fs::read(repo.join(name)).unwrap(), bytes, "{name} differs after checkout");
+    assert_eq!(
+        std::fs::read(repo.join(name)).unwrap(),
+        bytes,
+        "{name} differs after checkout"
+    );
     env.git(repo, &["cat-file", "-p", &format!("HEAD:{name}")])
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack.windows(needle.len()).position(|w| w == needle).expect("box present")
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("box present")
 }
 
 #[test]
@@ -81,7 +91,10 @@ fn corrupt_chunk_is_reported_by_fsck_and_smudge() {
     let env = TestEnv::new();
     let repo = env.repo("r");
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    let packs: Vec<_> = std::fs::read_dir(repo.join(".git/dits/packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let packs: Vec<_> = std::fs::read_dir(repo.join(".git/dits/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(packs.len(), 1);
     let mut pack = std::fs::read(&packs[0]).unwrap();
     let middle = pack.len() / 2;
@@ -91,13 +104,22 @@ fn corrupt_chunk_is_reported_by_fsck_and_smudge() {
     let fsck = env.git_output(&repo, &["dits", "fsck"]);
     let report = String::from_utf8_lossy(&fsck.stdout);
     assert_eq!(fsck.status.code(), Some(1), "{report}");
-    assert!(report.contains("clip.mp4: object ") && report.contains("corrupt"), "{report}");
+    assert!(
+        report.contains("clip.mp4: object ") && report.contains("corrupt"),
+        "{report}"
+    );
 
     std::fs::remove_file(repo.join("clip.mp4")).unwrap();
     let checkout = env.git_output(&repo, &["checkout", "--", "clip.mp4"]);
     let err = String::from_utf8_lossy(&checkout.stderr);
-    assert!(!checkout.status.success(), "checkout of corrupt content must fail");
-    assert!(err.contains("clip.mp4") && err.contains("corrupt") && !err.contains("panicked"), "{err}");
+    assert!(
+        !checkout.status.success(),
+        "checkout of corrupt content must fail"
+    );
+    assert!(
+        err.contains("clip.mp4") && err.contains("corrupt") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -106,15 +128,37 @@ fn malformed_pointer_in_history_is_an_error_naming_the_path() {
     let repo = env.repo("r");
     // Committed as a blob that claims to be a pointer but lies.
     let blob = env.command("git", &repo, &["hash-object", "-w", "--stdin"]);
-    let mut child = { let mut b = blob; b.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap() };
+    let mut child = {
+        let mut b = blob;
+        b.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"dits-pointer v1\nmedia x\noid nope\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"dits-pointer v1\nmedia x\noid nope\n")
+        .unwrap();
     let id = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-    env.git(&repo, &["update-index", "--add", "--cacheinfo", &format!("100644,{},bad.mp4", id.trim())]);
+    env.git(
+        &repo,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("100644,{},bad.mp4", id.trim()),
+        ],
+    );
     env.git(&repo, &["commit", "-q", "-m", "bad pointer"]);
     let out = env.git_output(&repo, &["checkout", "--", "bad.mp4"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("bad.mp4") && err.contains("malformed Dits pointer"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("bad.mp4") && err.contains("malformed Dits pointer"),
+        "{err}"
+    );
     let fsck = env.git_output(&repo, &["dits", "fsck"]);
     assert_eq!(fsck.status.code(), Some(1));
 }

@@ -13,7 +13,10 @@ fn new_fraction(base: &str, edited: &str, name: &str) -> f64 {
     let added = store_bytes(&repo) - before;
     let size = std::fs::metadata(media().path(edited)).unwrap().len();
     let fraction = added as f64 / size as f64;
-    eprintln!("{base} -> {edited}: {added} new bytes of {size} ({:.3}%)", fraction * 100.0);
+    eprintln!(
+        "{base} -> {edited}: {added} new bytes of {size} ({:.3}%)",
+        fraction * 100.0
+    );
     fraction
 }
 

@@ -14,18 +14,28 @@ fn kill_9_mid_add_leaves_a_store_the_next_add_repairs() {
     std::fs::write(repo.join("big.bin"), &big).unwrap();
     for delay_ms in [30u64, 120, 400] {
         let input = std::fs::File::open(repo.join("big.bin")).unwrap();
-        let mut child = env.command(BIN, &repo, &["clean", "--", "big.bin"]).stdin(input).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .command(BIN, &repo, &["clean", "--", "big.bin"])
+            .stdin(input)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }
     env.git(&repo, &["add", "big.bin"]);
     env.git(&repo, &["commit", "-q", "-m", "big"]);
-    assert_eq!(env.git_output(&repo, &["dits", "fsck"]).status.code(), Some(0));
+    assert_eq!(
+        env.git_output(&repo, &["dits", "fsck"]).status.code(),
+        Some(0)
+    );
     std::fs::remove_file(repo.join("big.bin")).unwrap();
     env.git(&repo, &["checkout", "--", "big.bin"]);
     assert!(std::fs::read(repo.join("big.bin")).unwrap() == big);
-    let litter: Vec<_> = std::fs::read_dir(repo.join(".git/dits/tmp")).unwrap().collect();
+    let litter: Vec<_> = std::fs::read_dir(repo.join(".git/dits/tmp"))
+        .unwrap()
+        .collect();
     assert!(litter.is_empty(), "spool files left behind: {litter:?}");
 }
 
@@ -37,7 +47,12 @@ fn torn_pack_tail_and_orphan_pack_are_repaired_on_open() {
     env.git(&repo, &["add", "a.bin"]);
     env.git(&repo, &["commit", "-q", "-m", "a"]);
     let packs = repo.join(".git/dits/packs");
-    let pack = std::fs::read_dir(&packs).unwrap().next().unwrap().unwrap().path();
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let clean_len = std::fs::metadata(&pack).unwrap().len();
     let mut torn = std::fs::read(&pack).unwrap();
     torn.extend_from_slice(&noise(5000, 2));
@@ -48,7 +63,10 @@ fn torn_pack_tail_and_orphan_pack_are_repaired_on_open() {
     env.git(&repo, &["add", "b.bin"]);
     assert_eq!(std::fs::metadata(&pack).unwrap().len(), clean_len);
     assert!(!packs.join("pack-dead-1.pack").exists());
-    assert_eq!(env.git_output(&repo, &["dits", "fsck"]).status.code(), Some(0));
+    assert_eq!(
+        env.git_output(&repo, &["dits", "fsck"]).status.code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -61,14 +79,23 @@ fn concurrent_adds_in_two_worktrees_share_one_store_safely() {
     let b = noise(12 << 20, 22);
     std::fs::write(repo.join("a.bin"), &a).unwrap();
     std::fs::write(wt.join("b.bin"), &b).unwrap();
-    let mut first = env.command("git", &repo, &["add", "a.bin"]).spawn().unwrap();
+    let mut first = env
+        .command("git", &repo, &["add", "a.bin"])
+        .spawn()
+        .unwrap();
     let mut second = env.command("git", &wt, &["add", "b.bin"]).spawn().unwrap();
     assert!(first.wait().unwrap().success());
     assert!(second.wait().unwrap().success());
     env.git(&repo, &["commit", "-q", "-m", "a"]);
     env.git(&wt, &["commit", "-q", "-m", "b"]);
-    assert!(!wt.join(".git").is_dir(), "worktree must share the main store");
-    assert_eq!(env.git_output(&repo, &["dits", "fsck"]).status.code(), Some(0));
+    assert!(
+        !wt.join(".git").is_dir(),
+        "worktree must share the main store"
+    );
+    assert_eq!(
+        env.git_output(&repo, &["dits", "fsck"]).status.code(),
+        Some(0)
+    );
     assert!(store_bytes(&repo) >= 24 << 20);
     for (dir, name, bytes) in [(&repo, "a.bin", &a), (&wt, "b.bin", &b)] {
         std::fs::remove_file(dir.join(name)).unwrap();

@@ -15,7 +15,9 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let env = TestEnv { dir: tempfile::tempdir().expect("tempdir") };
+        let env = TestEnv {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
         std::fs::create_dir_all(env.home()).unwrap();
         env.git(env.dir.path(), &["dits", "install"]);
         env
@@ -27,7 +29,11 @@ impl TestEnv {
 
     pub fn command(&self, program: &str, cwd: &Path, args: &[&str]) -> Command {
         let bin_dir = Path::new(BIN).parent().unwrap();
-        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut c = Command::new(program);
         c.args(args)
             .current_dir(cwd)
@@ -47,7 +53,9 @@ impl TestEnv {
 
     /// Runs git and returns its output, whatever the exit code.
     pub fn git_output(&self, cwd: &Path, args: &[&str]) -> Output {
-        self.command("git", cwd, args).output().expect("running git")
+        self.command("git", cwd, args)
+            .output()
+            .expect("running git")
     }
 
     /// Runs git and asserts success; returns stdout.
@@ -86,7 +94,11 @@ impl TestEnv {
 pub fn store_bytes(repo: &Path) -> u64 {
     let packs = repo.join(".git/dits/packs");
     std::fs::read_dir(packs)
-        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -95,9 +107,17 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
 }
 
 fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-y", "-loglevel", "error"]).args(args).output()
+    let out = Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error"])
+        .args(args)
+        .output()
         .expect("ffmpeg must be installed (see .ci/run)");
-    assert!(out.status.success(), "ffmpeg {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The media every test shares, made once per target directory.
@@ -128,16 +148,82 @@ pub fn media() -> &'static Media {
         };
         // 8 s of 640x360 H.264 + AAC, a keyframe every second, moov at the end.
         let base = p("base.mp4");
-        make("base.mp4", &[
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-t", "8", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "25", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k", "-shortest", "-f", "mp4",
-        ]);
-        make("faststart.mp4", &["-i", &base, "-c", "copy", "-movflags", "+faststart", "-f", "mp4"]);
-        make("metadata.mp4", &["-i", &base, "-c", "copy", "-metadata", "title=Director's cut", "-f", "mp4"]);
-        make("trim.mp4", &["-ss", "2", "-i", &base, "-c", "copy", "-f", "mp4"]);
+        make(
+            "base.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=44100",
+                "-t",
+                "8",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-b:v",
+                "3M",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                "-shortest",
+                "-f",
+                "mp4",
+            ],
+        );
+        make(
+            "faststart.mp4",
+            &[
+                "-i",
+                &base,
+                "-c",
+                "copy",
+                "-movflags",
+                "+faststart",
+                "-f",
+                "mp4",
+            ],
+        );
+        make(
+            "metadata.mp4",
+            &[
+                "-i",
+                &base,
+                "-c",
+                "copy",
+                "-metadata",
+                "title=Director's cut",
+                "-f",
+                "mp4",
+            ],
+        );
+        make(
+            "trim.mp4",
+            &["-ss", "2", "-i", &base, "-c", "copy", "-f", "mp4"],
+        );
         make("rewrap.mov", &["-i", &base, "-c", "copy", "-f", "mov"]);
-        make("fragmented.mp4", &["-i", &base, "-c", "copy", "-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-f", "mp4"]);
+        make(
+            "fragmented.mp4",
+            &[
+                "-i",
+                &base,
+                "-c",
+                "copy",
+                "-movflags",
+                "+frag_keyframe+empty_moov+default_base_moof",
+                "-f",
+                "mp4",
+            ],
+        );
         Media { dir }
     })
 }

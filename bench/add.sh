@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Times `git add` of one large 1080p H.264 clip three ways in the same run:
+#   dits  - git-dits filter-process (chunk + hash + store, packs fsync'd)
+#   lfs   - Git LFS (installed here from Debian's packages if missing)
+#   null  - a long-running filter that reads the content and answers a constant:
+#           the ceiling for anything that goes through Git's filter pipe.
+# Prints MB/s, the ratios Dits/LFS and Dits/null, and peak RSS (largest process).
+#
+# Usage: bench/add.sh [SECONDS_OF_VIDEO]   (default 40 s ≈ 400 MB)
+# Env:   BENCH_DIR (default target/bench), RUNS (default 3, best run is reported)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${1:-40}
+RUNS=${RUNS:-3}
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+mkdir -p "$BENCH_DIR"
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need ffmpeg ffmpeg
+need git-lfs git-lfs
+[ -x /usr/bin/time ] || need /usr/bin/time time
+
+cargo build --release -q -p git-dits -p dits-null-filter
+DITS=$ROOT/target/release/git-dits
+NULL=$ROOT/target/release/dits-null-filter
+
+CLIP=$BENCH_DIR/clip-1080p-${SECS}s.mp4
+if [ ! -f "$CLIP" ]; then
+  echo "generating $CLIP (1080p H.264 + AAC, ${SECS}s) ..." >&2
+  ffmpeg -y -loglevel error \
+    -f lavfi -i "testsrc2=size=1920x1080:rate=25,noise=alls=12:allf=t" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+    -t "$SECS" -c:v libx264 -preset ultrafast -b:v 80M -maxrate 80M -bufsize 160M -g 50 -pix_fmt yuv420p \
+    -c:a aac -b:a 192k -shortest "$CLIP.tmp.mp4"
+  mv "$CLIP.tmp.mp4" "$CLIP"
+fi
+SIZE=$(stat -c %s "$CLIP")
+MB=$(awk -v s="$SIZE" 'BEGIN { printf "%.1f", s / 1e6 }')
+
+export HOME=$BENCH_DIR/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+mkdir -p "$HOME"
+git config --global user.name bench; git config --global user.email bench@dits.invalid
+git config --global init.defaultBranch main
+
+setup() { # $1 = kind, $2 = repo dir
+  rm -rf "$2"; git init -q "$2"; cd "$2"
+  case $1 in
+    dits) git config filter.dits.process "$DITS filter-process"; git config filter.dits.required true
+          echo '*.mp4 filter=dits diff=dits merge=binary -text' > .gitattributes ;;
+    lfs)  git lfs install --local >/dev/null; git lfs track '*.mp4' >/dev/null ;;
+    null) git config filter.null.process "$NULL"; git config filter.null.required true
+          echo '*.mp4 filter=null -text' > .gitattributes ;;
+  esac
+  git add .gitattributes; git commit -qm attrs
+  cp "$CLIP" clip.mp4
+  cat clip.mp4 > /dev/null   # same warm page cache for every contender
+  cd "$ROOT"
+}
+
+best_secs=(); best_rss=()
+measure() { # $1 = kind -> prints "seconds peak_kib"
+  local best=999999 rss=0
+  for _ in $(seq "$RUNS"); do
+    setup "$1" "$BENCH_DIR/repo-$1"
+    local out
+    out=$( { cd "$BENCH_DIR/repo-$1" && /usr/bin/time -f "%e %M" git add clip.mp4; } 2>&1 | tail -1)
+    local t=${out% *} m=${out#* }
+    if awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$t; rss=$m; fi
+  done
+  echo "$best $rss"
+}
+
+printf 'git add of %s (%s MB), best of %s runs\n' "$(basename "$CLIP")" "$MB" "$RUNS"
+declare -A T R
+for kind in dits lfs null; do
+  read -r t m < <(measure "$kind")
+  T[$kind]=$t; R[$kind]=$m
+  printf '%-5s %7.2f s  %8.1f MB/s  peak RSS %6.1f MiB\n' "$kind" "$t" "$(awk -v s="$SIZE" -v t="$t" 'BEGIN { print s / 1e6 / t }')" "$(awk -v m="$m" 'BEGIN { print m / 1024 }')"
+done
+awk -v d="${T[dits]}" -v l="${T[lfs]}" -v n="${T[null]}" 'BEGIN {
+  printf "Dits/LFS speed ratio:  %.2fx  (target >= 5x)\n", l / d
+  printf "Dits/null speed ratio: %.0f%%   (target >= 80%%)\n", n / d * 100 }'
+du -sh "$BENCH_DIR/repo-dits/.git/dits" "$BENCH_DIR/repo-lfs/.git/lfs" 2>/dev/null | sed 's/^/store: /'
