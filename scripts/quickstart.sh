@@ -8,6 +8,12 @@ command -v ffmpeg >/dev/null || { echo "installing ffmpeg" >&2; apt-get update -
 cargo install --quiet --path git-dits --root "${DITS_PREFIX:-$HOME/.local}"
 export PATH="${DITS_PREFIX:-$HOME/.local}/bin:$PATH"
 
+# A fresh machine may have no Git identity; commits here need one.
+if [ -z "$(git config user.name || true)" ]; then
+  export GIT_AUTHOR_NAME="Dits quickstart" GIT_COMMITTER_NAME="Dits quickstart"
+  export GIT_AUTHOR_EMAIL=quickstart@dits.invalid GIT_COMMITTER_EMAIL=quickstart@dits.invalid
+fi
+
 work=$(mktemp -d)
 echo "working in $work"
 ffmpeg -y -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine=frequency=440 \
