@@ -35,6 +35,8 @@ if [ ! -f "$CLIP" ]; then
     -c:a aac -b:a 192k -shortest "$CLIP.tmp.mp4"
   mv "$CLIP.tmp.mp4" "$CLIP"
 fi
+EDIT=$BENCH_DIR/clip-1080p-${SECS}s-retitled.mp4
+[ -f "$EDIT" ] || ffmpeg -y -loglevel error -i "$CLIP" -c copy -metadata title="Director's cut" "$EDIT"
 SIZE=$(stat -c %s "$CLIP")
 MB=$(awk -v s="$SIZE" 'BEGIN { printf "%.1f", s / 1e6 }')
 
@@ -81,4 +83,18 @@ done
 awk -v d="${T[dits]}" -v l="${T[lfs]}" -v n="${T[null]}" 'BEGIN {
   printf "Dits/LFS speed ratio:  %.2fx  (target >= 5x)\n", l / d
   printf "Dits/null speed ratio: %.0f%%   (target >= 80%%)\n", n / d * 100 }'
-du -sh "$BENCH_DIR/repo-dits/.git/dits" "$BENCH_DIR/repo-lfs/.git/lfs" 2>/dev/null | sed 's/^/store: /'
+
+# Second version: the same clip with a metadata edit (ffmpeg stream copy). LFS stores a
+# whole new object; Dits stores the new boxes and the chunks that changed.
+store_of() { case $1 in dits) echo "$BENCH_DIR/repo-$1/.git/dits";; lfs) echo "$BENCH_DIR/repo-$1/.git/lfs";; esac; }
+echo "second add: metadata-edited version of the same clip"
+for kind in dits lfs; do
+  repo=$BENCH_DIR/repo-$kind
+  ( cd "$repo" && git commit -qm v1 && cp "$EDIT" clip.mp4 && cat clip.mp4 > /dev/null )
+  before=$(du -sb "$(store_of $kind)" | cut -f1)
+  out=$( { cd "$repo" && /usr/bin/time -f "%e" git add clip.mp4; } 2>&1 | tail -1)
+  after=$(du -sb "$(store_of $kind)" | cut -f1)
+  printf '%-5s %7.2f s  store grew %10s bytes (%.3f%% of the file)\n' "$kind" "$out" "$((after - before))" \
+    "$(awk -v g="$((after - before))" -v s="$SIZE" 'BEGIN { print g * 100 / s }')"
+done
+du -sh "$(store_of dits)" "$(store_of lfs)" | sed 's/^/store: /'
