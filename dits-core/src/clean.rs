@@ -59,13 +59,15 @@ pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, 
         }
     }
     let layout = analyze(&mut spool, size);
-    let outcome = store_layout(&mut spool, &layout, store)?;
+    let mut outcome = store_layout(&mut spool, &layout, store)?;
+    outcome.recipe.file_size = size;
     let recipe_bytes = outcome.recipe.encode();
     let recipe_id = ChunkId::of(&recipe_bytes);
     store.put(&recipe_id, &recipe_bytes, CompressionHint::Try)?;
     store.flush()?;
+    let summary = layout.summary_line();
     let pointer = Pointer {
-        media: layout.summary_line(),
+        media: summary.clone(),
         oid,
         recipe: recipe_id,
         size,
@@ -73,7 +75,7 @@ pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, 
     store.remember_pointer(&oid, size, &pointer.encode())?;
     Ok(CleanOutcome {
         pointer,
-        layout_summary: layout.summary_line(),
+        layout_summary: summary,
         fallback_reason: layout.fallback_reason.clone(),
         objects: outcome.recipe.entries.len(),
         new_objects: outcome.new_objects,
@@ -121,7 +123,11 @@ fn tempfile_in(store: &LocalStore) -> io::Result<File> {
     {
         Ok(f) => Ok(f),
         Err(_) => {
-            let path = dir.join(format!("spool-{}-{:x}", std::process::id(), rand_suffix()));
+            let path = dir.join(format!(
+                "spool-{}-{:x}",
+                std::process::id(),
+                crate::store::pack::unique_suffix()
+            ));
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -136,13 +142,6 @@ fn tempfile_in(store: &LocalStore) -> io::Result<File> {
 const fn libc_o_tmpfile() -> i32 {
     // O_TMPFILE = __O_TMPFILE | O_DIRECTORY on Linux (x86_64 and aarch64 share it).
     0o20000000 | 0o200000
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 fn store_layout(
@@ -205,13 +204,6 @@ fn store_layout(
             }
         }
     }
-    out.recipe.file_size = layout
-        .regions
-        .iter()
-        .map(|r| match r {
-            Region::Object { len, .. } | Region::Payload { len, .. } => *len,
-        })
-        .sum();
     Ok(out)
 }
 
@@ -233,11 +225,16 @@ fn record(
     if len == 0 {
         return Ok(());
     }
-    if store.put(&id, bytes, hint)? {
-        out.new_objects += 1;
-        out.new_bytes += u64::from(len);
-    }
-    let stored_len = store.stored_len(&id)?.unwrap_or(len);
+    // One index lookup for the common case (the object is already stored).
+    let stored_len = match store.stored_len(&id)? {
+        Some(stored) => stored,
+        None => {
+            store.put(&id, bytes, hint)?;
+            out.new_objects += 1;
+            out.new_bytes += u64::from(len);
+            store.stored_len(&id)?.unwrap_or(len)
+        }
+    };
     out.recipe.entries.push(Entry {
         id,
         offset,

@@ -32,12 +32,11 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
             if &fourcc == b"moov" && movie.is_none() {
                 // The object is the whole box; the payload starts after its header.
                 if let Ok(bytes) = store.get(&e.id) {
-                    let header = if bytes.get(0..4) == Some(&[0, 0, 0, 1]) {
-                        16
-                    } else {
-                        8
-                    };
-                    movie = bytes.get(header..).map(parse_moov);
+                    let span = crate::media::boxes::parse_header(&bytes, 0, bytes.len() as u64);
+                    movie = span
+                        .ok()
+                        .and_then(|h| bytes.get(h.header_len as usize..))
+                        .map(parse_moov);
                 }
             }
         }

@@ -56,6 +56,21 @@ pub fn inside_work_tree() -> bool {
     try_run(&["rev-parse", "--is-inside-work-tree"]).is_some_and(|s| s.trim() == "true")
 }
 
+/// `(blob id, path)` of every entry staged in the index.
+pub fn staged_blobs() -> Result<Vec<(String, String)>> {
+    let staged = run(&["ls-files", "-s"])?;
+    Ok(staged
+        .lines()
+        .filter_map(|l| {
+            let (meta, path) = l.split_once('\t')?;
+            Some((
+                meta.split_whitespace().nth(1)?.to_string(),
+                path.to_string(),
+            ))
+        })
+        .collect())
+}
+
 /// One object read through `cat-file --batch`.
 pub struct Blob {
     pub kind: String,

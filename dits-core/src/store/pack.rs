@@ -33,10 +33,7 @@ pub struct PackWriter {
 impl PackWriter {
     /// Creates a fresh pack with a name no other process can pick and locks it.
     pub fn create(dir: &Path) -> io::Result<PackWriter> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = unique_suffix();
         let name = format!("pack-{nanos:x}-{:x}.pack", std::process::id());
         let path = dir.join(&name);
         let file = OpenOptions::new()
@@ -97,6 +94,14 @@ impl PackWriter {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// Nanoseconds since the epoch: with the pid, a file name no other writer picks.
+pub(crate) fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// Truncates `path` to `keep` bytes if no writer holds it. Returns whether it was

@@ -29,15 +29,7 @@ fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<Problem>)> {
             candidates.push((id.to_string(), path.to_string()));
         }
     }
-    let staged = git::run(&["ls-files", "-s"])?;
-    for line in staged.lines() {
-        let Some((meta, path)) = line.split_once('\t') else {
-            continue;
-        };
-        if let Some(id) = meta.split_whitespace().nth(1) {
-            candidates.push((id.to_string(), path.to_string()));
-        }
-    }
+    candidates.extend(git::staged_blobs()?);
     let specs: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
     let blobs = git::cat_file_small(&specs, dits_core::pointer::MAX_POINTER_LEN as u64)?;
     let mut found: BTreeMap<String, Found> = BTreeMap::new();

@@ -13,17 +13,7 @@ use crate::output::{human_size, print_json};
 
 /// Paths (from `git ls-files -s`) whose `filter` attribute is `dits`, with their blob ids.
 fn dits_entries() -> Result<Vec<(String, String)>> {
-    let staged = git::run(&["ls-files", "-s"])?;
-    let entries: Vec<(String, String)> = staged
-        .lines()
-        .filter_map(|l| {
-            let (meta, path) = l.split_once('\t')?;
-            Some((
-                meta.split_whitespace().nth(1)?.to_string(),
-                path.to_string(),
-            ))
-        })
-        .collect();
+    let entries = git::staged_blobs()?;
     let mut child = Command::new("git")
         .args(["check-attr", "--stdin", "-z", "filter"])
         .stdin(Stdio::piped())
