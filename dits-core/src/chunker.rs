@@ -13,6 +13,31 @@ pub const MIN_CHUNK: u32 = 16 * 1024;
 pub const AVG_CHUNK: u32 = 64 * 1024;
 pub const MAX_CHUNK: u32 = 256 * 1024;
 
+/// FastCDC bounds for one byte sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSizes {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl ChunkSizes {
+    /// Video and raw bytes: 16/64/256 KiB.
+    pub const DEFAULT: ChunkSizes = ChunkSizes {
+        min: MIN_CHUNK,
+        avg: AVG_CHUNK,
+        max: MAX_CHUNK,
+    };
+    /// Audio, subtitles and other low-rate tracks: 2/8/64 KiB. A 128 kb/s AAC track is
+    /// 16 KB a second, so 64 KiB chunks would be 4 s each and a trim or a small re-edit
+    /// would rewrite most of a short track; smaller chunks resynchronise within a second.
+    pub const LOW_RATE: ChunkSizes = ChunkSizes {
+        min: 2 * 1024,
+        avg: 8 * 1024,
+        max: 64 * 1024,
+    };
+}
+
 /// One chunk of a range.
 #[derive(Debug)]
 pub struct Chunk {
@@ -31,6 +56,7 @@ pub fn chunk_range<R, F>(
     offset: u64,
     len: u64,
     cuts: &[u64],
+    sizes: ChunkSizes,
     mut sink: F,
 ) -> io::Result<()>
 where
@@ -54,7 +80,7 @@ where
         file.seek(SeekFrom::Start(seg_start))?;
         let source = (&mut *file).take(seg_end - seg_start);
         let mut first = true;
-        for chunk in StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+        for chunk in StreamCDC::new(source, sizes.min, sizes.avg, sizes.max) {
             let chunk = chunk.map_err(|e| match e {
                 fastcdc::v2020::Error::IoError(io) => io,
                 other => io::Error::other(other.to_string()),
@@ -91,10 +117,17 @@ mod tests {
 
     fn collect(data: &[u8], cuts: &[u64]) -> Vec<Chunk> {
         let mut out = Vec::new();
-        chunk_range(&mut Cursor::new(data), 0, data.len() as u64, cuts, |c| {
-            out.push(c);
-            Ok(())
-        })
+        chunk_range(
+            &mut Cursor::new(data),
+            0,
+            data.len() as u64,
+            cuts,
+            ChunkSizes::DEFAULT,
+            |c| {
+                out.push(c);
+                Ok(())
+            },
+        )
         .unwrap();
         out
     }

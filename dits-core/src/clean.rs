@@ -8,9 +8,10 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::chunk_id::ChunkId;
-use crate::chunker::chunk_range;
+use crate::chunker::{chunk_range, ChunkSizes};
 use crate::envelope::CompressionHint;
-use crate::media::{analyze, Layout, Region};
+use crate::media::streams::{SampleStream, StreamReader};
+use crate::media::{analyze, Layout, LayoutOptions, Region};
 use crate::pointer::Pointer;
 use crate::recipe::{Entry, EntryKind, Recipe};
 use crate::store::{ChunkStore, LocalStore, StoreError};
@@ -32,6 +33,8 @@ pub struct CleanOutcome {
     pub layout_summary: String,
     /// Why structure-aware splitting fell back to plain chunking, if it did.
     pub fallback_reason: Option<String>,
+    /// Why a parsed MP4/MOV was chunked by bytes rather than by track, if it was.
+    pub track_split_fallback: Option<String>,
     pub objects: usize,
     pub new_objects: usize,
     pub new_bytes: u64,
@@ -41,7 +44,11 @@ pub struct CleanOutcome {
 
 /// Cleans everything `input` yields into `store` and returns the pointer. Objects are
 /// durable in the store before this returns.
-pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, CleanError> {
+pub fn clean<R: Read>(
+    input: R,
+    store: &mut LocalStore,
+    options: LayoutOptions,
+) -> Result<CleanOutcome, CleanError> {
     let (mut spool, oid, size) = spool(input, store)?;
     if let Some(text) = store.cached_pointer(&oid, size)? {
         if let Ok(pointer) = Pointer::parse(text.as_bytes()) {
@@ -50,6 +57,7 @@ pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, 
                     layout_summary: pointer.media.clone(),
                     pointer,
                     fallback_reason: None,
+                    track_split_fallback: None,
                     objects: 0,
                     new_objects: 0,
                     new_bytes: 0,
@@ -58,9 +66,23 @@ pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, 
             }
         }
     }
-    let layout = analyze(&mut spool, size);
+    let mut layout = analyze(&mut spool, size, options);
     let mut outcome = store_layout(&mut spool, &layout, store)?;
     outcome.recipe.file_size = size;
+    if !layout.streams.is_empty() && !tiles(&outcome.recipe) {
+        // Can't happen if build_streams is right; if it isn't, the bytes still go in.
+        tracing::warn!("track-level recipe does not tile the file; storing it by bytes");
+        layout = analyze(
+            &mut spool,
+            size,
+            LayoutOptions {
+                split_tracks: false,
+            },
+        );
+        layout.track_split_fallback = Some("track-level recipe did not tile the file".into());
+        outcome = store_layout(&mut spool, &layout, store)?;
+        outcome.recipe.file_size = size;
+    }
     let recipe_bytes = outcome.recipe.encode();
     let recipe_id = ChunkId::of(&recipe_bytes);
     store.put(&recipe_id, &recipe_bytes, CompressionHint::Try)?;
@@ -77,7 +99,8 @@ pub fn clean<R: Read>(input: R, store: &mut LocalStore) -> Result<CleanOutcome, 
         pointer,
         layout_summary: summary,
         fallback_reason: layout.fallback_reason.clone(),
-        objects: outcome.recipe.entries.len(),
+        track_split_fallback: layout.track_split_fallback.clone(),
+        objects: outcome.recipe.unique_objects().count(),
         new_objects: outcome.new_objects,
         new_bytes: outcome.new_bytes,
         cached: false,
@@ -144,6 +167,21 @@ const fn libc_o_tmpfile() -> i32 {
     0o20000000 | 0o200000
 }
 
+/// Entries cover `[0, file_size)` exactly, in order, each inside its object.
+fn tiles(recipe: &Recipe) -> bool {
+    let mut pos = 0u64;
+    for e in &recipe.entries {
+        if e.offset != pos
+            || e.len == 0
+            || u64::from(e.chunk_offset) + u64::from(e.len) > u64::from(e.chunk_len)
+        {
+            return false;
+        }
+        pos = e.end();
+    }
+    pos == recipe.file_size
+}
+
 fn store_layout(
     file: &mut File,
     layout: &Layout,
@@ -153,6 +191,11 @@ fn store_layout(
         recipe: Recipe::default(),
         new_objects: 0,
         new_bytes: 0,
+    };
+    let media_hint = if layout.container == crate::media::Container::Other {
+        CompressionHint::Try
+    } else {
+        CompressionHint::Probe
     };
     for region in &layout.regions {
         match region {
@@ -166,82 +209,148 @@ fn store_layout(
                     .map_err(CleanError::Spool)?;
                 file.read_exact(&mut bytes).map_err(CleanError::Spool)?;
                 let id = ChunkId::of(&bytes);
-                record(
-                    &mut out,
-                    store,
-                    id,
-                    *offset,
-                    &bytes,
-                    EntryKind::Box { fourcc: *fourcc },
-                    false,
-                    CompressionHint::Try,
-                )?;
+                let kind = EntryKind::Box { fourcc: *fourcc };
+                if let Some(e) =
+                    out.store(store, id, *offset, &bytes, kind, CompressionHint::Try)?
+                {
+                    out.recipe.entries.push(e);
+                }
             }
             Region::Payload { offset, len, cuts } => {
-                let hint = if layout.container == crate::media::Container::Other {
-                    CompressionHint::Try
-                } else {
-                    CompressionHint::Probe
-                };
                 let mut failure: Option<CleanError> = None;
-                chunk_range(file, *offset, *len, cuts, |c| {
-                    record(
-                        &mut out,
+                chunk_range(
+                    file,
+                    *offset,
+                    *len,
+                    cuts,
+                    ChunkSizes::DEFAULT,
+                    |c| match out.store(
                         store,
                         c.id,
                         c.offset,
                         &c.data,
                         EntryKind::Chunk,
-                        c.keyframe,
-                        hint,
-                    )
-                    .map_err(|e| {
-                        failure = Some(e);
-                        io::Error::other("store failed")
-                    })
-                })
+                        media_hint,
+                    ) {
+                        Ok(Some(mut e)) => {
+                            e.keyframe = c.keyframe;
+                            out.recipe.entries.push(e);
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => {
+                            failure = Some(e);
+                            Err(io::Error::other("store failed"))
+                        }
+                    },
+                )
                 .map_err(|e| failure.take().unwrap_or(CleanError::Spool(e)))?;
             }
+            // Laid down below, stream by stream.
+            Region::Streamed { .. } => {}
         }
+    }
+    for stream in &layout.streams {
+        store_stream(file, stream, store, media_hint, &mut out)?;
+    }
+    if !layout.streams.is_empty() {
+        out.recipe.entries.sort_unstable_by_key(|e| e.offset);
     }
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record(
-    out: &mut Stored,
+/// Chunks one sample stream and adds an entry for each piece of each chunk that lands
+/// in one run of the file.
+fn store_stream(
+    file: &File,
+    stream: &SampleStream,
     store: &mut LocalStore,
-    id: ChunkId,
-    offset: u64,
-    bytes: &[u8],
-    kind: EntryKind,
-    keyframe: bool,
     hint: CompressionHint,
+    out: &mut Stored,
 ) -> Result<(), CleanError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| StoreError::TooLarge {
-        id,
-        len: bytes.len(),
-    })?;
-    if len == 0 {
-        return Ok(());
-    }
-    // One index lookup for the common case (the object is already stored).
-    let stored_len = match store.stored_len(&id)? {
-        Some(stored) => stored,
-        None => {
-            store.put(&id, bytes, hint)?;
-            out.new_objects += 1;
-            out.new_bytes += u64::from(len);
-            store.stored_len(&id)?.unwrap_or(len)
-        }
+    // (stream offset, whole-object entry) per chunk, in stream order.
+    let mut chunks: Vec<(u64, Entry)> = Vec::new();
+    let mut failure: Option<CleanError> = None;
+    let mut reader = StreamReader::new(file, stream);
+    let sizes = if stream.video {
+        ChunkSizes::DEFAULT
+    } else {
+        ChunkSizes::LOW_RATE
     };
-    out.recipe.entries.push(Entry {
-        id,
-        offset,
-        len,
-        stored_len,
-        kind,
-        keyframe,
-    });
+    chunk_range(
+        &mut reader,
+        0,
+        stream.len,
+        &stream.cuts,
+        sizes,
+        |c| match out.store(store, c.id, 0, &c.data, EntryKind::Chunk, hint) {
+            Ok(Some(mut e)) => {
+                e.keyframe = c.keyframe;
+                e.stream = stream.id;
+                chunks.push((c.offset, e));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                failure = Some(e);
+                Err(io::Error::other("store failed"))
+            }
+        },
+    )
+    .map_err(|e| failure.take().unwrap_or(CleanError::Spool(e)))?;
+
+    for run in &stream.runs {
+        let run_end = run.stream_offset + run.len;
+        let mut i =
+            chunks.partition_point(|(start, e)| start + u64::from(e.len) <= run.stream_offset);
+        while let Some(&(chunk_start, chunk)) = chunks.get(i) {
+            if chunk_start >= run_end {
+                break;
+            }
+            let from = chunk_start.max(run.stream_offset);
+            let to = (chunk_start + u64::from(chunk.len)).min(run_end);
+            out.recipe.entries.push(Entry {
+                offset: run.file_offset + (from - run.stream_offset),
+                len: (to - from) as u32,
+                chunk_offset: (from - chunk_start) as u32,
+                keyframe: chunk.keyframe && from == chunk_start,
+                ..chunk
+            });
+            i += 1;
+        }
+    }
     Ok(())
+}
+
+impl Stored {
+    /// Stores an object unless present and returns its whole-object entry (None for
+    /// empty input).
+    fn store(
+        &mut self,
+        store: &mut LocalStore,
+        id: ChunkId,
+        offset: u64,
+        bytes: &[u8],
+        kind: EntryKind,
+        hint: CompressionHint,
+    ) -> Result<Option<Entry>, CleanError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| StoreError::TooLarge {
+            id,
+            len: bytes.len(),
+        })?;
+        if len == 0 {
+            return Ok(None);
+        }
+        // One index lookup for the common case (the object is already stored).
+        let stored_len = match store.stored_len(&id)? {
+            Some(stored) => stored,
+            None => {
+                store.put(&id, bytes, hint)?;
+                self.new_objects += 1;
+                self.new_bytes += u64::from(len);
+                store.stored_len(&id)?.unwrap_or(len)
+            }
+        };
+        Ok(Some(Entry::whole(id, offset, len, stored_len, kind)))
+    }
 }

@@ -20,6 +20,8 @@ pub struct Inspection {
     pub keyframe_chunks: usize,
     pub boxes: Vec<String>,
     pub stored_bytes: u64,
+    /// Sample streams the payload was split into (0: chunked as raw bytes).
+    pub streams: usize,
 }
 
 pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspection, SmudgeError> {
@@ -42,15 +44,23 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
         }
     }
     let chunks = recipe
-        .entries
-        .iter()
+        .unique_objects()
         .filter(|e| e.kind == EntryKind::Chunk)
         .count();
-    let keyframe_chunks = recipe.entries.iter().filter(|e| e.keyframe).count();
-    let stored_bytes = unique_entries(&recipe)
-        .map(|(_, stored)| u64::from(stored))
+    let keyframe_chunks = recipe.unique_objects().filter(|e| e.keyframe).count();
+    let stored_bytes = recipe
+        .unique_objects()
+        .map(|e| u64::from(e.stored_len))
         .sum();
+    let streams = recipe
+        .entries
+        .iter()
+        .filter(|e| e.stream != 0)
+        .map(|e| e.stream)
+        .collect::<HashSet<_>>()
+        .len();
     Ok(Inspection {
+        streams,
         pointer: pointer.clone(),
         recipe,
         movie,
@@ -61,27 +71,15 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
     })
 }
 
-fn unique_entries(recipe: &Recipe) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
-    let mut seen = HashSet::new();
-    recipe
-        .entries
-        .iter()
-        .filter(move |e| seen.insert(e.id))
-        .map(|e| (e.id, e.stored_len))
-}
-
 /// Bytes of `new` (counted once per distinct object) that `old` already has, and the
 /// total distinct bytes of `new`.
 pub fn shared_bytes(old: &Recipe, new: &Recipe) -> (u64, u64) {
     let old_ids: HashSet<ChunkId> = old.entries.iter().map(|e| e.id).collect();
-    let mut seen = HashSet::new();
     let (mut shared, mut total) = (0u64, 0u64);
-    for e in &new.entries {
-        if seen.insert(e.id) {
-            total += u64::from(e.len);
-            if old_ids.contains(&e.id) {
-                shared += u64::from(e.len);
-            }
+    for e in new.unique_objects() {
+        total += u64::from(e.chunk_len);
+        if old_ids.contains(&e.id) {
+            shared += u64::from(e.chunk_len);
         }
     }
     (shared, total)

@@ -6,36 +6,66 @@
 use crate::chunk_id::ChunkId;
 
 pub const MAGIC: &[u8; 4] = b"DRCP";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const HEADER_LEN: usize = 24;
-pub const ENTRY_LEN: usize = 56;
+pub const ENTRY_LEN: usize = 64;
+/// Version 1 entries (whole objects only) are still read: stores written before
+/// track-level splitting hold them.
+const V1_ENTRY_LEN: usize = 56;
 /// 20 GB of 16 KiB chunks is ~1.3 M entries; anything claiming far more is hostile.
 const MAX_ENTRIES: u64 = 64 << 20;
 
 /// What an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
-    /// A content-defined chunk of payload.
+    /// A content-defined chunk of payload (or a slice of one).
     Chunk,
     /// A structure box (or an `mdat` header) kept whole; `fourcc` says which.
     Box { fourcc: [u8; 4] },
 }
 
-/// One object of the file, at `offset`.
+/// Bytes `[offset, offset+len)` of the file, which are bytes
+/// `[chunk_offset, chunk_offset+len)` of object `id`. Byte-level entries cover a whole
+/// object; track-level entries cover a slice of a chunk cut from one track's samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub id: ChunkId,
     pub offset: u64,
     pub len: u32,
+    pub chunk_offset: u32,
+    /// The whole object's length.
+    pub chunk_len: u32,
     pub stored_len: u32,
     pub kind: EntryKind,
-    /// The chunk starts at a video keyframe sample.
+    /// The chunk starts at a video keyframe sample (and this entry holds that start).
     pub keyframe: bool,
+    /// 0 for whole objects laid down in file order; otherwise the sample stream
+    /// (one per track, plus one for `mdat` bytes no sample covers) the chunk came from.
+    pub stream: u16,
 }
 
 impl Entry {
+    /// An entry covering the whole object at `offset`.
+    pub fn whole(id: ChunkId, offset: u64, len: u32, stored_len: u32, kind: EntryKind) -> Self {
+        Entry {
+            id,
+            offset,
+            len,
+            chunk_offset: 0,
+            chunk_len: len,
+            stored_len,
+            kind,
+            keyframe: false,
+            stream: 0,
+        }
+    }
+
     pub fn end(&self) -> u64 {
         self.offset + u64::from(self.len)
+    }
+
+    pub fn is_whole(&self) -> bool {
+        self.chunk_offset == 0 && self.len == self.chunk_len
     }
 }
 
@@ -69,6 +99,8 @@ impl Recipe {
             out.extend_from_slice(&e.id.0);
             out.extend_from_slice(&e.offset.to_be_bytes());
             out.extend_from_slice(&e.len.to_be_bytes());
+            out.extend_from_slice(&e.chunk_offset.to_be_bytes());
+            out.extend_from_slice(&e.chunk_len.to_be_bytes());
             out.extend_from_slice(&e.stored_len.to_be_bytes());
             let (kind, fourcc) = match e.kind {
                 EntryKind::Chunk => (0u8, [0u8; 4]),
@@ -76,8 +108,8 @@ impl Recipe {
             };
             out.push(kind);
             out.push(u8::from(e.keyframe));
+            out.extend_from_slice(&e.stream.to_be_bytes());
             out.extend_from_slice(&fourcc);
-            out.extend_from_slice(&[0, 0]);
         }
         for d in &self.dependencies {
             let bytes = d.as_bytes();
@@ -87,54 +119,50 @@ impl Recipe {
         out
     }
 
-    /// Strict decode: entries must tile `[0, file_size)` exactly, in order.
+    /// Strict decode: entries must tile `[0, file_size)` exactly, in order, and each
+    /// must lie inside its object.
     pub fn decode(bytes: &[u8]) -> Result<Recipe, RecipeError> {
         let bad = |m: &str| RecipeError::Malformed(m.to_string());
         if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
             return Err(RecipeError::BadMagic);
         }
-        if bytes[4] != VERSION {
-            return Err(RecipeError::UnknownVersion(bytes[4]));
-        }
+        let entry_len = match bytes[4] {
+            1 => V1_ENTRY_LEN,
+            2 => ENTRY_LEN,
+            v => return Err(RecipeError::UnknownVersion(v)),
+        };
         let file_size = u64_at(bytes, 8);
         let count = u64::from(u32_at(bytes, 16));
         let dep_count = u32_at(bytes, 20);
         if count > MAX_ENTRIES {
             return Err(bad("entry count is implausibly large"));
         }
-        let entries_end = HEADER_LEN + count as usize * ENTRY_LEN;
+        let entries_end = HEADER_LEN + count as usize * entry_len;
         if bytes.len() < entries_end {
             return Err(bad("shorter than its entry count says"));
         }
         let mut entries = Vec::with_capacity(count as usize);
         let mut expect_offset = 0u64;
-        for raw in bytes[HEADER_LEN..entries_end].chunks_exact(ENTRY_LEN) {
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&raw[..32]);
-            let offset = u64_at(raw, 32);
-            let len = u32_at(raw, 40);
-            let stored_len = u32_at(raw, 44);
-            let kind = match raw[48] {
-                0 => EntryKind::Chunk,
-                1 => EntryKind::Box {
-                    fourcc: [raw[50], raw[51], raw[52], raw[53]],
-                },
-                k => return Err(RecipeError::Malformed(format!("unknown entry kind {k}"))),
+        for raw in bytes[HEADER_LEN..entries_end].chunks_exact(entry_len) {
+            let e = if entry_len == V1_ENTRY_LEN {
+                decode_v1_entry(raw)?
+            } else {
+                decode_entry(raw)?
             };
-            if offset != expect_offset || len == 0 {
+            if e.offset != expect_offset || e.len == 0 {
                 return Err(bad("entries do not tile the file"));
             }
-            expect_offset = offset
-                .checked_add(u64::from(len))
+            if u64::from(e.chunk_offset) + u64::from(e.len) > u64::from(e.chunk_len) {
+                return Err(bad("an entry reaches past the end of its object"));
+            }
+            if matches!(e.kind, EntryKind::Box { .. }) && !e.is_whole() {
+                return Err(bad("a box entry must cover its whole object"));
+            }
+            expect_offset = e
+                .offset
+                .checked_add(u64::from(e.len))
                 .ok_or_else(|| bad("offset overflow"))?;
-            entries.push(Entry {
-                id: ChunkId(id),
-                offset,
-                len,
-                stored_len,
-                kind,
-                keyframe: raw[49] & 1 == 1,
-            });
+            entries.push(e);
         }
         if expect_offset != file_size {
             return Err(bad("entries do not add up to the file size"));
@@ -171,6 +199,54 @@ impl Recipe {
         }
         Some(self.entries.partition_point(|e| e.end() <= offset))
     }
+
+    /// Each distinct object once, in first-use order, with its full length.
+    pub fn unique_objects(&self) -> impl Iterator<Item = &Entry> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        self.entries.iter().filter(move |e| seen.insert(e.id))
+    }
+}
+
+fn decode_kind(kind: u8, fourcc: &[u8]) -> Result<EntryKind, RecipeError> {
+    match kind {
+        0 => Ok(EntryKind::Chunk),
+        1 => Ok(EntryKind::Box {
+            fourcc: [fourcc[0], fourcc[1], fourcc[2], fourcc[3]],
+        }),
+        k => Err(RecipeError::Malformed(format!("unknown entry kind {k}"))),
+    }
+}
+
+fn decode_entry(raw: &[u8]) -> Result<Entry, RecipeError> {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&raw[..32]);
+    Ok(Entry {
+        id: ChunkId(id),
+        offset: u64_at(raw, 32),
+        len: u32_at(raw, 40),
+        chunk_offset: u32_at(raw, 44),
+        chunk_len: u32_at(raw, 48),
+        stored_len: u32_at(raw, 52),
+        kind: decode_kind(raw[56], &raw[60..64])?,
+        keyframe: raw[57] & 1 == 1,
+        stream: u16::from_be_bytes([raw[58], raw[59]]),
+    })
+}
+
+/// Version 1: id | offset u64 | len u32 | stored_len u32 | kind | flags | fourcc | 2 zero.
+fn decode_v1_entry(raw: &[u8]) -> Result<Entry, RecipeError> {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&raw[..32]);
+    let len = u32_at(raw, 40);
+    let mut e = Entry::whole(
+        ChunkId(id),
+        u64_at(raw, 32),
+        len,
+        u32_at(raw, 44),
+        decode_kind(raw[48], &raw[50..54])?,
+    );
+    e.keyframe = raw[49] & 1 == 1;
+    Ok(e)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -193,18 +269,19 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &len)| {
-                let e = Entry {
-                    id: ChunkId::of(&i.to_be_bytes()),
-                    offset,
-                    len,
-                    stored_len: len + 4,
-                    kind: if i % 3 == 0 {
-                        EntryKind::Box { fourcc: *b"moov" }
-                    } else {
-                        EntryKind::Chunk
-                    },
-                    keyframe: i % 2 == 0,
+                let kind = if i % 3 == 0 {
+                    EntryKind::Box { fourcc: *b"moov" }
+                } else {
+                    EntryKind::Chunk
                 };
+                let mut e = Entry::whole(ChunkId::of(&i.to_be_bytes()), offset, len, len + 4, kind);
+                e.keyframe = i % 2 == 0;
+                if i % 3 == 2 {
+                    // A slice from the middle of a bigger chunk of stream 2.
+                    e.chunk_offset = 7;
+                    e.chunk_len = len + 100;
+                    e.stream = 2;
+                }
                 offset += u64::from(len);
                 e
             })
@@ -229,6 +306,31 @@ mod tests {
             let cut = cut % bytes.len();
             prop_assert!(Recipe::decode(&bytes[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn a_slice_past_its_object_is_refused() {
+        let mut r = recipe_from_lens(&[10, 20, 30]);
+        r.entries[1].chunk_offset = 1;
+        r.entries[1].chunk_len = 20;
+        assert!(Recipe::decode(&r.encode()).is_err());
+    }
+
+    #[test]
+    fn version_1_recipes_still_decode() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"DRCP\x01\0\0\0");
+        v1.extend_from_slice(&10u64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&0u32.to_be_bytes());
+        v1.extend_from_slice(&[9u8; 32]);
+        v1.extend_from_slice(&0u64.to_be_bytes());
+        v1.extend_from_slice(&10u32.to_be_bytes());
+        v1.extend_from_slice(&12u32.to_be_bytes());
+        v1.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        let r = Recipe::decode(&v1).unwrap();
+        assert_eq!(r.entries[0].chunk_len, 10);
+        assert!(r.entries[0].keyframe && r.entries[0].is_whole());
     }
 
     #[test]

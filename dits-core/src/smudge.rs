@@ -1,11 +1,12 @@
 //! Smudge and verification: pointer → recipe → objects → bytes, each object re-hashed as
 //! it is read and the whole file checked against the pointer's hash.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use crate::chunk_id::ChunkId;
 use crate::pointer::Pointer;
-use crate::recipe::{Recipe, RecipeError};
+use crate::recipe::{Entry, Recipe, RecipeError};
 use crate::store::{ChunkStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,13 @@ pub enum SmudgeError {
         recipe: ChunkId,
         expected: u64,
         actual: u64,
+    },
+    #[error("recipe {recipe}: object {id} is {actual} bytes, the recipe says {expected}")]
+    ObjectLength {
+        recipe: ChunkId,
+        id: ChunkId,
+        expected: u32,
+        actual: usize,
     },
     #[error("rebuilt content hashes to {actual}, the pointer says {expected}")]
     HashMismatch { expected: ChunkId, actual: ChunkId },
@@ -63,12 +71,56 @@ pub fn missing_objects<S: ChunkStore>(
     recipe: &Recipe,
 ) -> Result<Vec<ChunkId>, StoreError> {
     let mut missing = Vec::new();
-    for e in &recipe.entries {
-        if !store.contains(&e.id)? && !missing.contains(&e.id) {
+    for e in recipe.unique_objects() {
+        if !store.contains(&e.id)? {
             missing.push(e.id);
         }
     }
     Ok(missing)
+}
+
+/// Hands out the bytes of recipe entries. Track-level recipes interleave slices of one
+/// chunk per stream with other streams' chunks, so the last object of each stream is
+/// kept (a handful of chunks at most) rather than read again for every slice.
+pub struct EntryReader {
+    recipe: ChunkId,
+    current: HashMap<u16, (ChunkId, Vec<u8>)>,
+}
+
+impl EntryReader {
+    pub fn new(recipe: ChunkId) -> Self {
+        EntryReader {
+            recipe,
+            current: HashMap::new(),
+        }
+    }
+
+    /// The file bytes `e` stands for, read (and verified) from `store`.
+    pub fn read<'a, S: ChunkStore>(
+        &'a mut self,
+        store: &mut S,
+        e: &Entry,
+    ) -> Result<&'a [u8], SmudgeError> {
+        let fresh = !matches!(self.current.get(&e.stream), Some((id, _)) if *id == e.id);
+        if fresh {
+            let bytes = store
+                .get(&e.id)
+                .map_err(|err| store_err(err, self.recipe))?;
+            if bytes.len() != e.chunk_len as usize {
+                return Err(SmudgeError::ObjectLength {
+                    recipe: self.recipe,
+                    id: e.id,
+                    expected: e.chunk_len,
+                    actual: bytes.len(),
+                });
+            }
+            self.current.insert(e.stream, (e.id, bytes));
+        }
+        let (_, bytes) = &self.current[&e.stream];
+        let from = e.chunk_offset as usize;
+        // Recipe::decode guarantees the slice lies inside chunk_len, checked above.
+        Ok(&bytes[from..from + e.len as usize])
+    }
 }
 
 /// Writes the file a pointer describes to `out`. Fails before writing anything when an
@@ -89,12 +141,11 @@ pub fn smudge<S: ChunkStore, W: Write + ?Sized>(
         });
     }
     let mut hasher = blake3::Hasher::new();
+    let mut reader = EntryReader::new(pointer.recipe);
     for e in &recipe.entries {
-        let bytes = store
-            .get(&e.id)
-            .map_err(|err| store_err(err, pointer.recipe))?;
-        hasher.update(&bytes);
-        out.write_all(&bytes).map_err(SmudgeError::Output)?;
+        let bytes = reader.read(store, e)?;
+        hasher.update(bytes);
+        out.write_all(bytes).map_err(SmudgeError::Output)?;
     }
     let actual: ChunkId = hasher.finalize().into();
     if actual != pointer.oid {
@@ -113,20 +164,24 @@ pub fn verify<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Vec<SmudgeErro
         Err(e) => return vec![e],
     };
     let mut problems = Vec::new();
+    let mut broken: HashSet<ChunkId> = HashSet::new();
     let mut hasher = blake3::Hasher::new();
-    let mut whole_file_checkable = true;
+    let mut reader = EntryReader::new(pointer.recipe);
     for e in &recipe.entries {
-        match store.get(&e.id) {
+        if broken.contains(&e.id) {
+            continue;
+        }
+        match reader.read(store, e) {
             Ok(bytes) => {
-                hasher.update(&bytes);
+                hasher.update(bytes);
             }
             Err(err) => {
-                whole_file_checkable = false;
-                problems.push(store_err(err, pointer.recipe));
+                broken.insert(e.id);
+                problems.push(err);
             }
         }
     }
-    if whole_file_checkable {
+    if broken.is_empty() {
         let actual: ChunkId = hasher.finalize().into();
         if actual != pointer.oid {
             problems.push(SmudgeError::HashMismatch {

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 
+use dits_core::media::LayoutOptions;
 use dits_core::pointer::MAX_POINTER_LEN;
 use dits_core::{clean, smudge, CleanError, LocalStore, Pointer, PointerError, SmudgeError};
 
@@ -21,11 +22,12 @@ pub enum FilterError {
 
 pub struct DitsFilter {
     store: LocalStore,
+    layout: LayoutOptions,
 }
 
 impl DitsFilter {
-    pub fn new(store: LocalStore) -> Self {
-        DitsFilter { store }
+    pub fn new(store: LocalStore, layout: LayoutOptions) -> Self {
+        DitsFilter { store, layout }
     }
 
     pub fn store(&mut self) -> &mut LocalStore {
@@ -37,12 +39,16 @@ impl crate::Filter for DitsFilter {
     type Error = FilterError;
 
     fn clean(&mut self, path: &str, content: &mut dyn Read) -> Result<Vec<u8>, FilterError> {
-        let outcome = clean(content, &mut self.store).map_err(|source| FilterError::Clean {
-            path: path.into(),
-            source,
-        })?;
+        let outcome =
+            clean(content, &mut self.store, self.layout).map_err(|source| FilterError::Clean {
+                path: path.into(),
+                source,
+            })?;
         if let Some(reason) = &outcome.fallback_reason {
             tracing::debug!(path, reason = %reason, "stored without media structure");
+        }
+        if let Some(reason) = &outcome.track_split_fallback {
+            tracing::debug!(path, reason = %reason, "media chunked by bytes, not by track");
         }
         tracing::debug!(
             path,

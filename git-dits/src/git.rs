@@ -35,6 +35,14 @@ pub fn try_run(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A boolean `git config` value (Git's own spellings: true/yes/on/1), `default` when unset.
+pub fn config_bool(key: &str, default: bool) -> bool {
+    match try_run(&["config", "--type=bool", "--get", key]) {
+        Some(v) => v.trim() == "true",
+        None => default,
+    }
+}
+
 /// The store directory shared by all worktrees: `<git-common-dir>/dits`.
 pub fn store_dir() -> Result<PathBuf> {
     let common = run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])

@@ -1,15 +1,20 @@
 //! Media structure: how a file's bytes divide into structure (objects stored whole) and
-//! payload (content-defined chunks, cut at keyframes where known). Anything that does
-//! not parse cleanly is laid out as one plain payload run: the add never fails because
-//! of what a file contains.
+//! payload. Payload is either per-track sample streams (track-level splitting, see
+//! `streams`) or, when the sample tables can't be trusted, content-defined chunks of the
+//! raw bytes cut at keyframes where known. Anything that does not parse cleanly is laid
+//! out as one plain payload run: the add never fails because of what a file contains.
 
 pub mod boxes;
+pub mod fragments;
 pub mod sample_table;
+pub mod streams;
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 
 use boxes::{top_level_boxes, BoxSpan};
 use sample_table::{parse_moov, MovieInfo};
+use streams::{build_streams, SampleStream};
 
 /// Structure boxes bigger than this are chunked like payload rather than kept whole,
 /// so a hostile or bloated `free`/`uuid` box can't demand a huge allocation.
@@ -31,6 +36,8 @@ pub enum Region {
         len: u64,
         cuts: Vec<u64>,
     },
+    /// An `mdat` payload whose bytes are laid down by `Layout::streams`.
+    Streamed { offset: u64, len: u64 },
 }
 
 /// What kind of file this is, for people.
@@ -59,8 +66,26 @@ pub struct Layout {
     pub container: Container,
     pub movie: MovieInfo,
     pub regions: Vec<Region>,
+    /// The sample streams behind `Region::Streamed` regions; empty without track-level
+    /// splitting.
+    pub streams: Vec<SampleStream>,
     /// Why structure-aware splitting was not used, if it wasn't.
     pub fallback_reason: Option<String>,
+    /// Why track-level splitting was not used for a parsed MP4/MOV, if it wasn't.
+    pub track_split_fallback: Option<String>,
+}
+
+/// How `analyze` may lay out a file.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutOptions {
+    /// Chunk each track's samples as its own stream (`dits.splitTracks`, default on).
+    pub split_tracks: bool,
+}
+
+impl Default for LayoutOptions {
+    fn default() -> Self {
+        LayoutOptions { split_tracks: true }
+    }
 }
 
 impl Layout {
@@ -73,7 +98,9 @@ impl Layout {
                 len,
                 cuts: Vec::new(),
             }],
+            streams: Vec::new(),
             fallback_reason: reason,
+            track_split_fallback: None,
         }
     }
 
@@ -121,27 +148,54 @@ fn clean_token(s: &str) -> String {
 }
 
 /// Works out the layout of a seekable file of `len` bytes.
-pub fn analyze<R: Read + Seek>(file: &mut R, len: u64) -> Layout {
-    match analyze_iso_bmff(file, len) {
+pub fn analyze<R: Read + Seek>(file: &mut R, len: u64, options: LayoutOptions) -> Layout {
+    match analyze_iso_bmff(file, len, options) {
         Ok(layout) => layout,
         Err(reason) => Layout::plain(len, Some(reason)),
     }
 }
 
-fn analyze_iso_bmff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Layout, String> {
+fn analyze_iso_bmff<R: Read + Seek>(
+    file: &mut R,
+    len: u64,
+    options: LayoutOptions,
+) -> Result<Layout, String> {
     if len < 16 {
         return Err("too small to be MP4/MOV".into());
     }
     let boxes = top_level_boxes(file, len).map_err(|e| e.to_string())?;
-    let movie = match boxes.iter().find(|b| &b.fourcc == b"moov") {
-        Some(moov) if moov.payload_len() <= MAX_OBJECT_BOX => parse_moov(&read_span(file, moov)?),
-        _ => MovieInfo::default(),
-    };
     let container = container_of(file, &boxes)?;
+    let mut movie = MovieInfo::default();
+    let mut defaults = HashMap::new();
+    if let Some(moov) = boxes.iter().find(|b| &b.fourcc == b"moov") {
+        if moov.payload_len() <= MAX_OBJECT_BOX {
+            let payload = read_span(file, moov)?;
+            movie = parse_moov(&payload);
+            defaults = fragments::track_defaults(&payload);
+        }
+    }
+    if container == Container::FragmentedMp4 {
+        add_fragment_samples(file, &boxes, &defaults, &mut movie);
+    }
+
+    let payloads: Vec<(u64, u64)> = boxes
+        .iter()
+        .filter(|b| &b.fourcc == b"mdat")
+        .map(|b| (b.payload_offset(), b.payload_len()))
+        .collect();
+    let (streams, track_split_fallback) = if options.split_tracks {
+        match build_streams(&movie.tracks, &payloads) {
+            Ok(streams) => (streams, None),
+            Err(reason) => (Vec::new(), Some(reason)),
+        }
+    } else {
+        (Vec::new(), Some("dits.splitTracks is off".to_string()))
+    };
     let mut keyframes: Vec<u64> = movie
         .tracks
         .iter()
-        .flat_map(|t| t.keyframe_offsets.iter().copied())
+        .filter(|t| t.is_video())
+        .flat_map(|t| t.samples.iter().filter(|s| s.sync).map(|s| s.offset))
         .collect();
     keyframes.sort_unstable();
     keyframes.dedup();
@@ -156,6 +210,13 @@ fn analyze_iso_bmff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Layout, St
             });
             let start = b.payload_offset();
             let end = b.end();
+            if !streams.is_empty() {
+                regions.push(Region::Streamed {
+                    offset: start,
+                    len: b.payload_len(),
+                });
+                continue;
+            }
             let lo = keyframes.partition_point(|&k| k < start);
             let hi = keyframes.partition_point(|&k| k < end);
             regions.push(Region::Payload {
@@ -181,8 +242,55 @@ fn analyze_iso_bmff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Layout, St
         container,
         movie,
         regions,
+        streams,
         fallback_reason: None,
+        track_split_fallback,
     })
+}
+
+/// Fills in the samples of a fragmented file's tracks from its `moof`s. A `moof` that
+/// doesn't parse marks every track's samples unusable (the file is then chunked by bytes).
+fn add_fragment_samples<R: Read + Seek>(
+    file: &mut R,
+    boxes: &[BoxSpan],
+    defaults: &HashMap<u32, fragments::TrackDefaults>,
+    movie: &mut MovieInfo,
+) {
+    let mut by_track: HashMap<u32, Vec<sample_table::Sample>> = HashMap::new();
+    let mut failure = None;
+    for moof in boxes.iter().filter(|b| &b.fourcc == b"moof") {
+        let result = if moof.payload_len() > MAX_OBJECT_BOX {
+            Err("moof is too large".to_string())
+        } else {
+            read_span(file, moof).and_then(|payload| {
+                fragments::fragment_samples(&payload, moof.offset, defaults, &mut by_track)
+            })
+        };
+        if let Err(e) = result {
+            failure = Some(e);
+            break;
+        }
+    }
+    for track in &mut movie.tracks {
+        let fragmented = by_track.remove(&track.track_id).unwrap_or_default();
+        match &failure {
+            Some(e) => track.samples_error = Some(e.clone()),
+            None if !fragmented.is_empty() => {
+                // The moov of a fragmented file usually lists no samples; if it lists some,
+                // they come first in decode order.
+                track.samples_error = None;
+                track.sample_count = (track.samples.len() + fragmented.len()) as u64;
+                track.samples.extend(fragmented);
+            }
+            None => {}
+        }
+    }
+    if failure.is_none() && !by_track.is_empty() {
+        // A traf for a track the moov doesn't declare: its samples would be unaccounted.
+        if let Some(t) = movie.tracks.first_mut() {
+            t.samples_error = Some("a moof names a track the moov does not declare".into());
+        }
+    }
 }
 
 fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Container, String> {

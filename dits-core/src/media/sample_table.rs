@@ -1,7 +1,8 @@
 //! Track metadata from a `moov` box held in memory: handler, codec, dimensions, duration
-//! and, for video, the file offsets of keyframe samples (from `stss`, `stsz`, `stsc`,
-//! `stco`/`co64`). Every table count is checked against the bytes that hold it before
-//! anything is allocated; a malformed table drops the keyframe list, never the add.
+//! and every sample's place in the file, in decode order (from `stsz`, `stsc`,
+//! `stco`/`co64`, with sync flags from `stss`). Every table count is checked against the
+//! bytes that hold it before anything is allocated; a malformed table drops the sample
+//! list (and with it track-level splitting), never the add.
 
 use super::boxes::{children, find_child, fourcc_str};
 
@@ -17,8 +18,29 @@ pub struct TrackInfo {
     pub height: u32,
     pub duration_secs: f64,
     pub sample_count: u64,
-    /// Absolute file offsets of sync samples (video only), ascending.
-    pub keyframe_offsets: Vec<u64>,
+    /// Every sample in decode order (from `stbl`, or from `moof`s for fragmented files).
+    pub samples: Vec<Sample>,
+    /// Why `samples` could not be read, when the tables don't add up.
+    pub samples_error: Option<String>,
+}
+
+impl TrackInfo {
+    pub fn is_video(&self) -> bool {
+        self.handler == "vide"
+    }
+
+    pub fn keyframes(&self) -> usize {
+        self.samples.iter().filter(|s| s.sync).count()
+    }
+}
+
+/// Where one sample's bytes are in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub offset: u64,
+    pub size: u32,
+    /// A sync sample (keyframe); every audio sample is one.
+    pub sync: bool,
 }
 
 /// Movie-level facts from `mvhd` plus each track.
@@ -29,8 +51,8 @@ pub struct MovieInfo {
 }
 
 /// A sample table past this many samples is treated as hostile (a 24-hour 120 fps video
-/// has about 10 million).
-const MAX_SAMPLES: u64 = 50_000_000;
+/// has about 10 million); at 16 bytes a sample the list stays under 200 MB.
+pub const MAX_SAMPLES: u64 = 12_000_000;
 
 /// Reads a `moov` payload. Never fails: missing or malformed parts are left empty.
 pub fn parse_moov(moov: &[u8]) -> MovieInfo {
@@ -70,11 +92,16 @@ fn parse_trak(trak: &[u8]) -> TrackInfo {
     if let Some(stsd) = find_child(stbl, b"stsd") {
         read_sample_entry(stsd, &mut t);
     }
-    if let Some(sizes) = find_child(stbl, b"stsz").and_then(SampleSizes::parse) {
-        t.sample_count = sizes.count;
-        if t.handler == "vide" {
-            t.keyframe_offsets = keyframe_offsets(stbl, &sizes).unwrap_or_default();
+    match find_child(stbl, b"stsz").map(SampleSizes::parse) {
+        Some(Some(sizes)) => {
+            t.sample_count = sizes.count;
+            match sample_list(stbl, &sizes) {
+                Ok(samples) => t.samples = samples,
+                Err(e) => t.samples_error = Some(e.to_string()),
+            }
         }
+        Some(None) => t.samples_error = Some("stsz is malformed".into()),
+        None => t.samples_error = Some("no stsz".into()),
     }
     t
 }
@@ -162,85 +189,101 @@ fn entry_table(b: &[u8], entry_len: usize) -> Option<(usize, &[u8])> {
     Some((n, b.get(8..8usize.checked_add(bytes)?)?))
 }
 
-fn keyframe_offsets(stbl: &[u8], sizes: &SampleSizes) -> Option<Vec<u64>> {
+/// Every sample in decode order, or why the tables don't describe them consistently.
+fn sample_list(stbl: &[u8], sizes: &SampleSizes) -> Result<Vec<Sample>, &'static str> {
     let chunk_offsets: Vec<u64> = if let Some(stco) = find_child(stbl, b"stco") {
-        let (n, t) = entry_table(stco, 4)?;
+        let (n, t) = entry_table(stco, 4).ok_or("stco is malformed")?;
         (0..n)
             .map(|i| be32(t, i * 4).map(u64::from))
-            .collect::<Option<_>>()?
+            .collect::<Option<_>>()
+            .ok_or("stco is malformed")?
     } else {
-        let (n, t) = entry_table(find_child(stbl, b"co64")?, 8)?;
-        (0..n).map(|i| be64(t, i * 8)).collect::<Option<_>>()?
+        let co64 = find_child(stbl, b"co64").ok_or("no chunk offsets")?;
+        let (n, t) = entry_table(co64, 8).ok_or("co64 is malformed")?;
+        (0..n)
+            .map(|i| be64(t, i * 8))
+            .collect::<Option<_>>()
+            .ok_or("co64 is malformed")?
     };
-    let (stsc_n, stsc) = entry_table(find_child(stbl, b"stsc")?, 12)?;
-    // No stss means every sample is a sync sample (intra-only codecs).
+    let stsc = find_child(stbl, b"stsc").ok_or("no stsc")?;
+    let (stsc_n, stsc) = entry_table(stsc, 12).ok_or("stsc is malformed")?;
+    // No stss means every sample is a sync sample (audio, intra-only video).
     let sync: Option<Vec<u64>> = match find_child(stbl, b"stss") {
         Some(stss) => {
-            let (n, t) = entry_table(stss, 4)?;
+            let (n, t) = entry_table(stss, 4).ok_or("stss is malformed")?;
             Some(
                 (0..n)
                     .map(|i| be32(t, i * 4).map(u64::from))
-                    .collect::<Option<_>>()?,
+                    .collect::<Option<_>>()
+                    .ok_or("stss is malformed")?,
             )
         }
         None => None,
     };
-    let is_sync = |sample_number: u64, next_sync: &mut usize| -> bool {
+    let mut next_sync = 0usize;
+    let mut is_sync = |sample_number: u64| -> bool {
         match &sync {
             None => true,
             Some(list) => {
-                while *next_sync < list.len() && list[*next_sync] < sample_number {
-                    *next_sync += 1;
+                while next_sync < list.len() && list[next_sync] < sample_number {
+                    next_sync += 1;
                 }
-                list.get(*next_sync) == Some(&sample_number)
+                list.get(next_sync) == Some(&sample_number)
             }
         }
     };
 
-    let mut out = Vec::new();
-    let mut sample = 0u64; // zero-based
-    let mut next_sync = 0usize;
-    for entry in 0..stsc_n {
-        let first_chunk = u64::from(be32(stsc, entry * 12)?);
-        let per_chunk = u64::from(be32(stsc, entry * 12 + 4)?);
+    let bad = "stsc/stco/stsz do not add up";
+    let mut out = Vec::with_capacity(usize::try_from(sizes.count).map_err(|_| bad)?);
+    'entries: for entry in 0..stsc_n {
+        let first_chunk = u64::from(be32(stsc, entry * 12).ok_or(bad)?);
+        let per_chunk = u64::from(be32(stsc, entry * 12 + 4).ok_or(bad)?);
         let last_chunk = if entry + 1 < stsc_n {
-            u64::from(be32(stsc, (entry + 1) * 12)?).checked_sub(1)?
+            u64::from(be32(stsc, (entry + 1) * 12).ok_or(bad)?)
+                .checked_sub(1)
+                .ok_or(bad)?
         } else {
             chunk_offsets.len() as u64
         };
-        if first_chunk == 0 || last_chunk < first_chunk.checked_sub(1)? {
-            return None;
+        if first_chunk == 0 || last_chunk < first_chunk - 1 {
+            return Err(bad);
         }
         for chunk in first_chunk..=last_chunk {
-            let mut offset = *chunk_offsets.get(usize::try_from(chunk - 1).ok()?)?;
+            let mut offset = *chunk_offsets
+                .get(usize::try_from(chunk - 1).map_err(|_| bad)?)
+                .ok_or(bad)?;
             for _ in 0..per_chunk {
-                if sample >= sizes.count {
-                    return Some(out);
+                let index = out.len() as u64;
+                if index >= sizes.count {
+                    break 'entries;
                 }
-                if is_sync(sample + 1, &mut next_sync) {
-                    out.push(offset);
-                }
-                offset = offset.checked_add(sizes.size(sample)?)?;
-                sample += 1;
+                let size = sizes.size(index).ok_or(bad)?;
+                out.push(Sample {
+                    offset,
+                    size: u32::try_from(size).map_err(|_| bad)?,
+                    sync: is_sync(index + 1),
+                });
+                offset = offset.checked_add(size).ok_or(bad)?;
             }
         }
     }
-    out.sort_unstable();
-    out.dedup();
-    Some(out)
+    if (out.len() as u64) < sizes.count {
+        return Err("stsc/stco describe fewer samples than stsz");
+    }
+    Ok(out)
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(
         b.get(at..at.checked_add(2)?)?.try_into().ok()?,
     ))
 }
-fn be32(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(
         b.get(at..at.checked_add(4)?)?.try_into().ok()?,
     ))
 }
-fn be64(b: &[u8], at: usize) -> Option<u64> {
+pub(super) fn be64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(
         b.get(at..at.checked_add(8)?)?.try_into().ok()?,
     ))

@@ -5,6 +5,7 @@
 use std::io::{self, BufReader, BufWriter, Write};
 
 use anyhow::{Context, Result};
+use dits_core::media::LayoutOptions;
 use dits_core::LocalStore;
 use dits_filter::{DitsFilter, Filter};
 
@@ -14,7 +15,10 @@ fn open_filter() -> Result<DitsFilter> {
     let dir = git::store_dir()?;
     let store = LocalStore::open(&dir)
         .with_context(|| format!("opening the Dits store at {}", dir.display()))?;
-    Ok(DitsFilter::new(store))
+    let layout = LayoutOptions {
+        split_tracks: git::config_bool("dits.splitTracks", true),
+    };
+    Ok(DitsFilter::new(store, layout))
 }
 
 pub fn filter_process() -> Result<()> {

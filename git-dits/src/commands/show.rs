@@ -112,14 +112,15 @@ pub fn describe_text(path: &str, info: &Inspection) -> String {
                 dims,
                 t.duration_secs,
                 t.sample_count,
-                t.keyframe_offsets.len()
+                t.keyframes()
             ));
         }
     }
     s.push_str(&format!(
-        "  objects   {} chunks ({} start at keyframes), boxes: {}\n  stored    {}\n",
+        "  objects   {} chunks ({} start at keyframes), {}, boxes: {}\n  stored    {}\n",
         info.chunks,
         info.keyframe_chunks,
+        split_description(info),
         if info.boxes.is_empty() {
             "none".into()
         } else {
@@ -128,6 +129,13 @@ pub fn describe_text(path: &str, info: &Inspection) -> String {
         human_size(info.stored_bytes)
     ));
     s
+}
+
+fn split_description(info: &Inspection) -> String {
+    match info.streams {
+        0 => "split by bytes".to_string(),
+        n => format!("split by track ({n} sample streams)"),
+    }
 }
 
 fn describe_json(
@@ -141,12 +149,12 @@ fn describe_json(
         .iter()
         .flat_map(|m| &m.tracks)
         .map(|t| json!({"id": t.track_id, "handler": t.handler, "codec": t.codec, "width": t.width, "height": t.height,
-                        "duration": t.duration_secs, "samples": t.sample_count, "keyframes": t.keyframe_offsets.len()}))
+                        "duration": t.duration_secs, "samples": t.sample_count, "keyframes": t.keyframes()}))
         .collect();
     json!({
         "path": path, "size": p.size, "oid": p.oid.to_hex(), "recipe": p.recipe.to_hex(), "media": p.media,
         "duration": info.movie.as_ref().map(|m| m.duration_secs), "tracks": tracks,
-        "chunks": info.chunks, "keyframe_chunks": info.keyframe_chunks, "boxes": info.boxes, "stored_bytes": info.stored_bytes,
+        "chunks": info.chunks, "keyframe_chunks": info.keyframe_chunks, "boxes": info.boxes, "stored_bytes": info.stored_bytes, "streams": info.streams,
         "previous": previous.map(|(c, (shared, total))| json!({"commit": c, "shared_bytes": shared, "total_bytes": total})),
     })
 }
@@ -192,7 +200,7 @@ pub fn textconv(file: &Path) -> Result<()> {
         );
         return Ok(());
     }
-    let layout = dits_core::media::analyze(&mut f, len);
+    let layout = dits_core::media::analyze(&mut f, len, Default::default());
     println!(
         "  size      {} ({len} bytes)\n  media     {}",
         human_size(len),

@@ -1,0 +1,318 @@
+//! Track-level splitting: the `mdat` payloads of a file described as per-track sample
+//! streams (each track's samples in decode order, concatenated) plus one stream of the
+//! bytes no sample covers. A run is a stretch of the file that is a contiguous stretch of
+//! one stream; the runs of all streams tile the `mdat` payloads exactly. Chunking each
+//! stream on its own means an audio swap leaves every video chunk unchanged, however the
+//! muxer interleaved the two.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+
+use super::sample_table::TrackInfo;
+
+/// Stream number of the bytes inside `mdat` that no sample covers.
+pub const GAP_STREAM: u16 = 1;
+/// Stream number of the first track; 0 means "not a stream" in recipes.
+const FIRST_TRACK_STREAM: u16 = 2;
+
+/// `len` bytes at `file_offset` are the stream's bytes at `stream_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub file_offset: u64,
+    pub stream_offset: u64,
+    pub len: u64,
+}
+
+/// One stream: its runs in stream order, and where chunks must start (stream offsets of
+/// video keyframes, ascending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleStream {
+    pub id: u16,
+    /// A video track (chunked with bigger chunks, cut at keyframes).
+    pub video: bool,
+    pub runs: Vec<Run>,
+    pub cuts: Vec<u64>,
+    pub len: u64,
+}
+
+/// Describes `payloads` (the `mdat` payload ranges, `(offset, len)` in file order) as
+/// streams, or says why the tracks' tables can't be trusted to.
+pub fn build_streams(
+    tracks: &[TrackInfo],
+    payloads: &[(u64, u64)],
+) -> Result<Vec<SampleStream>, String> {
+    if tracks.len() > usize::from(u16::MAX - FIRST_TRACK_STREAM) {
+        return Err("too many tracks".into());
+    }
+    if let Some(t) = tracks.iter().find(|t| t.samples_error.is_some()) {
+        return Err(format!(
+            "track {}: {}",
+            t.track_id,
+            t.samples_error.as_deref().unwrap_or_default()
+        ));
+    }
+    let mut streams = Vec::with_capacity(tracks.len() + 1);
+    for (i, track) in tracks.iter().enumerate() {
+        streams.push(track_stream(FIRST_TRACK_STREAM + i as u16, track)?);
+    }
+    if streams.iter().all(|s| s.runs.is_empty()) {
+        return Err("no samples".into());
+    }
+
+    // Every run must sit inside one mdat payload and no two may overlap.
+    let mut placed: Vec<(u64, u64)> = streams
+        .iter()
+        .flat_map(|s| s.runs.iter().map(|r| (r.file_offset, r.len)))
+        .collect();
+    placed.sort_unstable();
+    let mut gaps = SampleStream {
+        id: GAP_STREAM,
+        video: false,
+        runs: Vec::new(),
+        cuts: Vec::new(),
+        len: 0,
+    };
+    let mut next = placed.iter().peekable();
+    for &(start, len) in payloads {
+        let end = start + len;
+        let mut pos = start;
+        while let Some(&&(offset, run_len)) = next.peek() {
+            if offset >= end {
+                break;
+            }
+            if offset < pos {
+                return Err(if offset < start {
+                    format!("a sample at {offset} lies outside every mdat")
+                } else {
+                    format!("samples overlap at {offset}")
+                });
+            }
+            if offset + run_len > end {
+                return Err(format!(
+                    "a sample at {offset} runs past the end of its mdat"
+                ));
+            }
+            if offset > pos {
+                gaps.push(pos, offset - pos);
+            }
+            pos = offset + run_len;
+            next.next();
+        }
+        if end > pos {
+            gaps.push(pos, end - pos);
+        }
+    }
+    if let Some(&(offset, _)) = next.next() {
+        return Err(format!("a sample at {offset} lies outside every mdat"));
+    }
+    if !gaps.runs.is_empty() {
+        streams.push(gaps);
+    }
+    streams.retain(|s| !s.runs.is_empty());
+    Ok(streams)
+}
+
+impl SampleStream {
+    /// Appends `len` file bytes at `file_offset` to the stream, merging with the last run
+    /// when they are contiguous in the file too.
+    fn push(&mut self, file_offset: u64, len: u64) {
+        match self.runs.last_mut() {
+            Some(last) if last.file_offset + last.len == file_offset => last.len += len,
+            _ => self.runs.push(Run {
+                file_offset,
+                stream_offset: self.len,
+                len,
+            }),
+        }
+        self.len += len;
+    }
+
+    /// Index of the run holding stream byte `offset`.
+    fn run_at(&self, offset: u64) -> usize {
+        self.runs
+            .partition_point(|r| r.stream_offset + r.len <= offset)
+    }
+}
+
+fn track_stream(id: u16, track: &TrackInfo) -> Result<SampleStream, String> {
+    let video = track.is_video();
+    let mut stream = SampleStream {
+        id,
+        video,
+        runs: Vec::new(),
+        cuts: Vec::new(),
+        len: 0,
+    };
+    for s in track.samples.iter().filter(|s| s.size > 0) {
+        s.offset
+            .checked_add(u64::from(s.size))
+            .ok_or_else(|| format!("track {}: sample offset overflows", track.track_id))?;
+        if video && s.sync && stream.len > 0 {
+            stream.cuts.push(stream.len);
+        }
+        stream.push(s.offset, u64::from(s.size));
+    }
+    Ok(stream)
+}
+
+/// Reads a stream's bytes out of the file, in stream order.
+pub struct StreamReader<'a> {
+    file: &'a File,
+    stream: &'a SampleStream,
+    pos: u64,
+}
+
+impl<'a> StreamReader<'a> {
+    pub fn new(file: &'a File, stream: &'a SampleStream) -> Self {
+        StreamReader {
+            file,
+            stream,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.stream.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let run = self.stream.runs[self.stream.run_at(self.pos)];
+        let within = self.pos - run.stream_offset;
+        let want = (run.len - within).min(buf.len() as u64) as usize;
+        let n = self
+            .file
+            .read_at(&mut buf[..want], run.file_offset + within)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file ended inside a sample",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for StreamReader<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.stream.len.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| io::Error::other("seek before stream start"))?;
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::sample_table::Sample;
+
+    fn track(id: u32, video: bool, samples: &[(u64, u32, bool)]) -> TrackInfo {
+        TrackInfo {
+            track_id: id,
+            handler: if video { "vide" } else { "soun" }.into(),
+            samples: samples
+                .iter()
+                .map(|&(offset, size, sync)| Sample { offset, size, sync })
+                .collect(),
+            ..TrackInfo::default()
+        }
+    }
+
+    #[test]
+    fn interleaved_tracks_become_streams_and_gaps() {
+        // mdat payload [100, 200): video 100..130, audio 130..140, video 140..170, gap.
+        let v = track(
+            1,
+            true,
+            &[(100, 20, true), (120, 10, false), (140, 30, true)],
+        );
+        let a = track(2, false, &[(130, 10, true)]);
+        let streams = build_streams(&[v, a], &[(100, 100)]).unwrap();
+        assert_eq!(streams.len(), 3);
+        assert_eq!(streams[0].len, 60);
+        assert_eq!(streams[0].cuts, vec![30]);
+        assert_eq!(
+            streams[0].runs,
+            vec![
+                Run {
+                    file_offset: 100,
+                    stream_offset: 0,
+                    len: 30
+                },
+                Run {
+                    file_offset: 140,
+                    stream_offset: 30,
+                    len: 30
+                }
+            ]
+        );
+        assert_eq!(streams[2].id, GAP_STREAM);
+        assert_eq!(
+            streams[2].runs,
+            vec![Run {
+                file_offset: 170,
+                stream_offset: 0,
+                len: 30
+            }]
+        );
+    }
+
+    #[test]
+    fn hostile_tables_are_refused() {
+        let payload = [(100, 100)];
+        let overlap = track(1, true, &[(100, 20, true), (110, 20, false)]);
+        assert!(build_streams(&[overlap], &payload)
+            .unwrap_err()
+            .contains("overlap"));
+        let outside = track(1, true, &[(500, 20, true)]);
+        assert!(build_streams(&[outside], &payload)
+            .unwrap_err()
+            .contains("outside"));
+        let past_end = track(1, true, &[(190, 20, true)]);
+        assert!(build_streams(&[past_end], &payload)
+            .unwrap_err()
+            .contains("past the end"));
+        let overflow = track(1, true, &[(u64::MAX - 5, 20, true)]);
+        assert!(build_streams(&[overflow], &payload).is_err());
+        let before = track(1, true, &[(50, 20, true)]);
+        assert!(build_streams(&[before], &payload)
+            .unwrap_err()
+            .contains("outside"));
+    }
+
+    #[test]
+    fn reader_follows_runs() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789abcdef").unwrap();
+        let stream = SampleStream {
+            id: 2,
+            video: false,
+            runs: vec![
+                Run {
+                    file_offset: 10,
+                    stream_offset: 0,
+                    len: 3,
+                },
+                Run {
+                    file_offset: 2,
+                    stream_offset: 3,
+                    len: 4,
+                },
+            ],
+            cuts: vec![],
+            len: 7,
+        };
+        let mut out = String::new();
+        StreamReader::new(&f, &stream)
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "abc2345");
+    }
+}
