@@ -6,3 +6,4 @@ mod install;
 mod roundtrip;
 mod store;
 mod support;
+mod tracks;
