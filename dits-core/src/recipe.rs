@@ -207,6 +207,90 @@ impl Recipe {
     }
 }
 
+/// A recipe read in place: "which entries hold bytes `[a, b)`" by binary search over the
+/// encoded entries, without decoding the rest. For range reads and the mount on recipes
+/// with millions of entries. Entries are decoded (and bounds-checked) as they are read;
+/// whole-recipe rules (tiling) are what `Recipe::decode` checks.
+pub struct RecipeView<'a> {
+    bytes: &'a [u8],
+    entry_len: usize,
+    count: usize,
+    pub file_size: u64,
+}
+
+impl<'a> RecipeView<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<Self, RecipeError> {
+        if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+            return Err(RecipeError::BadMagic);
+        }
+        let entry_len = match bytes[4] {
+            1 => V1_ENTRY_LEN,
+            2 => ENTRY_LEN,
+            v => return Err(RecipeError::UnknownVersion(v)),
+        };
+        let count = u32_at(bytes, 16) as usize;
+        if bytes.len() < HEADER_LEN + count * entry_len {
+            return Err(RecipeError::Malformed(
+                "shorter than its entry count says".into(),
+            ));
+        }
+        Ok(RecipeView {
+            bytes,
+            entry_len,
+            count,
+            file_size: u64_at(bytes, 8),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn entry(&self, i: usize) -> Result<Entry, RecipeError> {
+        let at = HEADER_LEN + i * self.entry_len;
+        let raw = self
+            .bytes
+            .get(at..at + self.entry_len)
+            .ok_or_else(|| RecipeError::Malformed(format!("no entry {i}")))?;
+        if self.entry_len == V1_ENTRY_LEN {
+            decode_v1_entry(raw)
+        } else {
+            decode_entry(raw)
+        }
+    }
+
+    /// The entries covering file bytes `[start, end)`, in file order.
+    pub fn entries_in(&self, start: u64, end: u64) -> Result<Vec<Entry>, RecipeError> {
+        let end = end.min(self.file_size);
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        // The first entry whose end is past `start`; entries are in file order.
+        let (mut lo, mut hi) = (0usize, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.entry(mid)?.end() <= start {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        for i in lo..self.count {
+            let e = self.entry(i)?;
+            if e.offset >= end {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
 fn decode_kind(kind: u8, fourcc: &[u8]) -> Result<EntryKind, RecipeError> {
     match kind {
         0 => Ok(EntryKind::Chunk),
@@ -331,6 +415,26 @@ mod tests {
         let r = Recipe::decode(&v1).unwrap();
         assert_eq!(r.entries[0].chunk_len, 10);
         assert!(r.entries[0].keyframe && r.entries[0].is_whole());
+    }
+
+    proptest! {
+        #[test]
+        fn view_finds_the_same_entries_as_a_full_decode(
+            lens in proptest::collection::vec(1u32..5000, 1..60),
+            a in 0u64..200_000,
+            span in 0u64..20_000,
+        ) {
+            let r = recipe_from_lens(&lens);
+            let bytes = r.encode();
+            let view = RecipeView::new(&bytes).unwrap();
+            let expected: Vec<Entry> = r
+                .entries
+                .iter()
+                .filter(|e| e.end() > a && e.offset < a + span)
+                .copied()
+                .collect();
+            prop_assert_eq!(view.entries_in(a, a + span).unwrap(), expected);
+        }
     }
 
     #[test]

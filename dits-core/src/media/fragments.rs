@@ -186,3 +186,53 @@ fn read_trun(
     }
     Ok(offset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traf(tfhd: &[u8], trun: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, body) in [(b"tfhd", tfhd), (b"trun", trun)] {
+            out.extend_from_slice(&(8 + body.len() as u32).to_be_bytes());
+            out.extend_from_slice(name);
+            out.extend_from_slice(body);
+        }
+        let mut moof = (8 + out.len() as u32).to_be_bytes().to_vec();
+        moof.extend_from_slice(b"traf");
+        moof.extend_from_slice(&out);
+        moof
+    }
+
+    #[test]
+    fn trun_sizes_flags_and_offsets_follow_the_defaults() {
+        // tfhd: default-base-is-moof, default sample size 100, default flags non-sync.
+        let mut tfhd = 0x0002_0030u32.to_be_bytes().to_vec();
+        tfhd.extend_from_slice(&7u32.to_be_bytes());
+        tfhd.extend_from_slice(&100u32.to_be_bytes());
+        tfhd.extend_from_slice(&NON_SYNC.to_be_bytes());
+        // trun: data offset 500, first-sample flags (sync), 3 samples.
+        let mut trun = 0x0000_0005u32.to_be_bytes().to_vec();
+        trun.extend_from_slice(&3u32.to_be_bytes());
+        trun.extend_from_slice(&500i32.to_be_bytes());
+        trun.extend_from_slice(&0u32.to_be_bytes());
+        let mut out = HashMap::new();
+        fragment_samples(&traf(&tfhd, &trun), 1000, &HashMap::new(), &mut out).unwrap();
+        let s = &out[&7];
+        assert_eq!(
+            s.iter().map(|s| (s.offset, s.size, s.sync)).collect::<Vec<_>>(),
+            vec![(1500, 100, true), (1600, 100, false), (1700, 100, false)]
+        );
+    }
+
+    #[test]
+    fn a_sample_count_the_box_cannot_hold_is_refused() {
+        let mut tfhd = 0x0002_0000u32.to_be_bytes().to_vec();
+        tfhd.extend_from_slice(&1u32.to_be_bytes());
+        let mut trun = 0x0000_0201u32.to_be_bytes().to_vec(); // data offset + sizes
+        trun.extend_from_slice(&u32::MAX.to_be_bytes());
+        trun.extend_from_slice(&0i32.to_be_bytes());
+        let mut out = HashMap::new();
+        assert!(fragment_samples(&traf(&tfhd, &trun), 0, &HashMap::new(), &mut out).is_err());
+    }
+}
