@@ -220,7 +220,9 @@ mod tests {
         fragment_samples(&traf(&tfhd, &trun), 1000, &HashMap::new(), &mut out).unwrap();
         let s = &out[&7];
         assert_eq!(
-            s.iter().map(|s| (s.offset, s.size, s.sync)).collect::<Vec<_>>(),
+            s.iter()
+                .map(|s| (s.offset, s.size, s.sync))
+                .collect::<Vec<_>>(),
             vec![(1500, 100, true), (1600, 100, false), (1700, 100, false)]
         );
     }

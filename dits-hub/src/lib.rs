@@ -1,0 +1,9 @@
+//! dits-hub: holds refs, recipes, chunks and Git packs for Dits repositories and serves
+//! them over QUIC (the wire protocol) and HTTPS. The embedded default keeps metadata in
+//! SQLite and objects in a local directory, both under one data directory.
+
+pub mod blobs;
+pub mod cli;
+pub mod meta;
+pub mod server;
+pub mod tls;

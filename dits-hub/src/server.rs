@@ -1,0 +1,589 @@
+//! `dits-hub serve`: the QUIC endpoint (the wire protocol, one request per stream) and
+//! the HTTPS API, both on one port number (UDP and TCP), both authenticated per request.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use dits_core::envelope::{self, CompressionHint};
+use dits_core::recipe::Recipe;
+use dits_core::ChunkId;
+use dits_remote::url::valid_name;
+use dits_remote::wire::{
+    ids_from_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Op, Request,
+    Response, ALPN,
+};
+use serde_json::json;
+
+use crate::blobs::LocalBlobs;
+use crate::meta::{Location, Meta, Role, User};
+
+/// Counters for tests, benchmarks and (later) `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub object_bytes_in: AtomicU64,
+    pub objects_in: AtomicU64,
+    pub object_bytes_out: AtomicU64,
+    pub git_bytes_in: AtomicU64,
+    pub git_bytes_out: AtomicU64,
+}
+
+pub struct HubState {
+    pub meta: Meta,
+    pub blobs: LocalBlobs,
+    pub stats: Stats,
+}
+
+impl HubState {
+    pub fn open(data: &Path) -> anyhow::Result<HubState> {
+        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        Ok(HubState {
+            meta: Meta::open(&data.join("hub.sqlite"))?,
+            blobs: LocalBlobs::open(&data.join("objects"))?,
+            stats: Stats::default(),
+        })
+    }
+}
+
+pub struct ServeOptions {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+}
+
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let state = Arc::new(HubState::open(&options.data)?);
+    let identity = crate::tls::load_or_create(&options.data)?;
+
+    let quic_tls = crate::tls::server_config(&identity, &[ALPN])?;
+    let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;
+    let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(256u32.into());
+    transport.max_idle_timeout(Some(std::time::Duration::from_secs(60).try_into()?));
+    quic_config.transport_config(Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(quic_config, options.listen)
+        .with_context(|| format!("binding UDP {}", options.listen))?;
+    let addr = endpoint.local_addr()?;
+
+    let http_tls = crate::tls::server_config(&identity, &[b"http/1.1"])?;
+    let http = axum_server::bind_rustls(
+        addr,
+        axum_server::tls_rustls::RustlsConfig::from_config(http_tls),
+    );
+    let app = router(state.clone());
+
+    println!("dits-hub: listening on {addr} (QUIC on UDP, HTTPS on TCP)");
+    println!("dits-hub: certificate fingerprint {}", identity.fingerprint);
+    println!("dits-hub: data in {}", options.data.display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let quic = tokio::spawn(accept_loop(endpoint.clone(), state));
+    let http = tokio::spawn(async move { http.serve(app.into_make_service()).await });
+    tokio::select! {
+        r = quic => r?,
+        r = http => r?.context("HTTPS server")?,
+        _ = shutdown_signal() => {
+            endpoint.close(0u32.into(), b"hub shutting down");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<HubState>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("handshake failed: {e}");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                let state = state.clone();
+                tokio::spawn(async move { handle_stream(state, send, recv).await });
+            }
+        });
+    }
+}
+
+async fn handle_stream(
+    state: Arc<HubState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request: Request = match read_frame(&mut recv).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_frame(
+                &mut send,
+                &Response::error(ErrorCode::BadRequest, format!("bad request: {e}")),
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let op_name = op_name(&request.op);
+    if let Err(response) = dispatch(&state, request, &mut send, &mut recv).await {
+        tracing::info!(
+            op = op_name,
+            message = response.message.as_deref().unwrap_or(""),
+            "refused"
+        );
+        let _ = recv.stop(0u32.into());
+        let _ = write_frame(&mut send, &response).await;
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Refs => "refs",
+        Op::Missing { .. } => "missing",
+        Op::Put => "put",
+        Op::Get { .. } => "get",
+        Op::PutGitPack => "put-git-pack",
+        Op::GitPacks { .. } => "git-packs",
+        Op::GetGitPack { .. } => "get-git-pack",
+        Op::UpdateRefs { .. } => "update-refs",
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!("internal error: {e}");
+    Response::error(ErrorCode::Internal, format!("internal hub error: {e}"))
+}
+
+/// Who is asking, for which repository, with what role; refusals name the repository.
+pub fn authorize(
+    state: &HubState,
+    token: &str,
+    repo: &str,
+    need: Role,
+) -> Result<(User, i64), Response> {
+    let user = match state.meta.user_for_token(token).map_err(internal)? {
+        Some(u) => u,
+        None if token.is_empty() => {
+            return Err(Response::error(
+                ErrorCode::Unauthenticated,
+                format!("authentication required for {repo}: no token was sent"),
+            ))
+        }
+        None => {
+            return Err(Response::error(
+                ErrorCode::Unauthenticated,
+                format!("authentication failed for {repo}: the hub does not know this token"),
+            ))
+        }
+    };
+    let (repo_id, role) = state
+        .meta
+        .access(repo, &user)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Response::error(
+                ErrorCode::NotFound,
+                format!(
+                    "repository {repo} not found (or user {} has no access to it)",
+                    user.name
+                ),
+            )
+        })?;
+    if role < need {
+        return Err(Response::error(
+            ErrorCode::Forbidden,
+            format!("user {} may read {repo} but not write to it", user.name),
+        ));
+    }
+    Ok((user, repo_id))
+}
+
+async fn dispatch(
+    state: &Arc<HubState>,
+    request: Request,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<(), Response> {
+    let need = match request.op {
+        Op::Put | Op::PutGitPack | Op::UpdateRefs { .. } => Role::Write,
+        _ => Role::Read,
+    };
+    let (_user, repo) = authorize(state, &request.token, &request.repo, need)?;
+    let bad = |e: String| Response::error(ErrorCode::BadRequest, e);
+    let result = match request.op {
+        Op::Refs => json!({ "refs": state.meta.refs(repo).map_err(internal)? }),
+        Op::Missing { ids } => {
+            let ids = ids_from_hex(&ids).map_err(bad)?;
+            let missing = state.meta.missing(repo, &ids).map_err(internal)?;
+            json!({ "missing": dits_remote::wire::ids_to_hex(&missing) })
+        }
+        Op::Put => put_objects(state, repo, recv).await?,
+        Op::Get { ids } => {
+            let ids = ids_from_hex(&ids).map_err(bad)?;
+            return get_objects(state, repo, &ids, send).await;
+        }
+        Op::PutGitPack => put_git_pack(state, repo, recv).await?,
+        Op::GitPacks { have } => {
+            let have: HashSet<String> = have.into_iter().collect();
+            let packs: Vec<String> = state
+                .meta
+                .git_packs(repo)
+                .map_err(internal)?
+                .into_iter()
+                .filter(|p| !have.contains(p))
+                .collect();
+            json!({ "packs": packs })
+        }
+        Op::GetGitPack { id } => return get_git_pack(state, repo, &id, send).await,
+        Op::UpdateRefs {
+            updates,
+            packs,
+            recipes,
+            atomic,
+        } => {
+            for u in &updates {
+                if !valid_ref_name(&u.name) || !valid_oid(&u.old) || !valid_oid(&u.new) {
+                    return Err(bad(format!("invalid ref update for {:?}", u.name)));
+                }
+            }
+            for p in &packs {
+                if state.meta.git_pack(repo, p).map_err(internal)?.is_none() {
+                    return Err(Response::error(
+                        ErrorCode::Rejected,
+                        format!("Git pack {p} was never uploaded to this repository"),
+                    ));
+                }
+            }
+            let recipes = ids_from_hex(&recipes).map_err(bad)?;
+            check_durable(state, repo, &recipes)?;
+            let results = state
+                .meta
+                .update_refs(repo, &updates, &packs, atomic)
+                .map_err(internal)?;
+            json!({ "results": results })
+        }
+    };
+    write_frame(send, &Response::ok(result))
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
+fn valid_oid(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Git's own rules, the ones that matter for a name kept in a database and shown to users.
+fn valid_ref_name(name: &str) -> bool {
+    name.starts_with("refs/")
+        && name.len() <= 1024
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.ends_with('/')
+        && !name.ends_with(".lock")
+        && !name
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || b" ~^:?*[\\".contains(&b))
+}
+
+/// Every recipe, and every object each recipe lists, is stored for this repository.
+fn check_durable(state: &HubState, repo: i64, recipes: &[ChunkId]) -> Result<(), Response> {
+    let refuse = |m: String| {
+        Response::error(
+            ErrorCode::Rejected,
+            format!("refusing to update refs: {m}; nothing was changed, push again"),
+        )
+    };
+    if let Some(id) = state.meta.missing(repo, recipes).map_err(internal)?.first() {
+        return Err(refuse(format!("recipe {} is not on the hub", id.short())));
+    }
+    for id in recipes {
+        let bytes = read_object_plain(state, id).map_err(internal)?;
+        let recipe =
+            Recipe::decode(&bytes).map_err(|e| refuse(format!("recipe {}: {e}", id.short())))?;
+        let ids: Vec<ChunkId> = recipe.unique_objects().map(|e| e.id).collect();
+        if let Some(missing) = state.meta.missing(repo, &ids).map_err(internal)?.first() {
+            return Err(refuse(format!(
+                "file data is incomplete on the hub (recipe {} needs object {})",
+                id.short(),
+                missing.short()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and verifies one stored object.
+fn read_object_plain(state: &HubState, id: &ChunkId) -> anyhow::Result<Vec<u8>> {
+    let (pack, loc) = state
+        .meta
+        .location(id)?
+        .ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))?;
+    let sealed = state
+        .blobs
+        .read_range(&pack, loc.offset, loc.stored_len as usize)?;
+    envelope::open(id, &sealed, u64::from(loc.len))
+        .map_err(|e| anyhow::anyhow!("object {} in {pack}: {e}", id.short()))
+}
+
+async fn put_objects(
+    state: &Arc<HubState>,
+    repo: i64,
+    recv: &mut quinn::RecvStream,
+) -> Result<serde_json::Value, Response> {
+    let mut writer = None;
+    let mut stored: Vec<(ChunkId, Location)> = Vec::new();
+    let mut ids = Vec::new();
+    let mut in_batch = HashSet::new();
+    let mut bytes_in = 0u64;
+    loop {
+        let (id, bytes) = match read_object(recv).await {
+            Ok(Some(o)) => o,
+            Ok(None) => break,
+            // A dropped upload commits nothing from this batch; earlier batches stay.
+            Err(e) => {
+                return Err(Response::error(
+                    ErrorCode::BadRequest,
+                    format!("upload interrupted: {e}"),
+                ))
+            }
+        };
+        let actual = ChunkId::of(&bytes);
+        if actual != id {
+            return Err(Response::error(
+                ErrorCode::Rejected,
+                format!(
+                    "object {id}: the uploaded bytes hash to {actual}; the upload was refused and nothing from it was stored"
+                ),
+            ));
+        }
+        bytes_in += bytes.len() as u64;
+        ids.push(id);
+        if !in_batch.insert(id) || state.meta.location(&id).map_err(internal)?.is_some() {
+            continue;
+        }
+        if writer.is_none() {
+            writer = Some(state.blobs.writer().map_err(internal)?);
+        }
+        let w = writer.as_mut().expect("just created");
+        let sealed = envelope::seal(&bytes, CompressionHint::Probe);
+        let loc = Location {
+            offset: w.len,
+            stored_len: sealed.len() as u32,
+            len: bytes.len() as u32,
+        };
+        w.write(&sealed).map_err(internal)?;
+        stored.push((id, loc));
+    }
+    let key = match writer {
+        Some(w) => {
+            let key = format!("chunks/{}.pack", w.hash().to_hex());
+            let blobs = &state.blobs;
+            blobs.commit(w, &key).map_err(internal)?;
+            Some(key)
+        }
+        None => None,
+    };
+    state
+        .meta
+        .record_objects(repo, key.as_deref(), &stored, &ids)
+        .map_err(internal)?;
+    state
+        .stats
+        .object_bytes_in
+        .fetch_add(bytes_in, Ordering::Relaxed);
+    state
+        .stats
+        .objects_in
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    Ok(json!({ "stored": stored.len(), "received": ids.len(), "bytes": bytes_in }))
+}
+
+async fn get_objects(
+    state: &Arc<HubState>,
+    repo: i64,
+    ids: &[ChunkId],
+    send: &mut quinn::SendStream,
+) -> Result<(), Response> {
+    if let Some(id) = state.meta.missing(repo, ids).map_err(internal)?.first() {
+        return Err(Response::error(
+            ErrorCode::NotFound,
+            format!("object {id} is not on the hub"),
+        ));
+    }
+    write_frame(send, &Response::ok(json!({ "count": ids.len() })))
+        .await
+        .map_err(internal)?;
+    for id in ids {
+        let bytes = match read_object_plain(state, id) {
+            Ok(b) => b,
+            Err(e) => {
+                // Mid-body there is no frame left to carry an error: log and reset.
+                tracing::error!("serving object {id}: {e}");
+                let _ = send.reset(1u32.into());
+                return Ok(());
+            }
+        };
+        if write_object(send, id, &bytes).await.is_err() {
+            return Ok(());
+        }
+        state
+            .stats
+            .object_bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Git packs are capped so one upload can't fill the disk unnoticed.
+const MAX_GIT_PACK: u64 = 16 << 30;
+
+async fn put_git_pack(
+    state: &Arc<HubState>,
+    repo: i64,
+    recv: &mut quinn::RecvStream,
+) -> Result<serde_json::Value, Response> {
+    let mut writer = state.blobs.writer().map_err(internal)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let Some(n) = recv.read(&mut buf).await.map_err(|e| {
+            Response::error(ErrorCode::BadRequest, format!("upload interrupted: {e}"))
+        })?
+        else {
+            break;
+        };
+        writer.write(&buf[..n]).map_err(internal)?;
+        if writer.len > MAX_GIT_PACK {
+            return Err(Response::error(
+                ErrorCode::Rejected,
+                "Git pack is larger than 16 GiB",
+            ));
+        }
+    }
+    let head = state.blobs.read_range_tmp(&writer, 4).map_err(internal)?;
+    if head != b"PACK" {
+        return Err(Response::error(
+            ErrorCode::Rejected,
+            "the upload is not a Git pack",
+        ));
+    }
+    let id = writer.hash().to_hex().to_string();
+    let size = writer.len;
+    let key = format!("git/{repo}/{id}.pack");
+    state.blobs.commit(writer, &key).map_err(internal)?;
+    state
+        .meta
+        .add_git_pack(repo, &id, &key, size)
+        .map_err(internal)?;
+    state.stats.git_bytes_in.fetch_add(size, Ordering::Relaxed);
+    Ok(json!({ "id": id, "size": size }))
+}
+
+async fn get_git_pack(
+    state: &Arc<HubState>,
+    repo: i64,
+    id: &str,
+    send: &mut quinn::SendStream,
+) -> Result<(), Response> {
+    let Some((key, size, true)) = state.meta.git_pack(repo, id).map_err(internal)? else {
+        return Err(Response::error(
+            ErrorCode::NotFound,
+            format!("Git pack {id} is not in this repository"),
+        ));
+    };
+    write_frame(send, &Response::ok(json!({ "size": size })))
+        .await
+        .map_err(internal)?;
+    let step = 4u64 << 20;
+    let mut offset = 0;
+    while offset < size {
+        let n = step.min(size - offset);
+        let bytes = state
+            .blobs
+            .read_range(&key, offset, n as usize)
+            .map_err(internal)?;
+        if send.write_all(&bytes).await.is_err() {
+            return Ok(());
+        }
+        offset += n;
+    }
+    state.stats.git_bytes_out.fetch_add(size, Ordering::Relaxed);
+    Ok(())
+}
+
+fn router(state: Arc<HubState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/repos/{owner}/{name}/refs", get(http_refs))
+        .with_state(state)
+}
+
+async fn stats(State(state): State<Arc<HubState>>) -> Json<serde_json::Value> {
+    let s = &state.stats;
+    Json(json!({
+        "object_bytes_in": s.object_bytes_in.load(Ordering::Relaxed),
+        "objects_in": s.objects_in.load(Ordering::Relaxed),
+        "object_bytes_out": s.object_bytes_out.load(Ordering::Relaxed),
+        "git_bytes_in": s.git_bytes_in.load(Ordering::Relaxed),
+        "git_bytes_out": s.git_bytes_out.load(Ordering::Relaxed),
+    }))
+}
+
+fn http_error(r: Response) -> (StatusCode, Json<serde_json::Value>) {
+    let status = match r.code {
+        Some(ErrorCode::Unauthenticated) => StatusCode::UNAUTHORIZED,
+        Some(ErrorCode::NotFound) => StatusCode::NOT_FOUND,
+        Some(ErrorCode::Forbidden) => StatusCode::FORBIDDEN,
+        Some(ErrorCode::BadRequest) => StatusCode::BAD_REQUEST,
+        Some(ErrorCode::Rejected) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(json!({ "message": r.message })))
+}
+
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn http_refs(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
+    if !valid_name(&owner) || !valid_name(&name) {
+        return Err(http_error(Response::error(
+            ErrorCode::BadRequest,
+            "invalid repository name",
+        )));
+    }
+    let repo = format!("{owner}/{name}");
+    let (_, id) = authorize(&state, &bearer(&headers), &repo, Role::Read).map_err(http_error)?;
+    let refs = state.meta.refs(id).map_err(|e| http_error(internal(e)))?;
+    Ok(Json(json!({ "refs": refs })))
+}

@@ -1,0 +1,148 @@
+//! TLS for QUIC: certificate fingerprints and the client's pinning verifier. A hub with no
+//! configured certificate makes a self-signed one; clients trust it by its SHA-256
+//! fingerprint (`dits.<hub>.fingerprint`), optionally learnt on first use.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// `SHA256:` and the certificate's SHA-256 as lowercase hex.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    let digest = Sha256::digest(cert_der);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("SHA256:{hex}")
+}
+
+/// Two spellings of one fingerprint compare equal (case, optional `SHA256:`, colons).
+pub fn same_fingerprint(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.trim()
+            .trim_start_matches("SHA256:")
+            .trim_start_matches("sha256:")
+            .replace(':', "")
+            .to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts exactly the pinned certificate, or (trust on first use) whatever is presented,
+/// recording what was seen so the caller can report or pin it. Handshake signatures are
+/// still verified against the presented certificate's key.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    expected: Option<String>,
+    trust_on_first_use: bool,
+    seen: Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    pub fn new(expected: Option<String>, trust_on_first_use: bool) -> Arc<Self> {
+        Arc::new(PinnedVerifier {
+            expected,
+            trust_on_first_use,
+            seen: Mutex::new(None),
+            provider: provider(),
+        })
+    }
+
+    /// The fingerprint the server presented, once a handshake got that far.
+    pub fn seen(&self) -> Option<String> {
+        self.seen.lock().ok()?.clone()
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = fingerprint(end_entity);
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(got.clone());
+        }
+        match &self.expected {
+            Some(want) if same_fingerprint(want, &got) => Ok(ServerCertVerified::assertion()),
+            None if self.trust_on_first_use => Ok(ServerCertVerified::assertion()),
+            _ => Err(rustls::Error::General(format!(
+                "hub certificate {got} is not the pinned one"
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A QUIC client configuration that trusts through `verifier`.
+pub fn quic_client_config(verifier: Arc<PinnedVerifier>) -> anyhow::Result<quinn::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(std::time::Duration::from_secs(60).try_into()?));
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_compare_across_spellings() {
+        let f = fingerprint(b"cert");
+        assert!(same_fingerprint(&f, &f.to_uppercase()));
+        assert!(same_fingerprint(&f, f.trim_start_matches("SHA256:")));
+        assert!(!same_fingerprint(&f, &fingerprint(b"other")));
+    }
+}

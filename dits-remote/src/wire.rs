@@ -1,0 +1,198 @@
+//! The wire protocol on a QUIC connection (ALPN `dits/1`). Each request is one
+//! bidirectional stream: a JSON header frame, then an op-specific binary body, then the
+//! client finishes its side; the hub answers with a JSON header frame and a body.
+//! A frame is a big-endian u32 length and that many bytes. An object on the wire is
+//! `id [32] | len u32 | plain bytes`; the receiver re-hashes every one.
+//! Spec: docs/formats/wire.md.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use dits_core::ChunkId;
+
+pub const ALPN: &[u8] = b"dits/1";
+/// Headers are small JSON; a frame claiming more is refused before allocating.
+pub const MAX_FRAME: u32 = 64 << 20;
+/// Objects are chunks (≤ 256 KiB), boxes and recipes (≤ 64 MiB).
+pub const MAX_OBJECT: u32 = 64 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub token: String,
+    /// `owner/name`.
+    pub repo: String,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// → `{"refs": {name: oid}}`
+    Refs,
+    /// → `{"missing": [id]}`: which of `ids` this repository does not have.
+    Missing { ids: Vec<String> },
+    /// Body: objects until the stream ends. → `{"stored": n, "bytes": n}`
+    Put,
+    /// → header, then each object in `ids` in order.
+    Get { ids: Vec<String> },
+    /// Body: a Git pack. → `{"id": blake3}`
+    PutGitPack,
+    /// → `{"packs": [id]}`: the repository's Git packs not in `have`, oldest first.
+    GitPacks { have: Vec<String> },
+    /// → header, then the pack's bytes.
+    GetGitPack { id: String },
+    /// → `{"results": [{"name", "ok", "error"}]}`
+    UpdateRefs {
+        updates: Vec<RefUpdate>,
+        /// Git packs (from `put-git-pack`) that hold the new commits.
+        packs: Vec<String>,
+        /// Recipes the new commits' pointers name; each, and every object it lists,
+        /// must be stored before a ref moves.
+        recipes: Vec<String>,
+        atomic: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub name: String,
+    /// The value the client saw (zero id: the ref must not exist).
+    pub old: String,
+    /// The new value (zero id: delete the ref).
+    pub new: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefResult {
+    pub name: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub const ZERO_OID: &str = "0000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// No token, or a token the hub doesn't know.
+    Unauthenticated,
+    /// No such repository, or the user may not read it (indistinguishable on purpose).
+    NotFound,
+    /// The user may read but not write.
+    Forbidden,
+    BadRequest,
+    /// Bytes that don't hash to their id, a ref update whose data is missing.
+    Rejected,
+    Internal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub result: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Self {
+        Response {
+            ok: true,
+            code: None,
+            message: None,
+            result,
+        }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            code: Some(code),
+            message: Some(message.into()),
+            result: serde_json::Value::Null,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    value: &T,
+) -> Result<(), WireError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| WireError::Protocol(e.to_string()))?;
+    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    w.write_all(&bytes).await?;
+    Ok(())
+}
+
+pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> Result<T, WireError> {
+    let len = r.read_u32().await?;
+    if len > MAX_FRAME {
+        return Err(WireError::Protocol(format!(
+            "frame of {len} bytes is too large"
+        )));
+    }
+    let mut buf = vec![0u8; len as usize];
+    r.read_exact(&mut buf).await?;
+    serde_json::from_slice(&buf).map_err(|e| WireError::Protocol(format!("bad frame: {e}")))
+}
+
+pub async fn write_object<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    id: &ChunkId,
+    bytes: &[u8],
+) -> Result<(), WireError> {
+    w.write_all(&id.0).await?;
+    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    w.write_all(bytes).await?;
+    Ok(())
+}
+
+/// The next object, or `None` when the sender finished cleanly between objects. The
+/// bytes are returned as sent: the caller checks them against the id.
+pub async fn read_object<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<(ChunkId, Vec<u8>)>, WireError> {
+    let mut id = [0u8; 32];
+    let first = r.read(&mut id[..1]).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut id[1..]).await?;
+    let len = r.read_u32().await?;
+    if len > MAX_OBJECT {
+        return Err(WireError::Protocol(format!(
+            "object of {len} bytes is too large"
+        )));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    r.read_exact(&mut bytes).await?;
+    Ok(Some((ChunkId(id), bytes)))
+}
+
+pub fn ids_to_hex(ids: &[ChunkId]) -> Vec<String> {
+    ids.iter().map(|i| i.to_hex()).collect()
+}
+
+pub fn ids_from_hex(ids: &[String]) -> Result<Vec<ChunkId>, String> {
+    ids.iter()
+        .map(|s| {
+            s.parse::<ChunkId>()
+                .map_err(|_| format!("{s:?} is not an object id"))
+        })
+        .collect()
+}
