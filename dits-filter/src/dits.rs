@@ -6,7 +6,9 @@ use std::io::{self, Read, Write};
 
 use dits_core::media::LayoutOptions;
 use dits_core::pointer::MAX_POINTER_LEN;
-use dits_core::{clean, smudge, CleanError, LocalStore, Pointer, PointerError, SmudgeError};
+use dits_core::{
+    clean, smudge, ChunkId, ChunkStore, CleanError, LocalStore, Pointer, PointerError, SmudgeError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -16,18 +18,74 @@ pub enum FilterError {
     Smudge { path: String, source: SmudgeError },
     #[error("{path}: {source}")]
     Pointer { path: String, source: PointerError },
+    #[error("{path}: fetching media: {message}")]
+    Fetch { path: String, message: String },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+}
+
+/// Where smudge gets objects the local store lacks (the hub, for a clone).
+pub trait ObjectSource {
+    /// Brings `ids` into `store`, durably.
+    fn fetch(&mut self, store: &mut LocalStore, ids: &[ChunkId]) -> Result<(), String>;
 }
 
 pub struct DitsFilter {
     store: LocalStore,
     layout: LayoutOptions,
+    source: Option<Box<dyn ObjectSource>>,
+    /// `GIT_DITS_SKIP_SMUDGE=1`: leave pointers in the working tree.
+    skip_smudge: bool,
 }
 
 impl DitsFilter {
     pub fn new(store: LocalStore, layout: LayoutOptions) -> Self {
-        DitsFilter { store, layout }
+        DitsFilter {
+            store,
+            layout,
+            source: None,
+            skip_smudge: false,
+        }
+    }
+
+    pub fn with_source(mut self, source: Box<dyn ObjectSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    pub fn skipping_smudge(mut self, skip: bool) -> Self {
+        self.skip_smudge = skip;
+        self
+    }
+
+    /// Fetches what `pointer` needs and the store lacks, if there is a source.
+    fn hydrate(&mut self, path: &str, pointer: &Pointer) -> Result<(), FilterError> {
+        let Some(source) = self.source.as_mut() else {
+            return Ok(());
+        };
+        let fail = |message: String| FilterError::Fetch {
+            path: path.into(),
+            message,
+        };
+        let store_err = |e: dits_core::StoreError| fail(e.to_string());
+        if !self.store.contains(&pointer.recipe).map_err(store_err)? {
+            source
+                .fetch(&mut self.store, &[pointer.recipe])
+                .map_err(fail)?;
+        }
+        let recipe =
+            dits_core::smudge::load_recipe(&mut self.store, pointer).map_err(|source| {
+                FilterError::Smudge {
+                    path: path.into(),
+                    source,
+                }
+            })?;
+        let missing =
+            dits_core::smudge::missing_objects(&self.store, &recipe).map_err(store_err)?;
+        if !missing.is_empty() {
+            source.fetch(&mut self.store, &missing).map_err(fail)?;
+        }
+        Ok(())
     }
 
     pub fn store(&mut self) -> &mut LocalStore {
@@ -85,6 +143,10 @@ impl crate::Filter for DitsFilter {
             path: path.into(),
             source,
         })?;
+        if self.skip_smudge {
+            return out.write_all(&head).map_err(io_err);
+        }
+        self.hydrate(path, &pointer)?;
         smudge(&mut self.store, &pointer, out).map_err(|source| FilterError::Smudge {
             path: path.into(),
             source,

@@ -12,7 +12,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
-use dits_core::envelope::{self, CompressionHint};
+use dits_core::envelope;
 use dits_core::recipe::Recipe;
 use dits_core::ChunkId;
 use dits_remote::url::valid_name;
@@ -333,6 +333,20 @@ fn check_durable(state: &HubState, repo: i64, recipes: &[ChunkId]) -> Result<(),
     Ok(())
 }
 
+/// One stored object as kept: plain length and sealed bytes (the client verifies them).
+fn read_object_sealed(state: &HubState, id: &ChunkId) -> anyhow::Result<(u32, Vec<u8>)> {
+    let (pack, loc) = state
+        .meta
+        .location(id)?
+        .ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))?;
+    Ok((
+        loc.len,
+        state
+            .blobs
+            .read_range(&pack, loc.offset, loc.stored_len as usize)?,
+    ))
+}
+
 /// Reads and verifies one stored object.
 fn read_object_plain(state: &HubState, id: &ChunkId) -> anyhow::Result<Vec<u8>> {
     let (pack, loc) = state
@@ -357,7 +371,7 @@ async fn put_objects(
     let mut in_batch = HashSet::new();
     let mut bytes_in = 0u64;
     loop {
-        let (id, bytes) = match read_object(recv).await {
+        let object = match read_object(recv).await {
             Ok(Some(o)) => o,
             Ok(None) => break,
             // A dropped upload commits nothing from this batch; earlier batches stay.
@@ -368,16 +382,14 @@ async fn put_objects(
                 ))
             }
         };
-        let actual = ChunkId::of(&bytes);
-        if actual != id {
+        let id = object.id;
+        if let Err(e) = object.open() {
             return Err(Response::error(
                 ErrorCode::Rejected,
-                format!(
-                    "object {id}: the uploaded bytes hash to {actual}; the upload was refused and nothing from it was stored"
-                ),
+                format!("{e}; the upload was refused and nothing from it was stored"),
             ));
         }
-        bytes_in += bytes.len() as u64;
+        bytes_in += object.sealed.len() as u64;
         ids.push(id);
         if !in_batch.insert(id) || state.meta.location(&id).map_err(internal)?.is_some() {
             continue;
@@ -386,13 +398,12 @@ async fn put_objects(
             writer = Some(state.blobs.writer().map_err(internal)?);
         }
         let w = writer.as_mut().expect("just created");
-        let sealed = envelope::seal(&bytes, CompressionHint::Probe);
         let loc = Location {
             offset: w.len,
-            stored_len: sealed.len() as u32,
-            len: bytes.len() as u32,
+            stored_len: object.sealed.len() as u32,
+            len: object.plain_len,
         };
-        w.write(&sealed).map_err(internal)?;
+        w.write(&object.sealed).map_err(internal)?;
         stored.push((id, loc));
     }
     let key = match writer {
@@ -435,7 +446,7 @@ async fn get_objects(
         .await
         .map_err(internal)?;
     for id in ids {
-        let bytes = match read_object_plain(state, id) {
+        let (plain_len, sealed) = match read_object_sealed(state, id) {
             Ok(b) => b,
             Err(e) => {
                 // Mid-body there is no frame left to carry an error: log and reset.
@@ -444,13 +455,13 @@ async fn get_objects(
                 return Ok(());
             }
         };
-        if write_object(send, id, &bytes).await.is_err() {
+        if write_object(send, id, plain_len, &sealed).await.is_err() {
             return Ok(());
         }
         state
             .stats
             .object_bytes_out
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -173,12 +173,12 @@ impl Hub {
         Ok(out)
     }
 
-    /// Uploads one batch of objects; the hub stores them as one pack and makes them
-    /// durable before answering.
-    pub async fn put_objects(&self, objects: &[(ChunkId, Vec<u8>)]) -> Result<u64, HubError> {
+    /// Uploads one batch of sealed objects `(id, plain length, sealed bytes)`; the hub
+    /// stores them as one pack and makes them durable before answering.
+    pub async fn put_objects(&self, objects: &[(ChunkId, u32, Vec<u8>)]) -> Result<u64, HubError> {
         let (mut send, mut recv) = self.open(Op::Put).await?;
-        for (id, bytes) in objects {
-            if let Err(e) = write_object(&mut send, id, bytes).await {
+        for (id, plain_len, sealed) in objects {
+            if let Err(e) = write_object(&mut send, id, *plain_len, sealed).await {
                 // The hub may have refused early (auth); its answer says why.
                 return match self.answer(&mut recv).await {
                     Err(refused @ HubError::Refused { .. }) => Err(refused),
@@ -202,7 +202,7 @@ impl Hub {
             })
             .await?;
         for want in ids {
-            let (id, bytes) = read_object(&mut recv)
+            let object = read_object(&mut recv)
                 .await
                 .map_err(|e| transport(format!("{}: downloading: {e}", self.url)))?
                 .ok_or_else(|| {
@@ -212,14 +212,17 @@ impl Hub {
                         want.short()
                     ))
                 })?;
-            if id != *want || ChunkId::of(&bytes) != id {
-                return Err(transport(format!(
-                    "{}: object {} arrived corrupt (its bytes do not hash to its id)",
-                    self.url,
-                    want.short()
-                )));
-            }
-            sink(id, bytes)?;
+            let bytes = match object.open() {
+                Ok(b) if object.id == *want => b,
+                _ => {
+                    return Err(transport(format!(
+                        "{}: object {} arrived corrupt (its bytes do not hash to its id)",
+                        self.url,
+                        want.short()
+                    )))
+                }
+            };
+            sink(object.id, bytes)?;
         }
         Ok(())
     }

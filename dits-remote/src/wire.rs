@@ -2,7 +2,9 @@
 //! bidirectional stream: a JSON header frame, then an op-specific binary body, then the
 //! client finishes its side; the hub answers with a JSON header frame and a body.
 //! A frame is a big-endian u32 length and that many bytes. An object on the wire is
-//! `id [32] | len u32 | plain bytes`; the receiver re-hashes every one.
+//! `id [32] | plain_len u32 | sealed_len u32 | sealed bytes` (the storage envelope, so
+//! compressible objects such as recipes travel compressed); the receiver opens and
+//! re-hashes every one.
 //! Spec: docs/formats/wire.md.
 
 use serde::{Deserialize, Serialize};
@@ -154,34 +156,54 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
 pub async fn write_object<W: AsyncWrite + Unpin>(
     w: &mut W,
     id: &ChunkId,
-    bytes: &[u8],
+    plain_len: u32,
+    sealed: &[u8],
 ) -> Result<(), WireError> {
-    w.write_all(&id.0).await?;
-    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    w.write_all(bytes).await?;
+    let mut head = [0u8; 40];
+    head[..32].copy_from_slice(&id.0);
+    head[32..36].copy_from_slice(&plain_len.to_be_bytes());
+    head[36..].copy_from_slice(&(sealed.len() as u32).to_be_bytes());
+    w.write_all(&head).await?;
+    w.write_all(sealed).await?;
     Ok(())
 }
 
-/// The next object, or `None` when the sender finished cleanly between objects. The
-/// bytes are returned as sent: the caller checks them against the id.
-pub async fn read_object<R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<Option<(ChunkId, Vec<u8>)>, WireError> {
+/// An object as sent: its id, plain length and sealed bytes, not yet verified.
+pub struct WireObject {
+    pub id: ChunkId,
+    pub plain_len: u32,
+    pub sealed: Vec<u8>,
+}
+
+impl WireObject {
+    /// Opens the envelope and checks the bytes are the id's.
+    pub fn open(&self) -> Result<Vec<u8>, dits_core::envelope::EnvelopeError> {
+        dits_core::envelope::open(&self.id, &self.sealed, u64::from(self.plain_len))
+    }
+}
+
+/// The next object, or `None` when the sender finished cleanly between objects.
+pub async fn read_object<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<WireObject>, WireError> {
     let mut id = [0u8; 32];
     let first = r.read(&mut id[..1]).await?;
     if first == 0 {
         return Ok(None);
     }
     r.read_exact(&mut id[1..]).await?;
-    let len = r.read_u32().await?;
-    if len > MAX_OBJECT {
+    let plain_len = r.read_u32().await?;
+    let sealed_len = r.read_u32().await?;
+    if plain_len > MAX_OBJECT || sealed_len > MAX_OBJECT + 64 {
         return Err(WireError::Protocol(format!(
-            "object of {len} bytes is too large"
+            "object of {plain_len} bytes is too large"
         )));
     }
-    let mut bytes = vec![0u8; len as usize];
-    r.read_exact(&mut bytes).await?;
-    Ok(Some((ChunkId(id), bytes)))
+    let mut sealed = vec![0u8; sealed_len as usize];
+    r.read_exact(&mut sealed).await?;
+    Ok(Some(WireObject {
+        id: ChunkId(id),
+        plain_len,
+        sealed,
+    }))
 }
 
 pub fn ids_to_hex(ids: &[ChunkId]) -> Vec<String> {

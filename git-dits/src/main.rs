@@ -2,9 +2,7 @@
 //! and the command modules. Exit codes: 0 success, 1 a check found problems (fsck),
 //! 2 an error (message on stderr says what to do next).
 
-mod commands;
-mod git;
-mod output;
+use git_dits::commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod dedup;
+mod hub;
 mod install;
 mod roundtrip;
 mod store;

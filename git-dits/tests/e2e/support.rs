@@ -331,3 +331,117 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+pub const HUB_BIN: &str = env!("CARGO_BIN_EXE_dits-hub");
+
+/// A `dits-hub serve` process on a free loopback port, killed on drop.
+pub struct HubProcess {
+    pub data: PathBuf,
+    pub port: u16,
+    pub fingerprint: String,
+    child: std::process::Child,
+}
+
+impl HubProcess {
+    pub fn start(data: &Path) -> HubProcess {
+        Self::start_on(data, 0)
+    }
+
+    pub fn start_on(data: &Path, port: u16) -> HubProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(HUB_BIN)
+            .args(["--data"])
+            .arg(data)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting dits-hub");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut port = 0;
+        let mut fingerprint = String::new();
+        while port == 0 || fingerprint.is_empty() {
+            let line = lines
+                .next()
+                .expect("hub exited before announcing itself")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("dits-hub: listening on ") {
+                let addr = rest.split_whitespace().next().unwrap();
+                port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            } else if let Some(fp) = line.strip_prefix("dits-hub: certificate fingerprint ") {
+                fingerprint = fp.trim().to_string();
+            }
+        }
+        // Keep draining stdout so the hub never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HubProcess {
+            data: data.to_path_buf(),
+            port,
+            fingerprint,
+            child,
+        }
+    }
+
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(HUB_BIN)
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dits-hub {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("dits://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    pub fn base(&self) -> String {
+        format!("dits://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestEnv {
+    /// Pins the hub's certificate and stores `token` for it in this HOME's credential store.
+    pub fn trust_hub(&self, hub: &HubProcess, user: &str, token: &str) {
+        let cwd = self.dir.path();
+        self.git(
+            cwd,
+            &[
+                "config",
+                "--global",
+                &format!("dits.{}.fingerprint", hub.base()),
+                &hub.fingerprint,
+            ],
+        );
+        self.set_token(hub, user, token);
+    }
+
+    pub fn set_token(&self, hub: &HubProcess, user: &str, token: &str) {
+        let cwd = self.dir.path();
+        self.git(cwd, &["config", "--global", "credential.helper", "store"]);
+        std::fs::write(
+            self.home().join(".git-credentials"),
+            format!("dits://{user}:{token}@127.0.0.1:{}\n", hub.port),
+        )
+        .unwrap();
+    }
+}

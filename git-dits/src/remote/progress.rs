@@ -1,0 +1,72 @@
+//! Progress on stderr in Git's style: `Uploading chunks:  45% (450/1000), 120.0 MiB | 310.0 MiB/s`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+pub struct Progress {
+    title: &'static str,
+    total: u64,
+    total_bytes: u64,
+    done: u64,
+    bytes: u64,
+    start: Instant,
+    last: Option<Instant>,
+    enabled: bool,
+}
+
+impl Progress {
+    pub fn new(title: &'static str, total: u64, total_bytes: u64, enabled: bool) -> Self {
+        Progress {
+            title,
+            total,
+            total_bytes,
+            done: 0,
+            bytes: 0,
+            start: Instant::now(),
+            last: None,
+            enabled: enabled && total > 0,
+        }
+    }
+
+    pub fn add(&mut self, items: u64, bytes: u64) {
+        self.done += items;
+        self.bytes += bytes;
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now - t >= Duration::from_millis(200))
+        {
+            self.last = Some(now);
+            self.draw(false);
+        }
+    }
+
+    fn draw(&self, end: bool) {
+        if !self.enabled {
+            return;
+        }
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let mib = self.bytes as f64 / (1 << 20) as f64;
+        let pct = if self.total_bytes > 0 {
+            self.bytes * 100 / self.total_bytes
+        } else {
+            self.done * 100 / self.total.max(1)
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r{}: {:3}% ({}/{}), {:.1} MiB | {:.1} MiB/s{}",
+            self.title,
+            pct.min(100),
+            self.done,
+            self.total,
+            mib,
+            mib / secs,
+            if end { ", done.\n" } else { "" }
+        );
+    }
+
+    pub fn finish(&self) {
+        self.draw(true);
+    }
+}
