@@ -47,11 +47,9 @@ impl Progress {
         }
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         let mib = self.bytes as f64 / (1 << 20) as f64;
-        let pct = if self.total_bytes > 0 {
-            self.bytes * 100 / self.total_bytes
-        } else {
-            self.done * 100 / self.total.max(1)
-        };
+        let pct = (self.bytes * 100)
+            .checked_div(self.total_bytes)
+            .unwrap_or(self.done * 100 / self.total.max(1));
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,

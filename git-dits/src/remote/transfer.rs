@@ -17,6 +17,8 @@ const BATCH_BYTES: usize = 32 << 20;
 const BATCH_IDS: usize = 128;
 const PARALLEL: usize = 4;
 
+type Objects = Vec<(ChunkId, Vec<u8>)>;
+
 /// Uploads `ids` (which the hub lacks) from the local store; returns bytes sent.
 pub async fn upload(
     session: &Session,
@@ -75,7 +77,7 @@ pub async fn download(
     show: bool,
 ) -> Result<u64> {
     let mut progress = Progress::new("Downloading media", ids.len() as u64, 0, show);
-    let mut tasks: JoinSet<Result<Vec<(ChunkId, Vec<u8>)>, HubError>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<Objects, HubError>> = JoinSet::new();
     let mut received = 0u64;
     let mut batches = ids.chunks(BATCH_IDS);
     loop {
