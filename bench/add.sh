@@ -25,16 +25,8 @@ cargo build --release -q -p git-dits -p dits-null-filter
 DITS=$ROOT/target/release/git-dits
 NULL=$ROOT/target/release/dits-null-filter
 
-CLIP=$BENCH_DIR/clip-1080p-${SECS}s.mp4
-if [ ! -f "$CLIP" ]; then
-  echo "generating $CLIP (1080p H.264 + AAC, ${SECS}s) ..." >&2
-  ffmpeg -y -loglevel error \
-    -f lavfi -i "testsrc2=size=1920x1080:rate=25,noise=alls=12:allf=t" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-    -t "$SECS" -c:v libx264 -preset ultrafast -b:v 80M -maxrate 80M -bufsize 160M -g 50 -pix_fmt yuv420p \
-    -c:a aac -b:a 192k -shortest "$CLIP.tmp.mp4"
-  mv "$CLIP.tmp.mp4" "$CLIP"
-fi
+. "$ROOT/bench/lib.sh"
+CLIP=$(bench_clip "$SECS")
 EDIT=$BENCH_DIR/clip-1080p-${SECS}s-retitled.mp4
 [ -f "$EDIT" ] || ffmpeg -y -loglevel error -i "$CLIP" -c copy -metadata title="Director's cut" "$EDIT"
 SIZE=$(stat -c %s "$CLIP")

@@ -217,34 +217,16 @@ fn store_layout(
                 }
             }
             Region::Payload { offset, len, cuts } => {
-                let mut failure: Option<CleanError> = None;
-                chunk_range(
+                let chunks = chunk_and_store(
                     file,
-                    *offset,
-                    *len,
+                    (*offset, *len),
                     cuts,
                     ChunkSizes::DEFAULT,
-                    |c| match out.store(
-                        store,
-                        c.id,
-                        c.offset,
-                        &c.data,
-                        EntryKind::Chunk,
-                        media_hint,
-                    ) {
-                        Ok(Some(mut e)) => {
-                            e.keyframe = c.keyframe;
-                            out.recipe.entries.push(e);
-                            Ok(())
-                        }
-                        Ok(None) => Ok(()),
-                        Err(e) => {
-                            failure = Some(e);
-                            Err(io::Error::other("store failed"))
-                        }
-                    },
-                )
-                .map_err(|e| failure.take().unwrap_or(CleanError::Spool(e)))?;
+                    media_hint,
+                    store,
+                    &mut out,
+                )?;
+                out.recipe.entries.extend(chunks);
             }
             // Laid down below, stream by stream.
             Region::Streamed { .. } => {}
@@ -268,42 +250,31 @@ fn store_stream(
     hint: CompressionHint,
     out: &mut Stored,
 ) -> Result<(), CleanError> {
-    // (stream offset, whole-object entry) per chunk, in stream order.
-    let mut chunks: Vec<(u64, Entry)> = Vec::new();
-    let mut failure: Option<CleanError> = None;
     let mut reader = StreamReader::new(file, stream);
     let sizes = if stream.video {
         ChunkSizes::DEFAULT
     } else {
         ChunkSizes::LOW_RATE
     };
-    chunk_range(
+    // Whole-object entries whose `offset` is the chunk's offset in the stream.
+    let mut chunks = chunk_and_store(
         &mut reader,
-        0,
-        stream.len,
+        (0, stream.len),
         &stream.cuts,
         sizes,
-        |c| match out.store(store, c.id, 0, &c.data, EntryKind::Chunk, hint) {
-            Ok(Some(mut e)) => {
-                e.keyframe = c.keyframe;
-                e.stream = stream.id;
-                chunks.push((c.offset, e));
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                failure = Some(e);
-                Err(io::Error::other("store failed"))
-            }
-        },
-    )
-    .map_err(|e| failure.take().unwrap_or(CleanError::Spool(e)))?;
+        hint,
+        store,
+        out,
+    )?;
+    for c in &mut chunks {
+        c.stream = stream.id;
+    }
 
     for run in &stream.runs {
         let run_end = run.stream_offset + run.len;
-        let mut i =
-            chunks.partition_point(|(start, e)| start + u64::from(e.len) <= run.stream_offset);
-        while let Some(&(chunk_start, chunk)) = chunks.get(i) {
+        let mut i = chunks.partition_point(|e| e.end() <= run.stream_offset);
+        while let Some(&chunk) = chunks.get(i) {
+            let chunk_start = chunk.offset;
             if chunk_start >= run_end {
                 break;
             }
@@ -320,6 +291,37 @@ fn store_stream(
         }
     }
     Ok(())
+}
+
+/// Chunks `[range.0, range.0 + range.1)` of `source`, stores each chunk and returns its
+/// whole-object entry (offset in `source`, keyframe flag set), in order.
+fn chunk_and_store<R: Read + Seek>(
+    source: &mut R,
+    range: (u64, u64),
+    cuts: &[u64],
+    sizes: ChunkSizes,
+    hint: CompressionHint,
+    store: &mut LocalStore,
+    out: &mut Stored,
+) -> Result<Vec<Entry>, CleanError> {
+    let mut entries = Vec::new();
+    let mut failure: Option<CleanError> = None;
+    chunk_range(source, range.0, range.1, cuts, sizes, |c| {
+        match out.store(store, c.id, c.offset, &c.data, EntryKind::Chunk, hint) {
+            Ok(Some(mut e)) => {
+                e.keyframe = c.keyframe;
+                entries.push(e);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                failure = Some(e);
+                Err(io::Error::other("store failed"))
+            }
+        }
+    })
+    .map_err(|e| failure.take().unwrap_or(CleanError::Spool(e)))?;
+    Ok(entries)
 }
 
 impl Stored {

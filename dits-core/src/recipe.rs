@@ -123,32 +123,14 @@ impl Recipe {
     /// must lie inside its object.
     pub fn decode(bytes: &[u8]) -> Result<Recipe, RecipeError> {
         let bad = |m: &str| RecipeError::Malformed(m.to_string());
-        if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
-            return Err(RecipeError::BadMagic);
-        }
-        let entry_len = match bytes[4] {
-            1 => V1_ENTRY_LEN,
-            2 => ENTRY_LEN,
-            v => return Err(RecipeError::UnknownVersion(v)),
-        };
-        let file_size = u64_at(bytes, 8);
-        let count = u64::from(u32_at(bytes, 16));
+        let view = RecipeView::new(bytes)?;
+        let file_size = view.file_size;
         let dep_count = u32_at(bytes, 20);
-        if count > MAX_ENTRIES {
-            return Err(bad("entry count is implausibly large"));
-        }
-        let entries_end = HEADER_LEN + count as usize * entry_len;
-        if bytes.len() < entries_end {
-            return Err(bad("shorter than its entry count says"));
-        }
-        let mut entries = Vec::with_capacity(count as usize);
+        let entries_end = HEADER_LEN + view.count * view.entry_len;
+        let mut entries = Vec::with_capacity(view.count);
         let mut expect_offset = 0u64;
-        for raw in bytes[HEADER_LEN..entries_end].chunks_exact(entry_len) {
-            let e = if entry_len == V1_ENTRY_LEN {
-                decode_v1_entry(raw)?
-            } else {
-                decode_entry(raw)?
-            };
+        for i in 0..view.count {
+            let e = view.entry(i)?;
             if e.offset != expect_offset || e.len == 0 {
                 return Err(bad("entries do not tile the file"));
             }
@@ -229,6 +211,11 @@ impl<'a> RecipeView<'a> {
             v => return Err(RecipeError::UnknownVersion(v)),
         };
         let count = u32_at(bytes, 16) as usize;
+        if count as u64 > MAX_ENTRIES {
+            return Err(RecipeError::Malformed(
+                "entry count is implausibly large".into(),
+            ));
+        }
         if bytes.len() < HEADER_LEN + count * entry_len {
             return Err(RecipeError::Malformed(
                 "shorter than its entry count says".into(),
