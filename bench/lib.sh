@@ -13,3 +13,37 @@ bench_clip() {
   fi
   echo "$clip"
 }
+
+# bench_edits_dir SECS -> the directory holding the edits of that clip.
+bench_edits_dir() {
+  local dir=$BENCH_DIR/edits-${1}s
+  mkdir -p "$dir"
+  echo "$dir"
+}
+
+# bench_edit CLIP SECS NAME -> makes (once) and prints the path of an ffmpeg edit of CLIP:
+# faststart, metadata, trim, audio-swap, no-audio, second-audio or subtitles (.mp4).
+bench_edit() {
+  local clip=$1 secs=$2 name=$3 dir out
+  dir=$(bench_edits_dir "$secs")
+  out=$dir/$name.mp4
+  if [ ! -f "$out" ]; then
+    local tone=(-f lavfi -i "sine=frequency=880:sample_rate=48000:duration=$secs")
+    local args
+    case $name in
+      faststart) args=(-i "$clip" -c copy -movflags +faststart) ;;
+      metadata) args=(-i "$clip" -c copy -metadata title="Director's cut") ;;
+      trim) args=(-ss 10 -i "$clip" -c copy) ;;
+      audio-swap) args=(-i "$clip" "${tone[@]}" -map 0:v -map 1:a -c:v copy -c:a aac -b:a 192k) ;;
+      no-audio) args=(-i "$clip" -an -c:v copy) ;;
+      second-audio) args=(-i "$clip" "${tone[@]}" -map 0:v -map 0:a -map 1:a -c:v copy -c:a:0 copy -c:a:1 aac -b:a:1 192k) ;;
+      subtitles)
+        printf '1\n00:00:01,000 --> 00:00:05,000\nHello\n\n2\n00:00:10,000 --> 00:00:20,000\nWorld\n' > "$dir/subs.srt"
+        args=(-i "$clip" -i "$dir/subs.srt" -map 0 -map 1 -c copy -c:s mov_text) ;;
+      *) echo "bench_edit: unknown edit $name" >&2; return 1 ;;
+    esac
+    ffmpeg -y -loglevel error "${args[@]}" -f mp4 "$out.tmp"
+    mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}

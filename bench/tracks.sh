@@ -23,20 +23,8 @@ DITS=$ROOT/target/release/git-dits
 
 . "$ROOT/bench/lib.sh"
 CLIP=$(bench_clip "$SECS")
-E=$BENCH_DIR/edits-${SECS}s; mkdir -p "$E"
-TONE=(-f lavfi -i "sine=frequency=880:sample_rate=48000:duration=$SECS")
-edit() { # name, ffmpeg args...
-  local name=$1; shift
-  [ -f "$E/$name" ] || ffmpeg -y -loglevel error "$@" "$E/tmp-$name" && { [ -f "$E/$name" ] || mv "$E/tmp-$name" "$E/$name"; }
-}
-printf '1\n00:00:01,000 --> 00:00:05,000\nHello\n\n2\n00:00:10,000 --> 00:00:20,000\nWorld\n' > "$E/subs.srt"
-edit faststart.mp4   -i "$CLIP" -c copy -movflags +faststart -f mp4
-edit metadata.mp4    -i "$CLIP" -c copy -metadata title="Director's cut" -f mp4
-edit trim.mp4        -ss 10 -i "$CLIP" -c copy -f mp4
-edit audio-swap.mp4  -i "$CLIP" "${TONE[@]}" -map 0:v -map 1:a -c:v copy -c:a aac -b:a 192k -f mp4
-edit no-audio.mp4    -i "$CLIP" -an -c:v copy -f mp4
-edit second-audio.mp4 -i "$CLIP" "${TONE[@]}" -map 0:v -map 0:a -map 1:a -c:v copy -c:a:0 copy -c:a:1 aac -b:a:1 192k -f mp4
-edit subtitles.mp4   -i "$CLIP" -i "$E/subs.srt" -map 0 -map 1 -c copy -c:s mov_text -f mp4
+E=$(bench_edits_dir "$SECS")
+for f in faststart metadata trim audio-swap no-audio second-audio subtitles; do bench_edit "$CLIP" "$SECS" "$f" >/dev/null; done
 
 export HOME=$BENCH_DIR/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
 mkdir -p "$HOME"

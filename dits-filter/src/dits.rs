@@ -88,6 +88,20 @@ impl DitsFilter {
         Ok(())
     }
 
+    /// Whether `pointer`'s recipe or any object it lists is absent from the local store.
+    fn needs_fetch(&mut self, pointer: &Pointer) -> bool {
+        if !self.store.contains(&pointer.recipe).unwrap_or(false) {
+            return true;
+        }
+        match dits_core::smudge::load_recipe(&mut self.store, pointer) {
+            Ok(recipe) => dits_core::smudge::missing_objects(&self.store, &recipe)
+                .map(|m| !m.is_empty())
+                .unwrap_or(true),
+            // A corrupt recipe is reported by the smudge itself, not fetched around.
+            Err(_) => false,
+        }
+    }
+
     pub fn store(&mut self) -> &mut LocalStore {
         &mut self.store
     }
@@ -151,5 +165,58 @@ impl crate::Filter for DitsFilter {
             path: path.into(),
             source,
         })
+    }
+
+    fn wants_delay(&mut self, _path: &str, content: &[u8]) -> bool {
+        if self.skip_smudge || self.source.is_none() || !Pointer::looks_like_pointer(content) {
+            return false;
+        }
+        match Pointer::parse(content) {
+            Ok(pointer) => self.needs_fetch(&pointer),
+            Err(_) => false,
+        }
+    }
+
+    /// One fetch of every delayed file's missing recipes, then one of all their missing
+    /// objects: the transfer's parallel streams then work across files.
+    fn fetch_delayed(&mut self, delayed: &[(String, Vec<u8>)]) -> Result<(), FilterError> {
+        let Some(source) = self.source.as_mut() else {
+            return Ok(());
+        };
+        let pointers: Vec<Pointer> = delayed
+            .iter()
+            .filter_map(|(_, c)| Pointer::parse(c).ok())
+            .collect();
+        let fail = |message: String| FilterError::Fetch {
+            path: format!("{} delayed files", delayed.len()),
+            message,
+        };
+        let store_err = |e: dits_core::StoreError| fail(e.to_string());
+        let mut recipes = Vec::new();
+        for p in &pointers {
+            if !self.store.contains(&p.recipe).map_err(store_err)? && !recipes.contains(&p.recipe) {
+                recipes.push(p.recipe);
+            }
+        }
+        if !recipes.is_empty() {
+            source.fetch(&mut self.store, &recipes).map_err(fail)?;
+        }
+        let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for p in &pointers {
+            // Unreadable recipes are left for each path's smudge to report.
+            let Ok(recipe) = dits_core::smudge::load_recipe(&mut self.store, p) else {
+                continue;
+            };
+            for id in dits_core::smudge::missing_objects(&self.store, &recipe).map_err(store_err)? {
+                if seen.insert(id) {
+                    missing.push(id);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            source.fetch(&mut self.store, &missing).map_err(fail)?;
+        }
+        Ok(())
     }
 }

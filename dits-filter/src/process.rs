@@ -21,6 +21,18 @@ pub trait Filter {
         content: &mut dyn Read,
         out: &mut dyn Write,
     ) -> Result<(), Self::Error>;
+    /// Whether smudging `content` (all of it: only small inputs are asked) would wait on
+    /// the network. If so and Git allows it, the request is answered "delayed" and the
+    /// filter later gets every delayed path at once in [`Filter::fetch_delayed`].
+    fn wants_delay(&mut self, _path: &str, _content: &[u8]) -> bool {
+        false
+    }
+    /// Brings in what the delayed smudges need, all in one go (so transfers run in
+    /// parallel across files). A failure here is not fatal: each path's smudge then
+    /// reports its own error.
+    fn fetch_delayed(&mut self, _delayed: &[(String, Vec<u8>)]) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,17 @@ const CAPABILITIES: [&str; 3] = ["clean", "smudge", "delay"];
 /// Smudge input above this spills from memory to a temp file (pass-through blobs can
 /// be large; pointers never are).
 const SMUDGE_SPOOL_IN_MEMORY: usize = 8 << 20;
+/// Only inputs this small are offered to [`Filter::wants_delay`] (and kept in memory
+/// while delayed).
+const DELAYABLE_MAX: u64 = 64 << 10;
+
+/// Smudges answered "delayed": waiting for `list_available_blobs`, then listed and
+/// waiting for Git to ask for them again (with empty content).
+#[derive(Default)]
+struct Delayed {
+    waiting: Vec<(String, Vec<u8>)>,
+    listed: HashMap<String, Vec<u8>>,
+}
 
 /// Runs the protocol on `input`/`output` until Git closes `input`.
 pub fn serve<R: Read, W: Write, F: Filter>(
@@ -48,18 +71,15 @@ pub fn serve<R: Read, W: Write, F: Filter>(
     filter: &mut F,
 ) -> Result<(), ProtocolError> {
     handshake(input, output)?;
+    let mut delayed = Delayed::default();
     while let Some(headers) = read_headers(input)? {
         let command = headers.get("command").cloned().unwrap_or_default();
         let path = headers.get("pathname").cloned().unwrap_or_default();
+        let can_delay = headers.get("can-delay").is_some_and(|v| v == "1");
         match command.as_str() {
             "clean" => handle_clean(input, output, filter, &path)?,
-            "smudge" => handle_smudge(input, output, filter, &path)?,
-            // We never answer "delayed" yet (all content is local), so nothing is pending.
-            "list_available_blobs" => {
-                write_flush(output)?;
-                write_text(output, "status=success")?;
-                write_flush(output)?;
-            }
+            "smudge" => handle_smudge(input, output, filter, &path, can_delay, &mut delayed)?,
+            "list_available_blobs" => list_available(output, filter, &mut delayed)?,
             other => {
                 tracing::warn!(command = other, path = %path, "unknown filter command");
                 ContentReader::new(input).drain()?;
@@ -158,14 +178,54 @@ fn handle_clean<R: Read, W: Write, F: Filter>(
     Ok(())
 }
 
+/// Everything delayed so far is fetched in one go and listed; Git then asks for each path
+/// again. An empty list tells Git nothing is left.
+fn list_available<W: Write, F: Filter>(
+    output: &mut W,
+    filter: &mut F,
+    delayed: &mut Delayed,
+) -> Result<(), ProtocolError> {
+    if !delayed.waiting.is_empty() {
+        if let Err(e) = filter.fetch_delayed(&delayed.waiting) {
+            tracing::error!("fetching delayed media failed: {e}");
+        }
+    }
+    for (path, content) in delayed.waiting.drain(..) {
+        write_text(output, &format!("pathname={path}"))?;
+        delayed.listed.insert(path, content);
+    }
+    write_flush(output)?;
+    write_text(output, "status=success")?;
+    write_flush(output)?;
+    Ok(())
+}
+
 fn handle_smudge<R: Read, W: Write, F: Filter>(
     input: &mut R,
     output: &mut W,
     filter: &mut F,
     path: &str,
+    can_delay: bool,
+    delayed: &mut Delayed,
 ) -> Result<(), ProtocolError> {
     let mut spooled = tempfile::SpooledTempFile::new(SMUDGE_SPOOL_IN_MEMORY);
-    io::copy(&mut ContentReader::new(input), &mut spooled)?;
+    let len = io::copy(&mut ContentReader::new(input), &mut spooled)?;
+    if let Some(content) = delayed.listed.remove(path) {
+        // Git's second request for a delayed path carries no content: use what it sent
+        // the first time.
+        spooled = tempfile::SpooledTempFile::new(SMUDGE_SPOOL_IN_MEMORY);
+        spooled.write_all(&content)?;
+    } else if can_delay && len <= DELAYABLE_MAX {
+        let mut content = Vec::with_capacity(len as usize);
+        spooled.seek(SeekFrom::Start(0))?;
+        spooled.read_to_end(&mut content)?;
+        if filter.wants_delay(path, &content) {
+            delayed.waiting.push((path.to_string(), content));
+            write_text(output, "status=delayed")?;
+            write_flush(output)?;
+            return Ok(());
+        }
+    }
     spooled.seek(SeekFrom::Start(0))?;
     write_text(output, "status=success")?;
     write_flush(output)?;
@@ -249,5 +309,83 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("0011status=error\n0000"), "{text}");
+    }
+
+    /// Delays content starting with "remote:" and records each batch it is asked to fetch.
+    #[derive(Default)]
+    struct Remote {
+        batches: Vec<Vec<String>>,
+    }
+    impl Filter for Remote {
+        type Error = String;
+        fn clean(&mut self, _: &str, _: &mut dyn Read) -> Result<Vec<u8>, String> {
+            Err("clean not used".into())
+        }
+        fn smudge(&mut self, _: &str, c: &mut dyn Read, out: &mut dyn Write) -> Result<(), String> {
+            let mut s = Vec::new();
+            c.read_to_end(&mut s).map_err(|e| e.to_string())?;
+            out.write_all(&s.to_ascii_uppercase())
+                .map_err(|e| e.to_string())
+        }
+        fn wants_delay(&mut self, _: &str, content: &[u8]) -> bool {
+            content.starts_with(b"remote:")
+        }
+        fn fetch_delayed(&mut self, delayed: &[(String, Vec<u8>)]) -> Result<(), String> {
+            self.batches
+                .push(delayed.iter().map(|(p, _)| p.clone()).collect());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn delayed_smudges_are_fetched_together_and_served_on_the_second_request() {
+        let mut wire = Vec::new();
+        write_text(&mut wire, "git-filter-client").unwrap();
+        write_text(&mut wire, "version=2").unwrap();
+        write_flush(&mut wire).unwrap();
+        for cap in ["clean", "smudge", "delay"] {
+            write_text(&mut wire, &format!("capability={cap}")).unwrap();
+        }
+        write_flush(&mut wire).unwrap();
+        let delayable = |wire: &mut Vec<u8>, path: &str, content: &[u8]| {
+            write_text(wire, "command=smudge").unwrap();
+            write_text(wire, &format!("pathname={path}")).unwrap();
+            write_text(wire, "can-delay=1").unwrap();
+            write_flush(wire).unwrap();
+            if !content.is_empty() {
+                write_data(wire, content).unwrap();
+            }
+            write_flush(wire).unwrap();
+        };
+        delayable(&mut wire, "a", b"remote:a");
+        delayable(&mut wire, "b", b"remote:b");
+        delayable(&mut wire, "c", b"local");
+        let list = |wire: &mut Vec<u8>| {
+            write_text(wire, "command=list_available_blobs").unwrap();
+            write_flush(wire).unwrap();
+        };
+        list(&mut wire);
+        request(&mut wire, "smudge", "a", b"");
+        request(&mut wire, "smudge", "b", b"");
+        list(&mut wire);
+        let mut filter = Remote::default();
+        let mut out = Vec::new();
+        serve(&mut Cursor::new(wire), &mut out, &mut filter).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(filter.batches, vec![vec!["a".to_string(), "b".to_string()]]);
+        assert_eq!(text.matches("status=delayed").count(), 2, "{text}");
+        assert!(text.contains("LOCAL"), "{text}");
+        assert!(
+            text.contains("000fpathname=a\n000fpathname=b\n00000013status=success\n0000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("REMOTE:A") && text.contains("REMOTE:B"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("00000013status=success\n0000"),
+            "the second list is empty: {text}"
+        );
     }
 }

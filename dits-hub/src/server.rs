@@ -64,9 +64,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let quic_tls = crate::tls::server_config(&identity, &[ALPN])?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;
     let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-    let mut transport = quinn::TransportConfig::default();
+    let mut transport = dits_remote::tls::bulk_transport();
     transport.max_concurrent_bidi_streams(256u32.into());
-    transport.max_idle_timeout(Some(std::time::Duration::from_secs(60).try_into()?));
     quic_config.transport_config(Arc::new(transport));
     let endpoint = quinn::Endpoint::server(quic_config, options.listen)
         .with_context(|| format!("binding UDP {}", options.listen))?;
@@ -383,42 +382,49 @@ async fn put_objects(
             }
         };
         let id = object.id;
-        if let Err(e) = object.open() {
-            return Err(Response::error(
-                ErrorCode::Rejected,
-                format!("{e}; the upload was refused and nothing from it was stored"),
-            ));
-        }
         bytes_in += object.sealed.len() as u64;
         ids.push(id);
-        if !in_batch.insert(id) || state.meta.location(&id).map_err(internal)?.is_some() {
-            continue;
-        }
-        if writer.is_none() {
-            writer = Some(state.blobs.writer().map_err(internal)?);
-        }
-        let w = writer.as_mut().expect("just created");
-        let loc = Location {
-            offset: w.len,
-            stored_len: object.sealed.len() as u32,
-            len: object.plain_len,
-        };
-        w.write(&object.sealed).map_err(internal)?;
-        stored.push((id, loc));
+        // Hashing a chunk, one index lookup and a buffered write take well under a
+        // millisecond: done inline (handing each to the blocking pool costs more than it
+        // saves). The fsync at the end is what blocks; that part moves off the worker.
+        (|| -> Result<(), Response> {
+            if let Err(e) = object.open() {
+                return Err(Response::error(
+                    ErrorCode::Rejected,
+                    format!("{e}; the upload was refused and nothing from it was stored"),
+                ));
+            }
+            if !in_batch.insert(id) || state.meta.location(&id).map_err(internal)?.is_some() {
+                return Ok(());
+            }
+            if writer.is_none() {
+                writer = Some(state.blobs.writer().map_err(internal)?);
+            }
+            let w = writer.as_mut().expect("just created");
+            let loc = Location {
+                offset: w.len,
+                stored_len: object.sealed.len() as u32,
+                len: object.plain_len,
+            };
+            w.write(&object.sealed).map_err(internal)?;
+            stored.push((id, loc));
+            Ok(())
+        })()?;
     }
-    let key = match writer {
-        Some(w) => {
-            let key = format!("chunks/{}.pack", w.hash().to_hex());
-            let blobs = &state.blobs;
-            blobs.commit(w, &key).map_err(internal)?;
-            Some(key)
-        }
-        None => None,
-    };
-    state
-        .meta
-        .record_objects(repo, key.as_deref(), &stored, &ids)
-        .map_err(internal)?;
+    tokio::task::block_in_place(|| -> Result<(), Response> {
+        let key = match writer {
+            Some(w) => {
+                let key = format!("chunks/{}.pack", w.hash().to_hex());
+                state.blobs.commit(w, &key).map_err(internal)?;
+                Some(key)
+            }
+            None => None,
+        };
+        state
+            .meta
+            .record_objects(repo, key.as_deref(), &stored, &ids)
+            .map_err(internal)
+    })?;
     state
         .stats
         .object_bytes_in

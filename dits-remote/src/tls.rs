@@ -127,11 +127,28 @@ pub fn quic_client_config(verifier: Arc<PinnedVerifier>) -> anyhow::Result<quinn
     tls.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(std::time::Duration::from_secs(60).try_into()?));
+    let mut transport = bulk_transport();
     transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// QUIC transport settings for moving media, shared by client and hub. Quinn's defaults
+/// size flow-control windows for ~100 ms at 100 Mb/s and cap datagrams at 1452 bytes;
+/// media transfers want windows of tens of MB and, where the path allows (loopback, LAN
+/// jumbo frames), larger datagrams, which MTU discovery finds and falls back from.
+pub fn bulk_transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(std::time::Duration::from_secs(60)).expect("60 s fits"),
+    ));
+    transport.stream_receive_window(quinn::VarInt::from_u32(32 << 20));
+    transport.receive_window(quinn::VarInt::from_u32(128 << 20));
+    transport.send_window(128 << 20);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(9000);
+    transport.mtu_discovery_config(Some(mtu));
+    transport
 }
 
 #[cfg(test)]

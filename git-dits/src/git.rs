@@ -43,6 +43,15 @@ pub fn config_bool(key: &str, default: bool) -> bool {
     }
 }
 
+/// A positive integer `git config` value (Git's k/m/g suffixes work), `default` when unset
+/// or not a positive integer.
+pub fn config_usize(key: &str, default: usize) -> usize {
+    try_run(&["config", "--type=int", "--get", key])
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
+
 /// The store directory shared by all worktrees: `<git-common-dir>/dits`.
 pub fn store_dir() -> Result<PathBuf> {
     let common = run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])

@@ -4,5 +4,6 @@
 
 pub mod commands;
 pub mod git;
+pub mod logging;
 pub mod output;
 pub mod remote;

@@ -78,6 +78,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch and write the content of files that are still pointers (after a clone with
+    /// GIT_DITS_SKIP_SMUDGE=1); PATHS limit it. Files you changed are left alone.
+    PullMedia {
+        paths: Vec<String>,
+        /// No progress or summary.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Entry point for the hooks `install` writes.
     #[command(hide = true)]
     Hook {
@@ -88,15 +96,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GIT_DITS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_target(false)
-        .without_time()
-        .init();
+    git_dits::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Install { local, skip_hooks } => {
@@ -114,6 +114,9 @@ fn main() -> ExitCode {
         Command::Show { path, rev, json } => commands::show::show(&path, &rev, json).map(|_| 0),
         Command::Fsck { json } => commands::fsck::fsck(json),
         Command::LsFiles { json } => commands::ls_files::ls_files(json).map(|_| 0),
+        Command::PullMedia { paths, quiet } => {
+            commands::pull_media::pull_media(&paths, quiet).map(|_| 0)
+        }
         Command::Hook { name, args: _ } => commands::install::hook(&name).map(|_| 0),
     };
     match result {

@@ -12,7 +12,7 @@ use crate::git;
 use crate::output::{human_size, print_json};
 
 /// Paths (from `git ls-files -s`) whose `filter` attribute is `dits`, with their blob ids.
-fn dits_entries() -> Result<Vec<(String, String)>> {
+pub(crate) fn dits_entries() -> Result<Vec<(String, String)>> {
     let entries = git::staged_blobs()?;
     let mut child = Command::new("git")
         .args(["check-attr", "--stdin", "-z", "filter"])

@@ -4,5 +4,6 @@ pub mod filter;
 pub mod fsck;
 pub mod install;
 pub mod ls_files;
+pub mod pull_media;
 pub mod show;
 pub mod track;

@@ -16,7 +16,7 @@ use dits_remote::RemoteUrl;
 
 use super::media::{objects_for, pointers_in};
 use super::session::{connect, Session};
-use super::transfer::{fetch_missing, upload};
+use super::transfer::{fetch_media, upload};
 use crate::git;
 
 struct Options {
@@ -35,6 +35,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    crate::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -202,11 +203,8 @@ async fn fetch(session: &Session, remote: &str, options: &Options) -> Result<()>
         let refs = session.hub.refs().await.map_err(|e| session.explain(e))?;
         let tips: Vec<String> = refs.values().cloned().collect();
         let pointers = pointers_in(&tips)?;
-        let recipes: Vec<_> = pointers.iter().map(|p| p.recipe).collect();
         let mut store = LocalStore::open(&git::store_dir()?)?;
-        fetch_missing(session, &mut store, &recipes, options.progress).await?;
-        let (ids, _) = objects_for(&mut store, &pointers)?;
-        fetch_missing(session, &mut store, &ids, options.progress).await?;
+        fetch_media(session, &mut store, &pointers, options.progress).await?;
     }
     Ok(())
 }
@@ -316,6 +314,7 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
             rev_args.extend(known.iter().cloned());
         }
         let pointers = pointers_in(&rev_args)?;
+        tracing::debug!(pointers = pointers.len(), "push: pointers found");
         recipes = pointers.iter().map(|p| p.recipe).collect();
         let mut store = LocalStore::open(&git::store_dir()?)?;
         let (ids, absent) = objects_for(&mut store, &pointers)?;
@@ -334,6 +333,11 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
             .missing(&ids)
             .await
             .map_err(|e| session.explain(e))?;
+        tracing::debug!(
+            objects = ids.len(),
+            missing = missing.len(),
+            "push: hub asked"
+        );
         let sent = upload(session, &mut store, &missing, options.progress).await?;
         if options.verbosity > 0 {
             eprintln!(
@@ -344,6 +348,7 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
                 session.url
             );
         }
+        tracing::debug!(bytes = sent, "push: media uploaded");
         let pack = pack_objects(&tips, &known)?;
         // A pack's object count is bytes 8..12; an empty pack needs no upload.
         if pack.len() >= 12 && pack[8..12] != [0, 0, 0, 0] {
@@ -356,6 +361,7 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
             );
         }
     }
+    tracing::debug!("push: git objects sent");
     let results = if updates.is_empty() {
         Vec::new()
     } else {
@@ -365,6 +371,7 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
             .await
             .map_err(|e| session.explain(e))?
     };
+    tracing::debug!("push: refs updated");
     for r in results {
         statuses.push((
             r.name,

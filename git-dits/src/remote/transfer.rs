@@ -1,6 +1,6 @@
 //! Moving objects between the local store and a hub: batches of up to 32 MiB (one hub
 //! pack each, durable on the hub before it answers), four in flight at once on parallel
-//! QUIC streams. A batch that arrived stays; an interrupted transfer re-run sends only
+//! QUIC streams (both tunable, see [`Tuning`]). A batch that arrived stays; an interrupted transfer re-run sends only
 //! what the hub (or the local store) still lacks.
 
 use anyhow::Result;
@@ -12,10 +12,25 @@ use tokio::task::JoinSet;
 use super::progress::Progress;
 use super::session::Session;
 
-const BATCH_BYTES: usize = 32 << 20;
 /// Objects per download request: chunks are ≤ 256 KiB, so a batch stays near 32 MiB.
 const BATCH_IDS: usize = 128;
-const PARALLEL: usize = 4;
+
+/// Transfer sizing from `git config`: `dits.transferBatchSize` (bytes per upload batch,
+/// hence per hub pack; default 32m) and `dits.concurrentTransfers` (batches in flight,
+/// default 4, like `lfs.concurrenttransfers`).
+struct Tuning {
+    batch_bytes: usize,
+    parallel: usize,
+}
+
+impl Tuning {
+    fn from_config() -> Tuning {
+        Tuning {
+            batch_bytes: crate::git::config_usize("dits.transferBatchSize", 32 << 20),
+            parallel: crate::git::config_usize("dits.concurrentTransfers", 4),
+        }
+    }
+}
 
 type Objects = Vec<(ChunkId, Vec<u8>)>;
 
@@ -26,6 +41,7 @@ pub async fn upload(
     ids: &[ChunkId],
     show: bool,
 ) -> Result<u64> {
+    let tuning = Tuning::from_config();
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
     let mut tasks: JoinSet<Result<(u64, u64), HubError>> = JoinSet::new();
     let mut batch: Vec<(ChunkId, u32, Vec<u8>)> = Vec::new();
@@ -41,12 +57,13 @@ pub async fn upload(
         Ok(bytes)
     };
     for (i, id) in ids.iter().enumerate() {
-        let bytes = store.get(id)?;
-        // Recipes and boxes travel compressed; media chunks only if a probe says it pays.
-        let sealed = dits_core::envelope::seal(&bytes, CompressionHint::Probe);
+        // Objects travel in the envelope they are stored in (recipes and boxes compressed,
+        // media as probed at add time); the hub opens and hashes each one, so a corrupt
+        // local copy is refused there rather than trusted.
+        let (plain_len, sealed) = store.get_sealed(id)?;
         batch_bytes += sealed.len();
-        batch.push((*id, bytes.len() as u32, sealed));
-        if batch_bytes >= BATCH_BYTES || i + 1 == ids.len() {
+        batch.push((*id, plain_len, sealed));
+        if batch_bytes >= tuning.batch_bytes || i + 1 == ids.len() {
             let hub = session.hub.clone();
             let objects = std::mem::take(&mut batch);
             batch_bytes = 0;
@@ -55,7 +72,7 @@ pub async fn upload(
                 let bytes = hub.put_objects(&objects).await?;
                 Ok((n, bytes))
             });
-            while tasks.len() >= PARALLEL {
+            while tasks.len() >= tuning.parallel {
                 let r = tasks.join_next().await.expect("tasks pending");
                 sent += reap(r, &mut progress)?;
             }
@@ -76,12 +93,13 @@ pub async fn download(
     ids: &[ChunkId],
     show: bool,
 ) -> Result<u64> {
+    let tuning = Tuning::from_config();
     let mut progress = Progress::new("Downloading media", ids.len() as u64, 0, show);
     let mut tasks: JoinSet<Result<Objects, HubError>> = JoinSet::new();
     let mut received = 0u64;
     let mut batches = ids.chunks(BATCH_IDS);
     loop {
-        while tasks.len() < PARALLEL {
+        while tasks.len() < tuning.parallel {
             let Some(batch) = batches.next() else { break };
             let hub = session.hub.clone();
             let batch = batch.to_vec();
@@ -131,4 +149,19 @@ pub async fn fetch_missing(
         return Ok(0);
     }
     download(session, store, &missing, show).await
+}
+
+/// Brings everything `pointers` need into the local store: their missing recipes in one
+/// transfer, then every missing object they list in another. Returns bytes received.
+pub async fn fetch_media(
+    session: &Session,
+    store: &mut LocalStore,
+    pointers: &[dits_core::Pointer],
+    show: bool,
+) -> Result<u64> {
+    let recipes: Vec<ChunkId> = pointers.iter().map(|p| p.recipe).collect();
+    let mut bytes = fetch_missing(session, store, &recipes, show).await?;
+    let (ids, _) = super::media::objects_for(store, pointers)?;
+    bytes += fetch_missing(session, store, &ids, show).await?;
+    Ok(bytes)
 }

@@ -320,3 +320,198 @@ fn an_upload_whose_bytes_do_not_match_its_id_is_refused() {
         assert_eq!(hub.missing(&[claimed]).await.unwrap(), vec![claimed]);
     });
 }
+
+/// Packs the hub has made durable so far (one per upload batch).
+fn hub_packs(data: &Path) -> usize {
+    std::fs::read_dir(data.join("objects/chunks"))
+        .map(|d| d.filter(|e| e.is_ok()).count())
+        .unwrap_or(0)
+}
+
+/// kill -9 of the whole `git push` (git and git-remote-dits) once the first upload batch
+/// is durable on the hub: no ref moves, and the re-run sends only what had not arrived.
+#[test]
+fn a_push_killed_mid_upload_resumes_and_sends_only_the_rest() {
+    use std::os::unix::process::CommandExt;
+    let w = world();
+    let repo = w.env.repo("a");
+    let size = 48usize << 20;
+    let src = w.env.dir.path().join("big.bin");
+    std::fs::write(&src, crate::support::noise(size, 7)).unwrap();
+    w.env.commit_file(&repo, &src, "big.bin");
+    w.env.git(
+        &repo,
+        &["remote", "add", "origin", &w.hub.url("alice/film")],
+    );
+    // Small batches, one at a time, so the push is still uploading when the first lands.
+    w.env
+        .git(&repo, &["config", "dits.transferBatchSize", "1m"]);
+    w.env
+        .git(&repo, &["config", "dits.concurrentTransfers", "1"]);
+
+    let mut child = w
+        .env
+        .command("git", &repo, &["push", "origin", "main"])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while hub_packs(&w.hub.data) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "push finished before any batch was observed"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let group = format!("-{}", child.id());
+    let killed = std::process::Command::new("kill")
+        .args(["-9", "--", &group])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    let landed = hub_packs(&w.hub.data);
+
+    // The branch did not move: the hub has no refs for the repository.
+    let refs = w.env.git(&repo, &["ls-remote", &w.hub.url("alice/film")]);
+    assert_eq!(refs.trim(), "", "a killed push moved a ref");
+
+    let out = push(&w.env, &repo, &["origin", "main"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "re-run push: {stderr}");
+    let sent = sent_bytes(&stderr);
+    assert!(
+        sent < size as u64 && sent > 0,
+        "re-run sent {sent} bytes of {size} ({landed} batches had landed): {stderr}"
+    );
+
+    w.env.git(
+        w.env.dir.path(),
+        &["clone", "-q", &w.hub.url("alice/film"), "b"],
+    );
+    assert!(same_bytes(&w.env.dir.path().join("b/big.bin"), &src));
+}
+
+/// A repository on the hub holding two clips and a MOV, pushed from `a`.
+fn pushed_three_files(w: &World) -> std::path::PathBuf {
+    let repo = w.env.repo("a");
+    for (src, name) in [
+        ("base.mp4", "one.mp4"),
+        ("trim.mp4", "two.mp4"),
+        ("rewrap.mov", "three.mov"),
+    ] {
+        std::fs::copy(media().path(src), repo.join(name)).unwrap();
+    }
+    w.env.git(&repo, &["add", "."]);
+    w.env.git(&repo, &["commit", "-q", "-m", "three"]);
+    w.env.git(
+        &repo,
+        &["remote", "add", "origin", &w.hub.url("alice/film")],
+    );
+    assert!(push(&w.env, &repo, &["origin", "main"]).status.success());
+    repo
+}
+
+/// Checkout answers "delayed" for files whose media is on the hub, then fetches all of
+/// them in one transfer when Git asks what is available.
+#[test]
+fn clone_delays_smudges_and_fetches_all_files_together() {
+    let w = world();
+    let repo = pushed_three_files(&w);
+    let out = w
+        .env
+        .command(
+            "git",
+            w.env.dir.path(),
+            &["clone", "-q", &w.hub.url("alice/film"), "b"],
+        )
+        .env("GIT_TRACE_PACKET", "1")
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{trace}");
+    assert_eq!(
+        trace.matches("status=delayed").count(),
+        3,
+        "each media file is delayed once"
+    );
+    let b = w.env.dir.path().join("b");
+    for name in ["one.mp4", "two.mp4", "three.mov"] {
+        assert!(same_bytes(&b.join(name), &repo.join(name)), "{name}");
+    }
+    assert_eq!(w.env.git(&b, &["status", "--porcelain"]), "");
+}
+
+/// `GIT_DITS_SKIP_SMUDGE=1` clone, then `git dits pull-media PATH` hydrates just that
+/// path, a bare `pull-media` the rest; a file the user changed is left alone.
+#[test]
+fn pull_media_hydrates_pointer_files_later() {
+    let w = world();
+    let repo = pushed_three_files(&w);
+    let out = w
+        .env
+        .command(
+            "git",
+            w.env.dir.path(),
+            &["clone", "-q", &w.hub.url("alice/film"), "b"],
+        )
+        .env("GIT_DITS_SKIP_SMUDGE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let b = w.env.dir.path().join("b");
+    let is_pointer = |name: &str| {
+        std::fs::read(b.join(name))
+            .unwrap()
+            .starts_with(b"dits-pointer v1\n")
+    };
+    assert!(is_pointer("one.mp4") && is_pointer("two.mp4") && is_pointer("three.mov"));
+
+    w.env.git(&b, &["dits", "pull-media", "one.mp4"]);
+    assert!(same_bytes(&b.join("one.mp4"), &repo.join("one.mp4")));
+    assert!(is_pointer("two.mp4") && is_pointer("three.mov"));
+
+    std::fs::write(b.join("three.mov"), b"my own edit").unwrap();
+    let out = w.env.git_output(&b, &["dits", "pull-media"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same_bytes(&b.join("two.mp4"), &repo.join("two.mp4")));
+    assert_eq!(std::fs::read(b.join("three.mov")).unwrap(), b"my own edit");
+    assert_eq!(
+        w.env.git(&b, &["status", "--porcelain"]).trim(),
+        "M three.mov"
+    );
+}
+
+/// `dits.fetch=eager` brings all media at fetch time: a checkout after the hub is gone
+/// still produces every file.
+#[test]
+fn eager_fetch_brings_all_media_before_checkout() {
+    let w = world();
+    let repo = pushed_three_files(&w);
+    w.env.git(
+        w.env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--no-checkout",
+            "-c",
+            "dits.fetch=eager",
+            &w.hub.url("alice/film"),
+            "b",
+        ],
+    );
+    let World { env, hub, .. } = w;
+    hub.kill();
+    let b = env.dir.path().join("b");
+    env.git(&b, &["checkout", "-q", "main"]);
+    for name in ["one.mp4", "two.mp4", "three.mov"] {
+        assert!(same_bytes(&b.join(name), &repo.join(name)), "{name}");
+    }
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Push and clone over loopback, Dits vs Git LFS, in one run on the same files:
+#   - first push of a ~400 MB 1080p clip: seconds and MB/s (target: Dits >= 2x LFS);
+#   - clone + checkout of that commit elsewhere: seconds and MB/s (target: >= 2x LFS);
+#   - bytes sent for each later version (metadata edit, trim, audio swap), each pushed on
+#     top of the previous one (target: metadata-edit push <= 1% of the file).
+#
+# Dits pushes to `dits-hub serve` (embedded default: SQLite + local directory). Git LFS
+# pushes to Giftless (a real Git LFS server, from PyPI, local-storage backend, served by
+# waitress with 8 threads) with the Git objects in a bare repository on the same disk.
+#
+# Bytes sent: Dits = media bytes the hub received (its /api/v1/stats counter) plus the Git
+# pack; LFS = bytes the LFS server stored (LFS sends every new object whole) plus the Git
+# pack (counted the same way for both: `git count-objects` growth is not used).
+#
+# Usage: bench/push.sh [SECONDS_OF_VIDEO]   (default 40 s ≈ 400 MB)
+# Env:   BENCH_DIR (default target/bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${1:-40}
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+mkdir -p "$BENCH_DIR"
+need=()
+for c in ffmpeg git-lfs jq curl; do command -v "$c" >/dev/null || need+=("$c"); done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Giftless declares no dependencies in its wheel; these are the ones it imports. PyJWT 2.10
+# rejects the null subject Giftless puts in its pre-authorised upload tokens, hence the pin.
+VENV=$BENCH_DIR/giftless-venv
+if [ ! -x "$VENV/bin/waitress-serve" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q giftless==0.6.2 waitress flask figcan pyyaml python-dotenv webargs \
+    flask-marshmallow flask-classful 'pyjwt<2.10' cachetools python-dateutil marshmallow-enum typing-extensions
+fi
+
+cargo build --release -q -p git-dits
+export PATH=$ROOT/target/release:$PATH
+
+. "$ROOT/bench/lib.sh"
+CLIP=$(bench_clip "$SECS")
+VERSIONS=(metadata trim audio-swap)
+for v in "${VERSIONS[@]}"; do bench_edit "$CLIP" "$SECS" "$v" >/dev/null; done
+E=$(bench_edits_dir "$SECS")
+SIZE=$(stat -c %s "$CLIP")
+
+W=$BENCH_DIR/push
+rm -rf "$W"; mkdir -p "$W/home"
+export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+git config --global user.name bench; git config --global user.email bench@dits.invalid
+git config --global init.defaultBranch main
+git config --global credential.helper "store --file=$W/credentials"
+# Global filter config only, run outside any repository so no hooks land anywhere.
+(cd "$W" && git-dits install >/dev/null && git lfs install --skip-repo >/dev/null)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+
+# --- servers
+dits-hub --data "$W/hub" serve --listen 127.0.0.1:0 >"$W/hub.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q fingerprint "$W/hub.log" && break; sleep 0.1; done
+HUB_PORT=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hub.log")
+git config --global "dits.dits://127.0.0.1:$HUB_PORT.fingerprint" "$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/hub.log")"
+TOKEN=$(dits-hub --data "$W/hub" user add bench)
+dits-hub --data "$W/hub" repo create bench/film >/dev/null
+printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$HUB_PORT" "$TOKEN" | git credential approve
+DITS_URL=dits://127.0.0.1:$HUB_PORT/bench/film
+hub_media_in() { curl -sk "https://127.0.0.1:$HUB_PORT/api/v1/stats" | jq '.object_bytes_in'; }
+hub_git_in() { curl -sk "https://127.0.0.1:$HUB_PORT/api/v1/stats" | jq '.git_bytes_in'; }
+
+LFS_PORT=$(free_port)
+cat >"$W/giftless.yaml" <<EOF
+AUTH_PROVIDERS:
+  - factory: giftless.auth.jwt:factory
+    options: {algorithm: HS256, private_key: bench-only-secret-bench-only-secret}
+  - giftless.auth.allow_anon:read_write
+PRE_AUTHORIZED_ACTION_PROVIDER:
+  factory: giftless.auth.jwt:factory
+  options: {algorithm: HS256, private_key: bench-only-secret-bench-only-secret}
+TRANSFER_ADAPTERS:
+  basic:
+    factory: giftless.transfer.basic_streaming:factory
+    options:
+      storage_class: giftless.storage.local_storage:LocalStorage
+      storage_options:
+        path: $W/lfs-store
+EOF
+(cd "$W" && GIFTLESS_CONFIG_FILE=$W/giftless.yaml exec "$VENV/bin/waitress-serve" --listen="127.0.0.1:$LFS_PORT" \
+  --threads=8 giftless.wsgi_entrypoint:app) >"$W/giftless.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$LFS_PORT/" && break; sleep 0.1; done
+git init -q --bare "$W/lfs-remote.git"
+lfs_stored() { du -sb "$W/lfs-store" 2>/dev/null | cut -f1 || echo 0; }
+git_pack_bytes() { # bare repo dir -> bytes in its packs + loose objects
+  du -sb "$1/objects" | cut -f1
+}
+
+# --- source repositories
+git init -q "$W/src-dits"
+(cd "$W/src-dits" && git dits track '*.mp4' >/dev/null && git remote add origin "$DITS_URL" \
+  && git add .gitattributes && git commit -qm attrs)
+git init -q "$W/src-lfs"
+(cd "$W/src-lfs" && git lfs track '*.mp4' >/dev/null && git config -f .lfsconfig lfs.url "http://127.0.0.1:$LFS_PORT/bench/film" \
+  && git remote add origin "$W/lfs-remote.git" && git add .gitattributes .lfsconfig && git commit -qm attrs)
+
+secs() { local s; s=$(date +%s.%N); "$@" >"$W/last.log" 2>&1 || { cat "$W/last.log" >&2; return 1; }; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+mbps() { awk -v s="$SIZE" -v t="$1" 'BEGIN { printf "%.1f", s / 1e6 / t }'; }
+
+for tool in dits lfs; do (cd "$W/src-$tool" && cp "$CLIP" clip.mp4 && git add clip.mp4 && git commit -qm base); done
+
+declare -A PUSH CLONE SENT
+m0=$(hub_media_in); g0=$(hub_git_in)
+PUSH[dits]=$(cd "$W/src-dits" && secs git push -q origin main)
+SENT[dits,base]=$(( $(hub_media_in) - m0 + $(hub_git_in) - g0 ))
+l0=$(lfs_stored); p0=$(git_pack_bytes "$W/lfs-remote.git")
+PUSH[lfs]=$(cd "$W/src-lfs" && secs git push -q origin main)
+SENT[lfs,base]=$(( $(lfs_stored) - l0 + $(git_pack_bytes "$W/lfs-remote.git") - p0 ))
+
+CLONE[dits]=$(cd "$W" && secs git clone -q "$DITS_URL" clone-dits)
+cmp "$W/clone-dits/clip.mp4" "$CLIP"
+CLONE[lfs]=$(cd "$W" && secs git clone -q "$W/lfs-remote.git" clone-lfs)
+cmp "$W/clone-lfs/clip.mp4" "$CLIP"
+
+for v in "${VERSIONS[@]}"; do
+  for tool in dits lfs; do (cd "$W/src-$tool" && cp "$E/$v.mp4" clip.mp4 && git add clip.mp4 && git commit -qm "$v"); done
+  m0=$(hub_media_in); g0=$(hub_git_in)
+  (cd "$W/src-dits" && git push -q origin main 2>"$W/last.log")
+  SENT[dits,$v]=$(( $(hub_media_in) - m0 + $(hub_git_in) - g0 ))
+  l0=$(lfs_stored); p0=$(git_pack_bytes "$W/lfs-remote.git")
+  (cd "$W/src-lfs" && git push -q origin main 2>"$W/last.log")
+  SENT[lfs,$v]=$(( $(lfs_stored) - l0 + $(git_pack_bytes "$W/lfs-remote.git") - p0 ))
+done
+
+printf 'clip: %s (%.1f MB), loopback, Dits hub (embedded) vs Git LFS (Giftless 0.6.2)\n\n' "$(basename "$CLIP")" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')"
+printf '%-22s %10s %10s %10s %10s %8s\n' "" "Dits s" "Dits MB/s" "LFS s" "LFS MB/s" "ratio"
+for what in push clone; do
+  if [ $what = push ]; then d=${PUSH[dits]}; l=${PUSH[lfs]}; label="first push"; else d=${CLONE[dits]}; l=${CLONE[lfs]}; label="clone + checkout"; fi
+  printf '%-22s %10s %10s %10s %10s %7.2fx\n' "$label" "$d" "$(mbps "$d")" "$l" "$(mbps "$l")" "$(awk -v a="$d" -v b="$l" 'BEGIN { print b / a }')"
+done
+printf '(ratio = LFS time / Dits time; target >= 2x)\n\n'
+printf '%-12s %12s %14s %9s %14s %9s\n' version "size MB" "Dits sent" "% file" "LFS sent" "% file"
+for v in base "${VERSIONS[@]}"; do
+  f=$CLIP; [ "$v" = base ] || f=$E/$v.mp4
+  fs=$(stat -c %s "$f")
+  printf '%-12s %12.1f %14d %8.2f%% %14d %8.2f%%\n' "$v" "$(awk -v s="$fs" 'BEGIN { print s / 1e6 }')" \
+    "${SENT[dits,$v]}" "$(awk -v a="${SENT[dits,$v]}" -v s="$fs" 'BEGIN { print a * 100 / s }')" \
+    "${SENT[lfs,$v]}" "$(awk -v a="${SENT[lfs,$v]}" -v s="$fs" 'BEGIN { print a * 100 / s }')"
+done
+printf '(each version pushed on top of the previous; target: metadata <= 1%% of the file for Dits)\n'

@@ -1,0 +1,125 @@
+//! `git dits pull-media [PATHS]`: hydrate working-tree files that are still pointers (a
+//! clone made with `GIT_DITS_SKIP_SMUDGE=1`, or a checkout that could not reach the hub),
+//! like `git lfs pull`. Files you have changed are left alone.
+
+use std::io::{Read, Write};
+
+use anyhow::{Context, Result};
+use dits_core::pointer::MAX_POINTER_LEN;
+use dits_core::{LocalStore, Pointer};
+
+use crate::git;
+use crate::remote::session::{connect, default_remote_url};
+use crate::remote::transfer::fetch_media;
+
+/// Index entries (path, pointer) under `paths` (all when empty) whose working-tree file is
+/// exactly that pointer's text.
+fn pointer_files(paths: &[String]) -> Result<Vec<(String, Pointer)>> {
+    let mut entries = super::ls_files::dits_entries()?;
+    if !paths.is_empty() {
+        let mut args = vec!["ls-files", "-z", "--full-name", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        let listed = git::run(&args)?;
+        let wanted: std::collections::HashSet<&str> =
+            listed.split('\0').filter(|p| !p.is_empty()).collect();
+        entries.retain(|(_, p)| wanted.contains(p.as_str()));
+    }
+    let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+    let blobs = git::cat_file_small(&ids, MAX_POINTER_LEN as u64)?;
+    let top = git::top_level()?;
+    let mut out = Vec::new();
+    for ((_, path), blob) in entries.into_iter().zip(blobs) {
+        let Some(blob) = blob else { continue };
+        let Ok(pointer) = Pointer::parse(&blob.content) else {
+            continue;
+        };
+        let mut head = Vec::new();
+        let Ok(file) = std::fs::File::open(top.join(&path)) else {
+            continue;
+        };
+        file.take(MAX_POINTER_LEN as u64 + 1)
+            .read_to_end(&mut head)
+            .with_context(|| format!("reading {path}"))?;
+        if head == blob.content {
+            out.push((path, pointer));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the file next to itself and renames it over the pointer, keeping its mode, so
+/// a failure leaves the pointer in place.
+fn hydrate(
+    store: &mut LocalStore,
+    top: &std::path::Path,
+    path: &str,
+    pointer: &Pointer,
+) -> Result<()> {
+    let dest = top.join(path);
+    let dir = dest
+        .parent()
+        .context("a tracked file has a parent directory")?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dits-pull-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        dits_core::smudge::smudge(store, pointer, &mut w).with_context(|| path.to_string())?;
+        w.flush()?;
+    }
+    let mode = std::fs::metadata(&dest)?.permissions();
+    std::fs::set_permissions(tmp.path(), mode)?;
+    tmp.persist(&dest)
+        .with_context(|| format!("replacing {path}"))?;
+    Ok(())
+}
+
+pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
+    let files = pointer_files(paths)?;
+    if files.is_empty() {
+        if !quiet {
+            eprintln!("Nothing to pull: every Dits file here already has its content.");
+        }
+        return Ok(());
+    }
+    let url = default_remote_url()?;
+    let mut store = LocalStore::open(&git::store_dir()?)?;
+    let pointers: Vec<Pointer> = files.iter().map(|(_, p)| p.clone()).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let received = runtime.block_on(async {
+        let session = connect(&url).await?;
+        let bytes = fetch_media(&session, &mut store, &pointers, !quiet).await;
+        session.hub.close().await;
+        bytes
+    })?;
+    let top = git::top_level()?;
+    let mut failed = 0;
+    for (path, pointer) in &files {
+        if let Err(e) = hydrate(&mut store, &top, path, pointer) {
+            eprintln!("error: {e:#}");
+            failed += 1;
+        }
+    }
+    // The files now differ in stat data from what the index recorded; refreshing re-runs
+    // clean, which gives back the same pointers, so `git status` stays clean.
+    let mut args = vec!["update-index", "-q", "--refresh", "--"];
+    args.extend(files.iter().map(|(p, _)| p.as_str()));
+    let _ = git::try_run(&args);
+    if !quiet {
+        eprintln!(
+            "Pulled {} of {} files ({} bytes fetched from {url}).",
+            files.len() - failed,
+            files.len(),
+            received
+        );
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} files could not be hydrated (see above)"
+    );
+    Ok(())
+}
