@@ -106,7 +106,9 @@ git init -q "$W/src-lfs"
 (cd "$W/src-lfs" && git lfs track '*.mp4' >/dev/null && git config -f .lfsconfig lfs.url "http://127.0.0.1:$LFS_PORT/bench/film" \
   && git remote add origin "$W/lfs-remote.git" && git add .gitattributes .lfsconfig && git commit -qm attrs)
 
-secs() { local s; s=$(date +%s.%N); "$@" >"$W/last.log" 2>&1 || { cat "$W/last.log" >&2; return 1; }; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+# Each timed step starts after `sync`, so neither tool pays for the other's (or the
+# setup's) dirty-page writeback: the hub fsyncs what it stores, Giftless does not.
+secs() { sync; local s; s=$(date +%s.%N); "$@" >"$W/last.log" 2>&1 || { cat "$W/last.log" >&2; return 1; }; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 mbps() { awk -v s="$SIZE" -v t="$1" 'BEGIN { printf "%.1f", s / 1e6 / t }'; }
 
 for tool in dits lfs; do (cd "$W/src-$tool" && cp "$CLIP" clip.mp4 && git add clip.mp4 && git commit -qm base); done

@@ -67,7 +67,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut transport = dits_remote::tls::bulk_transport();
     transport.max_concurrent_bidi_streams(256u32.into());
     quic_config.transport_config(Arc::new(transport));
-    let endpoint = quinn::Endpoint::server(quic_config, options.listen)
+    let endpoint = dits_remote::tls::endpoint(options.listen, Some(quic_config))
         .with_context(|| format!("binding UDP {}", options.listen))?;
     let addr = endpoint.local_addr()?;
 

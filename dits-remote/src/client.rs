@@ -76,7 +76,7 @@ impl Hub {
         } else {
             "0.0.0.0:0".parse().unwrap()
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(transport)?;
+        let mut endpoint = crate::tls::endpoint(bind, None).map_err(transport)?;
         endpoint
             .set_default_client_config(quic_client_config(verifier.clone()).map_err(transport)?);
         let server_name = if url.host.parse::<std::net::IpAddr>().is_ok() {

@@ -133,6 +133,40 @@ pub fn quic_client_config(verifier: Arc<PinnedVerifier>) -> anyhow::Result<quinn
     Ok(config)
 }
 
+/// Socket buffer size asked for on QUIC endpoints. Linux's 208 KiB default drops
+/// datagrams under a bulk transfer (seen on loopback), and every drop halves the
+/// congestion window; the kernel caps the request at net.core.{r,w}mem_max.
+const UDP_BUFFER: usize = 8 << 20;
+
+/// A QUIC endpoint on `addr` with large socket buffers: a server when `server` is given,
+/// otherwise a client-only endpoint.
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack like std's bind would not be; keep "[::]" meaning IPv6 only.
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer still works, only slower.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        runtime,
+    )
+}
+
 /// QUIC transport settings for moving media, shared by client and hub. Quinn's defaults
 /// size flow-control windows for ~100 ms at 100 Mb/s and cap datagrams at 1452 bytes;
 /// media transfers want windows of tens of MB and, where the path allows (loopback, LAN
