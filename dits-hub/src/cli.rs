@@ -32,6 +32,12 @@ enum Command {
         /// Address to listen on; port 0 picks a free one (printed at start).
         #[arg(long, env = "DITS_HUB_LISTEN", default_value = "127.0.0.1:7443")]
         listen: std::net::SocketAddr,
+        /// Certificate chain (PEM) from a CA; clients then need no fingerprint pin.
+        #[arg(long, env = "DITS_HUB_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// Private key (PEM) for --tls-cert.
+        #[arg(long, env = "DITS_HUB_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Users and their tokens.
     User {
@@ -102,13 +108,19 @@ fn tracing_init() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::server::serve(crate::server::ServeOptions {
                 data: cli.data,
                 listen,
+                tls_cert,
+                tls_key,
             }))
         }
         Command::User {

@@ -55,11 +55,18 @@ impl HubState {
 pub struct ServeOptions {
     pub data: PathBuf,
     pub listen: SocketAddr,
+    /// A CA-issued certificate chain and key (PEM); without them the hub is self-signed.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let state = Arc::new(HubState::open(&options.data)?);
-    let identity = crate::tls::load_or_create(&options.data)?;
+    let identity = crate::tls::identity(
+        &options.data,
+        options.tls_cert.as_deref(),
+        options.tls_key.as_deref(),
+    )?;
 
     let quic_tls = crate::tls::server_config(&identity, &[ALPN])?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;

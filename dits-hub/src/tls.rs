@@ -13,6 +13,33 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
+/// A configured certificate chain and key, both PEM (as a CA issues them).
+pub fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("reading certificate {}: {e}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert.display());
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading private key {}: {e}", key.display()))?;
+    Ok(Identity {
+        fingerprint: dits_remote::tls::fingerprint(&chain[0]),
+        chain,
+        key,
+    })
+}
+
+/// The configured certificate if both files are given, else the self-signed one.
+pub fn identity(data: &Path, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Identity> {
+    match (cert, key) {
+        (Some(c), Some(k)) => load_pem(c, k),
+        (None, None) => load_or_create(data),
+        _ => anyhow::bail!(
+            "give both --tls-cert and --tls-key, or neither (for a self-signed certificate)"
+        ),
+    }
+}
+
 /// Loads `data/tls/{cert,key}.der`, creating them if absent.
 pub fn load_or_create(data: &Path) -> anyhow::Result<Identity> {
     let dir = data.join("tls");

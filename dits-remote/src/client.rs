@@ -23,6 +23,8 @@ pub struct TrustSettings {
     pub fingerprint: Option<String>,
     /// Accept an unpinned hub and report its fingerprint for pinning.
     pub trust_on_first_use: bool,
+    /// Extra CA certificates (PEM) beside the system's, for CA-signed hubs.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,13 @@ impl Hub {
             .map_err(|e| transport(format!("{}: cannot resolve {}: {e}", url, url.host)))?
             .next()
             .ok_or_else(|| transport(format!("{url}: {} has no address", url.host)))?;
-        let verifier = PinnedVerifier::new(trust.fingerprint.clone(), trust.trust_on_first_use);
+        let ca = if trust.fingerprint.is_some() {
+            None
+        } else {
+            crate::tls::ca_verifier(trust.ca_file.as_deref())
+                .map_err(|e| transport(format!("{url}: {e:#}")))?
+        };
+        let verifier = PinnedVerifier::new(trust.fingerprint.clone(), trust.trust_on_first_use, ca);
         let bind: std::net::SocketAddr = if addr.is_ipv6() {
             "[::]:0".parse().unwrap()
         } else {
@@ -79,12 +87,9 @@ impl Hub {
         let mut endpoint = crate::tls::endpoint(bind, None).map_err(transport)?;
         endpoint
             .set_default_client_config(quic_client_config(verifier.clone()).map_err(transport)?);
-        let server_name = if url.host.parse::<std::net::IpAddr>().is_ok() {
-            "dits-hub"
-        } else {
-            url.host.as_str()
-        };
-        let connecting = endpoint.connect(addr, server_name).map_err(transport)?;
+        // The URL's host (a name or an address) is what a CA-signed certificate must name;
+        // a pinned certificate is matched by fingerprint alone.
+        let connecting = endpoint.connect(addr, &url.host).map_err(transport)?;
         let connection = match tokio::time::timeout(std::time::Duration::from_secs(15), connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -300,7 +305,7 @@ fn untrusted_message(url: &RemoteUrl, seen: &str, pinned: Option<&str>) -> Strin
             url.base()
         ),
         None => format!(
-            "{url}: the hub's certificate ({seen}) is not trusted yet. If it matches the fingerprint `dits-hub serve` printed, pin it:\n  git config --global dits.{}.fingerprint {seen}\nor trust it on first use with GIT_DITS_TRUST_ON_FIRST_USE=1.",
+            "{url}: the hub's certificate ({seen}) is not trusted yet. If it matches the fingerprint `dits-hub serve` printed, pin it:\n  git config --global dits.{}.fingerprint {seen}\nor trust it on first use with GIT_DITS_TRUST_ON_FIRST_USE=1. If a CA signed it, point Git at that CA:\n  git config --global dits.caInfo /path/to/ca.pem",
             url.base()
         ),
     }

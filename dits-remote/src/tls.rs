@@ -1,6 +1,8 @@
-//! TLS for QUIC: certificate fingerprints and the client's pinning verifier. A hub with no
+//! TLS for QUIC: certificate fingerprints and the client's verifier. A hub with no
 //! configured certificate makes a self-signed one; clients trust it by its SHA-256
-//! fingerprint (`dits.<hub>.fingerprint`), optionally learnt on first use.
+//! fingerprint (`dits.<hub>.fingerprint`), optionally learnt on first use. A hub with a
+//! CA-signed certificate is trusted like an HTTPS server: the system's roots plus an
+//! optional CA file (`dits.caInfo`, else `http.sslCAInfo`), checked against the URL's host.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,22 +35,61 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Accepts exactly the pinned certificate, or (trust on first use) whatever is presented,
-/// recording what was seen so the caller can report or pin it. Handshake signatures are
-/// still verified against the presented certificate's key.
+/// A verifier of CA-signed hub certificates: the system's roots plus those in `ca_file`
+/// (PEM). `None` when there are no roots at all.
+pub fn ca_verifier(
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<dyn ServerCertVerifier>>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", path.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "CA file {} holds no certificates",
+            path.display()
+        );
+        for cert in certs {
+            roots.add(cert)?;
+        }
+    }
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()?;
+    Ok(Some(verifier))
+}
+
+/// Accepts the pinned certificate if one is pinned; otherwise one a trusted CA signed for
+/// the URL's host; otherwise (trust on first use) whatever is presented. It records what
+/// was seen so the caller can report or pin it. Handshake signatures are always verified
+/// against the presented certificate's key.
 #[derive(Debug)]
 pub struct PinnedVerifier {
     expected: Option<String>,
     trust_on_first_use: bool,
+    ca: Option<Arc<dyn ServerCertVerifier>>,
     seen: Mutex<Option<String>>,
     provider: Arc<CryptoProvider>,
 }
 
 impl PinnedVerifier {
-    pub fn new(expected: Option<String>, trust_on_first_use: bool) -> Arc<Self> {
+    pub fn new(
+        expected: Option<String>,
+        trust_on_first_use: bool,
+        ca: Option<Arc<dyn ServerCertVerifier>>,
+    ) -> Arc<Self> {
         Arc::new(PinnedVerifier {
             expected,
             trust_on_first_use,
+            ca,
             seen: Mutex::new(None),
             provider: provider(),
         })
@@ -64,20 +105,33 @@ impl ServerCertVerifier for PinnedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint(end_entity);
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(got.clone());
         }
-        match &self.expected {
-            Some(want) if same_fingerprint(want, &got) => Ok(ServerCertVerified::assertion()),
-            None if self.trust_on_first_use => Ok(ServerCertVerified::assertion()),
-            _ => Err(rustls::Error::General(format!(
-                "hub certificate {got} is not the pinned one"
+        if let Some(want) = &self.expected {
+            return if same_fingerprint(want, &got) {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General(format!(
+                    "hub certificate {got} is not the pinned one"
+                )))
+            };
+        }
+        let by_ca = match &self.ca {
+            Some(ca) => ca.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::General("no trusted CA certificates".into())),
+        };
+        match by_ca {
+            Ok(v) => Ok(v),
+            Err(_) if self.trust_on_first_use => Ok(ServerCertVerified::assertion()),
+            Err(e) => Err(rustls::Error::General(format!(
+                "hub certificate {got} is neither pinned nor signed by a trusted CA ({e})"
             ))),
         }
     }

@@ -81,9 +81,13 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
     let fingerprint = git::try_run(&["config", "--get", &key]).map(|s| s.trim().to_string());
     let trust_on_first_use = std::env::var("GIT_DITS_TRUST_ON_FIRST_USE").is_ok_and(|v| v == "1")
         || git::config_bool("dits.trustOnFirstUse", false);
+    let ca_file = git::try_run(&["config", "--type=path", "--get", "dits.caInfo"])
+        .or_else(|| git::try_run(&["config", "--type=path", "--get", "http.sslCAInfo"]))
+        .map(|s| std::path::PathBuf::from(s.trim()));
     let trust = TrustSettings {
         fingerprint: fingerprint.clone(),
         trust_on_first_use,
+        ca_file,
     };
     let credential = fill(url);
     let token = credential

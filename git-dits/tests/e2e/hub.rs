@@ -304,6 +304,7 @@ fn an_upload_whose_bytes_do_not_match_its_id_is_refused() {
         let trust = dits_remote::TrustSettings {
             fingerprint: Some(w.hub.fingerprint.clone()),
             trust_on_first_use: false,
+            ca_file: None,
         };
         let hub = dits_remote::Hub::connect(&url, &trust, &w.token)
             .await
@@ -514,4 +515,71 @@ fn eager_fetch_brings_all_media_before_checkout() {
     for name in ["one.mp4", "two.mp4", "three.mov"] {
         assert!(same_bytes(&b.join(name), &repo.join(name)), "{name}");
     }
+}
+
+/// A hub serving a certificate signed by a CA the client trusts (`dits.caInfo`) needs no
+/// pin; without that CA it is refused.
+#[test]
+fn a_ca_signed_hub_is_trusted_through_the_ca_file_without_a_pin() {
+    let env = TestEnv::new();
+    let dir = env.dir.path();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Dits test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("hub.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("hub.key"), leaf_key.serialize_pem()).unwrap();
+
+    let (cert, key) = (dir.join("hub.pem"), dir.join("hub.key"));
+    let hub = HubProcess::start_with(
+        &dir.join("hub-data"),
+        0,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let token = hub.admin(&["user", "add", "alice"]);
+    hub.admin(&["repo", "create", "alice/film"]);
+    env.set_token(&hub, "alice", &token);
+    let repo = env.repo("a");
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+
+    let refused = push(&env, &repo, &["origin", "main"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("not trusted"), "{stderr}");
+
+    env.git(
+        dir,
+        &[
+            "config",
+            "--global",
+            "dits.caInfo",
+            dir.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    let out = push(&env, &repo, &["origin", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.git(dir, &["clone", "-q", &hub.url("alice/film"), "b"]);
+    assert!(same_bytes(
+        &dir.join("b/clip.mp4"),
+        &media().path("base.mp4")
+    ));
 }

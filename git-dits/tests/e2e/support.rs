@@ -348,11 +348,17 @@ impl HubProcess {
     }
 
     pub fn start_on(data: &Path, port: u16) -> HubProcess {
+        Self::start_with(data, port, &[])
+    }
+
+    /// With extra `serve` arguments (e.g. a certificate).
+    pub fn start_with(data: &Path, port: u16, serve_args: &[&str]) -> HubProcess {
         use std::io::BufRead;
         let mut child = Command::new(HUB_BIN)
             .args(["--data"])
             .arg(data)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(serve_args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
