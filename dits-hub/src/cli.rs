@@ -70,6 +70,8 @@ enum RepoCommand {
         #[arg(long, default_value = "write")]
         role: String,
     },
+    /// Print OWNER/NAME's lock history: who locked, unlocked and force-unlocked what.
+    LockLog { repo: String },
 }
 
 fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
@@ -148,6 +150,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("{role:?}: roles are read, write, admin"))?;
             meta(&cli.data)?.set_member(owner, name, &user, role)?;
+            Ok(())
+        }
+        Command::Repo {
+            command: RepoCommand::LockLog { repo },
+        } => {
+            let (owner, name) = split_repo(&repo)?;
+            let id = meta(&cli.data)?
+                .find_repo(owner, name)?
+                .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
+            let locks = crate::locks::SqliteLocks::open(&cli.data.join("hub.sqlite"))?;
+            for (lock, path, owner, actor, action, at) in locks.events(id)? {
+                println!("{at}\t{action}\tlock {lock}\t{path}\towner {owner}\tby {actor}");
+            }
             Ok(())
         }
         Command::Fingerprint => {

@@ -4,6 +4,8 @@
 
 pub mod blobs;
 pub mod cli;
+pub mod locks;
 pub mod meta;
+pub mod mirror;
 pub mod server;
 pub mod tls;

@@ -182,6 +182,11 @@ impl Meta {
         Ok(())
     }
 
+    /// The id of OWNER/NAME, if it exists.
+    pub fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
+        Self::repo_id(&self.db(), owner, name)
+    }
+
     fn repo_id(db: &Connection, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
         Ok(db
             .query_row(

@@ -10,20 +10,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use dits_core::envelope;
 use dits_core::recipe::Recipe;
 use dits_core::ChunkId;
 use dits_remote::url::valid_name;
 use dits_remote::wire::{
-    ids_from_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Op, Request,
-    Response, ALPN,
+    ids_from_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Op, RefResult,
+    RefUpdate, Request, Response, ALPN, ZERO_OID,
 };
 use serde_json::json;
 
 use crate::blobs::LocalBlobs;
+use crate::locks::{LockService, LockStore, SqliteLocks};
 use crate::meta::{Location, Meta, Role, User};
+use crate::mirror::GitMirror;
 
 /// Counters for tests, benchmarks and (later) `/metrics`.
 #[derive(Default)]
@@ -38,6 +40,8 @@ pub struct Stats {
 pub struct HubState {
     pub meta: Meta,
     pub blobs: LocalBlobs,
+    pub locks: Box<dyn LockStore>,
+    pub mirror: GitMirror,
     pub stats: Stats,
 }
 
@@ -47,6 +51,8 @@ impl HubState {
         Ok(HubState {
             meta: Meta::open(&data.join("hub.sqlite"))?,
             blobs: LocalBlobs::open(&data.join("objects"))?,
+            locks: Box::new(SqliteLocks::open(&data.join("hub.sqlite"))?),
+            mirror: GitMirror::new(data.join("git")),
             stats: Stats::default(),
         })
     }
@@ -172,6 +178,10 @@ fn op_name(op: &Op) -> &'static str {
         Op::GitPacks { .. } => "git-packs",
         Op::GetGitPack { .. } => "get-git-pack",
         Op::UpdateRefs { .. } => "update-refs",
+        Op::LockCreate { .. } => "lock-create",
+        Op::LockList { .. } => "lock-list",
+        Op::LockVerify { .. } => "lock-verify",
+        Op::LockUnlock { .. } => "lock-unlock",
     }
 }
 
@@ -186,7 +196,7 @@ pub fn authorize(
     token: &str,
     repo: &str,
     need: Role,
-) -> Result<(User, i64), Response> {
+) -> Result<(User, i64, Role), Response> {
     let user = match state.meta.user_for_token(token).map_err(internal)? {
         Some(u) => u,
         None if token.is_empty() => {
@@ -221,7 +231,7 @@ pub fn authorize(
             format!("user {} may read {repo} but not write to it", user.name),
         ));
     }
-    Ok((user, repo_id))
+    Ok((user, repo_id, role))
 }
 
 async fn dispatch(
@@ -234,9 +244,30 @@ async fn dispatch(
         Op::Put | Op::PutGitPack | Op::UpdateRefs { .. } => Role::Write,
         _ => Role::Read,
     };
-    let (_user, repo) = authorize(state, &request.token, &request.repo, need)?;
+    let (user, repo, role) = authorize(state, &request.token, &request.repo, need)?;
     let bad = |e: String| Response::error(ErrorCode::BadRequest, e);
+    let locks = LockService {
+        store: state.locks.as_ref(),
+        repo,
+        repo_name: &request.repo,
+        user: &user,
+        role,
+    };
     let result = match request.op {
+        Op::LockCreate { path, branch } => locks.create(&path, branch.as_deref())?,
+        Op::LockList {
+            path,
+            id,
+            owner,
+            cursor,
+            limit,
+        } => locks.list(path, id, owner, cursor, limit)?,
+        Op::LockVerify {
+            paths,
+            cursor,
+            limit,
+        } => locks.verify(paths, cursor, limit)?,
+        Op::LockUnlock { id, force } => locks.unlock(&id, force)?,
         Op::Refs => json!({ "refs": state.meta.refs(repo).map_err(internal)? }),
         Op::Missing { ids } => {
             let ids = ids_from_hex(&ids).map_err(bad)?;
@@ -282,10 +313,37 @@ async fn dispatch(
             }
             let recipes = ids_from_hex(&recipes).map_err(bad)?;
             check_durable(state, repo, &recipes)?;
-            let results = state
-                .meta
-                .update_refs(repo, &updates, &packs, atomic)
-                .map_err(internal)?;
+            let refused = tokio::task::block_in_place(|| {
+                locked_paths_refusals(state, repo, &user, &updates, &packs)
+            })?;
+            let allowed: Vec<_> = updates
+                .iter()
+                .filter(|u| !refused.iter().any(|(n, _)| n == &u.name))
+                .cloned()
+                .collect();
+            let mut results = if atomic && !refused.is_empty() {
+                allowed
+                    .iter()
+                    .map(|u| RefResult {
+                        name: u.name.clone(),
+                        ok: false,
+                        error: Some("atomic push failed".into()),
+                    })
+                    .collect()
+            } else {
+                state
+                    .meta
+                    .update_refs(repo, &allowed, &packs, atomic)
+                    .map_err(internal)?
+            };
+            for (name, why) in refused {
+                tracing::info!(repo = %request.repo, user = %user.name, ref_name = %name, "{why}");
+                results.push(RefResult {
+                    name,
+                    ok: false,
+                    error: Some(why),
+                });
+            }
             json!({ "results": results })
         }
     };
@@ -295,12 +353,90 @@ async fn dispatch(
     Ok(())
 }
 
+/// Ref updates that change a path someone else has locked (for that ref's branch), each
+/// with the reason Git will print. The paths come from the pushed commits themselves, read
+/// from the hub's mirror of the repository, never from the client.
+fn locked_paths_refusals(
+    state: &HubState,
+    repo: i64,
+    user: &User,
+    updates: &[RefUpdate],
+    packs: &[String],
+) -> Result<Vec<(String, String)>, Response> {
+    if !state.locks.any(repo).map_err(internal)? {
+        return Ok(Vec::new());
+    }
+    let current: Vec<String> = state
+        .meta
+        .refs(repo)
+        .map_err(internal)?
+        .into_values()
+        .collect();
+    let mut refused = Vec::new();
+    for u in updates.iter().filter(|u| u.new != ZERO_OID) {
+        ensure_mirrored(state, repo, &u.new, packs)?;
+        // What the ref already had is not this push's change; for a new ref, nothing the
+        // hub already holds on any ref is.
+        let exclude = if u.old == ZERO_OID {
+            current.clone()
+        } else {
+            vec![u.old.clone()]
+        };
+        let paths = state
+            .mirror
+            .changed_paths(repo, &u.new, &exclude)
+            .map_err(internal)?;
+        let held = state.locks.on_paths(repo, &paths).map_err(internal)?;
+        if let Some(l) = held
+            .iter()
+            .find(|l| l.owner_id != user.id && l.covers_ref(&u.name))
+        {
+            refused.push((
+                u.name.clone(),
+                format!(
+                    "{} is locked by {} (lock {}); ask them to push and unlock it",
+                    l.path, l.owner, l.id
+                ),
+            ));
+        }
+    }
+    Ok(refused)
+}
+
+/// Makes sure the mirror holds `commit`, indexing this push's packs (and, for a mirror
+/// lost or older than this hub, every stored pack of the repository) if it does not.
+fn ensure_mirrored(
+    state: &HubState,
+    repo: i64,
+    commit: &str,
+    packs: &[String],
+) -> Result<(), Response> {
+    if state.mirror.has_commit(repo, commit).map_err(internal)? {
+        return Ok(());
+    }
+    let mut all: Vec<String> = packs.to_vec();
+    all.extend(state.meta.git_packs(repo).map_err(internal)?);
+    for id in all {
+        if let Some((key, _, _)) = state.meta.git_pack(repo, &id).map_err(internal)? {
+            let bytes = state.blobs.read(&key).map_err(internal)?;
+            state.mirror.add_pack(repo, &bytes).map_err(internal)?;
+        }
+        if state.mirror.has_commit(repo, commit).map_err(internal)? {
+            return Ok(());
+        }
+    }
+    Err(Response::error(
+        ErrorCode::Rejected,
+        format!("commit {commit} is not in any Git pack pushed to this repository"),
+    ))
+}
+
 fn valid_oid(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Git's own rules, the ones that matter for a name kept in a database and shown to users.
-fn valid_ref_name(name: &str) -> bool {
+pub fn valid_ref_name(name: &str) -> bool {
     name.starts_with("refs/")
         && name.len() <= 1024
         && !name.contains("..")
@@ -560,6 +696,18 @@ fn router(state: Arc<HubState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/repos/{owner}/{name}/refs", get(http_refs))
+        .route(
+            "/api/v1/repos/{owner}/{name}/locks",
+            get(http_list_locks).post(http_create_lock),
+        )
+        .route(
+            "/api/v1/repos/{owner}/{name}/locks/verify",
+            post(http_verify_locks),
+        )
+        .route(
+            "/api/v1/repos/{owner}/{name}/locks/{id}/unlock",
+            post(http_unlock),
+        )
         .with_state(state)
 }
 
@@ -583,7 +731,167 @@ fn http_error(r: Response) -> (StatusCode, Json<serde_json::Value>) {
         Some(ErrorCode::Rejected) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, Json(json!({ "message": r.message })))
+    let mut body = json!({ "message": r.message });
+    if let Some(lock) = r.result.get("lock") {
+        body["lock"] = lock.clone();
+    }
+    (status, Json(body))
+}
+
+type HttpResult =
+    Result<(StatusCode, Json<serde_json::Value>), (StatusCode, Json<serde_json::Value>)>;
+
+/// Authorises an HTTP request on OWNER/NAME with at least `need`.
+fn http_auth(
+    state: &HubState,
+    owner: &str,
+    name: &str,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<(User, i64, Role, String), (StatusCode, Json<serde_json::Value>)> {
+    if !valid_name(owner) || !valid_name(name) {
+        return Err(http_error(Response::error(
+            ErrorCode::BadRequest,
+            "invalid repository name",
+        )));
+    }
+    let repo = format!("{owner}/{name}");
+    let (user, id, role) = authorize(state, &bearer(headers), &repo, need).map_err(http_error)?;
+    Ok((user, id, role, repo))
+}
+
+/// A JSON body, with a message that says what is wrong with it (an empty body is `{}`).
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, (StatusCode, Json<serde_json::Value>)> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        http_error(Response::error(
+            ErrorCode::BadRequest,
+            format!("the request body is not the JSON this endpoint takes: {e}"),
+        ))
+    })
+}
+
+fn lock_service<'a>(
+    state: &'a HubState,
+    repo: i64,
+    repo_name: &'a str,
+    user: &'a User,
+    role: Role,
+) -> LockService<'a> {
+    LockService {
+        store: state.locks.as_ref(),
+        repo,
+        repo_name,
+        user,
+        role,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLockBody {
+    path: String,
+    #[serde(default)]
+    branch: Option<String>,
+    /// Git LFS clients send the ref they are on; informational here.
+    #[serde(default, rename = "ref")]
+    _ref: Option<serde_json::Value>,
+}
+
+async fn http_create_lock(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResult {
+    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let body: CreateLockBody = json_body(&body)?;
+    let out = lock_service(&state, repo, &repo_name, &user, role)
+        .create(&body.path, body.branch.as_deref())
+        .map_err(http_error)?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    path: Option<String>,
+    id: Option<String>,
+    owner: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn http_list_locks(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> HttpResult {
+    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let axum::extract::Query(q) = query.map_err(|e| {
+        http_error(Response::error(
+            ErrorCode::BadRequest,
+            format!("bad query: {e}"),
+        ))
+    })?;
+    let out = lock_service(&state, repo, &repo_name, &user, role)
+        .list(q.path, q.id, q.owner, q.cursor, q.limit)
+        .map_err(http_error)?;
+    Ok((StatusCode::OK, Json(out)))
+}
+
+#[derive(serde::Deserialize)]
+struct VerifyBody {
+    #[serde(default)]
+    paths: Option<Vec<String>>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default, rename = "ref")]
+    _ref: Option<serde_json::Value>,
+}
+
+async fn http_verify_locks(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResult {
+    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let body: VerifyBody = json_body(&body)?;
+    let out = lock_service(&state, repo, &repo_name, &user, role)
+        .verify(body.paths, body.cursor, body.limit)
+        .map_err(http_error)?;
+    Ok((StatusCode::OK, Json(out)))
+}
+
+#[derive(serde::Deserialize)]
+struct UnlockBody {
+    #[serde(default)]
+    force: bool,
+    #[serde(default, rename = "ref")]
+    _ref: Option<serde_json::Value>,
+}
+
+async fn http_unlock(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, id)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResult {
+    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let body: UnlockBody = json_body(&body)?;
+    let out = lock_service(&state, repo, &repo_name, &user, role)
+        .unlock(&id, body.force)
+        .map_err(http_error)?;
+    Ok((StatusCode::OK, Json(out)))
 }
 
 fn bearer(headers: &HeaderMap) -> String {
@@ -607,7 +915,7 @@ async fn http_refs(
         )));
     }
     let repo = format!("{owner}/{name}");
-    let (_, id) = authorize(&state, &bearer(&headers), &repo, Role::Read).map_err(http_error)?;
+    let (_, id, _) = authorize(&state, &bearer(&headers), &repo, Role::Read).map_err(http_error)?;
     let refs = state.meta.refs(id).map_err(|e| http_error(internal(e)))?;
     Ok(Json(json!({ "refs": refs })))
 }

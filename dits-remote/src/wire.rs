@@ -54,6 +54,59 @@ pub enum Op {
         recipes: Vec<String>,
         atomic: bool,
     },
+    /// → `{"lock": Lock}`; a path someone holds is `rejected`, with `{"lock": holder}`.
+    LockCreate {
+        path: String,
+        /// Only pushes to this branch are checked against the lock; none: every branch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+    },
+    /// → `{"locks": [Lock], "next_cursor": id?}`, filtered, oldest first.
+    LockList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// → `{"ours": [Lock], "theirs": [Lock], "next_cursor": id?}`; `paths` narrows it.
+    LockVerify {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paths: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// → `{"lock": Lock, "forced_by": name?}`. Someone else's lock needs `force` and the
+    /// admin role.
+    LockUnlock {
+        id: String,
+        #[serde(default)]
+        force: bool,
+    },
+}
+
+/// A lock as the hub reports it (the shape of Git LFS's locking API).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lock {
+    pub id: String,
+    pub path: String,
+    /// RFC 3339, UTC.
+    pub locked_at: String,
+    pub owner: LockOwner,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockOwner {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

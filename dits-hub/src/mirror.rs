@@ -1,0 +1,122 @@
+//! A bare Git repository per hub repository, holding every pushed pack indexed, so the
+//! hub can see which paths a ref update changes (lock enforcement) without trusting the
+//! client's word. It is a cache: everything in it is rebuilt from the stored packs when
+//! it lacks a commit. Uses the `git` binary, which the hub therefore needs on PATH.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+pub struct GitMirror {
+    root: PathBuf,
+}
+
+impl GitMirror {
+    pub fn new(root: PathBuf) -> GitMirror {
+        GitMirror { root }
+    }
+
+    fn repo_dir(&self, repo: i64) -> Result<PathBuf> {
+        let dir = self.root.join(format!("{repo}.git"));
+        if !dir.join("objects").exists() {
+            std::fs::create_dir_all(&self.root)?;
+            let out = Command::new("git")
+                .args(["init", "-q", "--bare"])
+                .arg(&dir)
+                .output()
+                .context("running git init (the hub needs git on PATH to enforce locks)")?;
+            if !out.status.success() {
+                bail!(
+                    "git init {}: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        Ok(dir)
+    }
+
+    fn git(&self, dir: &Path) -> Command {
+        let mut c = Command::new("git");
+        c.arg("--git-dir").arg(dir).env("GIT_CONFIG_NOSYSTEM", "1");
+        c
+    }
+
+    /// Indexes one pack's bytes into the repository's mirror.
+    pub fn add_pack(&self, repo: i64, pack: &[u8]) -> Result<()> {
+        let dir = self.repo_dir(repo)?;
+        let mut child = self
+            .git(&dir)
+            .args(["index-pack", "--stdin", "--fix-thin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running git index-pack")?;
+        let mut stdin = child.stdin.take().context("index-pack stdin")?;
+        let write = stdin.write_all(pack);
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        write.context("feeding git index-pack")?;
+        if !out.status.success() {
+            bail!(
+                "git index-pack: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn has_commit(&self, repo: i64, oid: &str) -> Result<bool> {
+        let dir = self.repo_dir(repo)?;
+        Ok(self
+            .git(&dir)
+            .args(["cat-file", "-e", &format!("{oid}^{{commit}}")])
+            .stderr(Stdio::null())
+            .status()?
+            .success())
+    }
+
+    /// Paths that the commits reachable from `new` but not from `exclude` change on
+    /// `new`'s first-parent line (a merge counts as changing what it brings in).
+    pub fn changed_paths(&self, repo: i64, new: &str, exclude: &[String]) -> Result<Vec<String>> {
+        let dir = self.repo_dir(repo)?;
+        let mut cmd = self.git(&dir);
+        cmd.args([
+            "log",
+            "--format=",
+            "--name-only",
+            "-z",
+            "--no-renames",
+            "--first-parent",
+            "--diff-merges=first-parent",
+            new,
+        ]);
+        let present: Vec<&String> = exclude
+            .iter()
+            .filter(|o| self.has_commit(repo, o).unwrap_or(false))
+            .collect();
+        if !present.is_empty() {
+            cmd.arg("--not");
+            cmd.args(present);
+        }
+        let out = cmd.output().context("running git log")?;
+        if !out.status.success() {
+            bail!(
+                "git log {new}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let mut paths: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .map(|p| String::from_utf8_lossy(p).trim_matches('\n').to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+}
