@@ -160,8 +160,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .find_repo(owner, name)?
                 .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
             let locks = crate::locks::SqliteLocks::open(&cli.data.join("hub.sqlite"))?;
-            for (lock, path, owner, actor, action, at) in locks.events(id)? {
-                println!("{at}\t{action}\tlock {lock}\t{path}\towner {owner}\tby {actor}");
+            for e in locks.events(id)? {
+                println!(
+                    "{}\t{}\tlock {}\t{}\towner {}\tby {}",
+                    e.at, e.action, e.lock, e.path, e.owner, e.actor
+                );
             }
             Ok(())
         }

@@ -100,6 +100,17 @@ pub trait LockStore: Send + Sync {
     fn any(&self, repo: i64) -> anyhow::Result<bool>;
 }
 
+/// One entry of the lock audit trail: `action` is lock, unlock or force-unlock.
+#[derive(Debug, Clone)]
+pub struct LockEvent {
+    pub lock: i64,
+    pub path: String,
+    pub owner: String,
+    pub actor: String,
+    pub action: String,
+    pub at: i64,
+}
+
 /// The embedded backend: two tables in the hub's SQLite database.
 pub struct SqliteLocks {
     conn: Mutex<Connection>,
@@ -146,12 +157,8 @@ impl SqliteLocks {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The audit trail of one repository, oldest first: (lock id, path, owner, actor,
-    /// action, unix time).
-    pub fn events(
-        &self,
-        repo: i64,
-    ) -> anyhow::Result<Vec<(i64, String, String, String, String, i64)>> {
+    /// The audit trail of one repository, oldest first.
+    pub fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>> {
         let db = self.db();
         let mut stmt = db.prepare(
             "SELECT e.lock_id, e.path, o.name, a.name, e.action, e.at FROM lock_events e
@@ -160,14 +167,14 @@ impl SqliteLocks {
         )?;
         let rows = stmt
             .query_map(params![repo], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                Ok(LockEvent {
+                    lock: r.get(0)?,
+                    path: r.get(1)?,
+                    owner: r.get(2)?,
+                    actor: r.get(3)?,
+                    action: r.get(4)?,
+                    at: r.get(5)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)

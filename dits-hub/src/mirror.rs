@@ -44,8 +44,21 @@ impl GitMirror {
         c
     }
 
-    /// Indexes one pack's bytes into the repository's mirror.
-    pub fn add_pack(&self, repo: i64, pack: &[u8]) -> Result<()> {
+    fn indexed_list(&self, repo: i64) -> Result<PathBuf> {
+        Ok(self.repo_dir(repo)?.join("dits-indexed-packs"))
+    }
+
+    /// The hub pack ids already indexed into the mirror.
+    pub fn indexed_packs(&self, repo: i64) -> Result<std::collections::HashSet<String>> {
+        match std::fs::read_to_string(self.indexed_list(repo)?) {
+            Ok(t) => Ok(t.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Indexes one pack's bytes into the repository's mirror and records its hub id.
+    pub fn add_pack(&self, repo: i64, id: &str, pack: &[u8]) -> Result<()> {
         let dir = self.repo_dir(repo)?;
         let mut child = self
             .git(&dir)
@@ -66,6 +79,12 @@ impl GitMirror {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        // Recorded only after Git has the pack: a crash in between means indexing it again.
+        let mut list = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.indexed_list(repo)?)?;
+        writeln!(list, "{id}")?;
         Ok(())
     }
 

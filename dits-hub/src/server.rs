@@ -403,27 +403,25 @@ fn locked_paths_refusals(
     Ok(refused)
 }
 
-/// Makes sure the mirror holds `commit`, indexing this push's packs (and, for a mirror
-/// lost or older than this hub, every stored pack of the repository) if it does not.
+/// Makes sure the mirror holds every pack of the repository and of this push (a push's
+/// pack leaves out what the hub already had, so history needs the older packs too).
 fn ensure_mirrored(
     state: &HubState,
     repo: i64,
     commit: &str,
     packs: &[String],
 ) -> Result<(), Response> {
+    let mut all = state.meta.git_packs(repo).map_err(internal)?;
+    all.extend(packs.iter().cloned());
+    let done = state.mirror.indexed_packs(repo).map_err(internal)?;
+    for id in all.iter().filter(|id| !done.contains(*id)) {
+        if let Some((key, _, _)) = state.meta.git_pack(repo, id).map_err(internal)? {
+            let bytes = state.blobs.read(&key).map_err(internal)?;
+            state.mirror.add_pack(repo, id, &bytes).map_err(internal)?;
+        }
+    }
     if state.mirror.has_commit(repo, commit).map_err(internal)? {
         return Ok(());
-    }
-    let mut all: Vec<String> = packs.to_vec();
-    all.extend(state.meta.git_packs(repo).map_err(internal)?);
-    for id in all {
-        if let Some((key, _, _)) = state.meta.git_pack(repo, &id).map_err(internal)? {
-            let bytes = state.blobs.read(&key).map_err(internal)?;
-            state.mirror.add_pack(repo, &bytes).map_err(internal)?;
-        }
-        if state.mirror.has_commit(repo, commit).map_err(internal)? {
-            return Ok(());
-        }
     }
     Err(Response::error(
         ErrorCode::Rejected,
@@ -738,8 +736,16 @@ fn http_error(r: Response) -> (StatusCode, Json<serde_json::Value>) {
     (status, Json(body))
 }
 
-type HttpResult =
-    Result<(StatusCode, Json<serde_json::Value>), (StatusCode, Json<serde_json::Value>)>;
+type HttpError = (StatusCode, Json<serde_json::Value>);
+type HttpResult = Result<(StatusCode, Json<serde_json::Value>), HttpError>;
+
+/// Who is calling over HTTP: the user, the repository's id, their role, and its name.
+struct HttpCaller {
+    user: User,
+    repo: i64,
+    role: Role,
+    repo_name: String,
+}
 
 /// Authorises an HTTP request on OWNER/NAME with at least `need`.
 fn http_auth(
@@ -748,7 +754,7 @@ fn http_auth(
     name: &str,
     headers: &HeaderMap,
     need: Role,
-) -> Result<(User, i64, Role, String), (StatusCode, Json<serde_json::Value>)> {
+) -> Result<HttpCaller, HttpError> {
     if !valid_name(owner) || !valid_name(name) {
         return Err(http_error(Response::error(
             ErrorCode::BadRequest,
@@ -757,7 +763,12 @@ fn http_auth(
     }
     let repo = format!("{owner}/{name}");
     let (user, id, role) = authorize(state, &bearer(headers), &repo, need).map_err(http_error)?;
-    Ok((user, id, role, repo))
+    Ok(HttpCaller {
+        user,
+        repo: id,
+        role,
+        repo_name: repo,
+    })
 }
 
 /// A JSON body, with a message that says what is wrong with it (an empty body is `{}`).
@@ -810,7 +821,12 @@ async fn http_create_lock(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let HttpCaller {
+        user,
+        repo,
+        role,
+        repo_name,
+    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let body: CreateLockBody = json_body(&body)?;
     let out = lock_service(&state, repo, &repo_name, &user, role)
         .create(&body.path, body.branch.as_deref())
@@ -833,7 +849,12 @@ async fn http_list_locks(
     headers: HeaderMap,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> HttpResult {
-    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let HttpCaller {
+        user,
+        repo,
+        role,
+        repo_name,
+    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let axum::extract::Query(q) = query.map_err(|e| {
         http_error(Response::error(
             ErrorCode::BadRequest,
@@ -864,7 +885,12 @@ async fn http_verify_locks(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let HttpCaller {
+        user,
+        repo,
+        role,
+        repo_name,
+    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let body: VerifyBody = json_body(&body)?;
     let out = lock_service(&state, repo, &repo_name, &user, role)
         .verify(body.paths, body.cursor, body.limit)
@@ -886,7 +912,12 @@ async fn http_unlock(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    let (user, repo, role, repo_name) = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let HttpCaller {
+        user,
+        repo,
+        role,
+        repo_name,
+    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let body: UnlockBody = json_body(&body)?;
     let out = lock_service(&state, repo, &repo_name, &user, role)
         .unlock(&id, body.force)

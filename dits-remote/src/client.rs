@@ -12,8 +12,8 @@ use tokio::io::AsyncReadExt;
 use crate::tls::{quic_client_config, PinnedVerifier};
 use crate::url::RemoteUrl;
 use crate::wire::{
-    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Op,
-    RefResult, RefUpdate, Request, Response,
+    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Lock,
+    Op, RefResult, RefUpdate, Request, Response,
 };
 
 /// How far to trust a hub's certificate.
@@ -289,6 +289,87 @@ impl Hub {
             })
             .await?;
         serde_json::from_value(result["results"].clone()).map_err(transport)
+    }
+
+    /// Takes the lock on `path` (optionally only for pushes to `branch`).
+    pub async fn lock(&self, path: &str, branch: Option<&str>) -> Result<Lock, HubError> {
+        let (result, _) = self
+            .call(Op::LockCreate {
+                path: path.to_string(),
+                branch: branch.map(str::to_string),
+            })
+            .await?;
+        serde_json::from_value(result["lock"].clone()).map_err(transport)
+    }
+
+    /// Every lock matching the filters, following pages to the end.
+    pub async fn locks(
+        &self,
+        path: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<Vec<Lock>, HubError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (result, _) = self
+                .call(Op::LockList {
+                    path: path.map(str::to_string),
+                    id: None,
+                    owner: owner.map(str::to_string),
+                    cursor: cursor.take(),
+                    limit: Some(1000),
+                })
+                .await?;
+            let page: Vec<Lock> =
+                serde_json::from_value(result["locks"].clone()).map_err(transport)?;
+            out.extend(page);
+            match result["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Locks on `paths` (all locks when `None`), split into (ours, theirs).
+    pub async fn verify_locks(
+        &self,
+        paths: Option<Vec<String>>,
+    ) -> Result<(Vec<Lock>, Vec<Lock>), HubError> {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut cursor = None;
+        loop {
+            let (result, _) = self
+                .call(Op::LockVerify {
+                    paths: paths.clone(),
+                    cursor: cursor.take(),
+                    limit: Some(1000),
+                })
+                .await?;
+            let take = |key: &str, into: &mut Vec<Lock>| -> Result<(), HubError> {
+                let v: Vec<Lock> =
+                    serde_json::from_value(result[key].clone()).map_err(transport)?;
+                into.extend(v);
+                Ok(())
+            };
+            take("ours", &mut ours)?;
+            take("theirs", &mut theirs)?;
+            match result["next_cursor"].as_str() {
+                Some(c) if paths.is_none() => cursor = Some(c.to_string()),
+                _ => return Ok((ours, theirs)),
+            }
+        }
+    }
+
+    /// Releases lock `id`; returns it and, when forced, who forced it.
+    pub async fn unlock(&self, id: &str, force: bool) -> Result<(Lock, Option<String>), HubError> {
+        let (result, _) = self
+            .call(Op::LockUnlock {
+                id: id.to_string(),
+                force,
+            })
+            .await?;
+        let lock = serde_json::from_value(result["lock"].clone()).map_err(transport)?;
+        Ok((lock, result["forced_by"].as_str().map(str::to_string)))
     }
 
     pub async fn close(&self) {

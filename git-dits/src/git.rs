@@ -52,6 +52,41 @@ pub fn config_usize(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The value of attribute `attr` for each of `paths` (Git's words: "set", "unset",
+/// "unspecified" or the value), from one `git check-attr --stdin` run.
+pub fn check_attr(
+    attr: &str,
+    paths: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .args(["check-attr", "--stdin", "-z", attr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running git check-attr")?;
+    let list: Vec<u8> = paths
+        .iter()
+        .flat_map(|p| p.bytes().chain(std::iter::once(0)))
+        .collect();
+    let mut stdin = child.stdin.take().context("check-attr stdin")?;
+    let feeder = std::thread::spawn(move || stdin.write_all(&list));
+    let out = child.wait_with_output()?;
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("check-attr feeder panicked"))??;
+    let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+    Ok(fields
+        .chunks_exact(3)
+        .map(|f| {
+            (
+                String::from_utf8_lossy(f[0]).into_owned(),
+                String::from_utf8_lossy(f[2]).into_owned(),
+            )
+        })
+        .collect())
+}
+
 /// The store directory shared by all worktrees: `<git-common-dir>/dits`.
 pub fn store_dir() -> Result<PathBuf> {
     let common = run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])

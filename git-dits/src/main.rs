@@ -86,6 +86,37 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Lock files on the hub so nobody else can push changes to them.
+    Lock {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Only pushes to this branch are held back (default: every branch).
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release locks (yours; someone else's needs --force and the admin role).
+    Unlock {
+        paths: Vec<String>,
+        /// Unlock by lock id instead of path.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List locks on the hub.
+    Locks {
+        /// Only locks you hold.
+        #[arg(long)]
+        mine: bool,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Entry point for the hooks `install` writes.
     #[command(hide = true)]
     Hook {
@@ -114,6 +145,24 @@ fn main() -> ExitCode {
         Command::Show { path, rev, json } => commands::show::show(&path, &rev, json).map(|_| 0),
         Command::Fsck { json } => commands::fsck::fsck(json),
         Command::LsFiles { json } => commands::ls_files::ls_files(json).map(|_| 0),
+        Command::Lock {
+            paths,
+            branch,
+            json,
+        } => commands::locks::lock(&paths, branch.as_deref(), json),
+        Command::Unlock {
+            paths,
+            ids,
+            force,
+            json,
+        } => {
+            if paths.is_empty() && ids.is_empty() {
+                Err(anyhow::anyhow!("name the paths to unlock (or --id ID)"))
+            } else {
+                commands::locks::unlock(&paths, &ids, force, json)
+            }
+        }
+        Command::Locks { mine, path, json } => commands::locks::list(mine, path.as_deref(), json),
         Command::PullMedia { paths, quiet } => {
             commands::pull_media::pull_media(&paths, quiet).map(|_| 0)
         }

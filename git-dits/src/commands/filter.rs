@@ -37,11 +37,7 @@ impl dits_filter::ObjectSource for HubSource {
             let Ok(url) = crate::remote::session::default_remote_url() else {
                 return Ok(());
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
+            let runtime = crate::remote::runtime().map_err(|e| e.to_string())?;
             let session = runtime
                 .block_on(crate::remote::session::connect(&url))
                 .map_err(|e| format!("{e:#}"))?;

@@ -40,6 +40,8 @@ pub fn install(local: bool, skip_hooks: bool) -> Result<()> {
             install_hook(&dir, name)?;
         }
         eprintln!("Hooks installed in {}.", dir.display());
+        // A clone checked out before the hooks existed gets its lockable modes now.
+        super::locks::hook_refresh();
     }
     Ok(())
 }
@@ -136,11 +138,16 @@ fn write_executable(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// `git dits hook NAME`: the entry point the installed hooks call. Nothing in the
-/// foundation needs hook work yet; it consumes pre-push's stdin and succeeds.
+/// `git dits hook NAME`: the entry point the installed hooks call. After checkout, merge
+/// and commit, lockable files get their modes from the hub's locks. pre-push checks
+/// nothing here: the hub enforces locks when it moves a ref.
 pub fn hook(name: &str) -> Result<()> {
-    if name == "pre-push" {
-        std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+    match name {
+        "pre-push" => {
+            std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+        }
+        "post-checkout" | "post-merge" | "post-commit" => super::locks::hook_refresh(),
+        _ => {}
     }
     tracing::debug!(hook = name, "hook ran");
     Ok(())

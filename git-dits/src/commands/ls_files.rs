@@ -1,10 +1,7 @@
 //! `git dits ls-files`: the Dits-tracked files in the index, with sizes and whether the
 //! working tree holds the real content (`*`) or only a pointer (`-`), like `git lfs ls-files`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dits_core::Pointer;
 use serde_json::json;
 
@@ -14,31 +11,11 @@ use crate::output::{human_size, print_json};
 /// Paths (from `git ls-files -s`) whose `filter` attribute is `dits`, with their blob ids.
 pub(crate) fn dits_entries() -> Result<Vec<(String, String)>> {
     let entries = git::staged_blobs()?;
-    let mut child = Command::new("git")
-        .args(["check-attr", "--stdin", "-z", "filter"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running git check-attr")?;
-    let list: Vec<u8> = entries
-        .iter()
-        .flat_map(|(_, p)| p.bytes().chain(std::iter::once(0)))
-        .collect();
-    let mut stdin = child.stdin.take().context("check-attr stdin")?;
-    let feeder = std::thread::spawn(move || stdin.write_all(&list));
-    let out = child.wait_with_output()?;
-    feeder
-        .join()
-        .map_err(|_| anyhow::anyhow!("check-attr feeder panicked"))??;
-    let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
-    let dits_paths: std::collections::HashSet<String> = fields
-        .chunks_exact(3)
-        .filter(|f| f[2] == b"dits")
-        .map(|f| String::from_utf8_lossy(f[0]).into_owned())
-        .collect();
+    let paths: Vec<String> = entries.iter().map(|(_, p)| p.clone()).collect();
+    let filters = git::check_attr("filter", &paths)?;
     Ok(entries
         .into_iter()
-        .filter(|(_, p)| dits_paths.contains(p))
+        .filter(|(_, p)| filters.get(p).is_some_and(|v| v == "dits"))
         .collect())
 }
 

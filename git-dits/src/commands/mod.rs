@@ -3,6 +3,7 @@
 pub mod filter;
 pub mod fsck;
 pub mod install;
+pub mod locks;
 pub mod ls_files;
 pub mod pull_media;
 pub mod show;

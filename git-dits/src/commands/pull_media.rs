@@ -86,10 +86,7 @@ pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
     let url = default_remote_url()?;
     let mut store = LocalStore::open(&git::store_dir()?)?;
     let pointers: Vec<Pointer> = files.iter().map(|(_, p)| p.clone()).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::remote::runtime()?;
     let received = runtime.block_on(async {
         let session = connect(&url).await?;
         let bytes = fetch_media(&session, &mut store, &pointers, !quiet).await;

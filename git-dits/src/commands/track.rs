@@ -23,6 +23,25 @@ fn is_dits_line(line: &str) -> Option<&str> {
     parts.any(|a| a == "filter=dits").then_some(pattern)
 }
 
+fn pattern_is_lockable(text: &str, pattern: &str) -> bool {
+    text.lines().any(|l| {
+        is_dits_line(l) == Some(pattern) && l.split_whitespace().skip(1).any(|a| a == "lockable")
+    })
+}
+
+/// Adds `lockable` to the Dits line for `pattern`.
+fn make_lockable(text: &str, pattern: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if is_dits_line(l) == Some(pattern) {
+                format!("{} lockable\n", l.trim_end())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
 pub fn track(patterns: &[String], lockable: bool) -> Result<()> {
     let path = git::top_level()?.join(".gitattributes");
     let mut text = fs::read_to_string(&path).unwrap_or_default();
@@ -41,7 +60,12 @@ pub fn track(patterns: &[String], lockable: bool) -> Result<()> {
     for pattern in patterns {
         let escaped = escape(pattern);
         if tracked.contains(&escaped) {
-            println!("\"{pattern}\" already supported");
+            if lockable && !pattern_is_lockable(&text, &escaped) {
+                text = make_lockable(&text, &escaped);
+                println!("\"{pattern}\" is now lockable");
+            } else {
+                println!("\"{pattern}\" already supported");
+            }
             continue;
         }
         if !text.is_empty() && !text.ends_with('\n') {

@@ -362,6 +362,7 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
         }
     }
     tracing::debug!("push: git objects sent");
+    let pushed = updates.clone();
     let results = if updates.is_empty() {
         Vec::new()
     } else {
@@ -371,6 +372,26 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
             .await
             .map_err(|e| session.explain(e))?
     };
+    if git::config_bool("dits.unlockAfterPush", false) {
+        let landed: Vec<&RefUpdate> = pushed
+            .iter()
+            .filter(|u| u.new != ZERO_OID && results.iter().any(|r| r.ok && r.name == u.name))
+            .collect();
+        let mut paths = Vec::new();
+        for u in landed {
+            paths.extend(changed_paths(&u.new, &u.old)?);
+        }
+        paths.sort();
+        paths.dedup();
+        match crate::commands::locks::release_after_push(session, paths).await {
+            Ok(released) => {
+                for p in released {
+                    eprintln!("dits: released your lock on {p} (dits.unlockAfterPush)");
+                }
+            }
+            Err(e) => eprintln!("warning: dits: pushed, but releasing locks failed: {e:#}"),
+        }
+    }
     tracing::debug!("push: refs updated");
     for r in results {
         statuses.push((
@@ -388,6 +409,29 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
             None => format!("ok {dst}"),
             Some(e) => format!("error {dst} {e}"),
         })
+        .collect())
+}
+
+/// Paths the commits from `old` (if this repository has it) to `new` change on `new`'s
+/// first-parent line: what the hub checks locks against.
+fn changed_paths(new: &str, old: &str) -> Result<Vec<String>> {
+    let mut args = vec![
+        "log",
+        "--format=",
+        "--name-only",
+        "-z",
+        "--no-renames",
+        "--first-parent",
+        "--diff-merges=first-parent",
+        new,
+    ];
+    if old != ZERO_OID && object_exists(old) {
+        args.extend(["--not", old]);
+    }
+    Ok(git::run(&args)?
+        .split('\0')
+        .map(|p| p.trim_matches('\n').to_string())
+        .filter(|p| !p.is_empty())
         .collect())
 }
 

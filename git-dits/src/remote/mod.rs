@@ -7,3 +7,11 @@ pub mod media;
 pub mod progress;
 pub mod session;
 pub mod transfer;
+
+/// The small runtime the porcelain commands and the filter use to talk to a hub.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}

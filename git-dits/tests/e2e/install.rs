@@ -73,10 +73,16 @@ fn track_is_idempotent_and_untrack_removes_only_dits_lines() {
         &repo,
         &["dits", "track", "*.mp4", "my clip.mov", "--lockable"],
     );
-    assert!(again.contains("\"*.mp4\" already supported"), "{again}");
+    assert!(again.contains("\"*.mp4\" is now lockable"), "{again}");
+    let third = env.git(&repo, &["dits", "track", "*.mp4", "--lockable"]);
+    assert!(third.contains("\"*.mp4\" already supported"), "{third}");
     let after = std::fs::read_to_string(&attrs).unwrap();
     assert!(
         after.contains("my[[:space:]]clip.mov filter=dits diff=dits merge=binary -text lockable\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("*.mp4 filter=dits diff=dits merge=binary -text lockable\n"),
         "{after}"
     );
     let listed = env.git(&repo, &["dits", "track"]);

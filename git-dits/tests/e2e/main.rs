@@ -4,6 +4,7 @@ mod bad_input;
 mod dedup;
 mod hub;
 mod install;
+mod locks;
 mod roundtrip;
 mod store;
 mod support;
