@@ -104,6 +104,9 @@ enum Command {
         ids: Vec<String>,
         #[arg(long)]
         force: bool,
+        /// Release every lock of yours whose file has no unpushed change.
+        #[arg(long, conflicts_with_all = ["paths", "ids", "force"])]
+        after_push: bool,
         #[arg(long)]
         json: bool,
     },
@@ -154,10 +157,15 @@ fn main() -> ExitCode {
             paths,
             ids,
             force,
+            after_push,
             json,
         } => {
-            if paths.is_empty() && ids.is_empty() {
-                Err(anyhow::anyhow!("name the paths to unlock (or --id ID)"))
+            if after_push {
+                commands::locks::unlock_after_push(json)
+            } else if paths.is_empty() && ids.is_empty() {
+                Err(anyhow::anyhow!(
+                    "name the paths to unlock (or --id ID, or --after-push)"
+                ))
             } else {
                 commands::locks::unlock(&paths, &ids, force, json)
             }

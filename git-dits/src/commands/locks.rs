@@ -287,6 +287,54 @@ pub fn list(mine: bool, path: Option<&str>, json_out: bool) -> Result<i32> {
     })
 }
 
+/// `git dits unlock --after-push`: release each of your locks whose file has nothing left
+/// to push: the upstream branch has the same version as HEAD and the working tree and
+/// index do not change it.
+pub fn unlock_after_push(json_out: bool) -> Result<i32> {
+    let upstream = git::try_run(&["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"])
+        .map(|s| s.trim().to_string())
+        .context("the current branch has no upstream: push it first (git push -u)")?;
+    with_session(|session, runtime| {
+        let (ours, _) = runtime
+            .block_on(session.hub.verify_locks(None))
+            .map_err(|e| session.explain(e))?;
+        let mut released = Vec::new();
+        let mut kept = Vec::new();
+        for l in ours {
+            let here = git::try_run(&["rev-parse", &format!("HEAD:{}", l.path)]);
+            let there = git::try_run(&["rev-parse", &format!("{upstream}:{}", l.path)]);
+            let clean = git::try_run(&["diff", "--quiet", "HEAD", "--", &l.path]).is_some();
+            if here == there && clean {
+                runtime
+                    .block_on(session.hub.unlock(&l.id, false))
+                    .map_err(|e| session.explain(e))?;
+                if !json_out {
+                    println!("Unlocked {} (pushed to {upstream})", l.path);
+                }
+                released.push(l);
+            } else {
+                if !json_out {
+                    eprintln!(
+                        "Kept the lock on {}: it has changes not on {upstream} yet",
+                        l.path
+                    );
+                }
+                kept.push(l);
+            }
+        }
+        if let Some(why) = refresh_modes(Some(session), runtime)? {
+            eprintln!("warning: {why}");
+        }
+        if json_out {
+            print_json(&json!({
+                "unlocked": released.iter().map(lock_json).collect::<Vec<_>>(),
+                "kept": kept.iter().map(lock_json).collect::<Vec<_>>(),
+            }));
+        }
+        Ok(0)
+    })
+}
+
 /// After a successful push (`dits.unlockAfterPush`): release our locks on `paths`.
 pub async fn release_after_push(session: &Session, paths: Vec<String>) -> Result<Vec<String>> {
     if paths.is_empty() {
