@@ -6,6 +6,7 @@ pub mod helper;
 pub mod media;
 pub mod progress;
 pub mod session;
+pub mod source;
 pub mod transfer;
 
 /// The small runtime the porcelain commands and the filter use to talk to a hub.
