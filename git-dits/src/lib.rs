@@ -5,5 +5,6 @@
 pub mod commands;
 pub mod git;
 pub mod logging;
+pub mod mount;
 pub mod output;
 pub mod remote;

@@ -4,7 +4,9 @@
 /// Installs the subscriber; call once at the start of `main`.
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GIT_DITS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // fuser logs every FUSE call it has no handler for, and its own unmount attempt
+        // after `fusermount3 -u` already did it: noise for users.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=off"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)

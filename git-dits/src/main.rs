@@ -120,6 +120,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a revision's tree at MOUNTPOINT through FUSE; media is fetched only when read.
+    Mount {
+        mountpoint: PathBuf,
+        #[arg(long, default_value = "HEAD")]
+        rev: String,
+    },
+    /// Unmount what `git dits mount` mounted.
+    Unmount { mountpoint: PathBuf },
     /// Entry point for the hooks `install` writes.
     #[command(hide = true)]
     Hook {
@@ -170,6 +178,8 @@ fn main() -> ExitCode {
                 commands::locks::unlock(&paths, &ids, force, json)
             }
         }
+        Command::Mount { mountpoint, rev } => git_dits::mount::mount(&mountpoint, &rev).map(|_| 0),
+        Command::Unmount { mountpoint } => git_dits::mount::unmount(&mountpoint).map(|_| 0),
         Command::Locks { mine, path, json } => commands::locks::list(mine, path.as_deref(), json),
         Command::PullMedia { paths, quiet } => {
             commands::pull_media::pull_media(&paths, quiet).map(|_| 0)

@@ -5,6 +5,7 @@ mod dedup;
 mod hub;
 mod install;
 mod locks;
+mod mount;
 mod roundtrip;
 mod store;
 mod support;

@@ -1,0 +1,220 @@
+//! `git dits mount` for real (FUSE): a pointers-only clone mounted, media read through
+//! the mount from the hub, byte-identical; ffprobe and random reads work; a chunk the hub
+//! has lost is EIO with a log line naming it, not a hang.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{media, same_bytes, HubProcess, TestEnv};
+
+struct Mounted {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Mounted {
+    fn start(env: &TestEnv, repo: &Path, dir: &Path, expect: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = dir.with_extension("log");
+        // git-dits itself, so the test's SIGTERM reaches the mount process directly (through
+        // `git dits`, git forwards it and then dies of it, as it should).
+        let child = env
+            .command(crate::support::BIN, repo, &["mount", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !dir.join(expect).exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "mount did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mounted {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as a user's Ctrl-C or a service manager would; returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+struct Pushed {
+    env: TestEnv,
+    hub: HubProcess,
+    clone: PathBuf,
+}
+
+/// A repository with a clip, a text file in a subdirectory and a symlink, pushed; and a
+/// pointers-only clone of it.
+fn pushed_and_cloned_without_media() -> Pushed {
+    let env = TestEnv::new();
+    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
+    let token = hub.admin(&["user", "add", "alice"]);
+    hub.admin(&["repo", "create", "alice/film"]);
+    env.trust_hub(&hub, "alice", &token);
+    let repo = env.repo("a");
+    std::fs::copy(media().path("base.mp4"), repo.join("clip.mp4")).unwrap();
+    std::fs::create_dir_all(repo.join("notes/day1")).unwrap();
+    std::fs::write(repo.join("notes/day1/log.txt"), b"take 3 is the one\n").unwrap();
+    std::os::unix::fs::symlink("clip.mp4", repo.join("latest.mp4")).unwrap();
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "day one"]);
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let out = env
+        .command(
+            "git",
+            env.dir.path(),
+            &["clone", "-q", &hub.url("alice/film"), "clone"],
+        )
+        .env("GIT_DITS_SKIP_SMUDGE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let clone = env.dir.path().join("clone");
+    Pushed { env, hub, clone }
+}
+
+#[test]
+fn a_pointers_only_clone_mounts_and_reads_media_from_the_hub() {
+    let p = pushed_and_cloned_without_media();
+    let original = media().path("base.mp4");
+    let mut m = Mounted::start(&p.env, &p.clone, &p.env.dir.path().join("m"), "clip.mp4");
+
+    let meta = std::fs::metadata(m.dir.join("clip.mp4")).unwrap();
+    assert_eq!(meta.len(), std::fs::metadata(&original).unwrap().len());
+    // ffprobe through the mount (reads the moov and a few samples only).
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(m.dir.join("clip.mp4"))
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .starts_with('8'));
+
+    // 1000 random reads match the original.
+    let want = std::fs::read(&original).unwrap();
+    let file = std::fs::File::open(m.dir.join("clip.mp4")).unwrap();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for _ in 0..1000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = (seed % want.len() as u64) as usize;
+        let len = (1 + (seed >> 32) % 70_000) as usize;
+        let len = len.min(want.len() - at);
+        let mut got = vec![0u8; len];
+        file.read_exact_at(&mut got, at as u64).unwrap();
+        assert!(got == want[at..at + len], "bytes {at}..{} differ", at + len);
+    }
+    drop(file);
+    assert!(same_bytes(&m.dir.join("clip.mp4"), &original));
+    assert_eq!(
+        std::fs::read(m.dir.join("notes/day1/log.txt")).unwrap(),
+        b"take 3 is the one\n"
+    );
+    assert_eq!(
+        std::fs::read_link(m.dir.join("latest.mp4")).unwrap(),
+        Path::new("clip.mp4")
+    );
+    let names: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for n in ["clip.mp4", "notes", "latest.mp4", ".gitattributes"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+    // Read-only for now: writes are refused, not lost.
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.dir.join("clip.mp4"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_erofs()), "{err}");
+
+    // The working tree still holds only the pointer; the media went to the local store.
+    assert!(std::fs::read(p.clone.join("clip.mp4"))
+        .unwrap()
+        .starts_with(b"dits-pointer v1\n"));
+    let status = m.stop();
+    assert!(status.success(), "mount exit: {status:?}\n{}", m.log());
+    assert!(!m.dir.join("clip.mp4").exists(), "unmounted on SIGTERM");
+    let _ = &p.hub;
+}
+
+fn libc_erofs() -> i32 {
+    30
+}
+
+#[test]
+fn a_chunk_missing_on_the_hub_is_eio_naming_it_not_a_hang() {
+    let p = pushed_and_cloned_without_media();
+    for pack in std::fs::read_dir(p.hub.data.join("objects/chunks")).unwrap() {
+        std::fs::remove_file(pack.unwrap().path()).unwrap();
+    }
+    let m = Mounted::start(&p.env, &p.clone, &p.env.dir.path().join("m"), "clip.mp4");
+    let out = Command::new("timeout")
+        .args(["60", "cat"])
+        .arg(m.dir.join("clip.mp4"))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(124), "the read hung");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = m.log();
+    assert!(
+        log.contains("clip.mp4") && log.contains("recipe") || log.contains("object"),
+        "the log names what is missing: {log}"
+    );
+}
