@@ -100,6 +100,16 @@ impl DitsFs {
 }
 
 impl Filesystem for DitsFs {
+    fn init(
+        &mut self,
+        _req: &Request<'_>,
+        config: &mut fuser::KernelConfig,
+    ) -> Result<(), libc::c_int> {
+        // Bigger kernel read-ahead means fewer, larger reads for a streaming reader.
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self
             .tree

@@ -6,12 +6,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use dits_core::recipe::{Entry, RecipeView};
+use dits_core::recipe::RecipeView;
 use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
 use dits_filter::ObjectSource;
 
-/// Bytes fetched ahead of a sequential reader, on top of what the read itself needs.
-const READ_AHEAD: u64 = 8 << 20;
+/// Read-ahead, as the kernel does it for files: once a reader has streamed this many bytes
+/// without seeking, fetch ahead as far as it has streamed so far, up to
+/// [`MAX_READ_AHEAD`]; a seek starts over. A probe (ffprobe reading a header and a few
+/// frames) so fetches little beyond what it reads; a player or copy soon fetches in big
+/// batches.
+const READ_AHEAD_AFTER: u64 = 1 << 20;
+const MAX_READ_AHEAD: u64 = 32 << 20;
+
+/// Where a reader of one file is: the next offset a sequential read would ask for, bytes
+/// read since the last seek, and how far objects are already fetched.
+#[derive(Default, Clone, Copy)]
+struct Stream {
+    next: u64,
+    streamed: u64,
+    fetched_until: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -26,8 +40,7 @@ pub struct MediaReader {
     source: Box<dyn ObjectSource>,
     recipes: HashMap<ChunkId, Arc<Vec<u8>>>,
     cache: moka::sync::Cache<ChunkId, Arc<Vec<u8>>>,
-    /// Where the previous read of each recipe ended, to spot sequential readers.
-    last_end: HashMap<ChunkId, u64>,
+    streams: HashMap<ChunkId, Stream>,
 }
 
 impl MediaReader {
@@ -41,7 +54,7 @@ impl MediaReader {
             source,
             recipes: HashMap::new(),
             cache,
-            last_end: HashMap::new(),
+            streams: HashMap::new(),
         }
     }
 
@@ -115,28 +128,50 @@ impl MediaReader {
         };
         let entries = view.entries_in(offset, end).map_err(recipe_err)?;
         // One fetch for everything this read needs plus, for a sequential reader, what
-        // comes next: the transfer runs those in parallel.
-        let sequential = self.last_end.get(&pointer.recipe) == Some(&offset);
-        let ahead_end = if sequential {
-            (end + READ_AHEAD).min(pointer.size)
+        // comes next: the transfer runs those in parallel. Ahead of a streaming reader the
+        // next fetch starts when half the window is left.
+        let mut st = self
+            .streams
+            .get(&pointer.recipe)
+            .copied()
+            .unwrap_or_default();
+        let sequential = st.next == offset && offset > 0;
+        st.streamed = if sequential {
+            st.streamed + (end - offset)
         } else {
-            end
+            end - offset
         };
-        let wanted: Vec<Entry> = if ahead_end > end {
-            view.entries_in(offset, ahead_end).map_err(recipe_err)?
+        let window = if st.streamed >= READ_AHEAD_AFTER {
+            st.streamed.min(MAX_READ_AHEAD)
         } else {
-            entries.clone()
+            0
         };
-        let ids: Vec<ChunkId> = wanted
-            .iter()
-            .map(|e| e.id)
-            .filter(|id| !self.cache.contains_key(id))
-            .collect();
-        if let Err(message) = self.fetch(&ids) {
-            // Not fatal yet: the objects this read itself needs are retried one by one
-            // below, and the one that fails is named.
-            tracing::debug!("batched fetch failed: {message}");
+        let (from, to) = if sequential && st.fetched_until >= end + window / 2 {
+            (end, end)
+        } else if sequential {
+            (
+                offset.max(st.fetched_until),
+                (end + window).min(pointer.size),
+            )
+        } else {
+            (offset, end)
+        };
+        if to > from {
+            let wanted = view.entries_in(from, to).map_err(recipe_err)?;
+            let ids: Vec<ChunkId> = wanted
+                .iter()
+                .map(|e| e.id)
+                .filter(|id| !self.cache.contains_key(id))
+                .collect();
+            if let Err(message) = self.fetch(&ids) {
+                // Not fatal yet: the objects this read itself needs are retried one by one
+                // below, and the one that fails is named.
+                tracing::debug!("batched fetch failed: {message}");
+            }
+            st.fetched_until = to;
         }
+        st.next = end;
+        self.streams.insert(pointer.recipe, st);
         let mut out = Vec::with_capacity((end - offset) as usize);
         for e in &entries {
             let object = self.object(&e.id)?;
@@ -156,7 +191,6 @@ impl MediaReader {
                     })?;
             out.extend_from_slice(slice);
         }
-        self.last_end.insert(pointer.recipe, end);
         Ok(out)
     }
 

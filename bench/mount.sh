@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# git dits mount on a clip that is not local (a GIT_DITS_SKIP_SMUDGE=1 clone), loopback hub:
+#   - time to first byte of the clip through the mount (target < 50 ms);
+#   - ffprobe through the mount: time, and bytes fetched from the hub as a share of the
+#     file (target <= 2%);
+#   - sequential read through the mount, cold (from the hub) and warm (chunks now in the
+#     local store), vs reading the hydrated file (target >= 50%); page cache dropped
+#     before each read where the kernel lets us;
+#   - peak RSS of the mount process (dits.mountCacheSize = 256 MiB).
+#
+# Usage: bench/mount.sh [SECONDS_OF_VIDEO]   (default 40 s ≈ 400 MB)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${1:-40}
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+mkdir -p "$BENCH_DIR"
+for c in ffmpeg jq curl fusermount3; do
+  command -v $c >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl fuse3 >/dev/null; break; }
+done
+cargo build --release -q -p git-dits
+export PATH=$ROOT/target/release:$PATH
+. "$ROOT/bench/lib.sh"
+CLIP=$(bench_clip "$SECS")
+SIZE=$(stat -c %s "$CLIP")
+
+W=$BENCH_DIR/mount
+fusermount3 -u -z "$W/m" 2>/dev/null || true
+rm -rf "$W"; mkdir -p "$W/home" "$W/m"
+export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+git config --global user.name bench; git config --global user.email bench@dits.invalid
+git config --global init.defaultBranch main
+git config --global credential.helper "store --file=$W/credentials"
+(cd "$W" && git-dits install >/dev/null 2>&1)
+pids=()
+trap 'fusermount3 -u -z "$W/m" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true' EXIT
+
+dits-hub --data "$W/hub" serve --listen 127.0.0.1:0 >"$W/hub.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q fingerprint "$W/hub.log" && break; sleep 0.1; done
+PORT=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hub.log")
+git config --global "dits.dits://127.0.0.1:$PORT.fingerprint" "$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/hub.log")"
+TOKEN=$(dits-hub --data "$W/hub" user add bench)
+dits-hub --data "$W/hub" repo create bench/film >/dev/null
+printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$PORT" "$TOKEN" | git credential approve
+URL=dits://127.0.0.1:$PORT/bench/film
+out_bytes() { curl -sk "https://127.0.0.1:$PORT/api/v1/stats" | jq '.object_bytes_out'; }
+now() { date +%s.%N; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo dropped || echo "not dropped"; }
+
+git init -q "$W/src" && cd "$W/src" && git dits track '*.mp4' >/dev/null
+cp "$CLIP" clip.mp4 && git add . && git commit -qm clip && git remote add origin "$URL" && git push -q origin main
+cd "$W" && GIT_DITS_SKIP_SMUDGE=1 git clone -q "$URL" clone
+
+mount_it() {
+  (cd "$W/clone" && exec git-dits mount "$W/m") 2>"$W/mount.log" &
+  MPID=$!
+  for _ in $(seq 500); do [ -e "$W/m/clip.mp4" ] && break; sleep 0.01; done
+}
+unmount_it() { kill -TERM "$MPID"; wait "$MPID" || true; }
+
+printf 'clip: %s (%.1f MB), hub on loopback, clone holds pointers only\n' "$(basename "$CLIP")" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')"
+mount_it
+b0=$(out_bytes); t0=$(now)
+head -c 1 "$W/m/clip.mp4" >/dev/null
+t1=$(now)
+echo "time to first byte: $(ms "$t0" "$t1") ms (target < 50 ms)"
+t0=$(now)
+ffprobe -v error -show_entries format=duration -of csv=p=0 "$W/m/clip.mp4" >/dev/null
+t1=$(now); b1=$(out_bytes)
+awk -v b=$((b1 - b0)) -v s="$SIZE" -v t="$(ms "$t0" "$t1")" 'BEGIN { printf "ffprobe through the mount: %s ms, fetched %d bytes = %.3f%% of the file (target <= 2%%)\n", t, b, b * 100 / s }'
+unmount_it
+
+# Cold sequential read: a fresh pointers-only clone, everything comes from the hub.
+rm -rf "$W/clone" && (cd "$W" && GIT_DITS_SKIP_SMUDGE=1 git clone -q "$URL" clone)
+mount_it
+echo "page cache: $(drop_caches)"
+t0=$(now); cat "$W/m/clip.mp4" >/dev/null; t1=$(now)
+COLD=$(ms "$t0" "$t1")
+echo "page cache: $(drop_caches)"
+t0=$(now); cat "$W/m/clip.mp4" >/dev/null; t1=$(now)
+WARM=$(ms "$t0" "$t1")
+RSS=$(awk '/VmHWM/ { print $2 }' /proc/$(pgrep -f "git-dits mount $W/m" | head -1)/status)
+unmount_it
+(cd "$W/clone" && git dits pull-media -q)
+echo "page cache: $(drop_caches)"
+t0=$(now); cat "$W/clone/clip.mp4" >/dev/null; t1=$(now)
+HYD=$(ms "$t0" "$t1")
+mbs() { awk -v s="$SIZE" -v m="$1" 'BEGIN { printf "%.1f", s / 1e6 / (m / 1000) }'; }
+echo "sequential read through the mount, cold (from the hub): $(mbs "$COLD") MB/s"
+echo "sequential read through the mount, warm (local store):  $(mbs "$WARM") MB/s"
+echo "reading the hydrated file:                             $(mbs "$HYD") MB/s"
+awk -v c="$COLD" -v w="$WARM" -v h="$HYD" 'BEGIN { printf "mount / hydrated: cold %.0f%%, warm %.0f%% (target >= 50%%)\n", h / c * 100, h / w * 100 }'
+echo "peak RSS of the mount process: $((RSS / 1024)) MiB (RAM cache bound 256 MiB)"
