@@ -111,11 +111,30 @@ impl crate::Filter for DitsFilter {
     type Error = FilterError;
 
     fn clean(&mut self, path: &str, content: &mut dyn Read) -> Result<Vec<u8>, FilterError> {
-        let outcome =
-            clean(content, &mut self.store, self.layout).map_err(|source| FilterError::Clean {
+        // A file that is already a pointer (a GIT_DITS_SKIP_SMUDGE checkout) stays that
+        // pointer, as with Git LFS; otherwise `git status` would see every such file as
+        // modified.
+        let mut head = Vec::with_capacity(MAX_POINTER_LEN + 1);
+        content
+            .take(MAX_POINTER_LEN as u64 + 1)
+            .read_to_end(&mut head)
+            .map_err(|source| FilterError::Io {
                 path: path.into(),
                 source,
             })?;
+        if head.len() <= MAX_POINTER_LEN
+            && Pointer::looks_like_pointer(&head)
+            && Pointer::parse(&head).is_ok()
+        {
+            return Ok(head);
+        }
+        let mut content = io::Cursor::new(head).chain(content);
+        let outcome = clean(&mut content, &mut self.store, self.layout).map_err(|source| {
+            FilterError::Clean {
+                path: path.into(),
+                source,
+            }
+        })?;
         if let Some(reason) = &outcome.fallback_reason {
             tracing::debug!(path, reason = %reason, "stored without media structure");
         }

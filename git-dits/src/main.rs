@@ -120,11 +120,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a revision's tree at MOUNTPOINT through FUSE; media is fetched only when read.
+    /// Show a revision's tree at MOUNTPOINT through FUSE; media is fetched only when read,
+    /// writes go to an overlay. `--commit -m MSG` turns the overlay into a commit.
     Mount {
-        mountpoint: PathBuf,
+        #[arg(required_unless_present = "commit")]
+        mountpoint: Option<PathBuf>,
         #[arg(long, default_value = "HEAD")]
         rev: String,
+        /// Commit the changes made through the mount of REV (after unmounting).
+        #[arg(long, requires = "message")]
+        commit: bool,
+        #[arg(short, long)]
+        message: Option<String>,
     },
     /// Unmount what `git dits mount` mounted.
     Unmount { mountpoint: PathBuf },
@@ -178,7 +185,21 @@ fn main() -> ExitCode {
                 commands::locks::unlock(&paths, &ids, force, json)
             }
         }
-        Command::Mount { mountpoint, rev } => git_dits::mount::mount(&mountpoint, &rev).map(|_| 0),
+        Command::Mount {
+            mountpoint,
+            rev,
+            commit,
+            message,
+        } => match (commit, mountpoint) {
+            (true, _) => {
+                git_dits::mount::commit(&rev, message.as_deref().unwrap_or_default()).map(|id| {
+                    println!("{id}");
+                    0
+                })
+            }
+            (false, Some(m)) => git_dits::mount::mount(&m, &rev).map(|_| 0),
+            (false, None) => Err(anyhow::anyhow!("give a mount point")),
+        },
         Command::Unmount { mountpoint } => git_dits::mount::unmount(&mountpoint).map(|_| 0),
         Command::Locks { mine, path, json } => commands::locks::list(mine, path.as_deref(), json),
         Command::PullMedia { paths, quiet } => {

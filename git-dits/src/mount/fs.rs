@@ -1,64 +1,123 @@
-//! The FUSE file system: a read-only view of one revision's tree. Media is read through
-//! [`MediaReader`]; other blobs come from Git's objects (read whole on first open and kept
-//! in a bounded cache). Writes are refused with EROFS.
+//! The FUSE file system: one revision's tree, with media read through [`MediaReader`] and
+//! other blobs from Git's objects (read whole on first open, kept in a bounded cache).
+//! Writes go to the copy-on-write [`Overlay`]: a base file is copied up whole on first
+//! write; deletes of base paths are recorded as whiteouts. The base is never written.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    FileAttr, FileType, Filesystem, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
-    Request,
+    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
 };
 
 use super::media::MediaReader;
-use super::tree::{Kind, Tree};
+use super::overlay::Overlay;
+use super::tree::{Kind, Node, Tree};
 
-/// The tree of a revision never changes while mounted.
-const TTL: Duration = Duration::from_secs(3600);
+/// Attributes of the base never change; the overlay's do, so they are not cached long.
+const TTL: Duration = Duration::from_secs(1);
+const COPY_UP_STEP: u32 = 8 << 20;
 
 pub struct DitsFs {
     tree: Tree,
     media: MediaReader,
+    overlay: Overlay,
+    /// Repository-relative paths present in the base revision (for whiteouts).
+    base_paths: std::collections::HashSet<String>,
     blobs: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    handles: HashMap<u64, File>,
+    next_fh: u64,
     uid: u32,
     gid: u32,
 }
 
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
 impl DitsFs {
-    pub fn new(tree: Tree, media: MediaReader) -> DitsFs {
-        DitsFs {
+    pub fn new(tree: Tree, media: MediaReader, overlay: Overlay) -> DitsFs {
+        let base_paths = (1..=tree.len() as u64)
+            .map(|ino| tree.path_of(ino))
+            .filter(|p| !p.is_empty())
+            .collect();
+        let mut fs = DitsFs {
             tree,
             media,
+            overlay,
+            base_paths,
             blobs: moka::sync::Cache::builder()
                 .weigher(|_: &String, v: &Arc<Vec<u8>>| v.len().try_into().unwrap_or(u32::MAX))
                 .max_capacity(64 << 20)
                 .build(),
+            handles: HashMap::new(),
+            next_fh: 1,
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
+        };
+        fs.apply_overlay();
+        fs
+    }
+
+    /// Edits from an earlier mount of the same commit show again.
+    fn apply_overlay(&mut self) {
+        for path in self.overlay.whiteouts().unwrap_or_default() {
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (d.to_string(), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if let Some(parent) = self.tree.resolve(&dir, false) {
+                self.tree.remove_child(parent, OsStr::new(&name));
+            }
+        }
+        for path in self.overlay.files().unwrap_or_default() {
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (d.to_string(), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if let Some(parent) = self.tree.resolve(&dir, true) {
+                let file = self.overlay.upper(&path);
+                self.tree
+                    .add_child(parent, OsStr::new(&name), Kind::Upper { file });
+            }
         }
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
         let node = self.tree.get(ino)?;
         let (kind, perm) = match &node.kind {
-            Kind::Dir { .. } => (FileType::Directory, 0o555),
+            Kind::Dir { .. } => (FileType::Directory, 0o755),
             Kind::Symlink { .. } => (FileType::Symlink, 0o777),
             Kind::Blob { executable, .. } | Kind::Media { executable, .. } => (
                 FileType::RegularFile,
-                if *executable { 0o555 } else { 0o444 },
+                if *executable { 0o755 } else { 0o644 },
             ),
+            Kind::Upper { file } => {
+                let mode = std::fs::metadata(file).ok()?.permissions().mode();
+                (FileType::RegularFile, (mode & 0o7777) as u16)
+            }
         };
         let size = node.size();
+        let mtime = match &node.kind {
+            Kind::Upper { file } => std::fs::metadata(file)
+                .and_then(|m| m.modified())
+                .unwrap_or(self.tree.time),
+            _ => self.tree.time,
+        };
         Some(FileAttr {
             ino,
             size,
             blocks: size.div_ceil(512),
-            atime: self.tree.time,
-            mtime: self.tree.time,
-            ctime: self.tree.time,
-            crtime: self.tree.time,
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
             kind,
             perm,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
@@ -86,16 +145,107 @@ impl DitsFs {
         Ok(bytes)
     }
 
-    fn path_of(&self, ino: u64) -> String {
-        let mut parts = Vec::new();
-        let mut at = ino;
-        while at != super::tree::ROOT {
-            let Some(node) = self.tree.get(at) else { break };
-            parts.push(node.name.to_string_lossy().into_owned());
-            at = node.parent;
+    fn child_path(&self, parent: u64, name: &OsStr) -> String {
+        let dir = self.tree.path_of(parent);
+        let name = name.to_string_lossy();
+        if dir.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{dir}/{name}")
         }
-        parts.reverse();
-        parts.join("/")
+    }
+
+    /// Writes `ino`'s current content into the overlay at `rel` (copy-up); returns the
+    /// overlay file.
+    fn materialize(&mut self, ino: u64, rel: &str) -> Result<std::path::PathBuf, i32> {
+        let dest = self.overlay.upper(rel);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| errno(&e))?;
+        }
+        let kind = match self.tree.get(ino).map(|n| &n.kind) {
+            Some(Kind::Upper { file }) => {
+                if *file != dest {
+                    std::fs::rename(file, &dest).map_err(|e| errno(&e))?;
+                }
+                return Ok(dest);
+            }
+            Some(Kind::Blob {
+                oid, executable, ..
+            }) => (Some(oid.clone()), None, *executable),
+            Some(Kind::Media {
+                pointer,
+                executable,
+            }) => (None, Some(pointer.clone()), *executable),
+            Some(Kind::Dir { .. }) => return Err(libc::EISDIR),
+            _ => return Err(libc::EINVAL),
+        };
+        let tmp = dest.with_extension("dits-copy-up");
+        let out = File::create(&tmp).map_err(|e| errno(&e))?;
+        match kind {
+            (Some(oid), _, _) => {
+                let bytes = self.blob(&oid).map_err(|_| libc::EIO)?;
+                out.write_all_at(&bytes, 0).map_err(|e| errno(&e))?;
+            }
+            (_, Some(pointer), _) => {
+                let mut at = 0u64;
+                while at < pointer.size {
+                    let bytes = self.media.read(&pointer, at, COPY_UP_STEP).map_err(|e| {
+                        tracing::error!(path = rel, "copy-up failed: {e}");
+                        libc::EIO
+                    })?;
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    out.write_all_at(&bytes, at).map_err(|e| errno(&e))?;
+                    at += bytes.len() as u64;
+                }
+            }
+            _ => {}
+        }
+        let mode = if kind.2 { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| errno(&e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| errno(&e))?;
+        Ok(dest)
+    }
+
+    /// Makes `ino` an overlay file (copying it up if it is a base file).
+    fn copy_up(&mut self, ino: u64) -> Result<std::path::PathBuf, i32> {
+        if let Some(Kind::Upper { file }) = self.tree.get(ino).map(|n| &n.kind) {
+            return Ok(file.clone());
+        }
+        let rel = self.tree.path_of(ino);
+        let file = self.materialize(ino, &rel)?;
+        self.tree.set_kind(ino, Kind::Upper { file: file.clone() });
+        Ok(file)
+    }
+
+    fn new_handle(&mut self, file: File) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, file);
+        fh
+    }
+
+    /// Removes `name` from `parent`: its overlay file if any, and a whiteout if the base
+    /// had it.
+    fn remove(&mut self, parent: u64, name: &OsStr) -> Result<(), i32> {
+        let rel = self.child_path(parent, name);
+        let ino = self.tree.lookup(parent, name).ok_or(libc::ENOENT)?;
+        match self.tree.get(ino).map(|n| &n.kind) {
+            Some(Kind::Upper { file }) => {
+                let _ = std::fs::remove_file(file);
+            }
+            Some(Kind::Dir { .. }) => {
+                let _ = std::fs::remove_dir(self.overlay.upper(&rel));
+            }
+            _ => {}
+        }
+        if self.base_paths.contains(&rel) {
+            self.overlay.add_whiteout(&rel).map_err(|_| libc::EIO)?;
+        }
+        self.tree.remove_child(parent, name);
+        Ok(())
     }
 }
 
@@ -128,12 +278,57 @@ impl Filesystem for DitsFs {
         }
     }
 
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        if size.is_some() || mode.is_some() {
+            let file = match self.copy_up(ino) {
+                Ok(f) => f,
+                Err(e) => return reply.error(e),
+            };
+            if let Some(size) = size {
+                let r = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .and_then(|f| f.set_len(size));
+                if let Err(e) = r {
+                    return reply.error(errno(&e));
+                }
+            }
+            if let Some(mode) = mode {
+                let perm = std::fs::Permissions::from_mode(mode & 0o7777);
+                if let Err(e) = std::fs::set_permissions(&file, perm) {
+                    return reply.error(errno(&e));
+                }
+            }
+        }
+        match self.attr(ino) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(libc::ENOENT),
+        }
+    }
+
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
         match self.tree.get(ino).map(|n| &n.kind) {
             Some(Kind::Symlink { oid, .. }) => match self.blob(&oid.clone()) {
                 Ok(b) => reply.data(&b),
                 Err(e) => {
-                    tracing::error!(path = %self.path_of(ino), "reading symlink: {e}");
+                    tracing::error!(path = %self.tree.path_of(ino), "reading symlink: {e}");
                     reply.error(libc::EIO)
                 }
             },
@@ -142,21 +337,221 @@ impl Filesystem for DitsFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
-            return reply.error(libc::EROFS);
-        }
+        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         match self.tree.get(ino).map(|n| &n.kind) {
-            Some(Kind::Dir { .. }) => reply.error(libc::EISDIR),
-            Some(_) => reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE),
-            None => reply.error(libc::ENOENT),
+            Some(Kind::Dir { .. }) => return reply.error(libc::EISDIR),
+            None => return reply.error(libc::ENOENT),
+            _ => {}
         }
+        if !writing
+            && !matches!(
+                self.tree.get(ino).map(|n| &n.kind),
+                Some(Kind::Upper { .. })
+            )
+        {
+            return reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE);
+        }
+        let truncating = writing && flags & libc::O_TRUNC != 0;
+        let is_base = !matches!(
+            self.tree.get(ino).map(|n| &n.kind),
+            Some(Kind::Upper { .. })
+        );
+        let file = if truncating && is_base {
+            // Replaced whole: no point copying the old content up first.
+            let rel = self.tree.path_of(ino);
+            let file = self.overlay.upper(&rel);
+            let made = file
+                .parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|_| File::create(&file));
+            if let Err(e) = made {
+                return reply.error(errno(&e));
+            }
+            self.tree.set_kind(ino, Kind::Upper { file: file.clone() });
+            file
+        } else {
+            match self.copy_up(ino) {
+                Ok(f) => f,
+                Err(e) => return reply.error(e),
+            }
+        };
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writing)
+            .truncate(writing && flags & libc::O_TRUNC != 0)
+            .open(&file);
+        match opened {
+            Ok(f) => {
+                let fh = self.new_handle(f);
+                reply.opened(fh, 0)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let rel = self.child_path(parent, name);
+        let path = self.overlay.upper(&rel);
+        if let Some(dir) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return reply.error(errno(&e));
+            }
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode & !umask & 0o7777));
+        let _ = self.overlay.remove_whiteout(&rel);
+        let Some(ino) = self
+            .tree
+            .add_child(parent, name, Kind::Upper { file: path })
+        else {
+            return reply.error(libc::ENOTDIR);
+        };
+        let fh = self.new_handle(file);
+        match self.attr(ino) {
+            Some(attr) => reply.created(&TTL, &attr, 0, fh, 0),
+            None => reply.error(libc::EIO),
+        }
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        if self.tree.lookup(parent, name).is_some() {
+            return reply.error(libc::EEXIST);
+        }
+        let rel = self.child_path(parent, name);
+        if let Err(e) = std::fs::create_dir_all(self.overlay.upper(&rel)) {
+            return reply.error(errno(&e));
+        }
+        let _ = self.overlay.remove_whiteout(&rel);
+        let kind = Kind::Dir {
+            children: Default::default(),
+        };
+        match self
+            .tree
+            .add_child(parent, name, kind)
+            .and_then(|i| self.attr(i))
+        {
+            Some(attr) => reply.entry(&TTL, &attr, 0),
+            None => reply.error(libc::ENOTDIR),
+        }
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        match self
+            .tree
+            .lookup(parent, name)
+            .and_then(|i| self.tree.get(i))
+        {
+            Some(n) if matches!(n.kind, Kind::Dir { .. }) => return reply.error(libc::EISDIR),
+            None => return reply.error(libc::ENOENT),
+            _ => {}
+        }
+        match self.remove(parent, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        match self
+            .tree
+            .lookup(parent, name)
+            .and_then(|i| self.tree.get(i))
+        {
+            Some(Node {
+                kind: Kind::Dir { children },
+                ..
+            }) if !children.is_empty() => return reply.error(libc::ENOTEMPTY),
+            Some(Node {
+                kind: Kind::Dir { .. },
+                ..
+            }) => {}
+            Some(_) => return reply.error(libc::ENOTDIR),
+            None => return reply.error(libc::ENOENT),
+        }
+        match self.remove(parent, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        _flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(ino) = self.tree.lookup(parent, name) else {
+            return reply.error(libc::ENOENT);
+        };
+        if matches!(self.tree.get(ino).map(|n| &n.kind), Some(Kind::Dir { .. })) {
+            // Tools fall back to copy + delete on EXDEV, which the overlay handles.
+            return reply.error(libc::EXDEV);
+        }
+        if let Some(target) = self.tree.lookup(newparent, newname) {
+            if matches!(
+                self.tree.get(target).map(|n| &n.kind),
+                Some(Kind::Dir { .. })
+            ) {
+                return reply.error(libc::EISDIR);
+            }
+            if let Err(e) = self.remove(newparent, newname) {
+                return reply.error(e);
+            }
+        }
+        let from = self.child_path(parent, name);
+        let to = self.child_path(newparent, newname);
+        let file = match self.materialize(ino, &to) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        if self.base_paths.contains(&from) {
+            if let Err(_e) = self.overlay.add_whiteout(&from) {
+                return reply.error(libc::EIO);
+            }
+        }
+        let _ = self.overlay.remove_whiteout(&to);
+        self.tree.remove_child(parent, name);
+        self.tree.set_kind(ino, Kind::Upper { file });
+        self.tree.attach(newparent, newname, ino);
+        reply.ok()
     }
 
     fn read(
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
         size: u32,
         _flags: i32,
@@ -166,6 +561,18 @@ impl Filesystem for DitsFs {
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
         };
+        if let Some(f) = self.handles.get(&fh) {
+            let mut buf = vec![0u8; size as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match f.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
+            return reply.data(&buf[..got]);
+        }
         let kind = self.tree.get(ino).map(|n| &n.kind);
         match kind {
             Some(Kind::Media { pointer, .. }) => {
@@ -173,7 +580,7 @@ impl Filesystem for DitsFs {
                 match self.media.read(&pointer, offset, size) {
                     Ok(bytes) => reply.data(&bytes),
                     Err(e) => {
-                        tracing::error!(path = %self.path_of(ino), offset, "read failed: {e}");
+                        tracing::error!(path = %self.tree.path_of(ino), offset, "read failed: {e}");
                         reply.error(libc::EIO)
                     }
                 }
@@ -185,12 +592,43 @@ impl Filesystem for DitsFs {
                     reply.data(&b[start..end])
                 }
                 Err(e) => {
-                    tracing::error!(path = %self.path_of(ino), "reading blob: {e}");
+                    tracing::error!(path = %self.tree.path_of(ino), "reading blob: {e}");
                     reply.error(libc::EIO)
                 }
             },
+            Some(Kind::Upper { file }) => match std::fs::File::open(file) {
+                Ok(f) => {
+                    let mut buf = vec![0u8; size as usize];
+                    match f.read_at(&mut buf, offset) {
+                        Ok(n) => reply.data(&buf[..n]),
+                        Err(e) => reply.error(errno(&e)),
+                    }
+                }
+                Err(e) => reply.error(errno(&e)),
+            },
             Some(_) => reply.error(libc::EISDIR),
             None => reply.error(libc::ENOENT),
+        }
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let Some(f) = self.handles.get(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        match f.write_all_at(data, offset.max(0) as u64) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -200,8 +638,36 @@ impl Filesystem for DitsFs {
         _ino: u64,
         _fh: u64,
         _lock_owner: u64,
-        reply: fuser::ReplyEmpty,
+        reply: ReplyEmpty,
     ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.handles.get(&fh).map(|f| f.sync_all()) {
+            Some(Err(e)) => reply.error(errno(&e)),
+            _ => reply.ok(),
+        }
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(&fh);
         reply.ok();
     }
 

@@ -34,6 +34,10 @@ pub enum Kind {
         pointer: Pointer,
         executable: bool,
     },
+    /// A file written through the mount: its content is this file in the overlay.
+    Upper {
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug)]
@@ -49,6 +53,7 @@ impl Node {
             Kind::Dir { .. } => 0,
             Kind::Blob { size, .. } | Kind::Symlink { size, .. } => *size,
             Kind::Media { pointer, .. } => pointer.size,
+            Kind::Upper { file } => std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),
         }
     }
 }
@@ -200,6 +205,97 @@ impl Tree {
             dir = ino;
         }
         self.nodes[(dir - 1) as usize].kind = kind;
+    }
+
+    /// Adds (or replaces) `name` in directory `parent`; returns its inode.
+    pub fn add_child(&mut self, parent: u64, name: &OsStr, kind: Kind) -> Option<u64> {
+        if let Some(existing) = self.lookup(parent, name) {
+            self.nodes[(existing - 1) as usize].kind = kind;
+            return Some(existing);
+        }
+        let ino = self.nodes.len() as u64 + 1;
+        match &mut self.nodes.get_mut((parent - 1) as usize)?.kind {
+            Kind::Dir { children } => {
+                children.insert(name.to_os_string(), ino);
+            }
+            _ => return None,
+        }
+        self.nodes.push(Node {
+            parent,
+            name: name.to_os_string(),
+            kind,
+        });
+        Some(ino)
+    }
+
+    /// Detaches `name` from `parent` (its inode stays valid for open handles).
+    pub fn remove_child(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        match &mut self.nodes.get_mut((parent - 1) as usize)?.kind {
+            Kind::Dir { children } => children.remove(name),
+            _ => None,
+        }
+    }
+
+    /// Puts existing inode `ino` into `parent` as `name` (after a rename).
+    pub fn attach(&mut self, parent: u64, name: &OsStr, ino: u64) {
+        if let Some(Node {
+            kind: Kind::Dir { children },
+            ..
+        }) = parent
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get_mut(i as usize))
+        {
+            children.insert(name.to_os_string(), ino);
+        }
+        if let Some(n) = ino
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get_mut(i as usize))
+        {
+            n.parent = parent;
+            n.name = name.to_os_string();
+        }
+    }
+
+    pub fn set_kind(&mut self, ino: u64, kind: Kind) {
+        if let Some(n) = ino
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get_mut(i as usize))
+        {
+            n.kind = kind;
+        }
+    }
+
+    /// The repository-relative path of `ino` (empty for the root).
+    pub fn path_of(&self, ino: u64) -> String {
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let Some(node) = self.get(at) else { break };
+            parts.push(node.name.to_string_lossy().into_owned());
+            at = node.parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// The inode at repository-relative `path`, creating directories on the way when
+    /// `create_dirs`.
+    pub fn resolve(&mut self, path: &str, create_dirs: bool) -> Option<u64> {
+        let mut at = ROOT;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            at = match self.lookup(at, OsStr::new(part)) {
+                Some(i) => i,
+                None if create_dirs => self.add_child(
+                    at,
+                    OsStr::new(part),
+                    Kind::Dir {
+                        children: BTreeMap::new(),
+                    },
+                )?,
+                None => return None,
+            };
+        }
+        Some(at)
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {

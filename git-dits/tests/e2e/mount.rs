@@ -171,13 +171,6 @@ fn a_pointers_only_clone_mounts_and_reads_media_from_the_hub() {
     for n in ["clip.mp4", "notes", "latest.mp4", ".gitattributes"] {
         assert!(names.contains(&n.to_string()), "{names:?}");
     }
-    // Read-only for now: writes are refused, not lost.
-    let err = std::fs::OpenOptions::new()
-        .write(true)
-        .open(m.dir.join("clip.mp4"))
-        .unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc_erofs()), "{err}");
-
     // The working tree still holds only the pointer; the media went to the local store.
     assert!(std::fs::read(p.clone.join("clip.mp4"))
         .unwrap()
@@ -188,8 +181,110 @@ fn a_pointers_only_clone_mounts_and_reads_media_from_the_hub() {
     let _ = &p.hub;
 }
 
-fn libc_erofs() -> i32 {
-    30
+/// Edits through the mount land in the overlay, survive a remount, and `mount --commit`
+/// turns them into a commit through the clean filter; the base revision is untouched.
+#[test]
+fn writes_through_the_overlay_become_a_commit_and_leave_the_base_alone() {
+    let p = pushed_and_cloned_without_media();
+    let (env, clone) = (&p.env, &p.clone);
+    let base = env.git(clone, &["rev-parse", "HEAD"]).trim().to_string();
+    let base_pointer = env.git(clone, &["cat-file", "-p", "HEAD:clip.mp4"]);
+    let mdir = env.dir.path().join("m");
+    let mut m = Mounted::start(env, clone, &mdir, "clip.mp4");
+    // Replace the clip (as an editor's "save as" would), edit, create, rename, delete,
+    // truncate.
+    std::fs::copy(media().path("metadata.mp4"), mdir.join("clip.mp4")).unwrap();
+    std::fs::write(mdir.join("notes/day1/log.txt"), b"take 4 after all\n").unwrap();
+    std::fs::create_dir_all(mdir.join("new")).unwrap();
+    std::fs::write(mdir.join("new/edit.txt"), b"cut list v2\n").unwrap();
+    std::fs::rename(
+        mdir.join("notes/day1/log.txt"),
+        mdir.join("notes/log-day1.txt"),
+    )
+    .unwrap();
+    std::fs::remove_file(mdir.join("latest.mp4")).unwrap();
+    std::fs::write(mdir.join("scratch.txt"), b"0123456789").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(mdir.join("scratch.txt"))
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    assert!(same_bytes(
+        &mdir.join("clip.mp4"),
+        &media().path("metadata.mp4")
+    ));
+    assert!(!mdir.join("latest.mp4").exists() && !mdir.join("notes/day1/log.txt").exists());
+    assert_eq!(std::fs::read(mdir.join("scratch.txt")).unwrap(), b"0123");
+    assert!(m.stop().success(), "{}", m.log());
+
+    // A new mount of the same commit shows the edits again.
+    let mut m = Mounted::start(env, clone, &mdir, "new/edit.txt");
+    assert_eq!(
+        std::fs::read(mdir.join("notes/log-day1.txt")).unwrap(),
+        b"take 4 after all\n"
+    );
+    assert!(m.stop().success(), "{}", m.log());
+
+    let out = env.git_output(
+        clone,
+        &["dits", "mount", "--commit", "-m", "edits from the mount"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = env.git(clone, &["rev-parse", "HEAD"]).trim().to_string();
+    assert_ne!(head, base, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.git(clone, &["rev-parse", "HEAD^"]).trim(), base);
+    let files = env.git(clone, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    let files: Vec<&str> = files.lines().collect();
+    for want in [
+        "clip.mp4",
+        "new/edit.txt",
+        "notes/log-day1.txt",
+        "scratch.txt",
+    ] {
+        assert!(files.contains(&want), "{files:?}");
+    }
+    assert!(!files.contains(&"latest.mp4") && !files.contains(&"notes/day1/log.txt"));
+    assert_eq!(
+        env.git(clone, &["cat-file", "-p", "HEAD:scratch.txt"]),
+        "0123"
+    );
+    // The new clip went through the clean filter: Git holds a pointer.
+    let pointer = env.git(clone, &["cat-file", "-p", "HEAD:clip.mp4"]);
+    assert!(
+        pointer.starts_with("dits-pointer v1\n") && pointer != base_pointer,
+        "{pointer}"
+    );
+    // The base is as it was.
+    assert_eq!(
+        env.git(clone, &["cat-file", "-p", &format!("{base}:clip.mp4")]),
+        base_pointer
+    );
+    assert_eq!(env.git(clone, &["status", "--porcelain"]), "");
+    env.git(clone, &["dits", "pull-media"]);
+    assert!(same_bytes(
+        &clone.join("clip.mp4"),
+        &media().path("metadata.mp4")
+    ));
+    assert_eq!(
+        env.git_output(clone, &["dits", "fsck"]).status.code(),
+        Some(0)
+    );
+    // Nothing left to commit; and the result pushes.
+    assert!(!env
+        .git_output(clone, &["dits", "mount", "--commit", "-m", "again"])
+        .status
+        .success());
+    let out = env.git_output(clone, &["push", "origin", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
