@@ -58,9 +58,23 @@ pub fn check_attr(
     attr: &str,
     paths: &[String],
 ) -> Result<std::collections::HashMap<String, String>> {
+    check_attr_in(None, attr, paths)
+}
+
+/// [`check_attr`] with the `.gitattributes` of commit `source` (else the working tree's).
+pub fn check_attr_in(
+    source: Option<&str>,
+    attr: &str,
+    paths: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
     use std::io::Write;
+    let mut args = vec!["check-attr".to_string()];
+    if let Some(s) = source {
+        args.push(format!("--source={s}"));
+    }
+    args.extend(["--stdin", "-z", attr].map(str::to_string));
     let mut child = Command::new("git")
-        .args(["check-attr", "--stdin", "-z", attr])
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

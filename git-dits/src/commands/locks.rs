@@ -125,6 +125,24 @@ pub fn refresh_modes(
     }
 }
 
+/// Of `lockable` paths, those the current user holds the lock on: asked of the hub, or
+/// (when it can't be reached) the last known set.
+pub fn held_by_me(lockable: &[String]) -> HashSet<String> {
+    if lockable.is_empty() {
+        return HashSet::new();
+    }
+    let ask = || -> Result<HashSet<String>> {
+        let runtime = crate::remote::runtime()?;
+        let session = runtime.block_on(connect(&default_remote_url()?))?;
+        let (ours, _) = runtime
+            .block_on(session.hub.verify_locks(Some(lockable.to_vec())))
+            .map_err(|e| session.explain(e))?;
+        runtime.block_on(session.hub.close());
+        Ok(ours.into_iter().map(|l| l.path).collect())
+    };
+    ask().unwrap_or_else(|_| load_mine())
+}
+
 /// For the hooks: never fails the Git command, only warns.
 pub fn hook_refresh() {
     let run = || -> Result<()> {

@@ -32,6 +32,8 @@ pub struct DitsFs {
     blobs: moka::sync::Cache<String, Arc<Vec<u8>>>,
     handles: HashMap<u64, File>,
     next_fh: u64,
+    /// Lockable paths whose lock the user does not hold: shown 0444, writes refused.
+    read_only: std::collections::HashSet<String>,
     uid: u32,
     gid: u32,
 }
@@ -57,12 +59,22 @@ impl DitsFs {
                 .build(),
             handles: HashMap::new(),
             next_fh: 1,
+            read_only: Default::default(),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
         };
         fs.apply_overlay();
         fs
+    }
+
+    pub fn with_read_only(mut self, paths: std::collections::HashSet<String>) -> DitsFs {
+        self.read_only = paths;
+        self
+    }
+
+    fn locked_out(&self, ino: u64) -> bool {
+        !self.read_only.is_empty() && self.read_only.contains(&self.tree.path_of(ino))
     }
 
     /// Edits from an earlier mount of the same commit show again.
@@ -102,6 +114,11 @@ impl DitsFs {
                 let mode = std::fs::metadata(file).ok()?.permissions().mode();
                 (FileType::RegularFile, (mode & 0o7777) as u16)
             }
+        };
+        let perm = if self.locked_out(ino) {
+            perm & !0o222
+        } else {
+            perm
         };
         let size = node.size();
         let mtime = match &node.kind {
@@ -296,6 +313,9 @@ impl Filesystem for DitsFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        if size.is_some() && self.locked_out(ino) {
+            return reply.error(libc::EACCES);
+        }
         if size.is_some() || mode.is_some() {
             let file = match self.copy_up(ino) {
                 Ok(f) => f,
@@ -338,6 +358,10 @@ impl Filesystem for DitsFs {
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writing && self.locked_out(ino) {
+            tracing::warn!(path = %self.tree.path_of(ino), "lockable and not locked by you: `git dits lock` it first");
+            return reply.error(libc::EACCES);
+        }
         match self.tree.get(ino).map(|n| &n.kind) {
             Some(Kind::Dir { .. }) => return reply.error(libc::EISDIR),
             None => return reply.error(libc::ENOENT),

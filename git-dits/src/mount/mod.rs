@@ -69,7 +69,16 @@ pub fn mount(mountpoint: &Path, rev: &str) -> Result<()> {
         Box::new(crate::remote::source::HubSource::default()),
         cache,
     );
-    let filesystem = fs::DitsFs::new(tree, media, overlay);
+    // Lockable files are read-only in the mount too, unless you hold their lock.
+    let files = tree.file_paths();
+    let attrs = git::check_attr_in(Some(&commit), "lockable", &files)?;
+    let lockable: Vec<String> = files
+        .into_iter()
+        .filter(|p| attrs.get(p).is_some_and(|v| v == "set" || v == "true"))
+        .collect();
+    let mine = crate::commands::locks::held_by_me(&lockable);
+    let read_only = lockable.into_iter().filter(|p| !mine.contains(p)).collect();
+    let filesystem = fs::DitsFs::new(tree, media, overlay).with_read_only(read_only);
     let options = [
         fuser::MountOption::FSName("dits".into()),
         fuser::MountOption::Subtype("dits".into()),

@@ -298,6 +298,14 @@ impl Tree {
         Some(at)
     }
 
+    /// Repository-relative paths of every non-directory.
+    pub fn file_paths(&self) -> Vec<String> {
+        (1..=self.nodes.len() as u64)
+            .filter(|&ino| !matches!(self.get(ino).map(|n| &n.kind), Some(Kind::Dir { .. })))
+            .map(|ino| self.path_of(ino))
+            .collect()
+    }
+
     pub fn get(&self, ino: u64) -> Option<&Node> {
         ino.checked_sub(1).and_then(|i| self.nodes.get(i as usize))
     }

@@ -313,3 +313,44 @@ fn a_chunk_missing_on_the_hub_is_eio_naming_it_not_a_hang() {
         "the log names what is missing: {log}"
     );
 }
+
+/// Lockable files are read-only in the mount unless you hold the lock.
+#[test]
+fn lockable_files_in_the_mount_are_writable_only_with_the_lock() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
+    let token = hub.admin(&["user", "add", "alice"]);
+    hub.admin(&["repo", "create", "alice/film"]);
+    env.trust_hub(&hub, "alice", &token);
+    let repo = env.repo("a");
+    env.git(&repo, &["dits", "track", "--lockable", "*.mp4"]);
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    let mdir = env.dir.path().join("m");
+    let mut m = Mounted::start(&env, &repo, &mdir, "clip.mp4");
+    let mode = std::fs::metadata(mdir.join("clip.mp4"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o222, 0, "read-only without the lock: {mode:o}");
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mdir.join("clip.mp4"))
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert!(m.stop().success());
+
+    env.git(&repo, &["dits", "lock", "clip.mp4"]);
+    let mut m = Mounted::start(&env, &repo, &mdir, "clip.mp4");
+    let mode = std::fs::metadata(mdir.join("clip.mp4"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o200, 0, "writable with the lock: {mode:o}");
+    std::fs::copy(media().path("metadata.mp4"), mdir.join("clip.mp4")).unwrap();
+    assert!(m.stop().success());
+}
