@@ -28,6 +28,10 @@ pub enum FilterError {
 pub trait ObjectSource {
     /// Brings `ids` into `store`, durably.
     fn fetch(&mut self, store: &mut LocalStore, ids: &[ChunkId]) -> Result<(), String>;
+    /// Whether the source holds every one of `ids` (so a local copy may be dropped).
+    fn holds(&mut self, _ids: &[ChunkId]) -> Result<bool, String> {
+        Ok(false)
+    }
 }
 
 pub struct DitsFilter {

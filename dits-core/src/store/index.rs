@@ -102,6 +102,31 @@ impl Index {
         tx.commit()
     }
 
+    /// Every object indexed in pack `name`.
+    pub fn pack_objects(&self, name: &str) -> rusqlite::Result<Vec<ChunkId>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT o.id FROM objects o JOIN packs p ON o.pack = p.id WHERE p.name = ?1",
+        )?;
+        let rows = stmt.query_map(params![name], |r| {
+            let bytes: Vec<u8> = r.get(0)?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&bytes[..32.min(bytes.len())]);
+            Ok(ChunkId(id))
+        })?;
+        rows.collect()
+    }
+
+    /// Forgets pack `name` and every object in it (before its file is deleted).
+    pub fn remove_pack(&mut self, name: &str) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM objects WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
+            params![name],
+        )?;
+        tx.execute("DELETE FROM packs WHERE name = ?1", params![name])?;
+        tx.commit()
+    }
+
     /// The end of the last indexed record of each known pack.
     pub fn pack_ends(&self) -> rusqlite::Result<Vec<(String, u64)>> {
         let mut stmt = self.conn.prepare(

@@ -73,7 +73,20 @@ pub struct LocalStore {
     pending: HashMap<ChunkId, Location>,
     pending_order: Vec<ChunkId>,
     readers: HashMap<String, File>,
+    /// When each pack was last read by this process (for least-recently-used eviction).
+    used: HashMap<String, std::time::Instant>,
+    rollover: u64,
     pub repair: RepairReport,
+}
+
+/// One pack of the store, for cache eviction.
+#[derive(Debug, Clone)]
+pub struct PackInfo {
+    pub name: String,
+    pub bytes: u64,
+    /// Last read by this process, if it was.
+    pub used: Option<std::time::Instant>,
+    pub modified: std::time::SystemTime,
 }
 
 impl LocalStore {
@@ -98,6 +111,8 @@ impl LocalStore {
             pending: HashMap::new(),
             pending_order: Vec::new(),
             readers: HashMap::new(),
+            used: HashMap::new(),
+            rollover: PACK_ROLLOVER,
             repair: RepairReport::default(),
         };
         store.repair = store.repair_packs()?;
@@ -106,6 +121,57 @@ impl LocalStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Starts a new pack once the current one reaches `bytes` (default 1 GiB): a cache
+    /// that evicts whole packs wants them small.
+    pub fn set_pack_rollover(&mut self, bytes: u64) {
+        self.rollover = bytes.max(1 << 20);
+    }
+
+    /// Every closed pack (not the one being written), with its size and use.
+    pub fn packs(&self) -> Result<Vec<PackInfo>, StoreError> {
+        let current = self.writer.as_ref().map(|w| w.name.clone());
+        let mut out = Vec::new();
+        for (name, _) in self.index.pack_ends().map_err(|e| self.index_err(e))? {
+            if Some(&name) == current.as_ref() {
+                continue;
+            }
+            let path = self.packs_dir().join(&name);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            out.push(PackInfo {
+                used: self.used.get(&name).copied(),
+                modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                bytes: meta.len(),
+                name,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn pack_object_ids(&self, name: &str) -> Result<Vec<ChunkId>, StoreError> {
+        self.index.pack_objects(name).map_err(|e| self.index_err(e))
+    }
+
+    /// Drops a closed pack and its objects from the store; returns the bytes freed. The
+    /// caller must know they can be had again (they are on the hub).
+    pub fn evict_pack(&mut self, name: &str) -> Result<u64, StoreError> {
+        if self.writer.as_ref().is_some_and(|w| w.name == name) {
+            return Ok(0);
+        }
+        let path = self.packs_dir().join(name);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // Index first: a crash between the two leaves an orphan file, which the next
+        // open removes, never an index row pointing at nothing.
+        self.index
+            .remove_pack(name)
+            .map_err(|e| self.index_err(e))?;
+        self.readers.remove(name);
+        self.used.remove(name);
+        std::fs::remove_file(&path).map_err(|e| Self::io_err(&path, e))?;
+        Ok(bytes)
     }
 
     /// Where callers may put temporary files on the same file system as the store.
@@ -192,7 +258,7 @@ impl LocalStore {
             })?;
         self.pending.clear();
         self.pending_order.clear();
-        if writer.len() >= PACK_ROLLOVER {
+        if writer.len() >= self.rollover {
             self.writer = None;
         }
         Ok(())
@@ -255,6 +321,8 @@ impl LocalStore {
         }
         let found = self.index.lookup(id).map_err(|e| self.index_err(e))?;
         let found = found.ok_or(StoreError::Missing { id: *id })?;
+        self.used
+            .insert(found.pack.clone(), std::time::Instant::now());
         Ok((found.pack, found.location))
     }
 

@@ -41,6 +41,8 @@ pub struct MediaReader {
     recipes: HashMap<ChunkId, Arc<Vec<u8>>>,
     cache: moka::sync::Cache<ChunkId, Arc<Vec<u8>>>,
     streams: HashMap<ChunkId, Stream>,
+    /// `dits.cacheSize`: bytes of local store packs to keep (0: no bound).
+    store_limit: u64,
 }
 
 impl MediaReader {
@@ -55,6 +57,52 @@ impl MediaReader {
             recipes: HashMap::new(),
             cache,
             streams: HashMap::new(),
+            store_limit: 0,
+        }
+    }
+
+    /// Bounds the local store to about `bytes`, evicting least-recently-used packs whose
+    /// objects the hub holds. Fetched objects then go into packs of an eighth of that, so
+    /// eviction has something to choose from.
+    pub fn with_store_limit(mut self, bytes: u64) -> Self {
+        self.store_limit = bytes;
+        if bytes > 0 {
+            self.store.set_pack_rollover((bytes / 8).max(4 << 20));
+        }
+        self
+    }
+
+    /// Evicts packs (least recently used first) until the store is within its limit.
+    /// Packs holding anything the hub lacks (unpushed work) are never evicted.
+    fn enforce_store_limit(&mut self) {
+        if self.store_limit == 0 {
+            return;
+        }
+        let Ok(mut packs) = self.store.packs() else {
+            return;
+        };
+        let mut total: u64 = packs.iter().map(|p| p.bytes).sum();
+        if total <= self.store_limit {
+            return;
+        }
+        packs.sort_by_key(|p| (p.used, p.modified));
+        for p in packs {
+            if total <= self.store_limit * 9 / 10 {
+                break;
+            }
+            let Ok(ids) = self.store.pack_object_ids(&p.name) else {
+                continue;
+            };
+            if !matches!(self.source.holds(&ids), Ok(true)) {
+                continue;
+            }
+            match self.store.evict_pack(&p.name) {
+                Ok(freed) => {
+                    tracing::debug!(pack = %p.name, freed, "evicted from the local store");
+                    total = total.saturating_sub(freed);
+                }
+                Err(e) => tracing::warn!("evicting {}: {e}", p.name),
+            }
         }
     }
 
@@ -68,7 +116,9 @@ impl MediaReader {
         if missing.is_empty() {
             return Ok(());
         }
-        self.source.fetch(&mut self.store, &missing)
+        let fetched = self.source.fetch(&mut self.store, &missing);
+        self.enforce_store_limit();
+        fetched
     }
 
     fn recipe(&mut self, pointer: &Pointer) -> Result<Arc<Vec<u8>>, ReadError> {

@@ -68,7 +68,8 @@ pub fn mount(mountpoint: &Path, rev: &str) -> Result<()> {
         store,
         Box::new(crate::remote::source::HubSource::default()),
         cache,
-    );
+    )
+    .with_store_limit(git::config_usize("dits.cacheSize", 0) as u64);
     // Lockable files are read-only in the mount too, unless you hold their lock.
     let files = tree.file_paths();
     let attrs = git::check_attr_in(Some(&commit), "lockable", &files)?;

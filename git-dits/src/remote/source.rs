@@ -9,12 +9,14 @@ pub struct HubSource {
     connection: Option<(tokio::runtime::Runtime, crate::remote::session::Session)>,
 }
 
-impl dits_filter::ObjectSource for HubSource {
-    fn fetch(&mut self, store: &mut LocalStore, ids: &[dits_core::ChunkId]) -> Result<(), String> {
+impl HubSource {
+    /// The connection, made on first need; `None` when there is no dits:// remote.
+    fn connection(
+        &mut self,
+    ) -> Result<Option<&(tokio::runtime::Runtime, crate::remote::session::Session)>, String> {
         if self.connection.is_none() {
-            // No dits:// remote: nothing to fetch from; smudge then names the missing object.
             let Ok(url) = crate::remote::session::default_remote_url() else {
-                return Ok(());
+                return Ok(None);
             };
             let runtime = crate::remote::runtime().map_err(|e| e.to_string())?;
             let session = runtime
@@ -22,7 +24,26 @@ impl dits_filter::ObjectSource for HubSource {
                 .map_err(|e| format!("{e:#}"))?;
             self.connection = Some((runtime, session));
         }
-        let (runtime, session) = self.connection.as_ref().expect("connected");
+        Ok(self.connection.as_ref())
+    }
+}
+
+impl dits_filter::ObjectSource for HubSource {
+    fn holds(&mut self, ids: &[dits_core::ChunkId]) -> Result<bool, String> {
+        let Some((runtime, session)) = self.connection()? else {
+            return Ok(false);
+        };
+        let missing = runtime
+            .block_on(session.hub.missing(ids))
+            .map_err(|e| e.to_string())?;
+        Ok(missing.is_empty())
+    }
+
+    fn fetch(&mut self, store: &mut LocalStore, ids: &[dits_core::ChunkId]) -> Result<(), String> {
+        // No dits:// remote: nothing to fetch from; smudge then names the missing object.
+        let Some((runtime, session)) = self.connection()? else {
+            return Ok(());
+        };
         runtime
             .block_on(crate::remote::transfer::fetch_missing(
                 session, store, ids, false,

@@ -354,3 +354,57 @@ fn lockable_files_in_the_mount_are_writable_only_with_the_lock() {
     std::fs::copy(media().path("metadata.mp4"), mdir.join("clip.mp4")).unwrap();
     assert!(m.stop().success());
 }
+
+/// `dits.cacheSize` bounds the local store while reading through the mount: packs the hub
+/// holds are evicted (and fetched again when read again); unpushed work never is.
+#[test]
+fn the_local_store_stays_within_dits_cache_size_and_keeps_unpushed_work() {
+    let env = TestEnv::new();
+    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
+    let token = hub.admin(&["user", "add", "alice"]);
+    hub.admin(&["repo", "create", "alice/film"]);
+    env.trust_hub(&hub, "alice", &token);
+    let repo = env.repo("a");
+    let big = env.dir.path().join("big.bin");
+    std::fs::write(&big, crate::support::noise(40 << 20, 11)).unwrap();
+    env.commit_file(&repo, &big, "big.bin");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let out = env
+        .command(
+            "git",
+            env.dir.path(),
+            &["clone", "-q", &hub.url("alice/film"), "c"],
+        )
+        .env("GIT_DITS_SKIP_SMUDGE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let clone = env.dir.path().join("c");
+    // Unpushed work in the same store.
+    let local = env.dir.path().join("local.bin");
+    std::fs::write(&local, crate::support::noise(6 << 20, 12)).unwrap();
+    env.commit_file(&clone, &local, "local.bin");
+    env.git(&clone, &["config", "dits.cacheSize", "8m"]);
+
+    let mdir = env.dir.path().join("m");
+    let mut m = Mounted::start(&env, &clone, &mdir, "big.bin");
+    assert!(same_bytes(&mdir.join("big.bin"), &big));
+    let held = crate::support::store_bytes(&clone);
+    // The 8 MiB bound, the open pack (up to 4 MiB) and the 6 MiB of unpushed work.
+    assert!(
+        held < 20 << 20,
+        "store holds {held} bytes after reading 40 MiB"
+    );
+    assert!(
+        same_bytes(&mdir.join("big.bin"), &big),
+        "evicted data is fetched again"
+    );
+    assert!(m.stop().success(), "{}", m.log());
+
+    // The unpushed file's objects are still local: with the hub gone it still checks out.
+    drop(hub);
+    std::fs::remove_file(clone.join("local.bin")).unwrap();
+    env.git(&clone, &["checkout", "--", "local.bin"]);
+    assert!(same_bytes(&clone.join("local.bin"), &local));
+}
