@@ -190,7 +190,9 @@ impl LockStore for SqliteLocks {
         branch: Option<&str>,
     ) -> anyhow::Result<Result<StoredLock, StoredLock>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
+        // upgrade a read, which SQLite refuses at once if another connection wrote since.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let at = now();
         // UNIQUE(repo_id, path) makes the insert the atomic test-and-set.
         let inserted = tx.execute(
@@ -220,7 +222,9 @@ impl LockStore for SqliteLocks {
         forced: bool,
     ) -> anyhow::Result<Option<StoredLock>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
+        // upgrade a read, which SQLite refuses at once if another connection wrote since.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let Some(lock) = tx
             .query_row(
                 &format!("{SELECT} WHERE l.repo_id = ?1 AND l.id = ?2"),

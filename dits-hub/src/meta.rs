@@ -274,7 +274,9 @@ impl Meta {
         ids: &[ChunkId],
     ) -> anyhow::Result<()> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
+        // upgrade a read, which SQLite refuses at once if another connection wrote since.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut put = tx.prepare_cached(
                 "INSERT OR IGNORE INTO objects (id, pack, offset, stored_len, len) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -344,7 +346,9 @@ impl Meta {
         atomic: bool,
     ) -> anyhow::Result<Vec<RefResult>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
+        // upgrade a read, which SQLite refuses at once if another connection wrote since.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(updates.len());
         for u in updates {
             let current: Option<String> = tx

@@ -118,7 +118,9 @@ impl Index {
 
     /// Forgets pack `name` and every object in it (before its file is deleted).
     pub fn remove_pack(&mut self, name: &str) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "DELETE FROM objects WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
             params![name],
