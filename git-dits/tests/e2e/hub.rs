@@ -583,3 +583,30 @@ fn a_ca_signed_hub_is_trusted_through_the_ca_file_without_a_pin() {
         &media().path("base.mp4")
     ));
 }
+
+/// Progress like Git's own on `--progress`, none with `-q`.
+#[test]
+fn push_progress_shows_with_progress_and_not_with_quiet() {
+    let w = world();
+    let repo = w.env.repo("a");
+    w.env
+        .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    w.env.git(
+        &repo,
+        &["remote", "add", "origin", &w.hub.url("alice/film")],
+    );
+    let out = push(&w.env, &repo, &["-q", "origin", "main"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("Uploading media"), "{stderr}");
+
+    w.env
+        .commit_file(&repo, &media().path("trim.mp4"), "clip.mp4");
+    let out = push(&w.env, &repo, &["--progress", "origin", "main"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Uploading media: 100% (") && stderr.contains("MiB/s, done."),
+        "{stderr}"
+    );
+}
