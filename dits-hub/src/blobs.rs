@@ -1,7 +1,9 @@
-//! The hub's object store, local-directory backend: immutable blobs (chunk packs, Git
-//! packs) under a root, each written to a temporary file, fsync'd, renamed into place and
-//! the directory fsync'd, so a blob that has a key is whole. (The `object_store` crate's
-//! local backend does not fsync; S3 comes with the scale-out work behind the same calls.)
+//! The hub's object store: immutable blobs (chunk packs, Git packs). Every blob is first
+//! written to a temporary file under the data directory (hashing as it goes), then made
+//! durable under its key: on the local-directory backend by fsync, rename into place and
+//! a directory fsync; on S3 (`object_store`) by a multipart upload of the file, so a blob
+//! that has a key is whole either way. (The `object_store` crate's local backend does not
+//! fsync, hence our own.) Reads are ranged: `pread` locally, ranged GETs on S3.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -10,6 +12,28 @@ use std::path::{Path, PathBuf};
 
 pub struct LocalBlobs {
     root: PathBuf,
+    /// S3-compatible storage for committed blobs; `None`: the local directory.
+    remote: Option<Remote>,
+}
+
+struct Remote {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+    /// What `--objects` said, for messages.
+    url: String,
+}
+
+/// Multipart part size for uploads (S3's minimum is 5 MiB).
+const PART: usize = 16 << 20;
+
+/// Runs an `object_store` future from the hub's synchronous storage calls, which run on
+/// the multi-threaded runtime's workers.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+fn s3_err(url: &str, what: &str, e: object_store::Error) -> io::Error {
+    io::Error::other(format!("object store {url}: {what}: {e}"))
 }
 
 /// A blob being written; dropped without `commit`, its temporary file is removed.
@@ -49,7 +73,48 @@ impl LocalBlobs {
         }
         Ok(LocalBlobs {
             root: root.to_path_buf(),
+            remote: None,
         })
+    }
+
+    /// Committed blobs go to `url` (`s3://BUCKET[/PREFIX]`), configured from the usual AWS
+    /// environment variables (AWS_ENDPOINT_URL or AWS_ENDPOINT, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP for a plain-HTTP endpoint).
+    pub fn with_s3(mut self, url: &str) -> anyhow::Result<LocalBlobs> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| anyhow::anyhow!("--objects {url}: expected s3://BUCKET[/PREFIX]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(!bucket.is_empty(), "--objects {url}: no bucket");
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("--objects {url}: {e}"))?;
+        self.remote = Some(Remote {
+            store: std::sync::Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            url: url.to_string(),
+        });
+        Ok(self)
+    }
+
+    /// `local` or the S3 URL, for the start-up line and `/readyz`.
+    pub fn describe(&self) -> String {
+        match &self.remote {
+            Some(r) => r.url.clone(),
+            None => format!("local directory {}", self.root.display()),
+        }
+    }
+
+    fn remote_path(r: &Remote, key: &str) -> object_store::path::Path {
+        if r.prefix.is_empty() {
+            object_store::path::Path::from(key)
+        } else {
+            object_store::path::Path::from(format!("{}/{key}", r.prefix))
+        }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -61,7 +126,9 @@ impl LocalBlobs {
         getrandom::getrandom(&mut raw).map_err(io::Error::other)?;
         let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let path = self.root.join("tmp").join(name);
+        // Readable too: an S3 commit uploads from this file.
         let file = fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
@@ -75,6 +142,9 @@ impl LocalBlobs {
 
     /// Makes the blob durable under `key`.
     pub fn commit(&self, writer: BlobWriter, key: &str) -> io::Result<()> {
+        if let Some(r) = &self.remote {
+            return Self::upload(r, writer, key);
+        }
         writer.file.sync_data()?;
         let dest = self.path(key);
         let dir = dest.parent().expect("keys have a directory");
@@ -84,7 +154,52 @@ impl LocalBlobs {
         Ok(())
     }
 
+    /// One PUT for a blob up to one part; a multipart upload (parts of [`PART`] bytes,
+    /// four in flight) above that. Only a completed upload creates the key.
+    fn upload(r: &Remote, writer: BlobWriter, key: &str) -> io::Result<()> {
+        use object_store::ObjectStore;
+        let path = Self::remote_path(r, key);
+        let file = &writer.file;
+        block_on(async {
+            if writer.len <= PART as u64 {
+                let mut buf = vec![0u8; writer.len as usize];
+                file.read_exact_at(&mut buf, 0)?;
+                r.store
+                    .put(&path, buf.into())
+                    .await
+                    .map_err(|e| s3_err(&r.url, key, e))?;
+                return Ok(());
+            }
+            let upload = r
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| s3_err(&r.url, key, e))?;
+            let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut at = 0u64;
+            let mut buf = vec![0u8; PART];
+            while at < writer.len {
+                let n = PART.min((writer.len - at) as usize);
+                file.read_exact_at(&mut buf[..n], at)?;
+                w.wait_for_capacity(4)
+                    .await
+                    .map_err(|e| s3_err(&r.url, key, e))?;
+                w.write(&buf[..n]);
+                at += n as u64;
+            }
+            w.finish().await.map_err(|e| s3_err(&r.url, key, e))?;
+            Ok(())
+        })
+    }
+
     pub fn read_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        if let Some(r) = &self.remote {
+            use object_store::ObjectStore;
+            let path = Self::remote_path(r, key);
+            let bytes = block_on(r.store.get_range(&path, offset..offset + len as u64))
+                .map_err(|e| s3_err(&r.url, key, e))?;
+            return Ok(bytes.to_vec());
+        }
         let file = File::open(self.path(key))?;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset)?;
@@ -99,6 +214,16 @@ impl LocalBlobs {
     }
 
     pub fn read(&self, key: &str) -> io::Result<Vec<u8>> {
+        if let Some(r) = &self.remote {
+            use object_store::ObjectStore;
+            let path = Self::remote_path(r, key);
+            return block_on(async {
+                let got = r.store.get(&path).await?;
+                got.bytes().await
+            })
+            .map(|b| b.to_vec())
+            .map_err(|e| s3_err(&r.url, key, e));
+        }
         fs::read(self.path(key))
     }
 }

@@ -32,6 +32,10 @@ enum Command {
         /// Address to listen on; port 0 picks a free one (printed at start).
         #[arg(long, env = "DITS_HUB_LISTEN", default_value = "127.0.0.1:7443")]
         listen: std::net::SocketAddr,
+        /// Keep chunk and Git packs in S3-compatible storage (s3://BUCKET[/PREFIX]); the
+        /// endpoint, region and credentials come from the usual AWS_* variables.
+        #[arg(long, env = "DITS_HUB_OBJECTS")]
+        objects: Option<String>,
         /// Certificate chain (PEM) from a CA; clients then need no fingerprint pin.
         #[arg(long, env = "DITS_HUB_TLS_CERT", requires = "tls_key")]
         tls_cert: Option<std::path::PathBuf>,
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             listen,
+            objects,
             tls_cert,
             tls_key,
         } => {
@@ -121,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(crate::server::serve(crate::server::ServeOptions {
                 data: cli.data,
                 listen,
+                objects,
                 tls_cert,
                 tls_key,
             }))

@@ -46,11 +46,14 @@ pub struct HubState {
 }
 
 impl HubState {
-    pub fn open(data: &Path) -> anyhow::Result<HubState> {
+    pub fn open(data: &Path, objects: Option<&str>) -> anyhow::Result<HubState> {
         std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
         Ok(HubState {
             meta: Meta::open(&data.join("hub.sqlite"))?,
-            blobs: LocalBlobs::open(&data.join("objects"))?,
+            blobs: match objects {
+                Some(url) => LocalBlobs::open(&data.join("objects"))?.with_s3(url)?,
+                None => LocalBlobs::open(&data.join("objects"))?,
+            },
             locks: Box::new(SqliteLocks::open(&data.join("hub.sqlite"))?),
             mirror: GitMirror::new(data.join("git")),
             stats: Stats::default(),
@@ -61,13 +64,15 @@ impl HubState {
 pub struct ServeOptions {
     pub data: PathBuf,
     pub listen: SocketAddr,
+    /// `s3://BUCKET[/PREFIX]` for blobs; none: the data directory.
+    pub objects: Option<String>,
     /// A CA-issued certificate chain and key (PEM); without them the hub is self-signed.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let state = Arc::new(HubState::open(&options.data)?);
+    let state = Arc::new(HubState::open(&options.data, options.objects.as_deref())?);
     let identity = crate::tls::identity(
         &options.data,
         options.tls_cert.as_deref(),
@@ -94,6 +99,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     println!("dits-hub: listening on {addr} (QUIC on UDP, HTTPS on TCP)");
     println!("dits-hub: certificate fingerprint {}", identity.fingerprint);
     println!("dits-hub: data in {}", options.data.display());
+    println!("dits-hub: packs in {}", state.blobs.describe());
     use std::io::Write;
     std::io::stdout().flush()?;
 

@@ -7,6 +7,7 @@ mod install;
 mod locks;
 mod mount;
 mod roundtrip;
+mod s3;
 mod store;
 mod support;
 mod tracks;

@@ -353,12 +353,23 @@ impl HubProcess {
 
     /// With extra `serve` arguments (e.g. a certificate).
     pub fn start_with(data: &Path, port: u16, serve_args: &[&str]) -> HubProcess {
+        Self::start_configured(data, port, serve_args, &[])
+    }
+
+    /// With extra `serve` arguments and environment (e.g. S3 settings).
+    pub fn start_configured(
+        data: &Path,
+        port: u16,
+        serve_args: &[&str],
+        envs: &[(String, String)],
+    ) -> HubProcess {
         use std::io::BufRead;
         let mut child = Command::new(HUB_BIN)
             .args(["--data"])
             .arg(data)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(serve_args)
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
@@ -449,5 +460,105 @@ impl TestEnv {
             format!("dits://{user}:{token}@127.0.0.1:{}\n", hub.port),
         )
         .unwrap();
+    }
+}
+
+/// A real S3-compatible server on loopback: moto's server (from PyPI; `.ci/run` installs it
+/// into target/moto-venv), with one bucket. Killed on drop.
+pub struct S3Server {
+    pub port: u16,
+    pub bucket: String,
+    child: std::process::Child,
+}
+
+fn moto_server() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting moto_server (S3 test server): run .ci/run, which installs it into target/moto-venv");
+        let bucket = "dits-test".to_string();
+        let started = std::time::Instant::now();
+        loop {
+            let made = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg(format!("http://127.0.0.1:{port}/{bucket}"))
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&made.stdout) == "200" {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        S3Server {
+            port,
+            bucket,
+            child,
+        }
+    }
+
+    /// The AWS_* settings a hub needs to use this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Keys under `prefix` in the bucket.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-s"])
+            .arg(format!(
+                "http://127.0.0.1:{}/{}?list-type=2&prefix={prefix}",
+                self.port, self.bucket
+            ))
+            .output()
+            .unwrap();
+        let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
