@@ -35,6 +35,23 @@ fn a_hub_on_s3_pushes_clones_and_survives_a_restart() {
     );
     let b = env.dir.path().join("b");
     assert!(same_bytes(&b.join("clip.mp4"), &media().path("base.mp4")));
+    // Neighbouring chunks come out of S3 in shared ranged GETs.
+    let stats = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            &format!("https://127.0.0.1:{}/api/v1/stats", hub.port),
+        ])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let (served, reads) = (
+        stats["objects_out"].as_u64().unwrap(),
+        stats["blob_reads"].as_u64().unwrap(),
+    );
+    assert!(
+        served >= 10 && reads * 4 <= served,
+        "{reads} ranged reads for {served} objects"
+    );
     env.commit_file(&b, &media().path("metadata.mp4"), "clip.mp4");
     env.git(&b, &["push", "-q", "origin", "main"]);
 
