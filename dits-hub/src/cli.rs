@@ -36,6 +36,10 @@ enum Command {
         /// endpoint, region and credentials come from the usual AWS_* variables.
         #[arg(long, env = "DITS_HUB_OBJECTS")]
         objects: Option<String>,
+        /// Keep locks in Redis (redis://HOST:PORT[/DB]), written through to the hub's
+        /// database so a Redis restart loses none.
+        #[arg(long, env = "DITS_HUB_LOCKS")]
+        locks: Option<String>,
         /// Certificate chain (PEM) from a CA; clients then need no fingerprint pin.
         #[arg(long, env = "DITS_HUB_TLS_CERT", requires = "tls_key")]
         tls_cert: Option<std::path::PathBuf>,
@@ -117,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             objects,
+            locks,
             tls_cert,
             tls_key,
         } => {
@@ -127,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data: cli.data,
                 listen,
                 objects,
+                locks,
                 tls_cert,
                 tls_key,
             }))

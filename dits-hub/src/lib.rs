@@ -5,6 +5,7 @@
 pub mod blobs;
 pub mod cli;
 pub mod locks;
+pub mod locks_redis;
 pub mod meta;
 pub mod mirror;
 pub mod server;

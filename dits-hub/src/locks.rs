@@ -157,6 +157,36 @@ impl SqliteLocks {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every lock of every repository (to reload a cache such as Redis).
+    pub fn all(&self) -> anyhow::Result<Vec<(i64, StoredLock)>> {
+        let db = self.db();
+        let mut stmt = db.prepare(&format!("{SELECT} ORDER BY l.id"))?;
+        let locks = stmt
+            .query_map([], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut repos = db.prepare("SELECT repo_id FROM locks ORDER BY id")?;
+        let ids = repos
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids.into_iter().zip(locks).collect())
+    }
+
+    /// Records a lock another store granted (write-through), with its id.
+    pub fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO locks (id, repo_id, path, owner_id, branch, locked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![lock.id, repo, lock.path, lock.owner_id, lock.branch, lock.locked_at],
+        )?;
+        tx.execute(
+            "INSERT INTO lock_events (repo_id, lock_id, path, owner_id, actor_id, action, at) VALUES (?1, ?2, ?3, ?4, ?4, 'lock', ?5)",
+            params![repo, lock.id, lock.path, lock.owner_id, lock.locked_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The audit trail of one repository, oldest first.
     pub fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>> {
         let db = self.db();

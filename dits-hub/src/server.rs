@@ -69,13 +69,38 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// `s3://BUCKET[/PREFIX]` for blobs; none: the data directory.
     pub objects: Option<String>,
+    /// `redis://…` for locks; none: SQLite.
+    pub locks: Option<String>,
     /// A CA-issued certificate chain and key (PEM); without them the hub is self-signed.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
 
+/// This hub's id, made once and kept in the data directory: it namespaces the hub's keys
+/// in shared services such as Redis.
+pub fn hub_id(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("hub-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    let mut raw = [0u8; 8];
+    getrandom::getrandom(&mut raw).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data.join("hub-id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let state = Arc::new(HubState::open(&options.data, options.objects.as_deref())?);
+    let mut state = HubState::open(&options.data, options.objects.as_deref())?;
+    if let Some(url) = &options.locks {
+        let db = SqliteLocks::open(&options.data.join("hub.sqlite"))?;
+        let ns = hub_id(&options.data)?;
+        state.locks = Box::new(crate::locks_redis::RedisLocks::connect(url, db, &ns).await?);
+        println!("dits-hub: locks in {url} (namespace dits:{ns}, written through to SQLite)");
+    }
+    let state = Arc::new(state);
     let identity = crate::tls::identity(
         &options.data,
         options.tls_cert.as_deref(),

@@ -17,8 +17,13 @@ struct Team {
 
 /// alice owns alice/film (admin), bob may write to it; alice's token is the HOME default.
 fn team() -> Team {
+    team_on(&[])
+}
+
+/// The same, on a hub started with `serve_args` (e.g. the Redis lock backend).
+fn team_on(serve_args: &[&str]) -> Team {
     let env = TestEnv::new();
-    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
+    let hub = HubProcess::start_with(&env.dir.path().join("hub-data"), 0, serve_args);
     let alice = hub.admin(&["user", "add", "alice"]);
     let bob = hub.admin(&["user", "add", "bob"]);
     hub.admin(&["repo", "create", "alice/film"]);
@@ -101,7 +106,18 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn the_hub_refuses_pushes_to_a_path_someone_else_has_locked() {
-    let t = team();
+    refuses_pushes_to_locked_paths(team());
+}
+
+#[test]
+fn with_redis_locks_the_hub_refuses_pushes_to_a_path_someone_else_has_locked() {
+    refuses_pushes_to_locked_paths(team_on(&["--locks", REDIS]));
+}
+
+/// The Redis on this machine (`.ci/run` starts it if it has stopped).
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn refuses_pushes_to_locked_paths(t: Team) {
     let a = t.alice_repo();
     let b = t.bob_clone();
     let env = &t.env;
@@ -212,7 +228,15 @@ fn a_lock_scoped_to_a_branch_only_holds_back_that_branch_and_unlock_after_push()
 
 #[test]
 fn concurrent_lock_attempts_have_exactly_one_winner() {
-    let t = team();
+    one_winner_of_100(team());
+}
+
+#[test]
+fn with_redis_locks_concurrent_lock_attempts_have_exactly_one_winner() {
+    one_winner_of_100(team_on(&["--locks", REDIS]));
+}
+
+fn one_winner_of_100(t: Team) {
     let a = t.alice_repo();
     let children: Vec<_> = (0..100)
         .map(|_| {
@@ -367,6 +391,49 @@ fn the_http_lock_api_works_and_refuses_bad_requests_clearly() {
     assert!(!out.status.success());
     assert!(
         text(&out).contains("did not match any file Git tracks"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Redis keeps nothing on disk here; when it loses the hub's keys (a restart), the locks
+/// come back from the hub's database before the next operation.
+#[test]
+fn with_redis_locks_a_redis_restart_loses_no_lock() {
+    let t = team_on(&["--locks", REDIS]);
+    let a = t.alice_repo();
+    let b = t.bob_clone();
+    let env = &t.env;
+    env.git(&a, &["dits", "lock", "clip.mp4"]);
+    let ns = std::fs::read_to_string(t.hub.data.join("hub-id")).unwrap();
+    let keys = std::process::Command::new("redis-cli")
+        .args(["--scan", "--pattern", &format!("dits:{}:*", ns.trim())])
+        .output()
+        .unwrap();
+    let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(keys.iter().any(|k| k.ends_with(":loaded")), "{keys:?}");
+    let mut del = std::process::Command::new("redis-cli");
+    del.arg("del").args(&keys);
+    assert!(del.output().unwrap().status.success());
+
+    let clip = b.join("clip.mp4");
+    std::fs::set_permissions(&clip, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::copy(media().path("metadata.mp4"), &clip).unwrap();
+    env.git(&b, &["commit", "-q", "-am", "bob's retitle"]);
+    let refused = env.git_output(&b, &["push", "origin", "main"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("clip.mp4 is locked by alice"),
+        "{}",
+        text(&refused)
+    );
+    assert!(env.git(&b, &["dits", "locks"]).contains("alice"));
+    let out = env.git_output(&b, &["dits", "lock", "clip.mp4"]);
+    assert!(
+        text(&out).contains("already locked by alice"),
         "{}",
         text(&out)
     );
