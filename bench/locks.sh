@@ -7,6 +7,7 @@
 #     reported in git-lfs issue #2978.
 #
 # Usage: bench/locks.sh [ROUNDS]   (default 500 per client)
+#        DITS_HUB_LOCKS=redis://127.0.0.1:6379 bench/locks.sh   (the Redis backend)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,7 +31,7 @@ TOKEN=$(dits-hub --data "$W/hub" user add bench)
 dits-hub --data "$W/hub" repo create bench/film >/dev/null
 URL=dits://127.0.0.1:$PORT/bench/film
 
-echo "hub: embedded (SQLite WAL, synchronous=FULL), loopback"
+echo "hub locks: ${DITS_HUB_LOCKS:-embedded SQLite (WAL, synchronous=FULL)}, loopback"
 for clients in 1 16; do
   dits-lock-bench "$URL" "$TOKEN" "$FP" "$clients" "$ROUNDS"
 done
