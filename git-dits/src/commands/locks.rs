@@ -76,10 +76,12 @@ fn save_mine(ours: &HashSet<String>) -> Result<()> {
     list.sort();
     let text: String = list.iter().map(|p| format!("{p}\n")).collect();
     let path = mine_cache()?;
-    std::fs::create_dir_all(path.parent().expect("cache has a parent"))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)?;
+    let dir = path.parent().expect("cache has a parent");
+    std::fs::create_dir_all(dir)?;
+    // A temporary file of its own: several `git dits` processes may refresh at once.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.persist(&path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -167,6 +169,16 @@ pub fn hook_refresh() {
     }
 }
 
+/// Updates lockable files' modes after a lock change; the lock change already happened on
+/// the hub, so a failure here is reported, not fatal.
+fn warn_refresh(session: &Session, runtime: &tokio::runtime::Runtime) {
+    match refresh_modes(Some(session), runtime) {
+        Ok(None) => {}
+        Ok(Some(why)) => eprintln!("warning: {why}"),
+        Err(e) => eprintln!("warning: lockable file modes not updated: {e:#}"),
+    }
+}
+
 fn with_session<T>(f: impl FnOnce(&Session, &tokio::runtime::Runtime) -> Result<T>) -> Result<T> {
     let runtime = crate::remote::runtime()?;
     let url = default_remote_url()?;
@@ -203,9 +215,7 @@ pub fn lock(paths: &[String], branch: Option<&str>, json_out: bool) -> Result<i3
                 }
             }
         }
-        if let Some(why) = refresh_modes(Some(session), runtime)? {
-            eprintln!("warning: {why}");
-        }
+        warn_refresh(session, runtime);
         if json_out {
             print_json(
                 &json!({ "locked": locked.iter().map(lock_json).collect::<Vec<_>>(), "failed": failed }),
@@ -260,9 +270,7 @@ pub fn unlock(paths: &[String], ids: &[String], force: bool, json_out: bool) -> 
                 }
             }
         }
-        if let Some(why) = refresh_modes(Some(session), runtime)? {
-            eprintln!("warning: {why}");
-        }
+        warn_refresh(session, runtime);
         if json_out {
             print_json(
                 &json!({ "unlocked": released.iter().map(lock_json).collect::<Vec<_>>(), "failed": failed }),
@@ -340,9 +348,7 @@ pub fn unlock_after_push(json_out: bool) -> Result<i32> {
                 kept.push(l);
             }
         }
-        if let Some(why) = refresh_modes(Some(session), runtime)? {
-            eprintln!("warning: {why}");
-        }
+        warn_refresh(session, runtime);
         if json_out {
             print_json(&json!({
                 "unlocked": released.iter().map(lock_json).collect::<Vec<_>>(),

@@ -252,8 +252,7 @@ fn one_winner_of_100(t: Team) {
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
         .collect();
-    let winners = outs.iter().filter(|o| o.status.success()).count();
-    assert_eq!(winners, 1);
+    // Losers first: an unexpected failure shows its own message.
     for o in outs.iter().filter(|o| !o.status.success()) {
         assert!(
             text(o).contains("already locked by alice"),
@@ -261,6 +260,8 @@ fn one_winner_of_100(t: Team) {
             text(o)
         );
     }
+    let winners = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(winners, 1);
     let listed = t.env.git(&a, &["dits", "locks"]);
     assert_eq!(listed.lines().count(), 1, "{listed}");
 }
