@@ -101,6 +101,20 @@ impl LocalBlobs {
         Ok(self)
     }
 
+    /// Whether the backend answers: the directory exists, or S3 lists the prefix.
+    pub fn check(&self) -> io::Result<()> {
+        match &self.remote {
+            Some(r) => {
+                use object_store::ObjectStore;
+                let prefix = object_store::path::Path::from(r.prefix.as_str());
+                block_on(r.store.list_with_delimiter(Some(&prefix)))
+                    .map(|_| ())
+                    .map_err(|e| s3_err(&r.url, "listing", e))
+            }
+            None => fs::metadata(&self.root).map(|_| ()),
+        }
+    }
+
     /// `local` or the S3 URL, for the start-up line and `/readyz`.
     pub fn describe(&self) -> String {
         match &self.remote {

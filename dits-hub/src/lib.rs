@@ -7,6 +7,7 @@ pub mod cli;
 pub mod locks;
 pub mod locks_redis;
 pub mod meta;
+pub mod metrics;
 pub mod mirror;
 pub mod server;
 pub mod tls;

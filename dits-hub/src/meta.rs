@@ -87,6 +87,13 @@ impl Meta {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A trivial query: is the database answering?
+    pub fn ping(&self) -> anyhow::Result<()> {
+        self.db()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
     /// Creates a user and returns a new token for them (shown once; only its hash is kept).
     pub fn add_user(&self, name: &str) -> anyhow::Result<String> {
         let db = self.db();

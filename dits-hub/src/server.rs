@@ -46,6 +46,7 @@ pub struct HubState {
     pub locks: Box<dyn LockStore>,
     pub mirror: GitMirror,
     pub stats: Stats,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl HubState {
@@ -59,6 +60,7 @@ impl HubState {
             },
             locks: Box::new(SqliteLocks::open(&data.join("hub.sqlite"))?),
             mirror: GitMirror::new(data.join("git")),
+            metrics: Default::default(),
             stats: Stats::default(),
         })
     }
@@ -189,7 +191,12 @@ async fn handle_stream(
         }
     };
     let op_name = op_name(&request.op);
-    if let Err(response) = dispatch(&state, request, &mut send, &mut recv).await {
+    let started = std::time::Instant::now();
+    let outcome = dispatch(&state, request, &mut send, &mut recv).await;
+    state
+        .metrics
+        .observe(op_name, outcome.is_ok(), started.elapsed());
+    if let Err(response) = outcome {
         tracing::info!(
             op = op_name,
             message = response.message.as_deref().unwrap_or(""),
@@ -766,6 +773,8 @@ fn router(state: Arc<HubState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .route("/api/v1/repos/{owner}/{name}/refs", get(http_refs))
         .route(
             "/api/v1/repos/{owner}/{name}/locks",
@@ -780,6 +789,93 @@ fn router(state: Arc<HubState>) -> Router {
             post(http_unlock),
         )
         .with_state(state)
+}
+
+/// Prometheus text: byte/object counters and per-operation request series.
+async fn metrics(
+    State(state): State<Arc<HubState>>,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let s = &state.stats;
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "dits_object_bytes_in_total",
+            "Bytes of chunks and recipes received.",
+            &s.object_bytes_in,
+        ),
+        (
+            "dits_objects_in_total",
+            "Chunks and recipes received.",
+            &s.objects_in,
+        ),
+        (
+            "dits_object_bytes_out_total",
+            "Bytes of chunks and recipes served.",
+            &s.object_bytes_out,
+        ),
+        (
+            "dits_objects_out_total",
+            "Chunks and recipes served.",
+            &s.objects_out,
+        ),
+        (
+            "dits_blob_reads_total",
+            "Ranged reads of packs (GETs on S3).",
+            &s.blob_reads,
+        ),
+        (
+            "dits_git_bytes_in_total",
+            "Bytes of Git packs received.",
+            &s.git_bytes_in,
+        ),
+        (
+            "dits_git_bytes_out_total",
+            "Bytes of Git packs served.",
+            &s.git_bytes_out,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
+    state.metrics.render(&mut out);
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+}
+
+/// 200 when every backend answers, 503 naming those that don't.
+async fn readyz(State(state): State<Arc<HubState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let checks = tokio::task::block_in_place(|| {
+        let show = |r: anyhow::Result<()>| match r {
+            Ok(()) => json!("ok"),
+            Err(e) => json!(format!("{e:#}")),
+        };
+        json!({
+            "metadata": show(state.meta.ping()),
+            "objects": show(state.blobs.check().map_err(anyhow::Error::from)),
+            "locks": show(state.locks.any(0).map(|_| ())),
+        })
+    });
+    let ready = checks
+        .as_object()
+        .is_some_and(|m| m.values().all(|v| v == "ok"));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": checks })))
 }
 
 async fn stats(State(state): State<Arc<HubState>>) -> Json<serde_json::Value> {

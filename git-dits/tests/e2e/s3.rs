@@ -83,11 +83,43 @@ fn an_s3_outage_fails_the_push_clearly_and_moves_no_ref() {
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
 
+    let (code, body) = get(hub.port, "readyz");
+    assert_eq!(code, 200, "{body}");
+
     s3.kill();
+    let (code, body) = get(hub.port, "readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("\"objects\"") && body.contains("object store"),
+        "{body}"
+    );
+    assert!(body.contains("\"metadata\":\"ok\""), "{body}");
     let out = env.git_output(&repo, &["push", "origin", "main"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("object store"), "{stderr}");
     let refs = env.git(&repo, &["ls-remote", &hub.url("alice/film")]);
     assert_eq!(refs.trim(), "", "no ref moved");
+    let (_, metrics) = get(hub.port, "metrics");
+    assert!(
+        metrics.contains("dits_requests_total{op=\"put\",outcome=\"refused\"}")
+            && metrics.contains("dits_request_seconds_bucket{op=\"refs\",le=\"+Inf\"}"),
+        "{metrics}"
+    );
+}
+
+/// An HTTPS GET of the hub's PATH: status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            &format!("https://127.0.0.1:{port}/{path}"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
 }

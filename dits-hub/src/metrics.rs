@@ -1,0 +1,93 @@
+//! Request counts and latency histograms per operation, for `/metrics` (Prometheus text
+//! format) beside the byte and object counters in [`crate::server::Stats`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default, Clone)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (operation, outcome) → latency series.
+    requests: Mutex<BTreeMap<(&'static str, &'static str), Series>>,
+}
+
+impl Metrics {
+    pub fn observe(&self, op: &'static str, ok: bool, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let s = map
+            .entry((op, if ok { "ok" } else { "refused" }))
+            .or_default();
+        s.count += 1;
+        s.sum += secs;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of the request series.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let map = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let _ = writeln!(
+            out,
+            "# HELP dits_requests_total Requests served, by operation and outcome."
+        );
+        let _ = writeln!(out, "# TYPE dits_requests_total counter");
+        for ((op, outcome), s) in &map {
+            let _ = writeln!(
+                out,
+                "dits_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {}",
+                s.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dits_request_seconds Time to serve a request, by operation."
+        );
+        let _ = writeln!(out, "# TYPE dits_request_seconds histogram");
+        let mut by_op: BTreeMap<&str, Series> = BTreeMap::new();
+        for ((op, _), s) in &map {
+            let t = by_op.entry(op).or_default();
+            t.count += s.count;
+            t.sum += s.sum;
+            for i in 0..BUCKETS.len() {
+                t.buckets[i] += s.buckets[i];
+            }
+        }
+        for (op, s) in &by_op {
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "dits_request_seconds_bucket{{op=\"{op}\",le=\"{bound}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "dits_request_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(out, "dits_request_seconds_sum{{op=\"{op}\"}} {}", s.sum);
+            let _ = writeln!(out, "dits_request_seconds_count{{op=\"{op}\"}} {}", s.count);
+        }
+    }
+}
