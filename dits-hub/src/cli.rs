@@ -1,8 +1,9 @@
-//! The `dits-hub` command line. Settings come from flags or `DITS_HUB_*` variables.
+//! The `dits-hub` command line. Settings come from flags, `DITS_HUB_*` variables or a TOML
+//! file (`--config`), in that order of precedence.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::meta::{Meta, Role};
 
@@ -13,40 +14,93 @@ use crate::meta::{Meta, Role};
     about = "The Dits hub: refs, media chunks and locks for Dits repositories"
 )]
 struct Cli {
-    /// Data directory: metadata (SQLite), objects, TLS certificate.
-    #[arg(
-        long,
-        env = "DITS_HUB_DATA",
-        default_value = "dits-hub-data",
-        global = true
-    )]
-    data: PathBuf,
+    /// Data directory: metadata (SQLite), objects, TLS certificate [default: dits-hub-data].
+    #[arg(long, env = "DITS_HUB_DATA", global = true)]
+    data: Option<PathBuf>,
+    /// A TOML file with any of: data, listen, objects, locks, tls_cert, tls_key.
+    #[arg(long, env = "DITS_HUB_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The serve settings, shared by `serve` and `check-config`.
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (printed at start) [default: 127.0.0.1:7443].
+    #[arg(long, env = "DITS_HUB_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Keep chunk and Git packs in S3-compatible storage (s3://BUCKET[/PREFIX]); the
+    /// endpoint, region and credentials come from the usual AWS_* variables.
+    #[arg(long, env = "DITS_HUB_OBJECTS")]
+    objects: Option<String>,
+    /// Keep locks in Redis (redis://HOST:PORT[/DB]), written through to the hub's
+    /// database so a Redis restart loses none.
+    #[arg(long, env = "DITS_HUB_LOCKS")]
+    locks: Option<String>,
+    /// Certificate chain (PEM) from a CA; clients then need no fingerprint pin.
+    #[arg(long, env = "DITS_HUB_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "DITS_HUB_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+}
+
+/// The TOML configuration file.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    objects: Option<String>,
+    locks: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+fn file_config(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+}
+
+fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
+    cli.data
+        .clone()
+        .or_else(|| file.data.clone())
+        .unwrap_or_else(|| PathBuf::from("dits-hub-data"))
+}
+
+/// Flags and environment over the file, over the defaults.
+fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::ServeOptions> {
+    let file = file_config(cli.config.as_ref())?;
+    let options = crate::server::ServeOptions {
+        data: data_dir(cli, &file),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7443".parse().expect("valid")),
+        objects: args.objects.clone().or(file.objects),
+        locks: args.locks.clone().or(file.locks),
+        tls_cert: args.tls_cert.clone().or(file.tls_cert),
+        tls_key: args.tls_key.clone().or(file.tls_key),
+    };
+    anyhow::ensure!(
+        options.tls_cert.is_some() == options.tls_key.is_some(),
+        "give both tls_cert and tls_key, or neither (for a self-signed certificate)"
+    );
+    Ok(options)
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve QUIC (UDP) and HTTPS (TCP) on one address.
-    Serve {
-        /// Address to listen on; port 0 picks a free one (printed at start).
-        #[arg(long, env = "DITS_HUB_LISTEN", default_value = "127.0.0.1:7443")]
-        listen: std::net::SocketAddr,
-        /// Keep chunk and Git packs in S3-compatible storage (s3://BUCKET[/PREFIX]); the
-        /// endpoint, region and credentials come from the usual AWS_* variables.
-        #[arg(long, env = "DITS_HUB_OBJECTS")]
-        objects: Option<String>,
-        /// Keep locks in Redis (redis://HOST:PORT[/DB]), written through to the hub's
-        /// database so a Redis restart loses none.
-        #[arg(long, env = "DITS_HUB_LOCKS")]
-        locks: Option<String>,
-        /// Certificate chain (PEM) from a CA; clients then need no fingerprint pin.
-        #[arg(long, env = "DITS_HUB_TLS_CERT", requires = "tls_key")]
-        tls_cert: Option<std::path::PathBuf>,
-        /// Private key (PEM) for --tls-cert.
-        #[arg(long, env = "DITS_HUB_TLS_KEY", requires = "tls_cert")]
-        tls_key: Option<std::path::PathBuf>,
-    },
+    Serve(ServeArgs),
+    /// Check the settings and connect to each backend, reporting each; exit 1 if any fails.
+    CheckConfig(ServeArgs),
     /// Users and their tokens.
     User {
         #[command(subcommand)]
@@ -117,61 +171,61 @@ fn tracing_init() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve {
-            listen,
-            objects,
-            locks,
-            tls_cert,
-            tls_key,
-        } => {
+    let data = data_dir(&cli, &file_config(cli.config.as_ref())?);
+    match &cli.command {
+        Command::Serve(args) => {
+            let options = serve_options(&cli, args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(crate::server::serve(crate::server::ServeOptions {
-                data: cli.data,
-                listen,
-                objects,
-                locks,
-                tls_cert,
-                tls_key,
-            }))
+            runtime.block_on(crate::server::serve(options))
+        }
+        Command::CheckConfig(args) => {
+            let options = serve_options(&cli, args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let ok = runtime.block_on(crate::server::check_config(&options));
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::User {
             command: UserCommand::Add { name },
         } => {
-            if !dits_remote::url::valid_name(&name) {
+            if !dits_remote::url::valid_name(name) {
                 anyhow::bail!("{name:?}: user names are letters, digits, '-', '_', '.'");
             }
-            let token = meta(&cli.data)?.add_user(&name)?;
+            let token = meta(&data)?.add_user(name)?;
             println!("{token}");
             Ok(())
         }
         Command::Repo {
             command: RepoCommand::Create { repo },
         } => {
-            let (owner, name) = split_repo(&repo)?;
-            meta(&cli.data)?.create_repo(owner, name)?;
+            let (owner, name) = split_repo(repo)?;
+            meta(&data)?.create_repo(owner, name)?;
             println!("created {owner}/{name}");
             Ok(())
         }
         Command::Repo {
             command: RepoCommand::Member { repo, user, role },
         } => {
-            let (owner, name) = split_repo(&repo)?;
-            let role = Role::parse(&role)
+            let (owner, name) = split_repo(repo)?;
+            let role = Role::parse(role)
                 .ok_or_else(|| anyhow::anyhow!("{role:?}: roles are read, write, admin"))?;
-            meta(&cli.data)?.set_member(owner, name, &user, role)?;
+            meta(&data)?.set_member(owner, name, user, role)?;
             Ok(())
         }
         Command::Repo {
             command: RepoCommand::LockLog { repo },
         } => {
-            let (owner, name) = split_repo(&repo)?;
-            let id = meta(&cli.data)?
+            let (owner, name) = split_repo(repo)?;
+            let id = meta(&data)?
                 .find_repo(owner, name)?
                 .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
-            let locks = crate::locks::SqliteLocks::open(&cli.data.join("hub.sqlite"))?;
+            let locks = crate::locks::SqliteLocks::open(&data.join("hub.sqlite"))?;
             for e in locks.events(id)? {
                 println!(
                     "{}\t{}\tlock {}\t{}\towner {}\tby {}",
@@ -181,7 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fingerprint => {
-            println!("{}", crate::tls::load_or_create(&cli.data)?.fingerprint);
+            println!("{}", crate::tls::load_or_create(&data)?.fingerprint);
             Ok(())
         }
     }

@@ -94,6 +94,82 @@ pub fn hub_id(data: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// `dits-hub check-config`: opens each backend the settings name and reports each result;
+/// true when all answer.
+pub async fn check_config(options: &ServeOptions) -> bool {
+    let mut all_ok = true;
+    let mut report = |what: &str, detail: String, result: anyhow::Result<()>| match result {
+        Ok(()) => println!("ok      {what:<9} {detail}"),
+        Err(e) => {
+            all_ok = false;
+            println!("FAILED  {what:<9} {detail}: {e:#}");
+        }
+    };
+    let data = &options.data;
+    report(
+        "data",
+        data.display().to_string(),
+        std::fs::create_dir_all(data)
+            .and_then(|_| {
+                let probe = data.join(".check-config");
+                std::fs::write(&probe, b"ok")?;
+                std::fs::remove_file(probe)
+            })
+            .map_err(Into::into),
+    );
+    let sqlite = data.join("hub.sqlite");
+    report(
+        "metadata",
+        format!("sqlite {}", sqlite.display()),
+        Meta::open(&sqlite).and_then(|m| m.ping()),
+    );
+    let objects = options.objects.clone().unwrap_or_else(|| "local".into());
+    let blobs = LocalBlobs::open(&data.join("objects"))
+        .map_err(anyhow::Error::from)
+        .and_then(|b| match &options.objects {
+            Some(url) => b.with_s3(url),
+            None => Ok(b),
+        });
+    report(
+        "objects",
+        objects,
+        blobs.and_then(|b| tokio::task::block_in_place(|| b.check()).map_err(Into::into)),
+    );
+    match &options.locks {
+        Some(url) => {
+            let connected = match SqliteLocks::open(&sqlite) {
+                Ok(db) => match hub_id(data) {
+                    Ok(ns) => crate::locks_redis::RedisLocks::connect(url, db, &ns).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let checked =
+                connected.and_then(|l| tokio::task::block_in_place(|| l.any(0)).map(|_| ()));
+            report("locks", url.clone(), checked);
+        }
+        None => report(
+            "locks",
+            "sqlite (with the metadata)".into(),
+            SqliteLocks::open(&sqlite).map(|_| ()),
+        ),
+    }
+    report(
+        "tls",
+        match &options.tls_cert {
+            Some(c) => c.display().to_string(),
+            None => "self-signed, kept in the data directory".into(),
+        },
+        crate::tls::identity(
+            data,
+            options.tls_cert.as_deref(),
+            options.tls_key.as_deref(),
+        )
+        .map(|_| ()),
+    );
+    all_ok
+}
+
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut state = HubState::open(&options.data, options.objects.as_deref())?;
     if let Some(url) = &options.locks {

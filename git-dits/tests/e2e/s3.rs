@@ -123,3 +123,58 @@ fn get(port: u16, path: &str) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.trim().parse().unwrap(), body.to_string())
 }
+
+/// A TOML config naming S3 and Redis: `check-config` connects to each and says so; a
+/// backend that doesn't answer fails it (exit 1) by name; `serve --config` runs on it.
+#[test]
+fn check_config_reports_each_backend_and_serve_reads_the_file() {
+    let env = TestEnv::new();
+    let s3 = S3Server::start();
+    let data = env.dir.path().join("hub-data");
+    let config = env.dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data = {:?}\nobjects = \"s3://{}/cfg\"\nlocks = \"redis://127.0.0.1:6379\"\n",
+            data.to_str().unwrap(),
+            s3.bucket
+        ),
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        let mut c = std::process::Command::new(crate::support::HUB_BIN);
+        c.args(["--config", config.to_str().unwrap(), "check-config"])
+            .args(extra)
+            .envs(s3.env());
+        c.output().unwrap()
+    };
+    let out = check(&[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for what in ["data", "metadata", "objects", "locks", "tls"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(what)),
+            "{what}: {text}"
+        );
+    }
+    // A flag overrides the file; a Redis that isn't there fails the check by name.
+    let out = check(&["--locks", "redis://127.0.0.1:1"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("FAILED  locks")),
+        "{text}"
+    );
+
+    let hub =
+        HubProcess::start_configured(&data, 0, &["--config", config.to_str().unwrap()], &s3.env());
+    let token = hub.admin(&["user", "add", "alice"]);
+    hub.admin(&["repo", "create", "alice/film"]);
+    env.trust_hub(&hub, "alice", &token);
+    let repo = env.repo("a");
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    assert!(s3.keys("cfg/").iter().any(|k| k.starts_with("cfg/chunks/")));
+}
