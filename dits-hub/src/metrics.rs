@@ -20,15 +20,15 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     /// (operation, outcome) → latency series.
-    requests: Mutex<BTreeMap<(&'static str, &'static str), Series>>,
+    requests: Mutex<BTreeMap<(String, &'static str), Series>>,
 }
 
 impl Metrics {
-    pub fn observe(&self, op: &'static str, ok: bool, took: Duration) {
+    pub fn observe(&self, op: &str, ok: bool, took: Duration) {
         let secs = took.as_secs_f64();
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         let s = map
-            .entry((op, if ok { "ok" } else { "refused" }))
+            .entry((op.to_string(), if ok { "ok" } else { "refused" }))
             .or_default();
         s.count += 1;
         s.sum += secs;
@@ -66,7 +66,7 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE dits_request_seconds histogram");
         let mut by_op: BTreeMap<&str, Series> = BTreeMap::new();
         for ((op, _), s) in &map {
-            let t = by_op.entry(op).or_default();
+            let t = by_op.entry(op.as_str()).or_default();
             t.count += s.count;
             t.sum += s.sum;
             for i in 0..BUCKETS.len() {

@@ -864,7 +864,30 @@ fn router(state: Arc<HubState>) -> Router {
             "/api/v1/repos/{owner}/{name}/locks/{id}/unlock",
             post(http_unlock),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe_http,
+        ))
         .with_state(state)
+}
+
+/// Counts and times every HTTP request as `http METHOD ROUTE` in `/metrics`.
+async fn observe_http(
+    State(state): State<Arc<HubState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let op = format!("http {} {route}", request.method());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let ok = response.status().is_success();
+    state.metrics.observe(&op, ok, started.elapsed());
+    response
 }
 
 /// Prometheus text: byte/object counters and per-operation request series.
