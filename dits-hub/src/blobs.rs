@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub struct LocalBlobs {
     root: PathBuf,
+    /// Write requests made to S3 (PUTs, and a multipart upload's parts and completion).
+    pub s3_writes: std::sync::atomic::AtomicU64,
     /// S3-compatible storage for committed blobs; `None`: the local directory.
     remote: Option<Remote>,
 }
@@ -23,7 +25,10 @@ struct Remote {
     url: String,
 }
 
-/// Multipart part size for uploads (S3's minimum is 5 MiB).
+/// Blobs up to this size are one PUT (a push's packs are ~32 MiB batches, so one request
+/// each: ~32 PUTs per GB); larger ones go up in parts of [`PART`] bytes.
+const SINGLE_PUT_MAX: u64 = 64 << 20;
+/// Multipart part size (S3's minimum is 5 MiB).
 const PART: usize = 16 << 20;
 
 /// Runs an `object_store` future from the hub's synchronous storage calls, which run on
@@ -73,6 +78,7 @@ impl LocalBlobs {
         }
         Ok(LocalBlobs {
             root: root.to_path_buf(),
+            s3_writes: Default::default(),
             remote: None,
         })
     }
@@ -157,7 +163,10 @@ impl LocalBlobs {
     /// Makes the blob durable under `key`.
     pub fn commit(&self, writer: BlobWriter, key: &str) -> io::Result<()> {
         if let Some(r) = &self.remote {
-            return Self::upload(r, writer, key);
+            let requests = Self::upload(r, writer, key)?;
+            self.s3_writes
+                .fetch_add(requests, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
         }
         writer.file.sync_data()?;
         let dest = self.path(key);
@@ -170,19 +179,19 @@ impl LocalBlobs {
 
     /// One PUT for a blob up to one part; a multipart upload (parts of [`PART`] bytes,
     /// four in flight) above that. Only a completed upload creates the key.
-    fn upload(r: &Remote, writer: BlobWriter, key: &str) -> io::Result<()> {
+    fn upload(r: &Remote, writer: BlobWriter, key: &str) -> io::Result<u64> {
         use object_store::ObjectStore;
         let path = Self::remote_path(r, key);
         let file = &writer.file;
         block_on(async {
-            if writer.len <= PART as u64 {
+            if writer.len <= SINGLE_PUT_MAX {
                 let mut buf = vec![0u8; writer.len as usize];
                 file.read_exact_at(&mut buf, 0)?;
                 r.store
                     .put(&path, buf.into())
                     .await
                     .map_err(|e| s3_err(&r.url, key, e))?;
-                return Ok(());
+                return Ok(1);
             }
             let upload = r
                 .store
@@ -191,6 +200,7 @@ impl LocalBlobs {
                 .map_err(|e| s3_err(&r.url, key, e))?;
             let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
             let mut at = 0u64;
+            let mut parts = 0u64;
             let mut buf = vec![0u8; PART];
             while at < writer.len {
                 let n = PART.min((writer.len - at) as usize);
@@ -200,9 +210,11 @@ impl LocalBlobs {
                     .map_err(|e| s3_err(&r.url, key, e))?;
                 w.write(&buf[..n]);
                 at += n as u64;
+                parts += 1;
             }
             w.finish().await.map_err(|e| s3_err(&r.url, key, e))?;
-            Ok(())
+            // Create, the parts, complete.
+            Ok(parts + 2)
         })
     }
 

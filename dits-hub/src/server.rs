@@ -987,6 +987,7 @@ async fn stats(State(state): State<Arc<HubState>>) -> Json<serde_json::Value> {
         "git_bytes_out": s.git_bytes_out.load(Ordering::Relaxed),
         "objects_out": s.objects_out.load(Ordering::Relaxed),
         "blob_reads": s.blob_reads.load(Ordering::Relaxed),
+        "s3_write_requests": state.blobs.s3_writes.load(Ordering::Relaxed),
     }))
 }
 

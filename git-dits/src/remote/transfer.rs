@@ -1,4 +1,4 @@
-//! Moving objects between the local store and a hub: batches of up to 32 MiB (one hub
+//! Moving objects between the local store and a hub: batches of about 48 MiB (one hub
 //! pack each, durable on the hub before it answers), four in flight at once on parallel
 //! QUIC streams (both tunable, see [`Tuning`]). A batch that arrived stays; an interrupted transfer re-run sends only
 //! what the hub (or the local store) still lacks.
@@ -16,8 +16,9 @@ use super::session::Session;
 const BATCH_IDS: usize = 128;
 
 /// Transfer sizing from `git config`: `dits.transferBatchSize` (bytes per upload batch,
-/// hence per hub pack; default 32m) and `dits.concurrentTransfers` (batches in flight,
-/// default 4, like `lfs.concurrenttransfers`).
+/// hence per hub pack; default 48m, so about 21 packs, and S3 PUTs, per GB) and
+/// `dits.concurrentTransfers` (batches in flight, default 4, like
+/// `lfs.concurrenttransfers`).
 struct Tuning {
     batch_bytes: usize,
     parallel: usize,
@@ -26,7 +27,7 @@ struct Tuning {
 impl Tuning {
     fn from_config() -> Tuning {
         Tuning {
-            batch_bytes: crate::git::config_usize("dits.transferBatchSize", 32 << 20),
+            batch_bytes: crate::git::config_usize("dits.transferBatchSize", 48 << 20),
             parallel: crate::git::config_usize("dits.concurrentTransfers", 4),
         }
     }

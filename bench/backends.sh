@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Push throughput of the hub on its embedded default vs S3-compatible storage (moto's
+# server on loopback) with Redis locks, on the same clip in one run, and the S3 write
+# requests per GB pushed (target <= 32). Lock latency per backend: bench/locks.sh with
+# DITS_HUB_LOCKS=redis://127.0.0.1:6379.
+#
+# Usage: bench/backends.sh [SECONDS_OF_VIDEO]   (default 40 s ≈ 400 MB)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${1:-40}
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+mkdir -p "$BENCH_DIR"
+cargo build --release -q -p git-dits
+export PATH=$ROOT/target/release:$PATH
+MOTO=${MOTO:-$ROOT/target/moto-venv/bin/moto_server}
+[ -x "$MOTO" ] || { echo "moto_server not found: run .ci/run (it installs target/moto-venv)" >&2; exit 2; }
+. "$ROOT/bench/lib.sh"
+CLIP=$(bench_clip "$SECS")
+SIZE=$(stat -c %s "$CLIP")
+
+W=$BENCH_DIR/backends
+rm -rf "$W"; mkdir -p "$W/home"
+export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+git config --global user.name bench; git config --global user.email bench@dits.invalid
+git config --global init.defaultBranch main
+git config --global credential.helper "store --file=$W/credentials"
+(cd "$W" && git-dits install >/dev/null 2>&1)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+S3PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$MOTO" -H 127.0.0.1 -p "$S3PORT" >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -s -o /dev/null -X PUT "http://127.0.0.1:$S3PORT/bench" && break; sleep 0.1; done
+export AWS_ENDPOINT_URL=http://127.0.0.1:$S3PORT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+
+git init -q "$W/src" && cd "$W/src" && git dits track '*.mp4' >/dev/null
+cp "$CLIP" clip.mp4 && git add . && git commit -qm clip
+printf 'clip: %s (%.1f MB), loopback\n' "$(basename "$CLIP")" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')"
+for backend in embedded s3+redis; do
+  data=$W/hub-$backend
+  args=()
+  [ "$backend" = embedded ] || args=(--objects "s3://bench/$backend" --locks redis://127.0.0.1:6379)
+  dits-hub --data "$data" serve --listen 127.0.0.1:0 "${args[@]}" >"$W/$backend.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "packs in" "$W/$backend.log" && break; sleep 0.1; done
+  port=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/$backend.log")
+  git config --global "dits.dits://127.0.0.1:$port.fingerprint" "$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/$backend.log")"
+  token=$(dits-hub --data "$data" user add bench)
+  dits-hub --data "$data" repo create bench/film >/dev/null
+  printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$port" "$token" | git credential approve
+  sync
+  t0=$(date +%s.%N)
+  git push -q "dits://127.0.0.1:$port/bench/film" main
+  t1=$(date +%s.%N)
+  writes=$(curl -sk "https://127.0.0.1:$port/api/v1/stats" | jq '.s3_write_requests')
+  awk -v a="$t0" -v b="$t1" -v s="$SIZE" -v w="$writes" -v n="$backend" 'BEGIN {
+    t = b - a; printf "%-9s push %6.2f s  %7.1f MB/s", n, t, s / 1e6 / t
+    if (n != "embedded") printf "  S3 write requests %d = %.1f per GB pushed (target <= 32)", w, w / (s / 1e9)
+    printf "\n" }'
+done
