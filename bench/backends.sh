@@ -41,19 +41,13 @@ for backend in embedded s3+redis; do
   data=$W/hub-$backend
   args=()
   [ "$backend" = embedded ] || args=(--objects "s3://bench/$backend" --locks redis://127.0.0.1:6379)
-  dits-hub --data "$data" serve --listen 127.0.0.1:0 "${args[@]}" >"$W/$backend.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q "packs in" "$W/$backend.log" && break; sleep 0.1; done
-  port=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/$backend.log")
-  git config --global "dits.dits://127.0.0.1:$port.fingerprint" "$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/$backend.log")"
-  token=$(dits-hub --data "$data" user add bench)
-  dits-hub --data "$data" repo create bench/film >/dev/null
-  printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$port" "$token" | git credential approve
+  bench_hub "$data" "$W/$backend.log" "${args[@]}"
+  pids+=("$HUB_PID")
   sync
   t0=$(date +%s.%N)
-  git push -q "dits://127.0.0.1:$port/bench/film" main
+  git push -q "$HUB_URL" main
   t1=$(date +%s.%N)
-  writes=$(curl -sk "https://127.0.0.1:$port/api/v1/stats" | jq '.s3_write_requests')
+  writes=$(curl -sk "https://127.0.0.1:$HUB_PORT/api/v1/stats" | jq '.s3_write_requests')
   awk -v a="$t0" -v b="$t1" -v s="$SIZE" -v w="$writes" -v n="$backend" 'BEGIN {
     t = b - a; printf "%-9s push %6.2f s  %7.1f MB/s", n, t, s / 1e6 / t
     if (n != "embedded") printf "  S3 write requests %d = %.1f per GB pushed (target <= 32)", w, w / (s / 1e9)

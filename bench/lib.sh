@@ -47,3 +47,23 @@ bench_edit() {
   fi
   echo "$out"
 }
+
+# bench_hub DATA LOG [SERVE ARGS...]: starts `dits-hub serve` on a free loopback port in the
+# background, creates user `bench` owning bench/film, pins the hub's certificate and stores
+# the token in Git's credential helper (HOME and credential.helper must be set already).
+# Sets HUB_PID, HUB_PORT, HUB_FP, HUB_TOKEN and HUB_URL (dits://…/bench/film).
+bench_hub() {
+  local data=$1 log=$2
+  shift 2
+  dits-hub --data "$data" serve --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  HUB_PID=$!
+  for _ in $(seq 100); do grep -q "packs in" "$log" && break; sleep 0.1; done
+  HUB_PORT=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")
+  HUB_FP=$(sed -n 's/^dits-hub: certificate fingerprint //p' "$log")
+  git config --global "dits.dits://127.0.0.1:$HUB_PORT.fingerprint" "$HUB_FP"
+  HUB_TOKEN=$(dits-hub --data "$data" user add bench)
+  dits-hub --data "$data" repo create bench/film >/dev/null
+  printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$HUB_PORT" "$HUB_TOKEN" \
+    | git credential approve
+  HUB_URL=dits://127.0.0.1:$HUB_PORT/bench/film
+}

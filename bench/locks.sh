@@ -20,26 +20,19 @@ export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
 mkdir -p "$HOME"
 git config --global user.name bench; git config --global user.email bench@dits.invalid
 git config --global init.defaultBranch main
+git config --global credential.helper "store --file=$W/credentials"
 (cd "$W" && git-dits install >/dev/null 2>&1)
 
-dits-hub --data "$W/hub" serve --listen 127.0.0.1:0 >"$W/hub.log" 2>&1 &
-hub=$!
-for _ in $(seq 100); do grep -q fingerprint "$W/hub.log" && break; sleep 0.1; done
-PORT=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hub.log")
-FP=$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/hub.log")
-TOKEN=$(dits-hub --data "$W/hub" user add bench)
-dits-hub --data "$W/hub" repo create bench/film >/dev/null
-URL=dits://127.0.0.1:$PORT/bench/film
+. "$ROOT/bench/lib.sh"
+bench_hub "$W/hub" "$W/hub.log"
+hub=$HUB_PID URL=$HUB_URL TOKEN=$HUB_TOKEN FP=$HUB_FP
 
 echo "hub locks: ${DITS_HUB_LOCKS:-embedded SQLite (WAL, synchronous=FULL)}, loopback"
 for clients in 1 16; do
   dits-lock-bench "$URL" "$TOKEN" "$FP" "$clients" "$ROUNDS"
 done
 
-# The CLI, end to end, in a real repository.
-git config --global "dits.dits://127.0.0.1:$PORT.fingerprint" "$FP"
-git config --global credential.helper "store --file=$W/credentials"
-printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$PORT" "$TOKEN" | git credential approve
+# The CLI, end to end, in a real repository (the hub is pinned and the token stored).
 git init -q "$W/repo" && cd "$W/repo"
 git dits track --lockable '*.mov' >/dev/null
 head -c 1000000 /dev/urandom > clip.mov

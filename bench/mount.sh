@@ -35,15 +35,9 @@ git config --global credential.helper "store --file=$W/credentials"
 pids=()
 trap 'fusermount3 -u -z "$W/m" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-dits-hub --data "$W/hub" serve --listen 127.0.0.1:0 >"$W/hub.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q fingerprint "$W/hub.log" && break; sleep 0.1; done
-PORT=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hub.log")
-git config --global "dits.dits://127.0.0.1:$PORT.fingerprint" "$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/hub.log")"
-TOKEN=$(dits-hub --data "$W/hub" user add bench)
-dits-hub --data "$W/hub" repo create bench/film >/dev/null
-printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$PORT" "$TOKEN" | git credential approve
-URL=dits://127.0.0.1:$PORT/bench/film
+bench_hub "$W/hub" "$W/hub.log"
+pids+=("$HUB_PID")
+PORT=$HUB_PORT URL=$HUB_URL
 out_bytes() { curl -sk "https://127.0.0.1:$PORT/api/v1/stats" | jq '.object_bytes_out'; }
 now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }

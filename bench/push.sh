@@ -59,15 +59,9 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 # --- servers
-dits-hub --data "$W/hub" serve --listen 127.0.0.1:0 >"$W/hub.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q fingerprint "$W/hub.log" && break; sleep 0.1; done
-HUB_PORT=$(sed -n 's/^dits-hub: listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hub.log")
-git config --global "dits.dits://127.0.0.1:$HUB_PORT.fingerprint" "$(sed -n 's/^dits-hub: certificate fingerprint //p' "$W/hub.log")"
-TOKEN=$(dits-hub --data "$W/hub" user add bench)
-dits-hub --data "$W/hub" repo create bench/film >/dev/null
-printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$HUB_PORT" "$TOKEN" | git credential approve
-DITS_URL=dits://127.0.0.1:$HUB_PORT/bench/film
+bench_hub "$W/hub" "$W/hub.log"
+pids+=("$HUB_PID")
+DITS_URL=$HUB_URL
 hub_media_in() { curl -sk "https://127.0.0.1:$HUB_PORT/api/v1/stats" | jq '.object_bytes_in'; }
 hub_git_in() { curl -sk "https://127.0.0.1:$HUB_PORT/api/v1/stats" | jq '.git_bytes_in'; }
 

@@ -274,6 +274,19 @@ mod tests {
         }
     }
 
+    /// What Git sends to start: its greeting, version 2, and every capability.
+    fn client_handshake() -> Vec<u8> {
+        let mut wire = Vec::new();
+        write_text(&mut wire, "git-filter-client").unwrap();
+        write_text(&mut wire, "version=2").unwrap();
+        write_flush(&mut wire).unwrap();
+        for cap in ["clean", "smudge", "delay"] {
+            write_text(&mut wire, &format!("capability={cap}")).unwrap();
+        }
+        write_flush(&mut wire).unwrap();
+        wire
+    }
+
     fn request(wire: &mut Vec<u8>, command: &str, path: &str, content: &[u8]) {
         write_text(wire, &format!("command={command}")).unwrap();
         write_text(wire, &format!("pathname={path}")).unwrap();
@@ -286,14 +299,7 @@ mod tests {
 
     #[test]
     fn handshake_and_requests_follow_the_protocol() {
-        let mut wire = Vec::new();
-        write_text(&mut wire, "git-filter-client").unwrap();
-        write_text(&mut wire, "version=2").unwrap();
-        write_flush(&mut wire).unwrap();
-        for cap in ["clean", "smudge", "delay"] {
-            write_text(&mut wire, &format!("capability={cap}")).unwrap();
-        }
-        write_flush(&mut wire).unwrap();
+        let mut wire = client_handshake();
         request(&mut wire, "clean", "a.txt", b"hello");
         request(&mut wire, "clean", "bad", b"x");
         let mut out = Vec::new();
@@ -339,14 +345,7 @@ mod tests {
 
     #[test]
     fn delayed_smudges_are_fetched_together_and_served_on_the_second_request() {
-        let mut wire = Vec::new();
-        write_text(&mut wire, "git-filter-client").unwrap();
-        write_text(&mut wire, "version=2").unwrap();
-        write_flush(&mut wire).unwrap();
-        for cap in ["clean", "smudge", "delay"] {
-            write_text(&mut wire, &format!("capability={cap}")).unwrap();
-        }
-        write_flush(&mut wire).unwrap();
+        let mut wire = client_handshake();
         let delayable = |wire: &mut Vec<u8>, path: &str, content: &[u8]| {
             write_text(wire, "command=smudge").unwrap();
             write_text(wire, &format!("pathname={path}")).unwrap();

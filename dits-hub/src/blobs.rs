@@ -10,6 +10,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::blocking::block_on;
+
 pub struct LocalBlobs {
     root: PathBuf,
     /// Write requests made to S3 (PUTs, and a multipart upload's parts and completion).
@@ -30,12 +32,6 @@ struct Remote {
 const SINGLE_PUT_MAX: u64 = 64 << 20;
 /// Multipart part size (S3's minimum is 5 MiB).
 const PART: usize = 16 << 20;
-
-/// Runs an `object_store` future from the hub's synchronous storage calls, which run on
-/// the multi-threaded runtime's workers.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
-}
 
 fn s3_err(url: &str, what: &str, e: object_store::Error) -> io::Error {
     io::Error::other(format!("object store {url}: {what}: {e}"))

@@ -3,6 +3,7 @@
 //! SQLite and objects in a local directory, both under one data directory.
 
 pub mod blobs;
+pub mod blocking;
 pub mod cli;
 pub mod locks;
 pub mod locks_redis;

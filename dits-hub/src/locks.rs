@@ -13,7 +13,7 @@ use dits_remote::wire::{ErrorCode, Lock, LockOwner, Response};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
-use crate::meta::{Role, User};
+use crate::meta::{unix_now, Role, User};
 
 /// Paths longer than this are refused (Git itself handles longer, file systems rarely).
 pub const MAX_PATH_LEN: usize = 4096;
@@ -121,7 +121,23 @@ CREATE TABLE IF NOT EXISTS locks (id INTEGER PRIMARY KEY AUTOINCREMENT, repo_id 
 CREATE TABLE IF NOT EXISTS lock_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, lock_id INTEGER NOT NULL, path TEXT NOT NULL, owner_id INTEGER NOT NULL, actor_id INTEGER NOT NULL, action TEXT NOT NULL, at INTEGER NOT NULL);
 ";
 
-const SELECT: &str = "SELECT l.id, l.path, l.owner_id, u.name, l.branch, l.locked_at FROM locks l JOIN users u ON u.id = l.owner_id";
+const SELECT: &str = "SELECT l.id, l.path, l.owner_id, u.name, l.branch, l.locked_at, l.repo_id FROM locks l JOIN users u ON u.id = l.owner_id";
+
+/// Appends one entry to the audit trail: `action` is lock, unlock or force-unlock.
+fn record_event(
+    tx: &rusqlite::Transaction<'_>,
+    repo: i64,
+    lock: &StoredLock,
+    actor: i64,
+    action: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO lock_events (repo_id, lock_id, path, owner_id, actor_id, action, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![repo, lock.id, lock.path, lock.owner_id, actor, action, at],
+    )?;
+    Ok(())
+}
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredLock> {
     Ok(StoredLock {
@@ -132,13 +148,6 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredLock> {
         branch: r.get(4)?,
         locked_at: r.get(5)?,
     })
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl SqliteLocks {
@@ -162,13 +171,9 @@ impl SqliteLocks {
         let db = self.db();
         let mut stmt = db.prepare(&format!("{SELECT} ORDER BY l.id"))?;
         let locks = stmt
-            .query_map([], row)?
+            .query_map([], |r| Ok((r.get(6)?, row(r)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut repos = db.prepare("SELECT repo_id FROM locks ORDER BY id")?;
-        let ids = repos
-            .query_map([], |r| r.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ids.into_iter().zip(locks).collect())
+        Ok(locks)
     }
 
     /// Records a lock another store granted (write-through), with its id.
@@ -179,10 +184,7 @@ impl SqliteLocks {
             "INSERT OR REPLACE INTO locks (id, repo_id, path, owner_id, branch, locked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![lock.id, repo, lock.path, lock.owner_id, lock.branch, lock.locked_at],
         )?;
-        tx.execute(
-            "INSERT INTO lock_events (repo_id, lock_id, path, owner_id, actor_id, action, at) VALUES (?1, ?2, ?3, ?4, ?4, 'lock', ?5)",
-            params![repo, lock.id, lock.path, lock.owner_id, lock.locked_at],
-        )?;
+        record_event(&tx, repo, lock, lock.owner_id, "lock", lock.locked_at)?;
         tx.commit()?;
         Ok(())
     }
@@ -223,7 +225,7 @@ impl LockStore for SqliteLocks {
         // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
         // upgrade a read, which SQLite refuses at once if another connection wrote since.
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let at = now();
+        let at = unix_now();
         // UNIQUE(repo_id, path) makes the insert the atomic test-and-set.
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO locks (repo_id, path, owner_id, branch, locked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -235,10 +237,7 @@ impl LockStore for SqliteLocks {
             row,
         )?;
         if inserted == 1 {
-            tx.execute(
-                "INSERT INTO lock_events (repo_id, lock_id, path, owner_id, actor_id, action, at) VALUES (?1, ?2, ?3, ?4, ?4, 'lock', ?5)",
-                params![repo, lock.id, path, owner.id, at],
-            )?;
+            record_event(&tx, repo, &lock, owner.id, "lock", at)?;
         }
         tx.commit()?;
         Ok(if inserted == 1 { Ok(lock) } else { Err(lock) })
@@ -266,10 +265,8 @@ impl LockStore for SqliteLocks {
             return Ok(None);
         };
         tx.execute("DELETE FROM locks WHERE id = ?1", params![id])?;
-        tx.execute(
-            "INSERT INTO lock_events (repo_id, lock_id, path, owner_id, actor_id, action, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![repo, id, lock.path, lock.owner_id, by.id, if forced { "force-unlock" } else { "unlock" }, now()],
-        )?;
+        let action = if forced { "force-unlock" } else { "unlock" };
+        record_event(&tx, repo, &lock, by.id, action, unix_now())?;
         tx.commit()?;
         Ok(Some(lock))
     }

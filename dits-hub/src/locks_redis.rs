@@ -11,6 +11,7 @@
 
 use fred::prelude::*;
 
+use crate::blocking::block_on;
 use crate::locks::{LockQuery, LockStore, SqliteLocks, StoredLock};
 use crate::meta::User;
 
@@ -52,10 +53,6 @@ pub struct RedisLocks {
     db: SqliteLocks,
     /// Namespace of this hub's keys.
     ns: String,
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -171,10 +168,7 @@ impl LockStore for RedisLocks {
     ) -> anyhow::Result<Result<StoredLock, StoredLock>> {
         block_on(async {
             self.ensure_loaded().await.map_err(redis_err)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = crate::meta::unix_now();
             let (won, json): (i64, String) = self
                 .client
                 .eval(

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT N
 CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
 ";
 
-fn now() -> i64 {
+/// Seconds since the Unix epoch: the hub's timestamps (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -99,7 +100,7 @@ impl Meta {
         let db = self.db();
         db.execute(
             "INSERT INTO users (name, created) VALUES (?1, ?2)",
-            params![name, now()],
+            params![name, unix_now()],
         )
         .map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _)
@@ -118,7 +119,7 @@ impl Meta {
         );
         db.execute(
             "INSERT INTO tokens (hash, user_id, created) VALUES (?1, ?2, ?3)",
-            params![&token_hash(&token)[..], id, now()],
+            params![&token_hash(&token)[..], id, unix_now()],
         )?;
         Ok(token)
     }
@@ -150,7 +151,7 @@ impl Meta {
         let db = self.db();
         db.execute(
             "INSERT INTO repos (owner, name, created) VALUES (?1, ?2, ?3)",
-            params![owner, name, now()],
+            params![owner, name, unix_now()],
         )
         .map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _)

@@ -98,44 +98,20 @@ impl GitMirror {
             .success())
     }
 
-    /// Paths that the commits reachable from `new` but not from `exclude` change on
-    /// `new`'s first-parent line (a merge counts as changing what it brings in).
+    /// The paths the commits from `exclude` to `new` change ([`dits_remote::changes`]).
     pub fn changed_paths(&self, repo: i64, new: &str, exclude: &[String]) -> Result<Vec<String>> {
         let dir = self.repo_dir(repo)?;
-        let mut cmd = self.git(&dir);
-        cmd.args([
-            "log",
-            "--format=",
-            "--name-only",
-            "-z",
-            "--no-renames",
-            "--first-parent",
-            "--diff-merges=first-parent",
-            new,
-        ]);
-        let present: Vec<&String> = exclude
-            .iter()
-            .filter(|o| self.has_commit(repo, o).unwrap_or(false))
-            .collect();
-        if !present.is_empty() {
-            cmd.arg("--not");
-            cmd.args(present);
-        }
-        let out = cmd.output().context("running git log")?;
+        let out = self
+            .git(&dir)
+            .args(dits_remote::changes::log_args(new, exclude))
+            .output()
+            .context("running git log")?;
         if !out.status.success() {
             bail!(
                 "git log {new}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let mut paths: Vec<String> = out
-            .stdout
-            .split(|b| *b == 0)
-            .map(|p| String::from_utf8_lossy(p).trim_matches('\n').to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
-        paths.sort();
-        paths.dedup();
-        Ok(paths)
+        Ok(dits_remote::changes::parse(&out.stdout))
     }
 }

@@ -1018,6 +1018,19 @@ struct HttpCaller {
     repo_name: String,
 }
 
+impl HttpCaller {
+    /// The lock operations, as this caller.
+    fn locks<'a>(&'a self, state: &'a HubState) -> LockService<'a> {
+        LockService {
+            store: state.locks.as_ref(),
+            repo: self.repo,
+            repo_name: &self.repo_name,
+            user: &self.user,
+            role: self.role,
+        }
+    }
+}
+
 /// Authorises an HTTP request on OWNER/NAME with at least `need`.
 fn http_auth(
     state: &HubState,
@@ -1059,22 +1072,6 @@ fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn lock_service<'a>(
-    state: &'a HubState,
-    repo: i64,
-    repo_name: &'a str,
-    user: &'a User,
-    role: Role,
-) -> LockService<'a> {
-    LockService {
-        store: state.locks.as_ref(),
-        repo,
-        repo_name,
-        user,
-        role,
-    }
-}
-
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateLockBody {
@@ -1092,14 +1089,10 @@ async fn http_create_lock(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    let HttpCaller {
-        user,
-        repo,
-        role,
-        repo_name,
-    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let caller = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let body: CreateLockBody = json_body(&body)?;
-    let out = lock_service(&state, repo, &repo_name, &user, role)
+    let out = caller
+        .locks(&state)
         .create(&body.path, body.branch.as_deref())
         .map_err(http_error)?;
     Ok((StatusCode::CREATED, Json(out)))
@@ -1120,19 +1113,15 @@ async fn http_list_locks(
     headers: HeaderMap,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> HttpResult {
-    let HttpCaller {
-        user,
-        repo,
-        role,
-        repo_name,
-    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let caller = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let axum::extract::Query(q) = query.map_err(|e| {
         http_error(Response::error(
             ErrorCode::BadRequest,
             format!("bad query: {e}"),
         ))
     })?;
-    let out = lock_service(&state, repo, &repo_name, &user, role)
+    let out = caller
+        .locks(&state)
         .list(q.path, q.id, q.owner, q.cursor, q.limit)
         .map_err(http_error)?;
     Ok((StatusCode::OK, Json(out)))
@@ -1156,14 +1145,10 @@ async fn http_verify_locks(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    let HttpCaller {
-        user,
-        repo,
-        role,
-        repo_name,
-    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let caller = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let body: VerifyBody = json_body(&body)?;
-    let out = lock_service(&state, repo, &repo_name, &user, role)
+    let out = caller
+        .locks(&state)
         .verify(body.paths, body.cursor, body.limit)
         .map_err(http_error)?;
     Ok((StatusCode::OK, Json(out)))
@@ -1183,14 +1168,10 @@ async fn http_unlock(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> HttpResult {
-    let HttpCaller {
-        user,
-        repo,
-        role,
-        repo_name,
-    } = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let caller = http_auth(&state, &owner, &name, &headers, Role::Read)?;
     let body: UnlockBody = json_body(&body)?;
-    let out = lock_service(&state, repo, &repo_name, &user, role)
+    let out = caller
+        .locks(&state)
         .unlock(&id, body.force)
         .map_err(http_error)?;
     Ok((StatusCode::OK, Json(out)))
@@ -1209,15 +1190,11 @@ async fn http_refs(
     State(state): State<Arc<HubState>>,
     UrlPath((owner, name)): UrlPath<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
-    if !valid_name(&owner) || !valid_name(&name) {
-        return Err(http_error(Response::error(
-            ErrorCode::BadRequest,
-            "invalid repository name",
-        )));
-    }
-    let repo = format!("{owner}/{name}");
-    let (_, id, _) = authorize(&state, &bearer(&headers), &repo, Role::Read).map_err(http_error)?;
-    let refs = state.meta.refs(id).map_err(|e| http_error(internal(e)))?;
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let caller = http_auth(&state, &owner, &name, &headers, Role::Read)?;
+    let refs = state
+        .meta
+        .refs(caller.repo)
+        .map_err(|e| http_error(internal(e)))?;
     Ok(Json(json!({ "refs": refs })))
 }

@@ -1,6 +1,7 @@
 //! dits-remote: what a Dits client and hub share (the wire protocol over QUIC, remote
 //! URLs, certificate fingerprints) and the client side of talking to a hub.
 
+pub mod changes;
 pub mod client;
 pub mod tls;
 pub mod url;

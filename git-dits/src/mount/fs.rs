@@ -38,6 +38,11 @@ pub struct DitsFs {
     gid: u32,
 }
 
+/// "a/b/c" → ("a/b", "c"); "c" → ("", "c").
+fn split_parent(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
 fn errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
@@ -80,23 +85,17 @@ impl DitsFs {
     /// Edits from an earlier mount of the same commit show again.
     fn apply_overlay(&mut self) {
         for path in self.overlay.whiteouts().unwrap_or_default() {
-            let (dir, name) = match path.rsplit_once('/') {
-                Some((d, n)) => (d.to_string(), n.to_string()),
-                None => (String::new(), path.clone()),
-            };
-            if let Some(parent) = self.tree.resolve(&dir, false) {
-                self.tree.remove_child(parent, OsStr::new(&name));
+            let (dir, name) = split_parent(&path);
+            if let Some(parent) = self.tree.resolve(dir, false) {
+                self.tree.remove_child(parent, OsStr::new(name));
             }
         }
         for path in self.overlay.files().unwrap_or_default() {
-            let (dir, name) = match path.rsplit_once('/') {
-                Some((d, n)) => (d.to_string(), n.to_string()),
-                None => (String::new(), path.clone()),
-            };
-            if let Some(parent) = self.tree.resolve(&dir, true) {
+            let (dir, name) = split_parent(&path);
+            if let Some(parent) = self.tree.resolve(dir, true) {
                 let file = self.overlay.upper(&path);
                 self.tree
-                    .add_child(parent, OsStr::new(&name), Kind::Upper { file });
+                    .add_child(parent, OsStr::new(name), Kind::Upper { file });
             }
         }
     }

@@ -168,14 +168,11 @@ impl MediaReader {
             return Ok(Vec::new());
         }
         let recipe = self.recipe(pointer)?;
-        let view = RecipeView::new(&recipe).map_err(|e| ReadError::Recipe {
-            recipe: pointer.recipe.to_hex(),
-            message: e.to_string(),
-        })?;
         let recipe_err = |e: dits_core::recipe::RecipeError| ReadError::Recipe {
             recipe: pointer.recipe.to_hex(),
             message: e.to_string(),
         };
+        let view = RecipeView::new(&recipe).map_err(recipe_err)?;
         let entries = view.entries_in(offset, end).map_err(recipe_err)?;
         // One fetch for everything this read needs plus, for a sequential reader, what
         // comes next: the transfer runs those in parallel. Ahead of a streaming reader the

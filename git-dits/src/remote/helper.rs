@@ -415,24 +415,13 @@ async fn push(session: &Session, specs: &[String], options: &Options) -> Result<
 /// Paths the commits from `old` (if this repository has it) to `new` change on `new`'s
 /// first-parent line: what the hub checks locks against.
 fn changed_paths(new: &str, old: &str) -> Result<Vec<String>> {
-    let mut args = vec![
-        "log",
-        "--format=",
-        "--name-only",
-        "-z",
-        "--no-renames",
-        "--first-parent",
-        "--diff-merges=first-parent",
-        new,
-    ];
-    if old != ZERO_OID && object_exists(old) {
-        args.extend(["--not", old]);
-    }
-    Ok(git::run(&args)?
-        .split('\0')
-        .map(|p| p.trim_matches('\n').to_string())
-        .filter(|p| !p.is_empty())
-        .collect())
+    let exclude: Vec<String> = if old == ZERO_OID {
+        Vec::new()
+    } else {
+        vec![old.to_string()]
+    };
+    let out = git::run(&dits_remote::changes::log_args(new, &exclude))?;
+    Ok(dits_remote::changes::parse(out.as_bytes()))
 }
 
 fn pack_objects(tips: &[String], known: &[String]) -> Result<Vec<u8>> {

@@ -14,10 +14,7 @@ struct World {
 /// A hub with user `alice` owning `alice/film`, trusted by the test HOME.
 fn world() -> World {
     let env = TestEnv::new();
-    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, token) = env.alice_hub();
     World { env, hub, token }
 }
 
@@ -263,12 +260,11 @@ fn skip_smudge_leaves_pointers_and_unpinned_hubs_are_refused() {
     );
     assert!(push(&w.env, &repo, &["origin", "main"]).status.success());
 
-    let mut clone = w.env.command(
-        "git",
-        w.env.dir.path(),
-        &["clone", "-q", &w.hub.url("alice/film"), "p"],
+    let out = w.env.clone_with(
+        &w.hub.url("alice/film"),
+        "p",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
     );
-    let out = clone.env("GIT_DITS_SKIP_SMUDGE", "1").output().unwrap();
     assert!(out.status.success());
     let text = std::fs::read(w.env.dir.path().join("p/clip.mp4")).unwrap();
     assert!(text.starts_with(b"dits-pointer v1\n"));
@@ -424,14 +420,7 @@ fn clone_delays_smudges_and_fetches_all_files_together() {
     let repo = pushed_three_files(&w);
     let out = w
         .env
-        .command(
-            "git",
-            w.env.dir.path(),
-            &["clone", "-q", &w.hub.url("alice/film"), "b"],
-        )
-        .env("GIT_TRACE_PACKET", "1")
-        .output()
-        .unwrap();
+        .clone_with(&w.hub.url("alice/film"), "b", &[("GIT_TRACE_PACKET", "1")]);
     let trace = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{trace}");
     assert_eq!(
@@ -452,16 +441,11 @@ fn clone_delays_smudges_and_fetches_all_files_together() {
 fn pull_media_hydrates_pointer_files_later() {
     let w = world();
     let repo = pushed_three_files(&w);
-    let out = w
-        .env
-        .command(
-            "git",
-            w.env.dir.path(),
-            &["clone", "-q", &w.hub.url("alice/film"), "b"],
-        )
-        .env("GIT_DITS_SKIP_SMUDGE", "1")
-        .output()
-        .unwrap();
+    let out = w.env.clone_with(
+        &w.hub.url("alice/film"),
+        "b",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
+    );
     assert!(out.status.success());
     let b = w.env.dir.path().join("b");
     let is_pointer = |name: &str| {

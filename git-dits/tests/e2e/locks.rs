@@ -23,12 +23,9 @@ fn team() -> Team {
 /// The same, on a hub started with `serve_args` (e.g. the Redis lock backend).
 fn team_on(serve_args: &[&str]) -> Team {
     let env = TestEnv::new();
-    let hub = HubProcess::start_with(&env.dir.path().join("hub-data"), 0, serve_args);
-    let alice = hub.admin(&["user", "add", "alice"]);
+    let (hub, alice) = env.alice_hub_on(&env.dir.path().join("hub-data"), serve_args, &[]);
     let bob = hub.admin(&["user", "add", "bob"]);
-    hub.admin(&["repo", "create", "alice/film"]);
     hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
-    env.trust_hub(&hub, "alice", &alice);
     Team {
         env,
         hub,

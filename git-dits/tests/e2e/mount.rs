@@ -82,10 +82,7 @@ struct Pushed {
 /// pointers-only clone of it.
 fn pushed_and_cloned_without_media() -> Pushed {
     let env = TestEnv::new();
-    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, _) = env.alice_hub();
     let repo = env.repo("a");
     std::fs::copy(media().path("base.mp4"), repo.join("clip.mp4")).unwrap();
     std::fs::create_dir_all(repo.join("notes/day1")).unwrap();
@@ -95,15 +92,11 @@ fn pushed_and_cloned_without_media() -> Pushed {
     env.git(&repo, &["commit", "-q", "-m", "day one"]);
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
     env.git(&repo, &["push", "-q", "origin", "main"]);
-    let out = env
-        .command(
-            "git",
-            env.dir.path(),
-            &["clone", "-q", &hub.url("alice/film"), "clone"],
-        )
-        .env("GIT_DITS_SKIP_SMUDGE", "1")
-        .output()
-        .unwrap();
+    let out = env.clone_with(
+        &hub.url("alice/film"),
+        "clone",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
+    );
     assert!(out.status.success());
     let clone = env.dir.path().join("clone");
     Pushed { env, hub, clone }
@@ -319,10 +312,7 @@ fn a_chunk_missing_on_the_hub_is_eio_naming_it_not_a_hang() {
 fn lockable_files_in_the_mount_are_writable_only_with_the_lock() {
     use std::os::unix::fs::PermissionsExt;
     let env = TestEnv::new();
-    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, _) = env.alice_hub();
     let repo = env.repo("a");
     env.git(&repo, &["dits", "track", "--lockable", "*.mp4"]);
     env.git(&repo, &["add", ".gitattributes"]);
@@ -360,10 +350,7 @@ fn lockable_files_in_the_mount_are_writable_only_with_the_lock() {
 #[test]
 fn the_local_store_stays_within_dits_cache_size_and_keeps_unpushed_work() {
     let env = TestEnv::new();
-    let hub = HubProcess::start(&env.dir.path().join("hub-data"));
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, _) = env.alice_hub();
     let repo = env.repo("a");
     let big = env.dir.path().join("big.bin");
     std::fs::write(&big, crate::support::noise(40 << 20, 11)).unwrap();

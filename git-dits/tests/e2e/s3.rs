@@ -9,10 +9,7 @@ fn a_hub_on_s3_pushes_clones_and_survives_a_restart() {
     let s3 = S3Server::start();
     let data = env.dir.path().join("hub-data");
     let objects = format!("s3://{}/hub-a", s3.bucket);
-    let hub = HubProcess::start_configured(&data, 0, &["--objects", &objects], &s3.env());
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, _) = env.alice_hub_on(&data, &["--objects", &objects], &s3.env());
 
     let repo = env.repo("a");
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
@@ -75,10 +72,7 @@ fn an_s3_outage_fails_the_push_clearly_and_moves_no_ref() {
     let mut s3 = S3Server::start();
     let data = env.dir.path().join("hub-data");
     let objects = format!("s3://{}/hub-b", s3.bucket);
-    let hub = HubProcess::start_configured(&data, 0, &["--objects", &objects], &s3.env());
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, _) = env.alice_hub_on(&data, &["--objects", &objects], &s3.env());
     let repo = env.repo("a");
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
@@ -167,11 +161,7 @@ fn check_config_reports_each_backend_and_serve_reads_the_file() {
         "{text}"
     );
 
-    let hub =
-        HubProcess::start_configured(&data, 0, &["--config", config.to_str().unwrap()], &s3.env());
-    let token = hub.admin(&["user", "add", "alice"]);
-    hub.admin(&["repo", "create", "alice/film"]);
-    env.trust_hub(&hub, "alice", &token);
+    let (hub, _) = env.alice_hub_on(&data, &["--config", config.to_str().unwrap()], &s3.env());
     let repo = env.repo("a");
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);

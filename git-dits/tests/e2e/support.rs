@@ -343,10 +343,6 @@ pub struct HubProcess {
 }
 
 impl HubProcess {
-    pub fn start(data: &Path) -> HubProcess {
-        Self::start_on(data, 0)
-    }
-
     pub fn start_on(data: &Path, port: u16) -> HubProcess {
         Self::start_with(data, port, &[])
     }
@@ -437,6 +433,35 @@ impl Drop for HubProcess {
 }
 
 impl TestEnv {
+    /// A hub on `data` (started with `serve_args` and `envs`) where user alice owns
+    /// alice/film, trusted by this HOME with alice's token; returns the hub and the token.
+    pub fn alice_hub_on(
+        &self,
+        data: &Path,
+        serve_args: &[&str],
+        envs: &[(String, String)],
+    ) -> (HubProcess, String) {
+        let hub = HubProcess::start_configured(data, 0, serve_args, envs);
+        let token = hub.admin(&["user", "add", "alice"]);
+        hub.admin(&["repo", "create", "alice/film"]);
+        self.trust_hub(&hub, "alice", &token);
+        (hub, token)
+    }
+
+    /// [`Self::alice_hub_on`] with the data in `hub-data` and no extra settings.
+    pub fn alice_hub(&self) -> (HubProcess, String) {
+        self.alice_hub_on(&self.dir.path().join("hub-data"), &[], &[])
+    }
+
+    /// `git clone -q URL NAME` in the test directory with extra environment (e.g.
+    /// GIT_DITS_SKIP_SMUDGE=1), whatever the outcome.
+    pub fn clone_with(&self, url: &str, name: &str, envs: &[(&str, &str)]) -> Output {
+        self.command("git", self.dir.path(), &["clone", "-q", url, name])
+            .envs(envs.iter().copied())
+            .output()
+            .expect("running git clone")
+    }
+
     /// Pins the hub's certificate and stores `token` for it in this HOME's credential store.
     pub fn trust_hub(&self, hub: &HubProcess, user: &str, token: &str) {
         let cwd = self.dir.path();
