@@ -33,8 +33,28 @@ const SINGLE_PUT_MAX: u64 = 64 << 20;
 /// Multipart part size (S3's minimum is 5 MiB).
 const PART: usize = 16 << 20;
 
+/// An S3 failure as an I/O error naming the store and the key; one that may pass (the
+/// server did not answer or failed) is [`Unavailable`](crate::meta::Unavailable).
 fn s3_err(url: &str, what: &str, e: object_store::Error) -> io::Error {
-    io::Error::other(format!("object store {url}: {what}: {e}"))
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::UnknownConfigurationKey { .. } => {
+            io::Error::other(format!("object store {url}: {what}: {e}"))
+        }
+        e => io::Error::other(crate::meta::Unavailable::new(
+            "object store",
+            format!("{url}: {what}: {e}"),
+        )),
+    }
 }
 
 /// A blob being written; dropped without `commit`, its temporary file is removed.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::meta::{Meta, Role};
+use crate::meta::Role;
 
 #[derive(Parser)]
 #[command(
@@ -17,9 +17,14 @@ struct Cli {
     /// Data directory: metadata (SQLite), objects, TLS certificate [default: dits-hub-data].
     #[arg(long, env = "DITS_HUB_DATA", global = true)]
     data: Option<PathBuf>,
-    /// A TOML file with any of: data, listen, objects, locks, tls_cert, tls_key.
+    /// A TOML file with any of: data, listen, metadata, objects, locks, tls_cert, tls_key.
     #[arg(long, env = "DITS_HUB_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Keep metadata (users, repositories, refs, object index, locks) in PostgreSQL
+    /// (postgres://USER[:PASSWORD]@HOST:PORT/DATABASE) instead of SQLite in the data
+    /// directory, so several hub processes can serve the same repositories.
+    #[arg(long, env = "DITS_HUB_METADATA", global = true)]
+    metadata: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +57,7 @@ struct ServeArgs {
 struct FileConfig {
     data: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
+    metadata: Option<String>,
     objects: Option<String>,
     locks: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -83,6 +89,7 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
             .listen
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:7443".parse().expect("valid")),
+        metadata: cli.metadata.clone().or(file.metadata),
         objects: args.objects.clone().or(file.objects),
         locks: args.locks.clone().or(file.locks),
         tls_cert: args.tls_cert.clone().or(file.tls_cert),
@@ -145,9 +152,11 @@ fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
-fn meta(data: &std::path::Path) -> anyhow::Result<Meta> {
-    std::fs::create_dir_all(data)?;
-    Meta::open(&data.join("hub.sqlite"))
+/// The metadata store the settings name, for the admin commands.
+async fn metadata(cli: &Cli) -> anyhow::Result<crate::backends::Metadata> {
+    let file = file_config(cli.config.as_ref())?;
+    let url = cli.metadata.clone().or(file.metadata.clone());
+    crate::backends::open_metadata(&data_dir(cli, &file), url.as_deref()).await
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -171,22 +180,20 @@ fn tracing_init() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Multi-threaded: the PostgreSQL, Redis and S3 clients are async, and the hub's
+    // storage calls block on them from its workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_in_runtime(cli))
+}
+
+async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
     let data = data_dir(&cli, &file_config(cli.config.as_ref())?);
     match &cli.command {
-        Command::Serve(args) => {
-            let options = serve_options(&cli, args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::server::serve(options))
-        }
+        Command::Serve(args) => crate::server::serve(serve_options(&cli, args)?).await,
         Command::CheckConfig(args) => {
-            let options = serve_options(&cli, args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let ok = runtime.block_on(crate::server::check_config(&options));
-            if !ok {
+            if !crate::server::check_config(&serve_options(&cli, args)?).await {
                 std::process::exit(1);
             }
             Ok(())
@@ -197,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !dits_remote::url::valid_name(name) {
                 anyhow::bail!("{name:?}: user names are letters, digits, '-', '_', '.'");
             }
-            let token = meta(&data)?.add_user(name)?;
+            let token = metadata(&cli).await?.meta.add_user(name)?;
             println!("{token}");
             Ok(())
         }
@@ -205,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: RepoCommand::Create { repo },
         } => {
             let (owner, name) = split_repo(repo)?;
-            meta(&data)?.create_repo(owner, name)?;
+            metadata(&cli).await?.meta.create_repo(owner, name)?;
             println!("created {owner}/{name}");
             Ok(())
         }
@@ -215,18 +222,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (owner, name) = split_repo(repo)?;
             let role = Role::parse(role)
                 .ok_or_else(|| anyhow::anyhow!("{role:?}: roles are read, write, admin"))?;
-            meta(&data)?.set_member(owner, name, user, role)?;
+            metadata(&cli)
+                .await?
+                .meta
+                .set_member(owner, name, user, role)?;
             Ok(())
         }
         Command::Repo {
             command: RepoCommand::LockLog { repo },
         } => {
             let (owner, name) = split_repo(repo)?;
-            let id = meta(&data)?
+            let metadata = metadata(&cli).await?;
+            let id = metadata
+                .meta
                 .find_repo(owner, name)?
                 .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
-            let locks = crate::locks::SqliteLocks::open(&data.join("hub.sqlite"))?;
-            for e in locks.events(id)? {
+            for e in metadata.locks.events(id)? {
                 println!(
                     "{}\t{}\tlock {}\t{}\towner {}\tby {}",
                     e.at, e.action, e.lock, e.path, e.owner, e.actor

@@ -100,6 +100,15 @@ pub trait LockStore: Send + Sync {
     fn any(&self, repo: i64) -> anyhow::Result<bool>;
 }
 
+/// A lock store that is the durable record (SQLite or PostgreSQL): the Redis backend
+/// writes through to one and reloads from it.
+pub trait DurableLocks: LockStore {
+    /// Every lock of every repository, with its repository id.
+    fn all(&self) -> anyhow::Result<Vec<(i64, StoredLock)>>;
+    fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()>;
+    fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>>;
+}
+
 /// One entry of the lock audit trail: `action` is lock, unlock or force-unlock.
 #[derive(Debug, Clone)]
 pub struct LockEvent {
@@ -165,9 +174,10 @@ impl SqliteLocks {
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Every lock of every repository (to reload a cache such as Redis).
-    pub fn all(&self) -> anyhow::Result<Vec<(i64, StoredLock)>> {
+impl DurableLocks for SqliteLocks {
+    fn all(&self) -> anyhow::Result<Vec<(i64, StoredLock)>> {
         let db = self.db();
         let mut stmt = db.prepare(&format!("{SELECT} ORDER BY l.id"))?;
         let locks = stmt
@@ -177,7 +187,7 @@ impl SqliteLocks {
     }
 
     /// Records a lock another store granted (write-through), with its id.
-    pub fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()> {
+    fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
@@ -190,7 +200,7 @@ impl SqliteLocks {
     }
 
     /// The audit trail of one repository, oldest first.
-    pub fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>> {
+    fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>> {
         let db = self.db();
         let mut stmt = db.prepare(
             "SELECT e.lock_id, e.path, o.name, a.name, e.action, e.at FROM lock_events e
@@ -358,8 +368,7 @@ fn bad(message: String) -> Response {
 }
 
 fn internal(e: anyhow::Error) -> Response {
-    tracing::error!("lock store: {e:#}");
-    Response::error(ErrorCode::Internal, format!("internal hub error: {e}"))
+    crate::server::internal(e.context("lock store"))
 }
 
 fn parse_id(s: &str) -> Result<i64, Response> {
@@ -550,6 +559,7 @@ impl LockService<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::MetaStore;
 
     #[test]
     fn paths_are_checked() {
@@ -580,7 +590,7 @@ mod tests {
     fn concurrent_acquires_have_exactly_one_winner() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hub.sqlite");
-        let meta = crate::meta::Meta::open(&db).unwrap();
+        let meta = crate::meta_sqlite::SqliteMeta::open(&db).unwrap();
         meta.add_user("alice").unwrap();
         let store = std::sync::Arc::new(SqliteLocks::open(&db).unwrap());
         let alice = User {

@@ -3,16 +3,16 @@
 //! atomic step in Redis: of concurrent acquires of a path exactly one wins, and a release
 //! checks the owner in the same step.
 //!
-//! Durability: every lock is written through to the hub's SQLite lock table (and audit
-//! trail) after Redis accepts it, and removed from it on release. Redis may keep nothing
+//! Durability: every lock is written through to the hub's database (SQLite or PostgreSQL:
+//! its lock table and audit trail) after Redis accepts it, and removed from it on release. Redis may keep nothing
 //! on disk; a marker key tells whether this Redis has the hub's locks loaded, and if it is
-//! missing (Redis restarted or was flushed) the locks are reloaded from SQLite before the
+//! missing (Redis restarted or was flushed) the locks are reloaded from the database before the
 //! next operation. So a Redis restart cannot silently drop a lock.
 
 use fred::prelude::*;
 
 use crate::blocking::block_on;
-use crate::locks::{LockQuery, LockStore, SqliteLocks, StoredLock};
+use crate::locks::{DurableLocks, LockQuery, LockStore, StoredLock};
 use crate::meta::User;
 
 const ACQUIRE: &str = r#"
@@ -49,8 +49,8 @@ return 1
 
 pub struct RedisLocks {
     client: Client,
-    /// Write-through copy and audit trail.
-    db: SqliteLocks,
+    /// Write-through copy and audit trail (SQLite or PostgreSQL, with the metadata).
+    db: Box<dyn DurableLocks>,
     /// Namespace of this hub's keys.
     ns: String,
 }
@@ -92,11 +92,20 @@ fn encode(l: &StoredLock) -> String {
 
 impl RedisLocks {
     /// Connects (inside the hub's runtime) and loads the locks if this Redis lacks them.
-    pub async fn connect(url: &str, db: SqliteLocks, ns: &str) -> anyhow::Result<RedisLocks> {
+    pub async fn connect(
+        url: &str,
+        db: Box<dyn DurableLocks>,
+        ns: &str,
+    ) -> anyhow::Result<RedisLocks> {
         let config = Config::from_url(url).map_err(|e| anyhow::anyhow!("--locks {url}: {e}"))?;
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = std::time::Duration::from_secs(5);
+            })
+            // While Redis is away commands wait for the reconnect; bounded, so a client
+            // hears "unavailable, try again" rather than hanging.
+            .with_performance_config(|c| {
+                c.default_command_timeout = std::time::Duration::from_secs(5);
             })
             .set_policy(ReconnectPolicy::new_constant(0, 500))
             .build()?;
@@ -120,10 +129,10 @@ impl RedisLocks {
         ]
     }
 
-    /// Reloads every lock from SQLite when Redis has lost them (or never had them).
+    /// Reloads every lock from the database when Redis has lost them (or never had them).
     async fn ensure_loaded(&self) -> anyhow::Result<()> {
         let marker = format!("{}:loaded", self.ns);
-        let present: i64 = self.client.exists(&marker).await?;
+        let present: i64 = self.client.exists(&marker).await.map_err(redis_err)?;
         if present == 1 {
             return Ok(());
         }
@@ -136,9 +145,14 @@ impl RedisLocks {
                     self.keys(*repo),
                     vec![lock.path.clone(), lock.id.to_string(), encode(lock)],
                 )
-                .await?;
+                .await
+                .map_err(redis_err)?;
         }
-        let _: () = self.client.set(&marker, 1, None, None, false).await?;
+        let _: () = self
+            .client
+            .set(&marker, 1, None, None, false)
+            .await
+            .map_err(redis_err)?;
         if !all.is_empty() {
             tracing::warn!(
                 count = all.len(),
@@ -155,7 +169,7 @@ impl RedisLocks {
 }
 
 fn redis_err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("lock store (Redis) unavailable, try again: {e}")
+    crate::meta::Unavailable::new("lock store (Redis)", e).into()
 }
 
 impl LockStore for RedisLocks {
@@ -167,7 +181,7 @@ impl LockStore for RedisLocks {
         branch: Option<&str>,
     ) -> anyhow::Result<Result<StoredLock, StoredLock>> {
         block_on(async {
-            self.ensure_loaded().await.map_err(redis_err)?;
+            self.ensure_loaded().await?;
             let now = crate::meta::unix_now();
             let (won, json): (i64, String) = self
                 .client
@@ -212,7 +226,7 @@ impl LockStore for RedisLocks {
         forced: bool,
     ) -> anyhow::Result<Option<StoredLock>> {
         block_on(async {
-            self.ensure_loaded().await.map_err(redis_err)?;
+            self.ensure_loaded().await?;
             let expect = if forced {
                 String::new()
             } else {
@@ -237,7 +251,7 @@ impl LockStore for RedisLocks {
 
     fn get(&self, repo: i64, id: i64) -> anyhow::Result<Option<StoredLock>> {
         block_on(async {
-            self.ensure_loaded().await.map_err(redis_err)?;
+            self.ensure_loaded().await?;
             let path: Option<String> = self
                 .client
                 .hget(&self.keys(repo)[1], id.to_string())
@@ -252,7 +266,7 @@ impl LockStore for RedisLocks {
 
     fn list(&self, repo: i64, q: &LockQuery) -> anyhow::Result<Vec<StoredLock>> {
         block_on(async {
-            self.ensure_loaded().await.map_err(redis_err)?;
+            self.ensure_loaded().await?;
             let values: Vec<String> = self
                 .client
                 .hvals(&self.keys(repo)[0])
@@ -274,7 +288,7 @@ impl LockStore for RedisLocks {
 
     fn on_paths(&self, repo: i64, paths: &[String]) -> anyhow::Result<Vec<StoredLock>> {
         block_on(async {
-            self.ensure_loaded().await.map_err(redis_err)?;
+            self.ensure_loaded().await?;
             let mut out = Vec::new();
             for batch in paths.chunks(1000) {
                 let values: Vec<Option<String>> = self
@@ -290,7 +304,7 @@ impl LockStore for RedisLocks {
 
     fn any(&self, repo: i64) -> anyhow::Result<bool> {
         block_on(async {
-            self.ensure_loaded().await.map_err(redis_err)?;
+            self.ensure_loaded().await?;
             let n: i64 = self
                 .client
                 .hlen(&self.keys(repo)[0])

@@ -1,16 +1,18 @@
-//! Hub metadata in SQLite (the embedded backend): users and tokens, repositories and
-//! members, refs (moved only by compare-and-swap inside a transaction), where each
-//! object lives (pack key, offset), which repositories hold which objects, and each
-//! repository's Git packs. Objects are stored once across repositories, but a
-//! repository only sees (and a client only learns of) objects uploaded to it.
+//! Hub metadata: users and tokens, repositories and members, refs (moved only by
+//! compare-and-swap inside a transaction), where each object lives (pack key, offset),
+//! which repositories hold which objects, and each repository's Git packs. Objects are
+//! stored once across repositories, but a repository only sees (and a client only learns
+//! of) objects uploaded to it.
+//!
+//! One trait, two backends: SQLite in the data directory (the embedded default,
+//! [`crate::meta_sqlite`]) and PostgreSQL shared by any number of hub processes
+//! ([`crate::meta_pg`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 
 use dits_core::ChunkId;
 use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
-use rusqlite::{params, Connection, OptionalExtension};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -43,20 +45,129 @@ pub struct Location {
     pub len: u32,
 }
 
-pub struct Meta {
-    conn: Mutex<Connection>,
+impl Role {
+    pub fn from_i64(n: i64) -> Role {
+        match n {
+            3 => Role::Admin,
+            2 => Role::Write,
+            _ => Role::Read,
+        }
+    }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), created INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS repos (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, UNIQUE(owner, name));
-CREATE TABLE IF NOT EXISTS members (repo_id INTEGER NOT NULL REFERENCES repos(id), user_id INTEGER NOT NULL REFERENCES users(id), role INTEGER NOT NULL, PRIMARY KEY (repo_id, user_id));
-CREATE TABLE IF NOT EXISTS refs (repo_id INTEGER NOT NULL REFERENCES repos(id), name TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (repo_id, name));
-CREATE TABLE IF NOT EXISTS objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, len INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
-";
+/// A backend the hub needs did not answer (a dropped connection, a stopped server): the
+/// request may succeed if retried once it is back, unlike a refusal or a bug.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} unavailable, try again: {detail}")]
+pub struct Unavailable {
+    pub what: &'static str,
+    pub detail: String,
+}
+
+impl Unavailable {
+    pub fn new(what: &'static str, detail: impl std::fmt::Display) -> Unavailable {
+        Unavailable {
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Whether `e` (or what caused it) is an [`Unavailable`], also when wrapped in an I/O error.
+pub fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<Unavailable>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if inner.is::<Unavailable>() {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Where hub metadata lives. Every method is one transaction.
+pub trait MetaStore: Send + Sync {
+    /// A trivial query: is the database answering?
+    fn ping(&self) -> anyhow::Result<()>;
+    /// What to call this installation in shared services (Redis keys): the same for every
+    /// hub process on one metadata store.
+    fn namespace(&self) -> anyhow::Result<String>;
+    /// Creates a user and returns a new token for them (shown once; only its hash is kept).
+    fn add_user(&self, name: &str) -> anyhow::Result<String>;
+    fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>>;
+    /// Creates `owner/name`; a user called `owner` becomes its admin.
+    fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()>;
+    fn set_member(&self, owner: &str, name: &str, user: &str, role: Role) -> anyhow::Result<()>;
+    /// The id of OWNER/NAME, if it exists.
+    fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>>;
+    /// The repository's id and the user's role in it; `None` when either the repository
+    /// doesn't exist or the user isn't a member.
+    fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>>;
+    fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>>;
+    /// Which of `ids` the repository does not hold, in their order.
+    fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>>;
+    /// Where an object is stored, whichever repository uploaded it.
+    fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>>;
+    /// Records a durable pack's objects and links `ids` (those plus ones already stored)
+    /// to the repository, in one transaction.
+    fn record_objects(
+        &self,
+        repo: i64,
+        pack: Option<&str>,
+        stored: &[(ChunkId, Location)],
+        ids: &[ChunkId],
+    ) -> anyhow::Result<()>;
+    fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()>;
+    /// Committed Git packs (those a ref update made visible), oldest first.
+    fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>>;
+    /// A Git pack's blob key, size and whether a ref update has made it visible.
+    fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>>;
+    /// Moves refs by compare-and-swap and makes `packs` visible, in one transaction.
+    /// Without `atomic`, each ref succeeds or fails on its own.
+    fn update_refs(
+        &self,
+        repo: i64,
+        updates: &[RefUpdate],
+        packs: &[String],
+        atomic: bool,
+    ) -> anyhow::Result<Vec<RefResult>>;
+}
+
+/// The compare-and-swap decision for `updates`, given each ref's current value (`None`:
+/// the ref does not exist): stale updates fail, and with `atomic` one failure fails all.
+pub fn decide_ref_updates(
+    updates: &[RefUpdate],
+    current: &[Option<String>],
+    atomic: bool,
+) -> Vec<RefResult> {
+    let mut results: Vec<RefResult> = updates
+        .iter()
+        .zip(current)
+        .map(|(u, cur)| {
+            let ok = cur.as_deref().unwrap_or(ZERO_OID) == u.old;
+            RefResult {
+                name: u.name.clone(),
+                ok,
+                error: (!ok).then(|| "stale info".to_string()),
+            }
+        })
+        .collect();
+    if atomic && !results.iter().all(|r| r.ok) {
+        for r in results.iter_mut().filter(|r| r.ok) {
+            r.ok = false;
+            r.error = Some("atomic push failed".to_string());
+        }
+    }
+    results
+}
 
 /// Seconds since the Unix epoch: the hub's timestamps (0 if the clock is before 1970).
 pub fn unix_now() -> i64 {
@@ -70,350 +181,31 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-impl Meta {
-    pub fn open(path: &Path) -> anyhow::Result<Meta> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Meta {
-            conn: Mutex::new(conn),
-        })
-    }
+/// A new random user token.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut raw = [0u8; 24];
+    getrandom::getrandom(&mut raw)?;
+    Ok(format!(
+        "dits_{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock can't leave SQLite inconsistent (transactions
-        // roll back), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+/// A random id made once and kept in `dir/hub-id` (the embedded hub's namespace).
+pub fn hub_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("hub-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
     }
+    let id = random_hex(8)?;
+    let tmp = dir.join("hub-id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
 
-    /// A trivial query: is the database answering?
-    pub fn ping(&self) -> anyhow::Result<()> {
-        self.db()
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
-        Ok(())
-    }
-
-    /// Creates a user and returns a new token for them (shown once; only its hash is kept).
-    pub fn add_user(&self, name: &str) -> anyhow::Result<String> {
-        let db = self.db();
-        db.execute(
-            "INSERT INTO users (name, created) VALUES (?1, ?2)",
-            params![name, unix_now()],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                anyhow::anyhow!("user {name} already exists")
-            }
-            other => other.into(),
-        })?;
-        let id = db.last_insert_rowid();
-        let mut raw = [0u8; 24];
-        getrandom::getrandom(&mut raw)?;
-        let token = format!(
-            "dits_{}",
-            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        db.execute(
-            "INSERT INTO tokens (hash, user_id, created) VALUES (?1, ?2, ?3)",
-            params![&token_hash(&token)[..], id, unix_now()],
-        )?;
-        Ok(token)
-    }
-
-    pub fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        Ok(self
-            .db()
-            .query_row(
-                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1",
-                params![&token_hash(token)[..]],
-                |r| Ok(User { id: r.get(0)?, name: r.get(1)? }),
-            )
-            .optional()?)
-    }
-
-    fn user_id(db: &Connection, name: &str) -> anyhow::Result<Option<i64>> {
-        Ok(db
-            .query_row("SELECT id FROM users WHERE name = ?1", params![name], |r| {
-                r.get(0)
-            })
-            .optional()?)
-    }
-
-    /// Creates `owner/name`; a user called `owner` becomes its admin.
-    pub fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()> {
-        let db = self.db();
-        db.execute(
-            "INSERT INTO repos (owner, name, created) VALUES (?1, ?2, ?3)",
-            params![owner, name, unix_now()],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                anyhow::anyhow!("repository {owner}/{name} already exists")
-            }
-            other => other.into(),
-        })?;
-        let repo = db.last_insert_rowid();
-        if let Some(user) = Self::user_id(&db, owner)? {
-            db.execute(
-                "INSERT OR REPLACE INTO members (repo_id, user_id, role) VALUES (?1, ?2, ?3)",
-                params![repo, user, Role::Admin as i64],
-            )?;
-        }
-        Ok(())
-    }
-
-    pub fn set_member(
-        &self,
-        owner: &str,
-        name: &str,
-        user: &str,
-        role: Role,
-    ) -> anyhow::Result<()> {
-        let db = self.db();
-        let repo = Self::repo_id(&db, owner, name)?
-            .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))?;
-        let user_id = Self::user_id(&db, user)?
-            .ok_or_else(|| anyhow::anyhow!("user {user} does not exist"))?;
-        db.execute(
-            "INSERT OR REPLACE INTO members (repo_id, user_id, role) VALUES (?1, ?2, ?3)",
-            params![repo, user_id, role as i64],
-        )?;
-        Ok(())
-    }
-
-    /// The id of OWNER/NAME, if it exists.
-    pub fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
-        Self::repo_id(&self.db(), owner, name)
-    }
-
-    fn repo_id(db: &Connection, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
-        Ok(db
-            .query_row(
-                "SELECT id FROM repos WHERE owner = ?1 AND name = ?2",
-                params![owner, name],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// The repository's id and the user's role in it; `None` when either the repository
-    /// doesn't exist or the user isn't a member.
-    pub fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>> {
-        let Some((owner, name)) = repo.split_once('/') else {
-            return Ok(None);
-        };
-        let db = self.db();
-        let row: Option<(i64, i64)> = db
-            .query_row(
-                "SELECT repos.id, members.role FROM repos JOIN members ON members.repo_id = repos.id
-                 WHERE repos.owner = ?1 AND repos.name = ?2 AND members.user_id = ?3",
-                params![owner, name, user.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.map(|(id, role)| {
-            let role = match role {
-                3 => Role::Admin,
-                2 => Role::Write,
-                _ => Role::Read,
-            };
-            (id, role)
-        }))
-    }
-
-    pub fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT name, oid FROM refs WHERE repo_id = ?1 ORDER BY name")?;
-        let rows = stmt.query_map(params![repo], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Which of `ids` the repository does not hold.
-    pub fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>> {
-        let db = self.db();
-        let mut stmt =
-            db.prepare_cached("SELECT 1 FROM repo_objects WHERE repo_id = ?1 AND id = ?2")?;
-        let mut out = Vec::new();
-        for id in ids {
-            if !stmt.exists(params![repo, &id.0[..]])? {
-                out.push(*id);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Where an object is stored, whichever repository uploaded it.
-    pub fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>> {
-        Ok(self
-            .db()
-            .query_row(
-                "SELECT pack, offset, stored_len, len FROM objects WHERE id = ?1",
-                params![&id.0[..]],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        Location {
-                            offset: r.get::<_, i64>(1)? as u64,
-                            stored_len: r.get::<_, i64>(2)? as u32,
-                            len: r.get::<_, i64>(3)? as u32,
-                        },
-                    ))
-                },
-            )
-            .optional()?)
-    }
-
-    /// Records a durable pack's objects and links `ids` (those plus ones already stored)
-    /// to the repository, in one transaction.
-    pub fn record_objects(
-        &self,
-        repo: i64,
-        pack: Option<&str>,
-        stored: &[(ChunkId, Location)],
-        ids: &[ChunkId],
-    ) -> anyhow::Result<()> {
-        let mut db = self.db();
-        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
-        // upgrade a read, which SQLite refuses at once if another connection wrote since.
-        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT OR IGNORE INTO objects (id, pack, offset, stored_len, len) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (id, loc) in stored {
-                put.execute(params![
-                    &id.0[..],
-                    pack.unwrap_or_default(),
-                    loc.offset as i64,
-                    loc.stored_len as i64,
-                    loc.len as i64
-                ])?;
-            }
-            let mut link = tx.prepare_cached(
-                "INSERT OR IGNORE INTO repo_objects (repo_id, id) VALUES (?1, ?2)",
-            )?;
-            for id in ids {
-                link.execute(params![repo, &id.0[..]])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()> {
-        self.db().execute(
-            "INSERT OR IGNORE INTO git_packs (repo_id, id, key, size) VALUES (?1, ?2, ?3, ?4)",
-            params![repo, id, key, size as i64],
-        )?;
-        Ok(())
-    }
-
-    /// Committed Git packs (those a ref update made visible), oldest first.
-    pub fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT id FROM git_packs WHERE repo_id = ?1 AND committed = 1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![repo], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>> {
-        Ok(self
-            .db()
-            .query_row(
-                "SELECT key, size, committed FROM git_packs WHERE repo_id = ?1 AND id = ?2",
-                params![repo, id],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? == 1,
-                    ))
-                },
-            )
-            .optional()?)
-    }
-
-    /// Moves refs by compare-and-swap and makes `packs` visible, in one transaction.
-    /// Without `atomic`, each ref succeeds or fails on its own.
-    pub fn update_refs(
-        &self,
-        repo: i64,
-        updates: &[RefUpdate],
-        packs: &[String],
-        atomic: bool,
-    ) -> anyhow::Result<Vec<RefResult>> {
-        let mut db = self.db();
-        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
-        // upgrade a read, which SQLite refuses at once if another connection wrote since.
-        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut results = Vec::with_capacity(updates.len());
-        for u in updates {
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT oid FROM refs WHERE repo_id = ?1 AND name = ?2",
-                    params![repo, u.name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let current = current.unwrap_or_else(|| ZERO_OID.to_string());
-            if current != u.old {
-                results.push(RefResult {
-                    name: u.name.clone(),
-                    ok: false,
-                    error: Some("stale info".to_string()),
-                });
-                continue;
-            }
-            results.push(RefResult {
-                name: u.name.clone(),
-                ok: true,
-                error: None,
-            });
-        }
-        let all_ok = results.iter().all(|r| r.ok);
-        if atomic && !all_ok {
-            for r in results.iter_mut().filter(|r| r.ok) {
-                r.ok = false;
-                r.error = Some("atomic push failed".to_string());
-            }
-            return Ok(results);
-        }
-        for (u, r) in updates.iter().zip(&results) {
-            if !r.ok {
-                continue;
-            }
-            if u.new == ZERO_OID {
-                tx.execute(
-                    "DELETE FROM refs WHERE repo_id = ?1 AND name = ?2",
-                    params![repo, u.name],
-                )?;
-            } else {
-                tx.execute(
-                    "INSERT OR REPLACE INTO refs (repo_id, name, oid) VALUES (?1, ?2, ?3)",
-                    params![repo, u.name, u.new],
-                )?;
-            }
-        }
-        if results.iter().any(|r| r.ok) {
-            for p in packs {
-                tx.execute(
-                    "UPDATE git_packs SET committed = 1 WHERE repo_id = ?1 AND id = ?2",
-                    params![repo, p],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(results)
-    }
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::getrandom(&mut raw).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }

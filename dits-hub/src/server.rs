@@ -22,9 +22,10 @@ use dits_remote::wire::{
 };
 use serde_json::json;
 
+use crate::backends::{open_locks, open_metadata};
 use crate::blobs::LocalBlobs;
-use crate::locks::{LockService, LockStore, SqliteLocks};
-use crate::meta::{Location, Meta, Role, User};
+use crate::locks::{LockService, LockStore};
+use crate::meta::{Location, MetaStore, Role, User};
 use crate::mirror::GitMirror;
 
 /// Counters for tests, benchmarks and (later) `/metrics`.
@@ -41,7 +42,7 @@ pub struct Stats {
 }
 
 pub struct HubState {
-    pub meta: Meta,
+    pub meta: Box<dyn MetaStore>,
     pub blobs: LocalBlobs,
     pub locks: Box<dyn LockStore>,
     pub mirror: GitMirror,
@@ -49,16 +50,25 @@ pub struct HubState {
     pub metrics: crate::metrics::Metrics,
 }
 
+fn open_blobs(data: &Path, objects: Option<&str>) -> anyhow::Result<LocalBlobs> {
+    let local = LocalBlobs::open(&data.join("objects"))?;
+    match objects {
+        Some(url) => local.with_s3(url),
+        None => Ok(local),
+    }
+}
+
 impl HubState {
-    pub fn open(data: &Path, objects: Option<&str>) -> anyhow::Result<HubState> {
+    /// Opens every backend the options name (inside the hub's runtime).
+    pub async fn open(options: &ServeOptions) -> anyhow::Result<HubState> {
+        let data = &options.data;
         std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        let metadata = open_metadata(data, options.metadata.as_deref()).await?;
+        let (meta, locks) = open_locks(metadata, options.locks.as_deref()).await?;
         Ok(HubState {
-            meta: Meta::open(&data.join("hub.sqlite"))?,
-            blobs: match objects {
-                Some(url) => LocalBlobs::open(&data.join("objects"))?.with_s3(url)?,
-                None => LocalBlobs::open(&data.join("objects"))?,
-            },
-            locks: Box::new(SqliteLocks::open(&data.join("hub.sqlite"))?),
+            meta,
+            blobs: open_blobs(data, options.objects.as_deref())?,
+            locks,
             mirror: GitMirror::new(data.join("git")),
             metrics: Default::default(),
             stats: Stats::default(),
@@ -69,29 +79,15 @@ impl HubState {
 pub struct ServeOptions {
     pub data: PathBuf,
     pub listen: SocketAddr,
+    /// `postgres://…` for metadata (and locks without Redis); none: SQLite in `data`.
+    pub metadata: Option<String>,
     /// `s3://BUCKET[/PREFIX]` for blobs; none: the data directory.
     pub objects: Option<String>,
-    /// `redis://…` for locks; none: SQLite.
+    /// `redis://…` for locks; none: with the metadata.
     pub locks: Option<String>,
     /// A CA-issued certificate chain and key (PEM); without them the hub is self-signed.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-}
-
-/// This hub's id, made once and kept in the data directory: it namespaces the hub's keys
-/// in shared services such as Redis.
-pub fn hub_id(data: &Path) -> anyhow::Result<String> {
-    let path = data.join("hub-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        return Ok(id.trim().to_string());
-    }
-    let mut raw = [0u8; 8];
-    getrandom::getrandom(&mut raw).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data.join("hub-id.tmp");
-    std::fs::write(&tmp, &id)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(id)
 }
 
 /// `dits-hub check-config`: opens each backend the settings name and reports each result;
@@ -117,43 +113,46 @@ pub async fn check_config(options: &ServeOptions) -> bool {
             })
             .map_err(Into::into),
     );
-    let sqlite = data.join("hub.sqlite");
-    report(
-        "metadata",
-        format!("sqlite {}", sqlite.display()),
-        Meta::open(&sqlite).and_then(|m| m.ping()),
-    );
+    let metadata = open_metadata(data, options.metadata.as_deref()).await;
+    let described = match &metadata {
+        Ok(m) => m.describe.clone(),
+        Err(_) => options.metadata.clone().unwrap_or_default(),
+    };
+    let metadata = metadata.and_then(|m| {
+        tokio::task::block_in_place(|| m.meta.ping())?;
+        Ok(m)
+    });
+    let metadata_ok = metadata.is_ok();
+    let metadata = match metadata {
+        Ok(m) => {
+            report("metadata", described, Ok(()));
+            Some(m)
+        }
+        Err(e) => {
+            report("metadata", described, Err(e));
+            None
+        }
+    };
     let objects = options.objects.clone().unwrap_or_else(|| "local".into());
-    let blobs = LocalBlobs::open(&data.join("objects"))
-        .map_err(anyhow::Error::from)
-        .and_then(|b| match &options.objects {
-            Some(url) => b.with_s3(url),
-            None => Ok(b),
-        });
     report(
         "objects",
         objects,
-        blobs.and_then(|b| tokio::task::block_in_place(|| b.check()).map_err(Into::into)),
+        open_blobs(data, options.objects.as_deref())
+            .and_then(|b| tokio::task::block_in_place(|| b.check()).map_err(Into::into)),
     );
-    match &options.locks {
-        Some(url) => {
-            let connected = match SqliteLocks::open(&sqlite) {
-                Ok(db) => match hub_id(data) {
-                    Ok(ns) => crate::locks_redis::RedisLocks::connect(url, db, &ns).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            let checked =
-                connected.and_then(|l| tokio::task::block_in_place(|| l.any(0)).map(|_| ()));
-            report("locks", url.clone(), checked);
-        }
-        None => report(
-            "locks",
-            "sqlite (with the metadata)".into(),
-            SqliteLocks::open(&sqlite).map(|_| ()),
-        ),
-    }
+    let locks_detail = options
+        .locks
+        .clone()
+        .unwrap_or_else(|| "with the metadata".into());
+    let locks = match metadata {
+        Some(m) => match open_locks(m, options.locks.as_deref()).await {
+            Ok((_, l)) => tokio::task::block_in_place(|| l.any(0)).map(|_| ()),
+            Err(e) => Err(e),
+        },
+        None if !metadata_ok => Err(anyhow::anyhow!("needs the metadata store")),
+        None => unreachable!(),
+    };
+    report("locks", locks_detail, locks);
     report(
         "tls",
         match &options.tls_cert {
@@ -171,13 +170,7 @@ pub async fn check_config(options: &ServeOptions) -> bool {
 }
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let mut state = HubState::open(&options.data, options.objects.as_deref())?;
-    if let Some(url) = &options.locks {
-        let db = SqliteLocks::open(&options.data.join("hub.sqlite"))?;
-        let ns = hub_id(&options.data)?;
-        state.locks = Box::new(crate::locks_redis::RedisLocks::connect(url, db, &ns).await?);
-        println!("dits-hub: locks in {url} (namespace dits:{ns}, written through to SQLite)");
-    }
+    let state = HubState::open(&options).await?;
     let state = Arc::new(state);
     let identity = crate::tls::identity(
         &options.data,
@@ -202,10 +195,26 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
     let app = router(state.clone());
 
+    // Backends first: whoever waits for "listening" has read them.
+    if let Some(url) = &options.metadata {
+        println!("dits-hub: metadata in {}", crate::backends::redact(url));
+    }
+    if let Some(url) = &options.locks {
+        println!(
+            "dits-hub: locks in {url} (namespace dits:{}, written through to the metadata store)",
+            state.meta.namespace()?
+        );
+    }
     println!("dits-hub: listening on {addr} (QUIC on UDP, HTTPS on TCP)");
     println!("dits-hub: certificate fingerprint {}", identity.fingerprint);
     println!("dits-hub: data in {}", options.data.display());
     println!("dits-hub: packs in {}", state.blobs.describe());
+    if let Some(url) = &options.metadata {
+        println!("dits-hub: metadata in {}", crate::backends::redact(url));
+    }
+    if let Some(url) = &options.locks {
+        println!("dits-hub: locks in {url} (written through to the metadata store)");
+    }
     use std::io::Write;
     std::io::stdout().flush()?;
 
@@ -302,9 +311,17 @@ fn op_name(op: &Op) -> &'static str {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!("internal error: {e}");
-    Response::error(ErrorCode::Internal, format!("internal hub error: {e}"))
+/// A failure that is not the client's fault: "unavailable, try again" when a backend did
+/// not answer, otherwise an internal error. Either way the log has the whole chain.
+pub fn internal<E: Into<anyhow::Error>>(e: E) -> Response {
+    let e: anyhow::Error = e.into();
+    if e.chain().any(crate::meta::is_unavailable) {
+        tracing::warn!("backend unavailable: {e:#}");
+        Response::error(ErrorCode::Unavailable, format!("{e:#}"))
+    } else {
+        tracing::error!("internal error: {e:#}");
+        Response::error(ErrorCode::Internal, format!("internal hub error: {e:#}"))
+    }
 }
 
 /// Who is asking, for which repository, with what role; refusals name the repository.
@@ -694,11 +711,8 @@ async fn get_objects(
     }
     // Read first (neighbouring objects of one pack in one ranged read: one GET on S3),
     // so a storage error can still be a proper refusal.
-    let objects =
-        tokio::task::block_in_place(|| read_objects_coalesced(state, ids)).map_err(|e| {
-            tracing::error!("serving objects: {e:#}");
-            Response::error(ErrorCode::Internal, format!("internal hub error: {e}"))
-        })?;
+    let objects = tokio::task::block_in_place(|| read_objects_coalesced(state, ids))
+        .map_err(|e| internal(e.context("serving objects")))?;
     write_frame(send, &Response::ok(json!({ "count": ids.len() })))
         .await
         .map_err(internal)?;
@@ -998,6 +1012,7 @@ fn http_error(r: Response) -> (StatusCode, Json<serde_json::Value>) {
         Some(ErrorCode::Forbidden) => StatusCode::FORBIDDEN,
         Some(ErrorCode::BadRequest) => StatusCode::BAD_REQUEST,
         Some(ErrorCode::Rejected) => StatusCode::CONFLICT,
+        Some(ErrorCode::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut body = json!({ "message": r.message });

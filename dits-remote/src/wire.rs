@@ -141,6 +141,9 @@ pub enum ErrorCode {
     /// Bytes that don't hash to their id, a ref update whose data is missing.
     Rejected,
     Internal,
+    /// A backend the hub needs (database, lock store, object storage) did not answer:
+    /// retry later.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ fn world() -> World {
 }
 
 /// Bytes of media the last push sent, from git-remote-dits' summary line.
-fn sent_bytes(stderr: &str) -> u64 {
+pub(crate) fn sent_bytes(stderr: &str) -> u64 {
     let line = stderr
         .lines()
         .find(|l| l.starts_with("dits: sent "))
@@ -318,13 +318,6 @@ fn an_upload_whose_bytes_do_not_match_its_id_is_refused() {
     });
 }
 
-/// Packs the hub has made durable so far (one per upload batch).
-fn hub_packs(data: &Path) -> usize {
-    std::fs::read_dir(data.join("objects/chunks"))
-        .map(|d| d.filter(|e| e.is_ok()).count())
-        .unwrap_or(0)
-}
-
 /// kill -9 of the whole `git push` (git and git-remote-dits) once the first upload batch
 /// is durable on the hub: no ref moves, and the re-run sends only what had not arrived.
 #[test]
@@ -355,7 +348,7 @@ fn a_push_killed_mid_upload_resumes_and_sends_only_the_rest() {
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while hub_packs(&w.hub.data) == 0 {
+    while w.hub.chunk_packs() == 0 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "push finished before any batch was observed"
@@ -370,7 +363,7 @@ fn a_push_killed_mid_upload_resumes_and_sends_only_the_rest() {
         .unwrap();
     assert!(killed.success());
     let _ = child.wait();
-    let landed = hub_packs(&w.hub.data);
+    let landed = w.hub.chunk_packs();
 
     // The branch did not move: the hub has no refs for the repository.
     let refs = w.env.git(&repo, &["ls-remote", &w.hub.url("alice/film")]);

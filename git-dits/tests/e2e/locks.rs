@@ -403,9 +403,13 @@ fn with_redis_locks_a_redis_restart_loses_no_lock() {
     let b = t.bob_clone();
     let env = &t.env;
     env.git(&a, &["dits", "lock", "clip.mp4"]);
-    let ns = std::fs::read_to_string(t.hub.data.join("hub-id")).unwrap();
+    let ns = t
+        .hub
+        .lock_namespace
+        .clone()
+        .expect("the hub names its Redis namespace");
     let keys = std::process::Command::new("redis-cli")
-        .args(["--scan", "--pattern", &format!("dits:{}:*", ns.trim())])
+        .args(["--scan", "--pattern", &format!("{ns}:*")])
         .output()
         .unwrap();
     let keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)

@@ -8,6 +8,7 @@ mod locks;
 mod mount;
 mod roundtrip;
 mod s3;
+mod scale;
 mod store;
 mod support;
 mod tracks;

@@ -1,7 +1,7 @@
 //! The hub with its packs in S3-compatible storage (a real moto server on loopback):
 //! push, clone, edit, restart; an S3 outage is a clear error that moves no ref.
 
-use crate::support::{media, same_bytes, HubProcess, S3Server, TestEnv};
+use crate::support::{https_get, media, same_bytes, HubProcess, S3Server, TestEnv};
 
 #[test]
 fn a_hub_on_s3_pushes_clones_and_survives_a_restart() {
@@ -77,11 +77,11 @@ fn an_s3_outage_fails_the_push_clearly_and_moves_no_ref() {
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
 
-    let (code, body) = get(hub.port, "readyz");
+    let (code, body) = https_get(hub.port, "readyz");
     assert_eq!(code, 200, "{body}");
 
     s3.kill();
-    let (code, body) = get(hub.port, "readyz");
+    let (code, body) = https_get(hub.port, "readyz");
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("\"objects\"") && body.contains("object store"),
@@ -94,7 +94,7 @@ fn an_s3_outage_fails_the_push_clearly_and_moves_no_ref() {
     assert!(stderr.contains("object store"), "{stderr}");
     let refs = env.git(&repo, &["ls-remote", &hub.url("alice/film")]);
     assert_eq!(refs.trim(), "", "no ref moved");
-    let (_, metrics) = get(hub.port, "metrics");
+    let (_, metrics) = https_get(hub.port, "metrics");
     assert!(
         metrics.contains("dits_requests_total{op=\"put\",outcome=\"refused\"}")
             && metrics.contains("dits_request_seconds_bucket{op=\"refs\",le=\"+Inf\"}"),
@@ -103,21 +103,6 @@ fn an_s3_outage_fails_the_push_clearly_and_moves_no_ref() {
 }
 
 /// An HTTPS GET of the hub's PATH: status and body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sk",
-            "-w",
-            "\n%{http_code}",
-            &format!("https://127.0.0.1:{port}/{path}"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_string())
-}
-
 /// A TOML config naming S3 and Redis: `check-config` connects to each and says so; a
 /// backend that doesn't answer fails it (exit 1) by name; `serve --config` runs on it.
 #[test]

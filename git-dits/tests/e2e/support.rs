@@ -339,7 +339,115 @@ pub struct HubProcess {
     pub data: PathBuf,
     pub port: u16,
     pub fingerprint: String,
+    /// The Redis key namespace, when locks are in Redis.
+    pub lock_namespace: Option<String>,
+    /// Backend settings (`DITS_HUB_*`, `AWS_*`) the admin commands share with `serve`.
+    pub envs: Vec<(String, String)>,
     child: std::process::Child,
+}
+
+/// Whether the hub tests run against the scale-out backends (`DITS_TEST_BACKENDS=scale`,
+/// set by scripts/test.sh for its second pass): each hub then keeps its metadata in a
+/// PostgreSQL database of its own, locks in this machine's Redis and objects in a bucket
+/// of its own on the S3 server at `DITS_TEST_S3_ENDPOINT`.
+pub fn scale_out() -> bool {
+    std::env::var("DITS_TEST_BACKENDS").as_deref() == Ok("scale")
+}
+
+/// Runs one statement as PostgreSQL's admin (psql, trust auth on loopback).
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "root", "-d", db, "-tAqc", sql])
+        .output()
+        .expect("running psql (PostgreSQL's client)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A PostgreSQL database for `key` (made if missing; test databases are named dits_t_…).
+pub fn pg_database(key: &Path) -> String {
+    let name = format!(
+        "dits_t_{}",
+        &blake3::hash(key.as_os_str().as_encoded_bytes()).to_hex()[..16]
+    );
+    if psql(
+        "postgres",
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+    )
+    .is_empty()
+    {
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+    }
+    format!("postgres://root@127.0.0.1:5432/{name}")
+}
+
+/// An S3 bucket for `key` on the server at `endpoint` (made if missing).
+pub fn s3_bucket(endpoint: &str, key: &Path) -> String {
+    let bucket = format!(
+        "dits-t-{}",
+        &blake3::hash(key.as_os_str().as_encoded_bytes()).to_hex()[..16]
+    );
+    let made = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg(format!("{endpoint}/{bucket}"))
+        .output()
+        .expect("running curl");
+    let code = String::from_utf8_lossy(&made.stdout).to_string();
+    assert!(
+        code == "200" || code == "409",
+        "creating bucket {bucket}: HTTP {code}"
+    );
+    bucket
+}
+
+pub fn s3_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// In the scale-out pass, the backend settings for a hub on `data`, leaving alone what
+/// the test sets itself.
+fn scale_out_env(
+    data: &Path,
+    serve_args: &[&str],
+    envs: &[(String, String)],
+) -> Vec<(String, String)> {
+    if !scale_out() {
+        return Vec::new();
+    }
+    let has_env = |k: &str| envs.iter().any(|(key, _)| key == k);
+    let has_arg = |a: &str| serve_args.contains(&a) || serve_args.contains(&"--config");
+    let mut out = Vec::new();
+    if !has_env("DITS_HUB_METADATA") {
+        out.push(("DITS_HUB_METADATA".to_string(), pg_database(data)));
+    }
+    if !has_arg("--locks") && !has_env("DITS_HUB_LOCKS") {
+        out.push((
+            "DITS_HUB_LOCKS".to_string(),
+            "redis://127.0.0.1:6379".to_string(),
+        ));
+    }
+    if !has_arg("--objects") && !has_env("DITS_HUB_OBJECTS") && !has_env("AWS_ENDPOINT_URL") {
+        let endpoint = std::env::var("DITS_TEST_S3_ENDPOINT").expect(
+            "DITS_TEST_BACKENDS=scale needs DITS_TEST_S3_ENDPOINT (scripts/test.sh starts one)",
+        );
+        let bucket = s3_bucket(&endpoint, data);
+        out.push(("DITS_HUB_OBJECTS".to_string(), format!("s3://{bucket}")));
+        out.extend(s3_env(&endpoint));
+    }
+    out
 }
 
 impl HubProcess {
@@ -360,6 +468,8 @@ impl HubProcess {
         envs: &[(String, String)],
     ) -> HubProcess {
         use std::io::BufRead;
+        let mut envs = envs.to_vec();
+        envs.extend(scale_out_env(data, serve_args, &envs));
         let mut child = Command::new(HUB_BIN)
             .args(["--data"])
             .arg(data)
@@ -373,11 +483,18 @@ impl HubProcess {
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let mut port = 0;
         let mut fingerprint = String::new();
+        let mut lock_namespace = None;
         while port == 0 || fingerprint.is_empty() {
             let line = lines
                 .next()
                 .expect("hub exited before announcing itself")
                 .unwrap();
+            if let Some(rest) = line.split("(namespace ").nth(1) {
+                lock_namespace = rest
+                    .split(|c| c == ',' || c == ')')
+                    .next()
+                    .map(str::to_string);
+            }
             if let Some(rest) = line.strip_prefix("dits-hub: listening on ") {
                 let addr = rest.split_whitespace().next().unwrap();
                 port = addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -391,6 +508,8 @@ impl HubProcess {
             data: data.to_path_buf(),
             port,
             fingerprint,
+            lock_namespace,
+            envs,
             child,
         }
     }
@@ -400,6 +519,7 @@ impl HubProcess {
             .arg("--data")
             .arg(&self.data)
             .args(args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .unwrap();
         assert!(
@@ -409,6 +529,39 @@ impl HubProcess {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Chunk packs the hub has made durable so far (one per upload batch), in its data
+    /// directory or its S3 bucket.
+    pub fn chunk_packs(&self) -> usize {
+        let env = |k: &str| {
+            self.envs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        match (env("DITS_HUB_OBJECTS"), env("AWS_ENDPOINT_URL")) {
+            (Some(objects), Some(endpoint)) => {
+                let location = objects.trim_start_matches("s3://");
+                let (bucket, prefix) = match location.split_once('/') {
+                    Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
+                    None => (location, String::new()),
+                };
+                let out = Command::new("curl")
+                    .arg("-s")
+                    .arg(format!(
+                        "{endpoint}/{bucket}?list-type=2&prefix={prefix}chunks/"
+                    ))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .matches("<Key>")
+                    .count()
+            }
+            _ => std::fs::read_dir(self.data.join("objects/chunks"))
+                .map(|d| d.filter(|e| e.is_ok()).count())
+                .unwrap_or(0),
+        }
     }
 
     pub fn url(&self, repo: &str) -> String {
@@ -543,19 +696,7 @@ impl S3Server {
 
     /// The AWS_* settings a hub needs to use this server.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            (
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            ),
-            ("AWS_ALLOW_HTTP", "true".to_string()),
-            ("AWS_REGION", "us-east-1".to_string()),
-            ("AWS_ACCESS_KEY_ID", "test".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        s3_env(&format!("http://127.0.0.1:{}", self.port))
     }
 
     /// Keys under `prefix` in the bucket.
@@ -586,4 +727,251 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A Redis server of one test's own (so the test can stop it), on a free port, keeping
+/// nothing on disk. Killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let mut r = PrivateRedis {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port, empty (as after a crash without persistence).
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let port = self.port.to_string();
+        wait_until("redis-server", || {
+            Command::new("redis-cli")
+                .args(["-p", &port, "ping"])
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PostgreSQL cluster of one test's own (so the test can stop it): initdb into a
+/// temporary directory, run as the `postgres` user (PostgreSQL refuses root), trust auth
+/// for `root` on a free loopback port. Stopped on drop.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn pg_bin(tool: &str) -> PathBuf {
+    // Whichever major version Debian installed.
+    let versions = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin").join(tool))
+                .filter(|p| p.exists())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    versions
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Path::new(PG_BIN).join(tool))
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("initdb"))
+            .args(["-A", "trust", "-U", "root", "-D"])
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("running initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir,
+        };
+        pg.restart();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://root@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .output()
+            .expect("running pg_ctl")
+    }
+
+    pub fn restart(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let out = self.pg_ctl(&["-w", "-o", &options, "-l", log.to_str().unwrap(), "start"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops it at once, as a crash would (open connections are cut).
+    pub fn stop(&self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PostgreSQL (a database of its own on this machine's server), this machine's Redis and
+/// an S3 server of its own: what hubs of the scale-out tests share.
+pub struct SharedBackends {
+    /// Kept for its lifetime: dropped (killed) with the backends.
+    _s3: S3Server,
+    pub database: String,
+    pub envs: Vec<(String, String)>,
+    _key: tempfile::TempDir,
+}
+
+impl SharedBackends {
+    pub fn start() -> SharedBackends {
+        let key = tempfile::tempdir().unwrap();
+        let s3 = S3Server::start();
+        let database = pg_database(key.path());
+        let mut envs = vec![
+            ("DITS_HUB_METADATA".to_string(), database.clone()),
+            (
+                "DITS_HUB_LOCKS".to_string(),
+                "redis://127.0.0.1:6379".to_string(),
+            ),
+            (
+                "DITS_HUB_OBJECTS".to_string(),
+                format!("s3://{}/hub", s3.bucket),
+            ),
+        ];
+        envs.extend(s3.env());
+        SharedBackends {
+            _s3: s3,
+            database,
+            envs,
+            _key: key,
+        }
+    }
+}
+
+impl Drop for SharedBackends {
+    fn drop(&mut self) {
+        let name = self.database.rsplit('/').next().unwrap_or_default();
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "root", "-d", "postgres", "-qc"])
+            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .output();
+    }
+}
+
+impl TestEnv {
+    /// Pins every hub's certificate and stores `token` for `user` on each.
+    pub fn trust_hubs(&self, hubs: &[&HubProcess], user: &str, token: &str) {
+        let cwd = self.dir.path();
+        let mut credentials = String::new();
+        for hub in hubs {
+            self.git(
+                cwd,
+                &[
+                    "config",
+                    "--global",
+                    &format!("dits.{}.fingerprint", hub.base()),
+                    &hub.fingerprint,
+                ],
+            );
+            credentials.push_str(&format!("dits://{user}:{token}@127.0.0.1:{}\n", hub.port));
+        }
+        self.git(cwd, &["config", "--global", "credential.helper", "store"]);
+        std::fs::write(self.home().join(".git-credentials"), credentials).unwrap();
+    }
+}
+
+/// GET `path` from the HTTPS side of the hub on `port`: the status and the body.
+pub fn https_get(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "--max-time", "30"])
+        .arg(format!("https://127.0.0.1:{port}/{path}"))
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

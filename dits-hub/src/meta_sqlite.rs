@@ -1,0 +1,335 @@
+//! Hub metadata in SQLite (the embedded backend), behind [`MetaStore`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use dits_core::ChunkId;
+use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::meta::{
+    decide_ref_updates, new_token, token_hash, unix_now, Location, MetaStore, Role, User,
+};
+
+pub struct SqliteMeta {
+    conn: Mutex<Connection>,
+    /// The directory holding the database (and the hub id file).
+    dir: std::path::PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repos (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, UNIQUE(owner, name));
+CREATE TABLE IF NOT EXISTS members (repo_id INTEGER NOT NULL REFERENCES repos(id), user_id INTEGER NOT NULL REFERENCES users(id), role INTEGER NOT NULL, PRIMARY KEY (repo_id, user_id));
+CREATE TABLE IF NOT EXISTS refs (repo_id INTEGER NOT NULL REFERENCES repos(id), name TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (repo_id, name));
+CREATE TABLE IF NOT EXISTS objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, len INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
+";
+
+impl SqliteMeta {
+    pub fn open(path: &Path) -> anyhow::Result<SqliteMeta> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteMeta {
+            conn: Mutex::new(conn),
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock can't leave SQLite inconsistent (transactions
+        // roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn user_id(db: &Connection, name: &str) -> anyhow::Result<Option<i64>> {
+        Ok(db
+            .query_row("SELECT id FROM users WHERE name = ?1", params![name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn repo_id(db: &Connection, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
+        Ok(db
+            .query_row(
+                "SELECT id FROM repos WHERE owner = ?1 AND name = ?2",
+                params![owner, name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+impl MetaStore for SqliteMeta {
+    fn ping(&self) -> anyhow::Result<()> {
+        self.db()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
+    fn namespace(&self) -> anyhow::Result<String> {
+        crate::meta::hub_id(&self.dir)
+    }
+
+    fn add_user(&self, name: &str) -> anyhow::Result<String> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO users (name, created) VALUES (?1, ?2)",
+            params![name, unix_now()],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                anyhow::anyhow!("user {name} already exists")
+            }
+            other => other.into(),
+        })?;
+        let id = db.last_insert_rowid();
+        let token = new_token()?;
+        db.execute(
+            "INSERT INTO tokens (hash, user_id, created) VALUES (?1, ?2, ?3)",
+            params![&token_hash(&token)[..], id, unix_now()],
+        )?;
+        Ok(token)
+    }
+
+    fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1",
+                params![&token_hash(token)[..]],
+                |r| Ok(User { id: r.get(0)?, name: r.get(1)? }),
+            )
+            .optional()?)
+    }
+
+    fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO repos (owner, name, created) VALUES (?1, ?2, ?3)",
+            params![owner, name, unix_now()],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                anyhow::anyhow!("repository {owner}/{name} already exists")
+            }
+            other => other.into(),
+        })?;
+        let repo = db.last_insert_rowid();
+        if let Some(user) = Self::user_id(&db, owner)? {
+            db.execute(
+                "INSERT OR REPLACE INTO members (repo_id, user_id, role) VALUES (?1, ?2, ?3)",
+                params![repo, user, Role::Admin as i64],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set_member(&self, owner: &str, name: &str, user: &str, role: Role) -> anyhow::Result<()> {
+        let db = self.db();
+        let repo = Self::repo_id(&db, owner, name)?
+            .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))?;
+        let user_id = Self::user_id(&db, user)?
+            .ok_or_else(|| anyhow::anyhow!("user {user} does not exist"))?;
+        db.execute(
+            "INSERT OR REPLACE INTO members (repo_id, user_id, role) VALUES (?1, ?2, ?3)",
+            params![repo, user_id, role as i64],
+        )?;
+        Ok(())
+    }
+
+    fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
+        Self::repo_id(&self.db(), owner, name)
+    }
+
+    fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>> {
+        let Some((owner, name)) = repo.split_once('/') else {
+            return Ok(None);
+        };
+        let db = self.db();
+        let row: Option<(i64, i64)> = db
+            .query_row(
+                "SELECT repos.id, members.role FROM repos JOIN members ON members.repo_id = repos.id
+                 WHERE repos.owner = ?1 AND repos.name = ?2 AND members.user_id = ?3",
+                params![owner, name, user.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(id, role)| (id, Role::from_i64(role))))
+    }
+
+    fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT name, oid FROM refs WHERE repo_id = ?1 ORDER BY name")?;
+        let rows = stmt.query_map(params![repo], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare_cached("SELECT 1 FROM repo_objects WHERE repo_id = ?1 AND id = ?2")?;
+        let mut out = Vec::new();
+        for id in ids {
+            if !stmt.exists(params![repo, &id.0[..]])? {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT pack, offset, stored_len, len FROM objects WHERE id = ?1",
+                params![&id.0[..]],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Location {
+                            offset: r.get::<_, i64>(1)? as u64,
+                            stored_len: r.get::<_, i64>(2)? as u32,
+                            len: r.get::<_, i64>(3)? as u32,
+                        },
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    fn record_objects(
+        &self,
+        repo: i64,
+        pack: Option<&str>,
+        stored: &[(ChunkId, Location)],
+        ids: &[ChunkId],
+    ) -> anyhow::Result<()> {
+        let mut db = self.db();
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
+        // upgrade a read, which SQLite refuses at once if another connection wrote since.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT OR IGNORE INTO objects (id, pack, offset, stored_len, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (id, loc) in stored {
+                put.execute(params![
+                    &id.0[..],
+                    pack.unwrap_or_default(),
+                    loc.offset as i64,
+                    loc.stored_len as i64,
+                    loc.len as i64
+                ])?;
+            }
+            let mut link = tx.prepare_cached(
+                "INSERT OR IGNORE INTO repo_objects (repo_id, id) VALUES (?1, ?2)",
+            )?;
+            for id in ids {
+                link.execute(params![repo, &id.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT OR IGNORE INTO git_packs (repo_id, id, key, size) VALUES (?1, ?2, ?3, ?4)",
+            params![repo, id, key, size as i64],
+        )?;
+        Ok(())
+    }
+
+    fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id FROM git_packs WHERE repo_id = ?1 AND committed = 1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![repo], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT key, size, committed FROM git_packs WHERE repo_id = ?1 AND id = ?2",
+                params![repo, id],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? == 1,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    fn update_refs(
+        &self,
+        repo: i64,
+        updates: &[RefUpdate],
+        packs: &[String],
+        atomic: bool,
+    ) -> anyhow::Result<Vec<RefResult>> {
+        let mut db = self.db();
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) rather than
+        // upgrade a read, which SQLite refuses at once if another connection wrote since.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut current = Vec::with_capacity(updates.len());
+        for u in updates {
+            let oid: Option<String> = tx
+                .query_row(
+                    "SELECT oid FROM refs WHERE repo_id = ?1 AND name = ?2",
+                    params![repo, u.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            current.push(oid);
+        }
+        let results = decide_ref_updates(updates, &current, atomic);
+        if !results.iter().any(|r| r.ok) {
+            return Ok(results);
+        }
+        for (u, r) in updates.iter().zip(&results) {
+            if !r.ok {
+                continue;
+            }
+            if u.new == ZERO_OID {
+                tx.execute(
+                    "DELETE FROM refs WHERE repo_id = ?1 AND name = ?2",
+                    params![repo, u.name],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT OR REPLACE INTO refs (repo_id, name, oid) VALUES (?1, ?2, ?3)",
+                    params![repo, u.name, u.new],
+                )?;
+            }
+        }
+        for p in packs {
+            tx.execute(
+                "UPDATE git_packs SET committed = 1 WHERE repo_id = ?1 AND id = ?2",
+                params![repo, p],
+            )?;
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+}

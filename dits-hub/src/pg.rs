@@ -1,0 +1,157 @@
+//! The PostgreSQL connection pool the scale-out hub shares between metadata and locks,
+//! the schema's versioned migrations, and the mapping of PostgreSQL failures to
+//! "unavailable, try again" versus real errors.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+
+use crate::meta::Unavailable;
+
+pub const WHAT: &str = "metadata store (PostgreSQL)";
+
+/// Each migration runs once, in order, inside one transaction holding an advisory lock,
+/// so hubs starting together apply it exactly once. Never edit one that has shipped:
+/// add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "
+CREATE TABLE users (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, created BIGINT NOT NULL);
+CREATE TABLE tokens (hash BYTEA PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES users(id), created BIGINT NOT NULL);
+CREATE TABLE repos (id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, UNIQUE (owner, name));
+CREATE TABLE members (repo_id BIGINT NOT NULL REFERENCES repos(id), user_id BIGINT NOT NULL REFERENCES users(id), role SMALLINT NOT NULL, PRIMARY KEY (repo_id, user_id));
+CREATE TABLE refs (repo_id BIGINT NOT NULL REFERENCES repos(id), name TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (repo_id, name));
+-- Every stored object (chunk or recipe) once, wherever it came from: its pack and place in
+-- it, its size, and what a future garbage collector and tiering need.
+CREATE TABLE objects (
+    id BYTEA PRIMARY KEY,
+    pack TEXT NOT NULL,
+    pack_offset BIGINT NOT NULL,
+    stored_len BIGINT NOT NULL,
+    len BIGINT NOT NULL,
+    storage_class TEXT NOT NULL DEFAULT 'standard',
+    created BIGINT NOT NULL,
+    last_access BIGINT NOT NULL
+);
+CREATE INDEX objects_by_pack ON objects (pack);
+-- Reachability for GC: which repositories hold which objects.
+CREATE TABLE repo_objects (repo_id BIGINT NOT NULL REFERENCES repos(id), id BYTEA NOT NULL, PRIMARY KEY (repo_id, id));
+CREATE INDEX repo_objects_by_id ON repo_objects (id);
+CREATE TABLE git_packs (seq BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL REFERENCES repos(id), id TEXT NOT NULL, key TEXT NOT NULL, size BIGINT NOT NULL, committed BOOLEAN NOT NULL DEFAULT FALSE, UNIQUE (repo_id, id));
+CREATE TABLE locks (id BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL REFERENCES repos(id), path TEXT NOT NULL, owner_id BIGINT NOT NULL REFERENCES users(id), branch TEXT, locked_at BIGINT NOT NULL, UNIQUE (repo_id, path));
+CREATE TABLE lock_events (seq BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL, lock_id BIGINT NOT NULL, path TEXT NOT NULL, owner_id BIGINT NOT NULL, actor_id BIGINT NOT NULL, action TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+",
+)];
+
+/// A pool on `url` (postgres://USER@HOST:PORT/DB?…) with the schema migrated.
+pub async fn connect(url: &str) -> anyhow::Result<Pool> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| anyhow::anyhow!("--metadata {url}: {e}"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("dits-hub");
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(16)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .build()?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| anyhow::anyhow!("--metadata {url}: cannot connect: {e}"))?;
+    migrate(&mut client).await?;
+    Ok(pool)
+}
+
+async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
+    let tx = client.transaction().await.pg()?;
+    // Any fixed number: every hub takes the same lock.
+    tx.execute("SELECT pg_advisory_xact_lock(7716400510)", &[])
+        .await
+        .pg()?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS dits_migrations (version INT PRIMARY KEY, applied BIGINT NOT NULL)",
+    )
+    .await
+    .pg()?;
+    let done: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM dits_migrations", &[])
+        .await
+        .pg()?
+        .get(0);
+    let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    anyhow::ensure!(
+        done <= newest,
+        "the metadata database has schema version {done}; this dits-hub knows up to {newest}: upgrade dits-hub"
+    );
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > done) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("schema migration {version}: {e}"))?;
+        tx.execute(
+            "INSERT INTO dits_migrations (version, applied) VALUES ($1, $2)",
+            &[version, &crate::meta::unix_now()],
+        )
+        .await
+        .pg()?;
+        tracing::info!(version, "metadata schema migrated");
+    }
+    tx.commit().await.pg()?;
+    Ok(())
+}
+
+/// PostgreSQL results as hub results: lost connections and a server shutting down or
+/// starting are [`Unavailable`]; constraint and other statement errors are not.
+pub trait PgResult<T> {
+    fn pg(self) -> anyhow::Result<T>;
+}
+
+impl<T> PgResult<T> for Result<T, tokio_postgres::Error> {
+    fn pg(self) -> anyhow::Result<T> {
+        self.map_err(classify)
+    }
+}
+
+/// See [`PgResult`].
+pub fn classify(e: tokio_postgres::Error) -> anyhow::Error {
+    let transient = match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            // 08: connection exception; 57: operator intervention (shutdown); 53:
+            // insufficient resources; 40P01: deadlock (the other transaction went on).
+            class == "08"
+                || class == "57"
+                || class == "53"
+                || code == &SqlState::T_R_DEADLOCK_DETECTED
+        }
+    };
+    if transient {
+        Unavailable::new(WHAT, e).into()
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+impl<T> PgResult<T> for Result<T, deadpool_postgres::PoolError> {
+    fn pg(self) -> anyhow::Result<T> {
+        self.map_err(|e| Unavailable::new(WHAT, e).into())
+    }
+}
+
+/// Whether `e` is PostgreSQL refusing a duplicate.
+pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}

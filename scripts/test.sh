@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test, then the hub and lock end-to-end tests a second time against the scale-out
+# backends: PostgreSQL and Redis on this machine, and moto's S3 server on loopback (from
+# target/moto-venv, which .ci/run installs). Needs git, ffmpeg, fuse3, curl and psql.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace
+
+moto=target/moto-venv/bin/moto_server
+[ -x "$moto" ] || moto=moto_server
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$moto" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto_pid=$!
+drop_test_databases() {
+  psql -h 127.0.0.1 -U root -d postgres -tAc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'dits\_t\_%'" |
+    while read -r db; do psql -h 127.0.0.1 -U root -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
+}
+trap 'kill $moto_pid 2>/dev/null || true; drop_test_databases' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+drop_test_databases
+
+echo "== hub and lock tests again, on PostgreSQL + Redis + S3 (moto on port $port)"
+DITS_TEST_BACKENDS=scale DITS_TEST_S3_ENDPOINT="http://127.0.0.1:$port" \
+  cargo test -p git-dits --test e2e -- hub:: locks::
