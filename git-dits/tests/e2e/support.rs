@@ -490,10 +490,7 @@ impl HubProcess {
                 .expect("hub exited before announcing itself")
                 .unwrap();
             if let Some(rest) = line.split("(namespace ").nth(1) {
-                lock_namespace = rest
-                    .split(|c| c == ',' || c == ')')
-                    .next()
-                    .map(str::to_string);
+                lock_namespace = rest.split([',', ')']).next().map(str::to_string);
             }
             if let Some(rest) = line.strip_prefix("dits-hub: listening on ") {
                 let addr = rest.split_whitespace().next().unwrap();
