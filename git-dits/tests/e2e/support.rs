@@ -929,6 +929,13 @@ impl SharedBackends {
     }
 }
 
+impl SharedBackends {
+    /// One query on the shared metadata database, as psql prints it.
+    pub fn query(&self, sql: &str) -> String {
+        psql(self.database.rsplit('/').next().unwrap_or_default(), sql)
+    }
+}
+
 impl Drop for SharedBackends {
     fn drop(&mut self) {
         let name = self.database.rsplit('/').next().unwrap_or_default();
