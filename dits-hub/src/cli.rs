@@ -141,6 +141,15 @@ enum RepoCommand {
     },
     /// Print OWNER/NAME's lock history: who locked, unlocked and force-unlocked what.
     LockLog { repo: String },
+    /// Print OWNER/NAME's indexed commits, newest first, with the media each adds or changes.
+    Log {
+        repo: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
@@ -242,6 +251,46 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                     "{}\t{}\tlock {}\t{}\towner {}\tby {}",
                     e.at, e.action, e.lock, e.path, e.owner, e.actor
                 );
+            }
+            Ok(())
+        }
+        Command::Repo {
+            command: RepoCommand::Log { repo, limit, json },
+        } => {
+            let (owner, name) = split_repo(repo)?;
+            let meta = metadata(&cli).await?.meta;
+            let id = meta
+                .find_repo(owner, name)?
+                .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
+            let commits = meta.commit_log(id, *limit)?;
+            if *json {
+                let doc: Vec<_> = commits
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "oid": c.oid,
+                            "parents": c.parents,
+                            "author": c.author,
+                            "time": c.time,
+                            "message": c.message,
+                            "media": c.pointers.iter().map(|(path, p)| serde_json::json!({
+                                "path": path,
+                                "size": p.size,
+                                "recipe": p.recipe.to_hex(),
+                                "summary": p.media,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            for c in commits {
+                let subject = c.message.lines().next().unwrap_or_default();
+                println!("{} {} {}  {subject}", &c.oid[..12], c.time, c.author);
+                for (path, p) in &c.pointers {
+                    println!("    {path}  {} bytes  {}", p.size, p.media);
+                }
             }
             Ok(())
         }

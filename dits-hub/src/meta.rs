@@ -14,6 +14,8 @@ use std::path::Path;
 use dits_core::ChunkId;
 use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
 
+pub use crate::mirror::IndexedCommit;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     Read = 1,
@@ -139,6 +141,12 @@ pub trait MetaStore: Send + Sync {
         packs: &[String],
         atomic: bool,
     ) -> anyhow::Result<Vec<RefResult>>;
+    /// Adds pushed commits (and the assets their pointers name) to the commit index;
+    /// commits already indexed are left as they are.
+    fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;
+    /// The indexed commits of a repository, most recently pushed first (within a push,
+    /// newest first), at most `limit`.
+    fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>>;
 }
 
 /// The compare-and-swap decision for `updates`, given each ref's current value (`None`:
@@ -208,4 +216,19 @@ pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut raw = vec![0u8; bytes];
     getrandom::getrandom(&mut raw).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A pointer rebuilt from the commit index's columns (`None` if an id is not 32 bytes).
+pub fn stored_pointer(
+    recipe: &[u8],
+    oid: &[u8],
+    size: i64,
+    media: String,
+) -> Option<dits_core::pointer::Pointer> {
+    Some(dits_core::pointer::Pointer {
+        media,
+        oid: ChunkId(oid.try_into().ok()?),
+        recipe: ChunkId(recipe.try_into().ok()?),
+        size: size as u64,
+    })
 }

@@ -11,8 +11,8 @@ use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
 
 use crate::blocking::block_on;
 use crate::meta::{
-    decide_ref_updates, new_token, random_hex, token_hash, unix_now, Location, MetaStore, Role,
-    User,
+    decide_ref_updates, new_token, random_hex, token_hash, unix_now, IndexedCommit, Location,
+    MetaStore, Role, User,
 };
 use crate::pg::{classify, is_unique_violation, PgResult};
 
@@ -403,6 +403,84 @@ impl MetaStore for PgMeta {
             .pg()?;
             tx.commit().await.pg()?;
             Ok(results)
+        })
+    }
+
+    fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()> {
+        block_on(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.pg()?;
+            for commit in commits.iter().rev() {
+                tx.execute(
+                    "INSERT INTO commits (repo_id, oid, parents, author, message, time) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT DO NOTHING",
+                    &[&repo, &commit.oid, &commit.parents, &commit.author, &commit.message, &commit.time],
+                )
+                .await
+                .pg()?;
+                for (path, p) in &commit.pointers {
+                    tx.execute(
+                        "INSERT INTO assets (recipe, file_oid, size, media) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[&&p.recipe.0[..], &&p.oid.0[..], &(p.size as i64), &p.media],
+                    )
+                    .await
+                    .pg()?;
+                    tx.execute(
+                        "INSERT INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT DO NOTHING",
+                        &[&repo, &commit.oid, &path, &&p.recipe.0[..]],
+                    )
+                    .await
+                    .pg()?;
+                }
+            }
+            tx.commit().await.pg()?;
+            Ok(())
+        })
+    }
+
+    fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+        block_on(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = $1
+                     ORDER BY seq DESC LIMIT $2",
+                    &[&repo, &(limit as i64)],
+                )
+                .await
+                .pg()?;
+            let mut commits = Vec::with_capacity(rows.len());
+            for r in rows {
+                let oid: String = r.get(0);
+                let pointers = c
+                    .query(
+                        "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
+                         JOIN assets a ON a.recipe = p.recipe
+                         WHERE p.repo_id = $1 AND p.commit_oid = $2 ORDER BY p.path",
+                        &[&repo, &oid],
+                    )
+                    .await
+                    .pg()?
+                    .into_iter()
+                    .filter_map(|p| {
+                        let (recipe, file_oid): (Vec<u8>, Vec<u8>) = (p.get(1), p.get(2));
+                        Some((
+                            p.get::<_, String>(0),
+                            crate::meta::stored_pointer(&recipe, &file_oid, p.get(3), p.get(4))?,
+                        ))
+                    })
+                    .collect();
+                commits.push(IndexedCommit {
+                    oid,
+                    parents: r.get(1),
+                    author: r.get(2),
+                    message: r.get(3),
+                    time: r.get(4),
+                    pointers,
+                });
+            }
+            Ok(commits)
         })
     }
 }

@@ -9,7 +9,8 @@ use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
-    decide_ref_updates, new_token, token_hash, unix_now, Location, MetaStore, Role, User,
+    decide_ref_updates, new_token, token_hash, unix_now, IndexedCommit, Location, MetaStore, Role,
+    User,
 };
 
 pub struct SqliteMeta {
@@ -26,6 +27,9 @@ CREATE TABLE IF NOT EXISTS members (repo_id INTEGER NOT NULL REFERENCES repos(id
 CREATE TABLE IF NOT EXISTS refs (repo_id INTEGER NOT NULL REFERENCES repos(id), name TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (repo_id, name));
 CREATE TABLE IF NOT EXISTS objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, len INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commits (repo_id INTEGER NOT NULL, oid TEXT NOT NULL, parents TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, time INTEGER NOT NULL, PRIMARY KEY (repo_id, oid));
+CREATE TABLE IF NOT EXISTS commit_pointers (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BLOB NOT NULL, PRIMARY KEY (repo_id, commit_oid, path));
+CREATE TABLE IF NOT EXISTS assets (recipe BLOB PRIMARY KEY, file_oid BLOB NOT NULL, size INTEGER NOT NULL, media TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
 ";
 
@@ -331,5 +335,91 @@ impl MetaStore for SqliteMeta {
         }
         tx.commit()?;
         Ok(results)
+    }
+
+    fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut commit = tx.prepare_cached(
+                "INSERT OR IGNORE INTO commits (repo_id, oid, parents, author, message, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut pointer = tx.prepare_cached(
+                "INSERT OR IGNORE INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut asset = tx.prepare_cached(
+                "INSERT OR IGNORE INTO assets (recipe, file_oid, size, media) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for c in commits.iter().rev() {
+                commit.execute(params![
+                    repo,
+                    c.oid,
+                    c.parents.join(" "),
+                    c.author,
+                    c.message,
+                    c.time
+                ])?;
+                for (path, p) in &c.pointers {
+                    pointer.execute(params![repo, c.oid, path, &p.recipe.0[..]])?;
+                    asset.execute(params![
+                        &p.recipe.0[..],
+                        &p.oid.0[..],
+                        p.size as i64,
+                        p.media
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = ?1 ORDER BY rowid DESC LIMIT ?2",
+        )?;
+        let mut commits = stmt
+            .query_map(params![repo, limit], |r| {
+                Ok(IndexedCommit {
+                    oid: r.get(0)?,
+                    parents: r
+                        .get::<_, String>(1)?
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect(),
+                    author: r.get(2)?,
+                    message: r.get(3)?,
+                    time: r.get(4)?,
+                    pointers: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut pointers = db.prepare(
+            "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p JOIN assets a ON a.recipe = p.recipe
+             WHERE p.repo_id = ?1 AND p.commit_oid = ?2 ORDER BY p.path",
+        )?;
+        for c in &mut commits {
+            c.pointers = pointers
+                .query_map(params![repo, c.oid], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter_map(|(path, recipe, oid, size, media)| {
+                    Some((
+                        path,
+                        crate::meta::stored_pointer(&recipe, &oid, size, media)?,
+                    ))
+                })
+                .collect();
+        }
+        Ok(commits)
     }
 }

@@ -115,3 +115,166 @@ impl GitMirror {
         Ok(dits_remote::changes::parse(&out.stdout))
     }
 }
+
+/// A pushed commit as the hub indexes it, with the Dits pointers it adds or changes.
+#[derive(Debug, Clone)]
+pub struct IndexedCommit {
+    pub oid: String,
+    pub parents: Vec<String>,
+    /// "Name <email>".
+    pub author: String,
+    /// Author time, seconds since the epoch.
+    pub time: i64,
+    pub message: String,
+    /// (path, pointer) for each Dits pointer this commit adds or modifies.
+    pub pointers: Vec<(String, dits_core::pointer::Pointer)>,
+}
+
+impl GitMirror {
+    fn run(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
+        let out = self
+            .git(dir)
+            .args(args)
+            .output()
+            .with_context(|| format!("running git {}", args[0]))?;
+        if !out.status.success() {
+            bail!(
+                "git {}: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// The commits reachable from `new` but not from `exclude`, newest first, with the
+    /// pointers each introduces. The mirror must hold `new` ([`Self::has_commit`]).
+    pub fn commits(&self, repo: i64, new: &str, exclude: &[String]) -> Result<Vec<IndexedCommit>> {
+        let dir = self.repo_dir(repo)?;
+        let mut range: Vec<String> = vec![new.to_string(), "--not".to_string()];
+        range.extend(exclude.iter().cloned());
+        range.push("--".to_string());
+        let with = |head: &[&str]| -> Vec<String> {
+            head.iter()
+                .map(|s| s.to_string())
+                .chain(range.iter().cloned())
+                .collect()
+        };
+        let args = with(&[
+            "log",
+            "-z",
+            "--ignore-missing",
+            "--format=%H%n%P%n%an <%ae>%n%at%n%B",
+        ]);
+        let log = self.run(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mut commits = Vec::new();
+        for record in log.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+            let text = String::from_utf8_lossy(record);
+            let mut lines = text.splitn(5, '\n');
+            let mut next = || lines.next().unwrap_or_default().to_string();
+            let (oid, parents, author, time, message) = (next(), next(), next(), next(), next());
+            commits.push(IndexedCommit {
+                oid: oid.trim().to_string(),
+                parents: parents.split_whitespace().map(str::to_string).collect(),
+                author,
+                time: time.trim().parse().unwrap_or(0),
+                message: message.trim_end().to_string(),
+                pointers: Vec::new(),
+            });
+        }
+        // Blobs each commit adds or modifies ("\x1eHASH\0\n:modes shas status\0path\0…").
+        let args = with(&[
+            "log",
+            "-z",
+            "--ignore-missing",
+            "--no-renames",
+            "--raw",
+            "--no-abbrev",
+            "--diff-filter=AM",
+            "--format=%x1e%H",
+        ]);
+        let raw = self.run(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mut changed: Vec<(String, String, String)> = Vec::new(); // (commit, path, blob)
+        for record in raw.split(|&b| b == 0x1e).filter(|r| !r.is_empty()) {
+            let mut fields = record.split(|&b| b == 0);
+            let commit = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+            let mut blob = None;
+            for field in fields {
+                let field = String::from_utf8_lossy(field);
+                let field = field.trim_start_matches('\n');
+                if let Some(meta) = field.strip_prefix(':') {
+                    blob = meta.split(' ').nth(3).map(str::to_string);
+                } else if let Some(b) = blob.take() {
+                    changed.push((commit.clone(), field.to_string(), b));
+                }
+            }
+        }
+        let pointers = self.pointers_in(&dir, changed.iter().map(|c| c.2.as_str()))?;
+        for (commit, path, blob) in changed {
+            if let Some(p) = pointers.get(&blob) {
+                if let Some(c) = commits.iter_mut().find(|c| c.oid == commit) {
+                    c.pointers.push((path, p.clone()));
+                }
+            }
+        }
+        Ok(commits)
+    }
+
+    /// Which of `blobs` are Dits pointers, parsed (two `cat-file` batches: sizes, then the
+    /// small ones' bytes).
+    fn pointers_in<'a>(
+        &self,
+        dir: &Path,
+        blobs: impl Iterator<Item = &'a str>,
+    ) -> Result<std::collections::HashMap<String, dits_core::pointer::Pointer>> {
+        use dits_core::pointer::{Pointer, MAX_POINTER_LEN};
+        let blobs: std::collections::BTreeSet<&str> = blobs.collect();
+        let batch = |format: &str, input: String| -> Result<Vec<u8>> {
+            let mut child = self
+                .git(dir)
+                .args(["cat-file", format])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("running git cat-file")?;
+            let mut stdin = child.stdin.take().context("cat-file stdin")?;
+            // Written from a thread: cat-file answers while it reads.
+            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+            let out = child.wait_with_output()?;
+            let _ = writer.join();
+            Ok(out.stdout)
+        };
+        let input: String = blobs.iter().map(|b| format!("{b}\n")).collect();
+        let sizes = batch("--batch-check=%(objectname) %(objectsize)", input)?;
+        let small: String = String::from_utf8_lossy(&sizes)
+            .lines()
+            .filter_map(|l| {
+                let (oid, size) = l.split_once(' ')?;
+                (size.parse::<usize>().ok()? <= MAX_POINTER_LEN).then(|| format!("{oid}\n"))
+            })
+            .collect();
+        let mut found = std::collections::HashMap::new();
+        if small.is_empty() {
+            return Ok(found);
+        }
+        let bytes = batch("--batch", small)?;
+        let mut rest = &bytes[..];
+        // Each answer: "OID TYPE SIZE\n" then SIZE bytes and "\n".
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            let mut parts = header.split(' ');
+            let (oid, size) = (
+                parts.next().unwrap_or_default().to_string(),
+                parts.nth(1).and_then(|s| s.parse::<usize>().ok()),
+            );
+            let Some(size) = size else { break };
+            let body = rest.get(nl + 1..nl + 1 + size).unwrap_or_default();
+            if let Ok(p) = Pointer::parse(body) {
+                found.insert(oid, p);
+            }
+            rest = rest.get(nl + 2 + size..).unwrap_or_default();
+        }
+        Ok(found)
+    }
+}

@@ -15,9 +15,10 @@ pub const WHAT: &str = "metadata store (PostgreSQL)";
 /// Each migration runs once, in order, inside one transaction holding an advisory lock,
 /// so hubs starting together apply it exactly once. Never edit one that has shipped:
 /// add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE users (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, created BIGINT NOT NULL);
 CREATE TABLE tokens (hash BYTEA PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES users(id), created BIGINT NOT NULL);
 CREATE TABLE repos (id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, created BIGINT NOT NULL, UNIQUE (owner, name));
@@ -44,7 +45,18 @@ CREATE TABLE locks (id BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL REFERENCES
 CREATE TABLE lock_events (seq BIGSERIAL PRIMARY KEY, repo_id BIGINT NOT NULL, lock_id BIGINT NOT NULL, path TEXT NOT NULL, owner_id BIGINT NOT NULL, actor_id BIGINT NOT NULL, action TEXT NOT NULL, at BIGINT NOT NULL);
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ",
-)];
+    ),
+    (
+        2,
+        "
+-- The commit index: pushed commits, the Dits pointers each adds or changes, and the
+-- assets (a recipe: whole-file hash, size, media summary) those name.
+CREATE TABLE commits (seq BIGSERIAL UNIQUE, repo_id BIGINT NOT NULL REFERENCES repos(id), oid TEXT NOT NULL, parents TEXT[] NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, time BIGINT NOT NULL, PRIMARY KEY (repo_id, oid));
+CREATE TABLE assets (recipe BYTEA PRIMARY KEY, file_oid BYTEA NOT NULL, size BIGINT NOT NULL, media TEXT NOT NULL);
+CREATE TABLE commit_pointers (repo_id BIGINT NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BYTEA NOT NULL REFERENCES assets(recipe), PRIMARY KEY (repo_id, commit_oid, path), FOREIGN KEY (repo_id, commit_oid) REFERENCES commits(repo_id, oid));
+",
+    ),
+];
 
 /// A pool on `url` (postgres://USER@HOST:PORT/DB?…) with the schema migrated.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {

@@ -39,6 +39,10 @@ pub struct Stats {
     /// Objects served, and the ranged reads (GETs on S3) it took.
     pub objects_out: AtomicU64,
     pub blob_reads: AtomicU64,
+    /// Of the objects clients asked about before uploading: already held (dedup hits,
+    /// not sent) and missing (sent).
+    pub object_hits: AtomicU64,
+    pub object_misses: AtomicU64,
 }
 
 pub struct HubState {
@@ -406,6 +410,13 @@ async fn dispatch(
         Op::Missing { ids } => {
             let ids = ids_from_hex(&ids).map_err(bad)?;
             let missing = state.meta.missing(repo, &ids).map_err(internal)?;
+            let stats = &state.stats;
+            stats
+                .object_hits
+                .fetch_add((ids.len() - missing.len()) as u64, Ordering::Relaxed);
+            stats
+                .object_misses
+                .fetch_add(missing.len() as u64, Ordering::Relaxed);
             json!({ "missing": dits_remote::wire::ids_to_hex(&missing) })
         }
         Op::Put => put_objects(state, repo, recv).await?,
@@ -470,6 +481,12 @@ async fn dispatch(
                     .update_refs(repo, &allowed, &packs, atomic)
                     .map_err(internal)?
             };
+            let moved: Vec<RefUpdate> = allowed
+                .iter()
+                .filter(|u| results.iter().any(|r| r.ok && r.name == u.name))
+                .cloned()
+                .collect();
+            index_pushed_commits(state.clone(), repo, moved, packs.clone());
             for (name, why) in refused {
                 tracing::info!(repo = %request.repo, user = %user.name, ref_name = %name, "{why}");
                 results.push(RefResult {
@@ -561,6 +578,38 @@ fn ensure_mirrored(
         ErrorCode::Rejected,
         format!("commit {commit} is not in any Git pack pushed to this repository"),
     ))
+}
+
+/// Adds the commits an accepted push brought to the commit index, in the background
+/// after the push is answered: the index serves queries, not the push's correctness, so a
+/// failure is logged (and those commits are indexed again with the branch's next push
+/// from an older base, or never).
+fn index_pushed_commits(
+    state: Arc<HubState>,
+    repo: i64,
+    updates: Vec<RefUpdate>,
+    packs: Vec<String>,
+) {
+    if updates.iter().all(|u| u.new == ZERO_OID) {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        for u in updates.iter().filter(|u| u.new != ZERO_OID) {
+            let indexed = ensure_mirrored(&state, repo, &u.new, &packs)
+                .map_err(|r| anyhow::anyhow!(r.message.unwrap_or_default()))
+                .and_then(|()| {
+                    let exclude: Vec<String> = (u.old != ZERO_OID)
+                        .then(|| u.old.clone())
+                        .into_iter()
+                        .collect();
+                    state.mirror.commits(repo, &u.new, &exclude)
+                })
+                .and_then(|commits| state.meta.record_commits(repo, &commits));
+            if let Err(e) = indexed {
+                tracing::warn!(repo, ref_name = %u.name, "indexing pushed commits: {e:#}");
+            }
+        }
+    });
 }
 
 fn valid_oid(s: &str) -> bool {
@@ -939,6 +988,16 @@ async fn metrics(
             "dits_blob_reads_total",
             "Ranged reads of packs (GETs on S3).",
             &s.blob_reads,
+        ),
+        (
+            "dits_object_hits_total",
+            "Objects a client asked about that the hub already held (not uploaded again).",
+            &s.object_hits,
+        ),
+        (
+            "dits_object_misses_total",
+            "Objects a client asked about that the hub lacked (then uploaded).",
+            &s.object_misses,
         ),
         (
             "dits_git_bytes_in_total",

@@ -89,6 +89,43 @@ fn push_then_clone_elsewhere_checks_out_byte_identical() {
         &media().path("metadata.mp4")
     ));
     let _ = &w.token;
+
+    // The hub indexed both pushes' commits and the media each brought (in the
+    // background after answering the push: wait for it).
+    let started = std::time::Instant::now();
+    let log = loop {
+        let json = w.hub.admin(&["repo", "log", "alice/film", "--json"]);
+        let log: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if log.as_array().is_some_and(|a| a.len() == 3) {
+            break log;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "commit index: {json}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let head = w.env.git(&repo, &["rev-parse", "HEAD"]);
+    assert_eq!(log[0]["oid"], head.trim());
+    assert_eq!(log[0]["message"], "add clip.mp4");
+    let media_of = |i: usize| log[i]["media"].as_array().unwrap().clone();
+    assert_eq!(media_of(0).len(), 1);
+    assert_eq!(media_of(0)[0]["path"], "clip.mp4");
+    assert_eq!(
+        media_of(0)[0]["size"],
+        std::fs::metadata(media().path("metadata.mp4"))
+            .unwrap()
+            .len()
+    );
+    assert!(
+        media_of(0)[0]["summary"].as_str().unwrap().contains("mp4"),
+        "{log}"
+    );
+    assert_eq!(media_of(1)[0]["size"], size);
+    assert!(
+        media_of(2).is_empty(),
+        "the .gitattributes commit has no media"
+    );
 }
 
 #[test]

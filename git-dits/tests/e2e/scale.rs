@@ -261,6 +261,17 @@ fn a_hub_killed_mid_push_leaves_nothing_half_visible() {
     assert!(out.status.success(), "{}", text(&out));
     let sent = crate::hub::sent_bytes(&String::from_utf8_lossy(&out.stderr));
     assert!(sent < size as u64, "re-run sent {sent} of {size}");
+    // Hub B counted what it already held (recorded by A) as hits, the rest as misses.
+    let (_, metrics) = https_get(hub_b.port, "metrics");
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(counter("dits_object_hits_total") > 0, "{metrics}");
+    assert!(counter("dits_object_misses_total") > 0, "{metrics}");
     env.git(env.dir.path(), &["clone", "-q", &url_b, "new"]);
     assert!(same_bytes(&env.dir.path().join("new/big.bin"), &src));
 }
@@ -396,4 +407,30 @@ fn postgres_going_away_fails_clearly_and_service_resumes() {
         &env.dir.path().join("c/clip.mp4"),
         &media().path("trim.mp4")
     ));
+}
+
+/// Hubs starting together on an empty database: both come up, each migration is applied
+/// exactly once, and a restart applies nothing again.
+#[test]
+fn hubs_starting_together_migrate_the_schema_once() {
+    let backends = SharedBackends::start();
+    let env = TestEnv::new();
+    let hubs: Vec<HubProcess> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..3)
+            .map(|i| {
+                let data = env.dir.path().join(format!("hub-{i}"));
+                let envs = &backends.envs;
+                s.spawn(move || HubProcess::start_configured(&data, 0, &[], envs))
+            })
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let versions = backends
+        .query("SELECT string_agg(version::text, ',' ORDER BY version) FROM dits_migrations");
+    assert_eq!(versions, "1,2");
+    let data = hubs[0].data.clone();
+    drop(hubs);
+    let again = HubProcess::start_configured(&data, 0, &[], &backends.envs);
+    assert_eq!(backends.query("SELECT count(*) FROM dits_migrations"), "2");
+    again.admin(&["user", "add", "carol"]);
 }
