@@ -14,6 +14,9 @@ ROOT=$PWD
 SECS=${1:-40}
 RUNS=${RUNS:-3}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+# The work directories sit inside this checkout: keep Git (and `git dits install`) from
+# finding it above them.
+export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }

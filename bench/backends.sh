@@ -14,6 +14,9 @@ ROOT=$PWD
 SECS=${1:-40}
 ROUNDS=${2:-300}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+# The work directories sit inside this checkout: keep Git (and `git dits install`) from
+# finding it above them.
+export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 cargo build --release -q -p git-dits -p dits-lock-bench
 export PATH=$ROOT/target/release:$PATH

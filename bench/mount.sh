@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${1:-40}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+# The work directories sit inside this checkout: keep Git (and `git dits install`) from
+# finding it above them.
+export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 for c in ffmpeg jq curl fusermount3; do
   command -v $c >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl fuse3 >/dev/null; break; }

@@ -20,6 +20,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${1:-40}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+# The work directories sit inside this checkout: keep Git (and `git dits install`) from
+# finding it above them.
+export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 need=()
 for c in ffmpeg git-lfs jq curl; do command -v "$c" >/dev/null || need+=("$c"); done

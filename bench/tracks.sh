@@ -14,6 +14,9 @@ ROOT=$PWD
 SECS=${1:-42}
 RUNS=${RUNS:-3}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+# The work directories sit inside this checkout: keep Git (and `git dits install`) from
+# finding it above them.
+export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
 command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }

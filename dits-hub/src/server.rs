@@ -188,13 +188,26 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut transport = dits_remote::tls::bulk_transport();
     transport.max_concurrent_bidi_streams(256u32.into());
     quic_config.transport_config(Arc::new(transport));
-    let endpoint = dits_remote::tls::endpoint(options.listen, Some(quic_config))
-        .with_context(|| format!("binding UDP {}", options.listen))?;
+    // QUIC (UDP) and HTTPS (TCP) share one port number. Both are bound before the hub
+    // says it is listening; with port 0, a UDP port whose TCP twin is taken is dropped
+    // and another tried.
+    let mut attempts = 0;
+    let (endpoint, tcp) = loop {
+        attempts += 1;
+        let endpoint = dits_remote::tls::endpoint(options.listen, Some(quic_config.clone()))
+            .with_context(|| format!("binding UDP {}", options.listen))?;
+        let addr = endpoint.local_addr()?;
+        match std::net::TcpListener::bind(addr) {
+            Ok(tcp) => break (endpoint, tcp),
+            Err(_) if options.listen.port() == 0 && attempts < 50 => continue,
+            Err(e) => return Err(anyhow::anyhow!("binding TCP {addr} (HTTPS): {e}")),
+        }
+    };
     let addr = endpoint.local_addr()?;
-
+    tcp.set_nonblocking(true)?;
     let http_tls = crate::tls::server_config(&identity, &[b"http/1.1"])?;
-    let http = axum_server::bind_rustls(
-        addr,
+    let http = axum_server::from_tcp_rustls(
+        tcp,
         axum_server::tls_rustls::RustlsConfig::from_config(http_tls),
     );
     let app = router(state.clone());

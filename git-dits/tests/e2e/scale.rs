@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::{
-    https_get, media, noise, same_bytes, HubProcess, PrivatePostgres, PrivateRedis, S3Server,
-    SharedBackends, TestEnv,
+    backend_envs, https_get, media, noise, same_bytes, HubProcess, PrivatePostgres, PrivateRedis,
+    S3Server, SharedBackends, TestEnv,
 };
 
 fn text(out: &Output) -> String {
@@ -289,18 +289,7 @@ fn redis_going_away_fails_clearly_and_service_resumes_with_every_lock() {
     let mut redis = PrivateRedis::start();
     let s3 = S3Server::start();
     let key = tempfile::tempdir().unwrap();
-    let mut envs = vec![
-        (
-            "DITS_HUB_METADATA".to_string(),
-            crate::support::pg_database(key.path()),
-        ),
-        ("DITS_HUB_LOCKS".to_string(), redis.url()),
-        (
-            "DITS_HUB_OBJECTS".to_string(),
-            format!("s3://{}/hub", s3.bucket),
-        ),
-    ];
-    envs.extend(s3.env());
+    let envs = backend_envs(crate::support::pg_database(key.path()), redis.url(), &s3);
     let env = TestEnv::new();
     let (hub, _) = hub_with(&env, &env.dir.path().join("hub"), &envs);
     let repo = env.repo("a");
@@ -354,18 +343,7 @@ fn redis_going_away_fails_clearly_and_service_resumes_with_every_lock() {
 fn postgres_going_away_fails_clearly_and_service_resumes() {
     let pg = PrivatePostgres::start();
     let s3 = S3Server::start();
-    let mut envs = vec![
-        ("DITS_HUB_METADATA".to_string(), pg.url()),
-        (
-            "DITS_HUB_LOCKS".to_string(),
-            "redis://127.0.0.1:6379".to_string(),
-        ),
-        (
-            "DITS_HUB_OBJECTS".to_string(),
-            format!("s3://{}/hub", s3.bucket),
-        ),
-    ];
-    envs.extend(s3.env());
+    let envs = backend_envs(pg.url(), "redis://127.0.0.1:6379".into(), &s3);
     let env = TestEnv::new();
     let (hub, _) = hub_with(&env, &env.dir.path().join("hub"), &envs);
     let repo = env.repo("a");

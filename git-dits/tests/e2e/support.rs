@@ -893,6 +893,21 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// The settings of a hub keeping metadata at `metadata`, locks at `locks` and objects in
+/// `s3`'s bucket (under `hub/`).
+pub fn backend_envs(metadata: String, locks: String, s3: &S3Server) -> Vec<(String, String)> {
+    let mut envs = vec![
+        ("DITS_HUB_METADATA".to_string(), metadata),
+        ("DITS_HUB_LOCKS".to_string(), locks),
+        (
+            "DITS_HUB_OBJECTS".to_string(),
+            format!("s3://{}/hub", s3.bucket),
+        ),
+    ];
+    envs.extend(s3.env());
+    envs
+}
+
 /// PostgreSQL (a database of its own on this machine's server), this machine's Redis and
 /// an S3 server of its own: what hubs of the scale-out tests share.
 pub struct SharedBackends {
@@ -908,18 +923,7 @@ impl SharedBackends {
         let key = tempfile::tempdir().unwrap();
         let s3 = S3Server::start();
         let database = pg_database(key.path());
-        let mut envs = vec![
-            ("DITS_HUB_METADATA".to_string(), database.clone()),
-            (
-                "DITS_HUB_LOCKS".to_string(),
-                "redis://127.0.0.1:6379".to_string(),
-            ),
-            (
-                "DITS_HUB_OBJECTS".to_string(),
-                format!("s3://{}/hub", s3.bucket),
-            ),
-        ];
-        envs.extend(s3.env());
+        let envs = backend_envs(database.clone(), "redis://127.0.0.1:6379".into(), &s3);
         SharedBackends {
             _s3: s3,
             database,
