@@ -75,6 +75,22 @@ impl Unavailable {
     }
 }
 
+/// `e` and what caused it, "outer: inner: …" (libraries such as tokio-postgres keep the
+/// useful part, e.g. "Connection refused", in the source).
+pub fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(inner) = next {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = inner.source();
+    }
+    text
+}
+
 /// Whether `e` (or what caused it) is an [`Unavailable`], also when wrapped in an I/O error.
 pub fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);

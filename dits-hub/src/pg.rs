@@ -82,7 +82,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
     let mut client = pool
         .get()
         .await
-        .map_err(|e| anyhow::anyhow!("--metadata {url}: cannot connect: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--metadata {url}: cannot connect: {}", pool_error(&e)))?;
     migrate(&mut client).await?;
     Ok(pool)
 }
@@ -151,7 +151,7 @@ pub fn classify(e: tokio_postgres::Error) -> anyhow::Error {
         }
     };
     if transient {
-        Unavailable::new(WHAT, e).into()
+        Unavailable::new(WHAT, crate::meta::with_sources(&e)).into()
     } else {
         anyhow::Error::new(e)
     }
@@ -159,7 +159,15 @@ pub fn classify(e: tokio_postgres::Error) -> anyhow::Error {
 
 impl<T> PgResult<T> for Result<T, deadpool_postgres::PoolError> {
     fn pg(self) -> anyhow::Result<T> {
-        self.map_err(|e| Unavailable::new(WHAT, e).into())
+        self.map_err(|e| Unavailable::new(WHAT, pool_error(&e)).into())
+    }
+}
+
+/// A pool error with its cause (deadpool doesn't chain the connection's error).
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(pg) => crate::meta::with_sources(pg),
+        other => crate::meta::with_sources(other),
     }
 }
 
