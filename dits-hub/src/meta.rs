@@ -207,12 +207,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 /// A new random user token.
 pub fn new_token() -> anyhow::Result<String> {
-    let mut raw = [0u8; 24];
-    getrandom::getrandom(&mut raw)?;
-    Ok(format!(
-        "dits_{}",
-        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    Ok(format!("dits_{}", random_hex(24)?))
 }
 
 /// A random id made once and kept in `dir/hub-id` (the embedded hub's namespace).
@@ -228,6 +223,7 @@ pub fn hub_id(dir: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// `bytes` random bytes, in hex.
 pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut raw = vec![0u8; bytes];
     getrandom::getrandom(&mut raw).map_err(|e| anyhow::anyhow!("{e}"))?;

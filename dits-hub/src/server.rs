@@ -122,12 +122,10 @@ pub async fn check_config(options: &ServeOptions) -> bool {
         Ok(m) => m.describe.clone(),
         Err(_) => options.metadata.clone().unwrap_or_default(),
     };
-    let metadata = metadata.and_then(|m| {
+    let metadata = match metadata.and_then(|m| {
         tokio::task::block_in_place(|| m.meta.ping())?;
         Ok(m)
-    });
-    let metadata_ok = metadata.is_ok();
-    let metadata = match metadata {
+    }) {
         Ok(m) => {
             report("metadata", described, Ok(()));
             Some(m)
@@ -153,8 +151,7 @@ pub async fn check_config(options: &ServeOptions) -> bool {
             Ok((_, l)) => tokio::task::block_in_place(|| l.any(0)).map(|_| ()),
             Err(e) => Err(e),
         },
-        None if !metadata_ok => Err(anyhow::anyhow!("needs the metadata store")),
-        None => unreachable!(),
+        None => Err(anyhow::anyhow!("needs the metadata store")),
     };
     report("locks", locks_detail, locks);
     report(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{media, same_bytes, HubProcess, TestEnv};
+use crate::support::{kill_group, media, same_bytes, wait_while_running, HubProcess, TestEnv};
 
 struct World {
     env: TestEnv,
@@ -384,21 +384,8 @@ fn a_push_killed_mid_upload_resumes_and_sends_only_the_rest() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while w.hub.chunk_packs() == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "push finished before any batch was observed"
-        );
-        assert!(started.elapsed() < std::time::Duration::from_secs(60));
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    let group = format!("-{}", child.id());
-    let killed = std::process::Command::new("kill")
-        .args(["-9", "--", &group])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    wait_while_running(&mut child, || w.hub.chunk_packs() > 0);
+    kill_group(&child);
     let _ = child.wait();
     let landed = w.hub.chunk_packs();
 

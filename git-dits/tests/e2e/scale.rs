@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::{
-    backend_envs, https_get, media, noise, same_bytes, HubProcess, PrivatePostgres, PrivateRedis,
-    S3Server, SharedBackends, TestEnv,
+    backend_envs, https_get, kill_group, media, noise, same_bytes, wait_while_running, HubProcess,
+    PrivatePostgres, PrivateRedis, S3Server, SharedBackends, TestEnv,
 };
 
 fn text(out: &Output) -> String {
@@ -229,22 +229,12 @@ fn a_hub_killed_mid_push_leaves_nothing_half_visible() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
     // Until at least one batch is durable *and* indexed (a pack in S3 whose rows never
     // made it is invisible, and would be sent again).
-    while recorded() == recorded_before {
-        assert!(
-            push.try_wait().unwrap().is_none(),
-            "push finished before any batch was observed"
-        );
-        assert!(started.elapsed() < std::time::Duration::from_secs(60));
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_while_running(&mut push, || recorded() != recorded_before);
     hub_a.kill();
     // The client would only notice at QUIC's idle timeout; what matters here is the hub.
-    let _ = std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{}", push.id())])
-        .status();
+    kill_group(&push);
     let _ = push.wait();
 
     // Through hub B: main is where it was, and a clone checks out the old tree whole.

@@ -385,18 +385,39 @@ pub fn pg_database(key: &Path) -> String {
     format!("postgres://root@127.0.0.1:5432/{name}")
 }
 
+/// PUT of bucket `bucket` on the S3 server at `endpoint`: the HTTP status ("000" if the
+/// server does not answer).
+fn create_bucket(endpoint: &str, bucket: &str) -> String {
+    let made = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg(format!("{endpoint}/{bucket}"))
+        .output()
+        .expect("running curl");
+    String::from_utf8_lossy(&made.stdout).into_owned()
+}
+
+/// Keys under `prefix` in `bucket` on the S3 server at `endpoint`.
+pub fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = Command::new("curl")
+        .arg("-s")
+        .arg(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"))
+        .output()
+        .expect("running curl");
+    let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_string)
+        .collect()
+}
+
 /// An S3 bucket for `key` on the server at `endpoint` (made if missing).
 pub fn s3_bucket(endpoint: &str, key: &Path) -> String {
     let bucket = format!(
         "dits-t-{}",
         &blake3::hash(key.as_os_str().as_encoded_bytes()).to_hex()[..16]
     );
-    let made = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .arg(format!("{endpoint}/{bucket}"))
-        .output()
-        .expect("running curl");
-    let code = String::from_utf8_lossy(&made.stdout).to_string();
+    let code = create_bucket(endpoint, &bucket);
     assert!(
         code == "200" || code == "409",
         "creating bucket {bucket}: HTTP {code}"
@@ -544,16 +565,7 @@ impl HubProcess {
                     Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
                     None => (location, String::new()),
                 };
-                let out = Command::new("curl")
-                    .arg("-s")
-                    .arg(format!(
-                        "{endpoint}/{bucket}?list-type=2&prefix={prefix}chunks/"
-                    ))
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .matches("<Key>")
-                    .count()
+                s3_keys(&endpoint, bucket, &format!("{prefix}chunks/")).len()
             }
             _ => std::fs::read_dir(self.data.join("objects/chunks"))
                 .map(|d| d.filter(|e| e.is_ok()).count())
@@ -656,11 +668,7 @@ fn moto_server() -> PathBuf {
 
 impl S3Server {
     pub fn start() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(moto_server())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -668,22 +676,8 @@ impl S3Server {
             .spawn()
             .expect("starting moto_server (S3 test server): run .ci/run, which installs it into target/moto-venv");
         let bucket = "dits-test".to_string();
-        let started = std::time::Instant::now();
-        loop {
-            let made = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-                .arg(format!("http://127.0.0.1:{port}/{bucket}"))
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&made.stdout) == "200" {
-                break;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "moto_server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_until("moto_server", || create_bucket(&endpoint, &bucket) == "200");
         S3Server {
             port,
             bucket,
@@ -698,20 +692,11 @@ impl S3Server {
 
     /// Keys under `prefix` in the bucket.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = Command::new("curl")
-            .args(["-s"])
-            .arg(format!(
-                "http://127.0.0.1:{}/{}?list-type=2&prefix={prefix}",
-                self.port, self.bucket
-            ))
-            .output()
-            .unwrap();
-        let xml = String::from_utf8_lossy(&out.stdout).into_owned();
-        xml.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
+        s3_keys(
+            &format!("http://127.0.0.1:{}", self.port),
+            &self.bucket,
+            prefix,
+        )
     }
 
     pub fn kill(&mut self) {
@@ -743,6 +728,29 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Polls `ready` until it holds (at most 60 s), asserting meanwhile that `child` (a push
+/// to be killed mid-way) is still running.
+pub fn wait_while_running(child: &mut std::process::Child, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "push finished before any batch was observed"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// SIGKILL to the whole process group `child` leads (spawned with `process_group(0)`).
+pub fn kill_group(child: &std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-9", "--", &format!("-{}", child.id())])
+        .status()
+        .expect("running kill");
+    assert!(killed.success(), "kill -9 -{}", child.id());
 }
 
 /// A Redis server of one test's own (so the test can stop it), on a free port, keeping
