@@ -18,7 +18,7 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 # finding it above them.
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
-cargo build --release -q -p git-dits -p dits-lock-bench
+cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub -p dits-lock-bench
 export PATH=$ROOT/target/release:$PATH
 MOTO=${MOTO:-$ROOT/target/moto-venv/bin/moto_server}
 [ -x "$MOTO" ] || { echo "moto_server not found: run .ci/run (it installs target/moto-venv)" >&2; exit 2; }

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=${1:-500}
-cargo build --release -q -p git-dits -p dits-lock-bench
+cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub -p dits-lock-bench
 export PATH=$ROOT/target/release:$PATH
 W=$(mktemp -d)
 trap 'kill $hub 2>/dev/null || true; rm -rf "$W"' EXIT

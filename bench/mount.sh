@@ -21,7 +21,7 @@ mkdir -p "$BENCH_DIR"
 for c in ffmpeg jq curl fusermount3; do
   command -v $c >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl fuse3 >/dev/null; break; }
 done
-cargo build --release -q -p git-dits
+cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
 export PATH=$ROOT/target/release:$PATH
 . "$ROOT/bench/lib.sh"
 CLIP=$(bench_clip "$SECS")

@@ -38,7 +38,7 @@ if [ ! -x "$VENV/bin/waitress-serve" ]; then
     flask-marshmallow flask-classful 'pyjwt<2.10' cachetools python-dateutil marshmallow-enum typing-extensions
 fi
 
-cargo build --release -q -p git-dits
+cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
 export PATH=$ROOT/target/release:$PATH
 
 . "$ROOT/bench/lib.sh"

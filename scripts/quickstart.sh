@@ -7,7 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v ffmpeg >/dev/null || { echo "installing ffmpeg" >&2; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
-cargo install --quiet --locked --path git-dits --root "${DITS_PREFIX:-$HOME/.local}"
+# The client (git-dits, git-remote-dits) and the hub are separate packages: a client
+# install compiles none of the server crates.
+for package in git-dits git-remote-dits dits-hub; do
+  cargo install --quiet --locked --path "$package" --root "${DITS_PREFIX:-$HOME/.local}"
+done
 export PATH="${DITS_PREFIX:-$HOME/.local}/bin:$PATH"
 
 # A fresh machine may have no Git identity; commits here need one.

@@ -23,4 +23,4 @@ drop_test_databases
 
 echo "== hub and lock tests again, on PostgreSQL + Redis + S3 (moto on port $port)"
 DITS_TEST_BACKENDS=scale DITS_TEST_S3_ENDPOINT="http://127.0.0.1:$port" \
-  cargo test -p git-dits --test e2e -- hub:: locks::
+  cargo test -p dits-tests --test e2e -- hub:: locks::

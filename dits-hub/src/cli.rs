@@ -154,7 +154,7 @@ enum RepoCommand {
 
 fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
     match repo.split_once('/') {
-        Some((o, n)) if dits_remote::url::valid_name(o) && dits_remote::url::valid_name(n) => {
+        Some((o, n)) if dits_wire::url::valid_name(o) && dits_wire::url::valid_name(n) => {
             Ok((o, n))
         }
         _ => anyhow::bail!("{repo:?}: expected OWNER/NAME (letters, digits, '-', '_', '.')"),
@@ -210,7 +210,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
         Command::User {
             command: UserCommand::Add { name },
         } => {
-            if !dits_remote::url::valid_name(name) {
+            if !dits_wire::url::valid_name(name) {
                 anyhow::bail!("{name:?}: user names are letters, digits, '-', '_', '.'");
             }
             let token = metadata(&cli).await?.meta.add_user(name)?;

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use dits_remote::wire::{ErrorCode, Lock, LockOwner, Response};
+use dits_wire::wire::{ErrorCode, Lock, LockOwner, Response};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 

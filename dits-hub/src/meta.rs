@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dits_core::ChunkId;
-use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
+use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
 pub use crate::mirror::IndexedCommit;
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use deadpool_postgres::Pool;
 use dits_core::ChunkId;
-use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
+use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
 use crate::blocking::block_on;
 use crate::meta::{

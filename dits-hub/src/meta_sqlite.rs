@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use dits_core::ChunkId;
-use dits_remote::wire::{RefResult, RefUpdate, ZERO_OID};
+use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{

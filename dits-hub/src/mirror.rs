@@ -98,12 +98,12 @@ impl GitMirror {
             .success())
     }
 
-    /// The paths the commits from `exclude` to `new` change ([`dits_remote::changes`]).
+    /// The paths the commits from `exclude` to `new` change ([`dits_wire::changes`]).
     pub fn changed_paths(&self, repo: i64, new: &str, exclude: &[String]) -> Result<Vec<String>> {
         let dir = self.repo_dir(repo)?;
         let out = self
             .git(&dir)
-            .args(dits_remote::changes::log_args(new, exclude))
+            .args(dits_wire::changes::log_args(new, exclude))
             .output()
             .context("running git log")?;
         if !out.status.success() {
@@ -112,7 +112,7 @@ impl GitMirror {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(dits_remote::changes::parse(&out.stdout))
+        Ok(dits_wire::changes::parse(&out.stdout))
     }
 }
 

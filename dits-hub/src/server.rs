@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use dits_core::envelope;
 use dits_core::recipe::Recipe;
 use dits_core::ChunkId;
-use dits_remote::url::valid_name;
-use dits_remote::wire::{
+use dits_wire::url::valid_name;
+use dits_wire::wire::{
     ids_from_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Op, RefResult,
     RefUpdate, Request, Response, ALPN, ZERO_OID,
 };
@@ -182,7 +182,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let quic_tls = crate::tls::server_config(&identity, &[ALPN])?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;
     let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-    let mut transport = dits_remote::tls::bulk_transport();
+    let mut transport = dits_wire::tls::bulk_transport();
     transport.max_concurrent_bidi_streams(256u32.into());
     quic_config.transport_config(Arc::new(transport));
     // QUIC (UDP) and HTTPS (TCP) share one port number. Both are bound before the hub
@@ -191,7 +191,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut attempts = 0;
     let (endpoint, tcp) = loop {
         attempts += 1;
-        let endpoint = dits_remote::tls::endpoint(options.listen, Some(quic_config.clone()))
+        let endpoint = dits_wire::tls::endpoint(options.listen, Some(quic_config.clone()))
             .with_context(|| format!("binding UDP {}", options.listen))?;
         let addr = endpoint.local_addr()?;
         match std::net::TcpListener::bind(addr) {
@@ -427,7 +427,7 @@ async fn dispatch(
             stats
                 .object_misses
                 .fetch_add(missing.len() as u64, Ordering::Relaxed);
-            json!({ "missing": dits_remote::wire::ids_to_hex(&missing) })
+            json!({ "missing": dits_wire::wire::ids_to_hex(&missing) })
         }
         Op::Put => put_objects(state, repo, recv).await?,
         Op::Get { ids } => {

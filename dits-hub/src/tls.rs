@@ -23,7 +23,7 @@ pub fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("reading private key {}: {e}", key.display()))?;
     Ok(Identity {
-        fingerprint: dits_remote::tls::fingerprint(&chain[0]),
+        fingerprint: dits_wire::tls::fingerprint(&chain[0]),
         chain,
         key,
     })
@@ -62,14 +62,14 @@ pub fn load_or_create(data: &Path) -> anyhow::Result<Identity> {
     let key =
         std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     Ok(Identity {
-        fingerprint: dits_remote::tls::fingerprint(&cert),
+        fingerprint: dits_wire::tls::fingerprint(&cert),
         chain: vec![CertificateDer::from(cert)],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
     })
 }
 
 pub fn server_config(id: &Identity, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let mut config = rustls::ServerConfig::builder_with_provider(dits_remote::tls::provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(dits_wire::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(id.chain.clone(), id.key.clone_key())?;

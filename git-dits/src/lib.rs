@@ -1,10 +1,6 @@
-//! git-dits: the `git dits` porcelain, the `git-remote-dits` remote helper and the
-//! client side of talking to a hub. The binaries are thin; the work is here and in
-//! dits-core, dits-filter and dits-remote.
+//! git-dits: the `git dits` porcelain, one module per verb over the libraries
+//! (dits-core, dits-filter, git-remote-dits, dits-mount). The binary parses arguments and
+//! calls these; nothing here is used by the hub.
 
 pub mod commands;
-pub mod git;
-pub mod logging;
-pub mod mount;
 pub mod output;
-pub mod remote;

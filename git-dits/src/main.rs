@@ -145,7 +145,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    git_dits::logging::init();
+    git_remote_dits::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Install { local, skip_hooks } => {
@@ -192,15 +192,15 @@ fn main() -> ExitCode {
             message,
         } => match (commit, mountpoint) {
             (true, _) => {
-                git_dits::mount::commit(&rev, message.as_deref().unwrap_or_default()).map(|id| {
+                dits_mount::commit(&rev, message.as_deref().unwrap_or_default()).map(|id| {
                     println!("{id}");
                     0
                 })
             }
-            (false, Some(m)) => git_dits::mount::mount(&m, &rev).map(|_| 0),
+            (false, Some(m)) => dits_mount::mount(&m, &rev).map(|_| 0),
             (false, None) => Err(anyhow::anyhow!("give a mount point")),
         },
-        Command::Unmount { mountpoint } => git_dits::mount::unmount(&mountpoint).map(|_| 0),
+        Command::Unmount { mountpoint } => dits_mount::unmount(&mountpoint).map(|_| 0),
         Command::Locks { mine, path, json } => commands::locks::list(mine, path.as_deref(), json),
         Command::PullMedia { paths, quiet } => {
             commands::pull_media::pull_media(&paths, quiet).map(|_| 0)

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use dits_remote::{Hub, RemoteUrl, TrustSettings};
+use dits_wire::RemoteUrl;
+use git_remote_dits::{Hub, TrustSettings};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -9,7 +9,7 @@ use dits_core::media::LayoutOptions;
 use dits_core::LocalStore;
 use dits_filter::{DitsFilter, Filter};
 
-use crate::git;
+use git_remote_dits::git;
 
 fn open_filter() -> Result<DitsFilter> {
     let dir = git::store_dir()?;
@@ -20,12 +20,13 @@ fn open_filter() -> Result<DitsFilter> {
     };
     let skip = std::env::var("GIT_DITS_SKIP_SMUDGE").is_ok_and(|v| v == "1");
     Ok(DitsFilter::new(store, layout)
-        .with_source(Box::new(crate::remote::source::HubSource::default()))
+        .with_source(Box::new(git_remote_dits::source::HubSource::default()))
         .skipping_smudge(skip))
 }
 
 pub fn filter_process() -> Result<()> {
     let mut filter = open_filter()?;
+    super::install::ensure_hooks();
     let stdin = io::stdin();
     let stdout = io::stdout();
     let mut input = BufReader::with_capacity(1 << 20, stdin.lock());
@@ -45,6 +46,7 @@ pub fn clean(path: Option<&str>) -> Result<()> {
 
 pub fn smudge(path: Option<&str>) -> Result<()> {
     let mut filter = open_filter()?;
+    super::install::ensure_hooks();
     let name = path.unwrap_or("<stdin>");
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
     filter.smudge(name, &mut io::stdin().lock(), &mut out)?;

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use dits_core::{verify, LocalStore, Pointer};
 use serde_json::json;
 
-use crate::git;
 use crate::output::print_json;
+use git_remote_dits::git;
 
 /// A pointer blob and the paths it was found at.
 struct Found {

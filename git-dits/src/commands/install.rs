@@ -8,10 +8,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::git;
+use git_remote_dits::git;
 
-/// Hooks Dits wires. They call `git dits hook NAME`, which later issues give work to
-/// (read-only lockable files after checkout/merge/commit, lock checks before push).
+/// Hooks Dits wires. They call `git dits hook NAME` (read-only lockable files after
+/// checkout, merge and commit; pre-push has nothing to check: the hub enforces locks).
 pub const HOOKS: [&str; 4] = ["post-checkout", "post-merge", "post-commit", "pre-push"];
 const MARKER: &str = "# dits-hook v1";
 const CHAINED_SUFFIX: &str = ".pre-dits";
@@ -41,7 +41,7 @@ pub fn install(local: bool, skip_hooks: bool) -> Result<()> {
         }
         eprintln!("Hooks installed in {}.", dir.display());
         // A clone checked out before the hooks existed gets its lockable modes now.
-        super::locks::hook_refresh();
+        git_remote_dits::locks::hook_refresh();
     }
     Ok(())
 }
@@ -65,20 +65,45 @@ pub fn uninstall(local: bool) -> Result<()> {
     Ok(())
 }
 
-fn hook_script(name: &str) -> String {
-    let chained = format!("\"$(dirname \"$0\")/{name}{CHAINED_SUFFIX}\"");
-    let missing = format!(
-        "command -v git-dits >/dev/null 2>&1 || {{ echo >&2 \"This repository uses Dits but git-dits is not on PATH. Install it, or remove .git/hooks/{name}.\"; exit 2; }}"
-    );
-    if name == "pre-push" {
-        // pre-push reads the pushed refs on stdin: both hooks must see them.
-        format!(
-            "#!/bin/sh\n{MARKER}: installed by `git dits install`; a hook that was here before is kept as {name}{CHAINED_SUFFIX} and runs first.\n{missing}\ninput=$(cat)\nif [ -x {chained} ]; then\n  printf '%s\\n' \"$input\" | {chained} \"$@\" || exit $?\nfi\nprintf '%s\\n' \"$input\" | git dits hook {name} \"$@\"\n"
-        )
-    } else {
-        format!(
-            "#!/bin/sh\n{MARKER}: installed by `git dits install`; a hook that was here before is kept as {name}{CHAINED_SUFFIX} and runs first.\n{missing}\nif [ -x {chained} ]; then\n  {chained} \"$@\" || exit $?\nfi\nexec git dits hook {name} \"$@\"\n"
-        )
+/// The hook scripts, kept as real shell files in the repository's `hooks/` folder (checked
+/// with `sh -n` by the tests) and compiled in, so an installed binary needs no data files.
+pub const HOOK_SCRIPTS: [(&str, &str); 4] = [
+    (
+        "post-checkout",
+        include_str!("../../../hooks/post-checkout"),
+    ),
+    ("post-merge", include_str!("../../../hooks/post-merge")),
+    ("post-commit", include_str!("../../../hooks/post-commit")),
+    ("pre-push", include_str!("../../../hooks/pre-push")),
+];
+
+fn hook_script(name: &str) -> &'static str {
+    HOOK_SCRIPTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, script)| *script)
+        .unwrap_or_default()
+}
+
+/// Installs the hooks this repository lacks, touching no hook that exists (the user's or
+/// ours), and says nothing: the filter calls it, so a repository cloned under a global
+/// `git dits install` ends up with its hooks, and Git runs the new post-checkout at the
+/// end of the clone, which gives lockable files their read-only mode (as Git LFS does).
+/// Failures are only logged: a missing hook must never fail a checkout.
+pub fn ensure_hooks() {
+    let run = || -> Result<()> {
+        let dir = git::hooks_dir()?;
+        for name in HOOKS {
+            let path = dir.join(name);
+            if fs::symlink_metadata(&path).is_err() {
+                fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                write_executable(&path, hook_script(name))?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        tracing::debug!("hooks not installed: {e:#}");
     }
 }
 
@@ -88,7 +113,7 @@ fn install_hook(dir: &Path, name: &str) -> Result<()> {
     if let Ok(existing) = fs::read_to_string(&path) {
         if existing.contains(MARKER) {
             // Already ours: rewrite in place so upgrades take effect, idempotently.
-            return write_executable(&path, &hook_script(name));
+            return write_executable(&path, hook_script(name));
         }
         let kept = dir.join(format!("{name}{CHAINED_SUFFIX}"));
         if kept.exists() {
@@ -110,7 +135,7 @@ fn install_hook(dir: &Path, name: &str) -> Result<()> {
             path.display()
         );
     }
-    write_executable(&path, &hook_script(name))
+    write_executable(&path, hook_script(name))
 }
 
 fn uninstall_hook(dir: &Path, name: &str) -> Result<()> {
@@ -146,7 +171,7 @@ pub fn hook(name: &str) -> Result<()> {
         "pre-push" => {
             std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
         }
-        "post-checkout" | "post-merge" | "post-commit" => super::locks::hook_refresh(),
+        "post-checkout" | "post-merge" | "post-commit" => git_remote_dits::locks::hook_refresh(),
         _ => {}
     }
     tracing::debug!(hook = name, "hook ran");

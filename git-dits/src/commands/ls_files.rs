@@ -5,8 +5,8 @@ use anyhow::Result;
 use dits_core::Pointer;
 use serde_json::json;
 
-use crate::git;
 use crate::output::{human_size, print_json};
+use git_remote_dits::git;
 
 /// Paths (from `git ls-files -s`) whose `filter` attribute is `dits`, with their blob ids.
 pub(crate) fn dits_entries() -> Result<Vec<(String, String)>> {

@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use dits_core::pointer::MAX_POINTER_LEN;
 use dits_core::{LocalStore, Pointer};
 
-use crate::git;
-use crate::remote::session::{connect, default_remote_url};
-use crate::remote::transfer::fetch_media;
+use git_remote_dits::git;
+use git_remote_dits::session::{connect, default_remote_url};
+use git_remote_dits::transfer::fetch_media;
 
 /// Index entries (path, pointer) under `paths` (all when empty) whose working-tree file is
 /// exactly that pointer's text.
@@ -86,7 +86,7 @@ pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
     let url = default_remote_url()?;
     let mut store = LocalStore::open(&git::store_dir()?)?;
     let pointers: Vec<Pointer> = files.iter().map(|(_, p)| p.clone()).collect();
-    let runtime = crate::remote::runtime()?;
+    let runtime = git_remote_dits::runtime()?;
     let received = runtime.block_on(async {
         let session = connect(&url).await?;
         let bytes = fetch_media(&session, &mut store, &pointers, !quiet).await;

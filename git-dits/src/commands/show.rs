@@ -9,8 +9,8 @@ use dits_core::inspect::{inspect, shared_bytes, Inspection};
 use dits_core::{LocalStore, Pointer};
 use serde_json::json;
 
-use crate::git;
 use crate::output::{human_size, print_json};
+use git_remote_dits::git;
 
 /// Reads the pointer stored for `path` at `rev` (or in the index when `rev` is None
 /// and the index has one).

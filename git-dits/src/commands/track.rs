@@ -5,7 +5,7 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use crate::git;
+use git_remote_dits::git;
 
 const ATTRIBUTES: &str = "filter=dits diff=dits merge=binary -text";
 

@@ -1,0 +1,4 @@
+//! `dits-hub`: the hub's command line; the work is in the library.
+fn main() -> std::process::ExitCode {
+    dits_hub::cli::main()
+}

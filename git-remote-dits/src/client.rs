@@ -1,0 +1,396 @@
+//! The client side of the wire protocol: one QUIC connection to a hub, a request per
+//! stream. Callers run several requests at once on clones of one `Hub` for parallel
+//! transfers.
+
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+
+use dits_core::ChunkId;
+use tokio::io::AsyncReadExt;
+
+use dits_wire::tls::{quic_client_config, PinnedVerifier};
+use dits_wire::url::RemoteUrl;
+use dits_wire::wire::{
+    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Lock,
+    Op, RefResult, RefUpdate, Request, Response,
+};
+
+/// How far to trust a hub's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct TrustSettings {
+    /// The pinned fingerprint (`dits.<hub>.fingerprint`).
+    pub fingerprint: Option<String>,
+    /// Accept an unpinned hub and report its fingerprint for pinning.
+    pub trust_on_first_use: bool,
+    /// Extra CA certificates (PEM) beside the system's, for CA-signed hubs.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The hub refused the request; `code` says why.
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl HubError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            HubError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn transport(e: impl std::fmt::Display) -> HubError {
+    HubError::Transport(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    url: RemoteUrl,
+    token: String,
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+    /// The certificate fingerprint the hub presented.
+    pub fingerprint: Option<String>,
+}
+
+impl Hub {
+    pub async fn connect(
+        url: &RemoteUrl,
+        trust: &TrustSettings,
+        token: &str,
+    ) -> Result<Hub, HubError> {
+        let addr = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| transport(format!("{}: cannot resolve {}: {e}", url, url.host)))?
+            .next()
+            .ok_or_else(|| transport(format!("{url}: {} has no address", url.host)))?;
+        let ca = if trust.fingerprint.is_some() {
+            None
+        } else {
+            dits_wire::tls::ca_verifier(trust.ca_file.as_deref())
+                .map_err(|e| transport(format!("{url}: {e:#}")))?
+        };
+        let verifier = PinnedVerifier::new(trust.fingerprint.clone(), trust.trust_on_first_use, ca);
+        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().unwrap()
+        } else {
+            "0.0.0.0:0".parse().unwrap()
+        };
+        let mut endpoint = dits_wire::tls::endpoint(bind, None).map_err(transport)?;
+        endpoint
+            .set_default_client_config(quic_client_config(verifier.clone()).map_err(transport)?);
+        // The URL's host (a name or an address) is what a CA-signed certificate must name;
+        // a pinned certificate is matched by fingerprint alone.
+        let connecting = endpoint.connect(addr, &url.host).map_err(transport)?;
+        let connection = match tokio::time::timeout(std::time::Duration::from_secs(15), connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(match verifier.seen() {
+                    Some(seen) if trust.fingerprint.is_none() || e.to_string().contains("pinned") => {
+                        HubError::Untrusted(untrusted_message(url, &seen, trust.fingerprint.as_deref()))
+                    }
+                    _ => transport(format!("{url}: cannot connect: {e}")),
+                })
+            }
+            Err(_) => {
+                return Err(transport(format!(
+                    "{url}: no answer from the hub within 15 s (is `dits-hub serve` running and UDP port {} reachable?)",
+                    url.port
+                )))
+            }
+        };
+        Ok(Hub {
+            url: url.clone(),
+            token: token.to_string(),
+            connection,
+            _endpoint: endpoint,
+            fingerprint: verifier.seen(),
+        })
+    }
+
+    pub fn url(&self) -> &RemoteUrl {
+        &self.url
+    }
+
+    async fn open(&self, op: Op) -> Result<(quinn::SendStream, quinn::RecvStream), HubError> {
+        let (mut send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| transport(format!("{}: {e}", self.url)))?;
+        let request = Request {
+            token: self.token.clone(),
+            repo: self.url.repo.clone(),
+            op,
+        };
+        write_frame(&mut send, &request).await.map_err(transport)?;
+        Ok((send, recv))
+    }
+
+    async fn answer(&self, recv: &mut quinn::RecvStream) -> Result<serde_json::Value, HubError> {
+        let response: Response = read_frame(recv)
+            .await
+            .map_err(|e| transport(format!("{}: {e}", self.url)))?;
+        if response.ok {
+            Ok(response.result)
+        } else {
+            Err(HubError::Refused {
+                code: response.code.unwrap_or(ErrorCode::Internal),
+                message: response.message.unwrap_or_else(|| "refused".into()),
+            })
+        }
+    }
+
+    /// A request with no body.
+    async fn call(&self, op: Op) -> Result<(serde_json::Value, quinn::RecvStream), HubError> {
+        let (mut send, mut recv) = self.open(op).await?;
+        send.finish().map_err(transport)?;
+        let result = self.answer(&mut recv).await?;
+        Ok((result, recv))
+    }
+
+    pub async fn refs(&self) -> Result<BTreeMap<String, String>, HubError> {
+        let (result, _) = self.call(Op::Refs).await?;
+        serde_json::from_value(result["refs"].clone()).map_err(transport)
+    }
+
+    /// Which of `ids` the hub's repository lacks.
+    pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, HubError> {
+        let mut out = Vec::new();
+        for batch in ids.chunks(8192) {
+            let (result, _) = self
+                .call(Op::Missing {
+                    ids: ids_to_hex(batch),
+                })
+                .await?;
+            let hex: Vec<String> =
+                serde_json::from_value(result["missing"].clone()).map_err(transport)?;
+            out.extend(ids_from_hex(&hex).map_err(transport)?);
+        }
+        Ok(out)
+    }
+
+    /// Uploads one batch of sealed objects `(id, plain length, sealed bytes)`; the hub
+    /// stores them as one pack and makes them durable before answering.
+    pub async fn put_objects(&self, objects: &[(ChunkId, u32, Vec<u8>)]) -> Result<u64, HubError> {
+        let (mut send, mut recv) = self.open(Op::Put).await?;
+        for (id, plain_len, sealed) in objects {
+            if let Err(e) = write_object(&mut send, id, *plain_len, sealed).await {
+                // The hub may have refused early (auth); its answer says why.
+                return match self.answer(&mut recv).await {
+                    Err(refused @ HubError::Refused { .. }) => Err(refused),
+                    _ => Err(transport(format!("{}: uploading: {e}", self.url))),
+                };
+            }
+        }
+        send.finish().map_err(transport)?;
+        let result = self.answer(&mut recv).await?;
+        Ok(result["bytes"].as_u64().unwrap_or(0))
+    }
+
+    /// Downloads `ids`, handing each (verified) object to `sink` as it arrives.
+    pub async fn get_objects<F>(&self, ids: &[ChunkId], mut sink: F) -> Result<(), HubError>
+    where
+        F: FnMut(ChunkId, Vec<u8>) -> Result<(), HubError>,
+    {
+        let (_, mut recv) = self
+            .call(Op::Get {
+                ids: ids_to_hex(ids),
+            })
+            .await?;
+        for want in ids {
+            let object = read_object(&mut recv)
+                .await
+                .map_err(|e| transport(format!("{}: downloading: {e}", self.url)))?
+                .ok_or_else(|| {
+                    transport(format!(
+                        "{}: the hub stopped sending before object {}",
+                        self.url,
+                        want.short()
+                    ))
+                })?;
+            let bytes = match object.open() {
+                Ok(b) if object.id == *want => b,
+                _ => {
+                    return Err(transport(format!(
+                        "{}: object {} arrived corrupt (its bytes do not hash to its id)",
+                        self.url,
+                        want.short()
+                    )))
+                }
+            };
+            sink(object.id, bytes)?;
+        }
+        Ok(())
+    }
+
+    pub async fn put_git_pack(&self, pack: &[u8]) -> Result<String, HubError> {
+        let (mut send, mut recv) = self.open(Op::PutGitPack).await?;
+        if let Err(e) = send.write_all(pack).await {
+            return match self.answer(&mut recv).await {
+                Err(refused @ HubError::Refused { .. }) => Err(refused),
+                _ => Err(transport(format!(
+                    "{}: uploading Git objects: {e}",
+                    self.url
+                ))),
+            };
+        }
+        send.finish().map_err(transport)?;
+        let result = self.answer(&mut recv).await?;
+        Ok(result["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn git_packs(&self, have: &[String]) -> Result<Vec<String>, HubError> {
+        let (result, _) = self
+            .call(Op::GitPacks {
+                have: have.to_vec(),
+            })
+            .await?;
+        serde_json::from_value(result["packs"].clone()).map_err(transport)
+    }
+
+    pub async fn get_git_pack(&self, id: &str) -> Result<Vec<u8>, HubError> {
+        let (result, mut recv) = self.call(Op::GetGitPack { id: id.to_string() }).await?;
+        let size = result["size"].as_u64().unwrap_or(0);
+        let mut bytes = Vec::with_capacity(size.min(1 << 30) as usize);
+        AsyncReadExt::read_to_end(&mut recv, &mut bytes)
+            .await
+            .map_err(transport)?;
+        if bytes.len() as u64 != size {
+            return Err(transport(format!(
+                "{}: Git pack {id} arrived truncated",
+                self.url
+            )));
+        }
+        Ok(bytes)
+    }
+
+    pub async fn update_refs(
+        &self,
+        updates: Vec<RefUpdate>,
+        packs: Vec<String>,
+        recipes: Vec<ChunkId>,
+        atomic: bool,
+    ) -> Result<Vec<RefResult>, HubError> {
+        let (result, _) = self
+            .call(Op::UpdateRefs {
+                updates,
+                packs,
+                recipes: ids_to_hex(&recipes),
+                atomic,
+            })
+            .await?;
+        serde_json::from_value(result["results"].clone()).map_err(transport)
+    }
+
+    /// Takes the lock on `path` (optionally only for pushes to `branch`).
+    pub async fn lock(&self, path: &str, branch: Option<&str>) -> Result<Lock, HubError> {
+        let (result, _) = self
+            .call(Op::LockCreate {
+                path: path.to_string(),
+                branch: branch.map(str::to_string),
+            })
+            .await?;
+        serde_json::from_value(result["lock"].clone()).map_err(transport)
+    }
+
+    /// Every lock matching the filters, following pages to the end.
+    pub async fn locks(
+        &self,
+        path: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<Vec<Lock>, HubError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (result, _) = self
+                .call(Op::LockList {
+                    path: path.map(str::to_string),
+                    id: None,
+                    owner: owner.map(str::to_string),
+                    cursor: cursor.take(),
+                    limit: Some(1000),
+                })
+                .await?;
+            let page: Vec<Lock> =
+                serde_json::from_value(result["locks"].clone()).map_err(transport)?;
+            out.extend(page);
+            match result["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Locks on `paths` (all locks when `None`), split into (ours, theirs).
+    pub async fn verify_locks(
+        &self,
+        paths: Option<Vec<String>>,
+    ) -> Result<(Vec<Lock>, Vec<Lock>), HubError> {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut cursor = None;
+        loop {
+            let (result, _) = self
+                .call(Op::LockVerify {
+                    paths: paths.clone(),
+                    cursor: cursor.take(),
+                    limit: Some(1000),
+                })
+                .await?;
+            let take = |key: &str, into: &mut Vec<Lock>| -> Result<(), HubError> {
+                let v: Vec<Lock> =
+                    serde_json::from_value(result[key].clone()).map_err(transport)?;
+                into.extend(v);
+                Ok(())
+            };
+            take("ours", &mut ours)?;
+            take("theirs", &mut theirs)?;
+            match result["next_cursor"].as_str() {
+                Some(c) if paths.is_none() => cursor = Some(c.to_string()),
+                _ => return Ok((ours, theirs)),
+            }
+        }
+    }
+
+    /// Releases lock `id`; returns it and, when forced, who forced it.
+    pub async fn unlock(&self, id: &str, force: bool) -> Result<(Lock, Option<String>), HubError> {
+        let (result, _) = self
+            .call(Op::LockUnlock {
+                id: id.to_string(),
+                force,
+            })
+            .await?;
+        let lock = serde_json::from_value(result["lock"].clone()).map_err(transport)?;
+        Ok((lock, result["forced_by"].as_str().map(str::to_string)))
+    }
+
+    pub async fn close(&self) {
+        self.connection.close(0u32.into(), b"done");
+        self._endpoint.wait_idle().await;
+    }
+}
+
+fn untrusted_message(url: &RemoteUrl, seen: &str, pinned: Option<&str>) -> String {
+    match pinned {
+        Some(p) => format!(
+            "{url}: the hub's certificate is {seen} but dits.{}.fingerprint pins {p}. If the hub's certificate was replaced on purpose, update the pin:\n  git config --global dits.{}.fingerprint {seen}",
+            url.base(),
+            url.base()
+        ),
+        None => format!(
+            "{url}: the hub's certificate ({seen}) is not trusted yet. If it matches the fingerprint `dits-hub serve` printed, pin it:\n  git config --global dits.{}.fingerprint {seen}\nor trust it on first use with GIT_DITS_TRUST_ON_FIRST_USE=1. If a CA signed it, point Git at that CA:\n  git config --global dits.caInfo /path/to/ca.pem",
+            url.base()
+        ),
+    }
+}
+
+/// Keeps `Arc` in the public API surface simple for callers sharing one hub.
+pub type SharedHub = Arc<Hub>;

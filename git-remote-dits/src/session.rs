@@ -1,0 +1,158 @@
+//! Opening a connection to a hub the way Git users expect: the URL from the remote's
+//! config, the certificate pinned by `dits.<hub>.fingerprint` (or learnt on first use
+//! when allowed), the token from `git credential fill`, approved or rejected afterwards.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::client::{Hub, HubError, TrustSettings};
+use anyhow::{Context, Result};
+use dits_wire::wire::ErrorCode;
+use dits_wire::RemoteUrl;
+
+use crate::git;
+
+pub struct Credential {
+    pub username: Option<String>,
+    pub token: String,
+}
+
+fn credential_input(url: &RemoteUrl, cred: Option<&Credential>) -> String {
+    let mut s = format!("protocol=dits\nhost={}\n", url.authority());
+    if let Some(c) = cred {
+        if let Some(u) = &c.username {
+            s.push_str(&format!("username={u}\n"));
+        }
+        s.push_str(&format!("password={}\n", c.token));
+    }
+    s.push('\n');
+    s
+}
+
+fn credential(action: &str, input: &str) -> Option<String> {
+    let mut child = Command::new("git")
+        .args(["credential", action])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The token Git's credential helpers have for this hub, if any.
+pub fn fill(url: &RemoteUrl) -> Option<Credential> {
+    let out = credential("fill", &credential_input(url, None))?;
+    let mut username = None;
+    let mut token = None;
+    for line in out.lines() {
+        if let Some(v) = line.strip_prefix("username=") {
+            username = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("password=") {
+            token = Some(v.to_string());
+        }
+    }
+    Some(Credential {
+        username,
+        token: token.filter(|t| !t.is_empty())?,
+    })
+}
+
+pub fn approve(url: &RemoteUrl, cred: &Credential) {
+    credential("approve", &credential_input(url, Some(cred)));
+}
+
+pub fn reject(url: &RemoteUrl, cred: &Credential) {
+    credential("reject", &credential_input(url, Some(cred)));
+}
+
+/// A connected hub plus what is needed to report on its credentials afterwards.
+pub struct Session {
+    pub hub: Hub,
+    pub url: RemoteUrl,
+    pub credential: Option<Credential>,
+}
+
+pub async fn connect(url: &RemoteUrl) -> Result<Session> {
+    let key = format!("dits.{}.fingerprint", url.base());
+    let fingerprint = git::try_run(&["config", "--get", &key]).map(|s| s.trim().to_string());
+    let trust_on_first_use = std::env::var("GIT_DITS_TRUST_ON_FIRST_USE").is_ok_and(|v| v == "1")
+        || git::config_bool("dits.trustOnFirstUse", false);
+    let ca_file = git::try_run(&["config", "--type=path", "--get", "dits.caInfo"])
+        .or_else(|| git::try_run(&["config", "--type=path", "--get", "http.sslCAInfo"]))
+        .map(|s| std::path::PathBuf::from(s.trim()));
+    let trust = TrustSettings {
+        fingerprint: fingerprint.clone(),
+        trust_on_first_use,
+        ca_file,
+    };
+    let credential = fill(url);
+    let token = credential
+        .as_ref()
+        .map(|c| c.token.clone())
+        .unwrap_or_default();
+    let hub = Hub::connect(url, &trust, &token)
+        .await
+        .map_err(anyhow::Error::new)?;
+    if fingerprint.is_none() {
+        if let Some(seen) = &hub.fingerprint {
+            // Pinned from now on for this repository, like an SSH known_hosts entry.
+            let _ = git::try_run(&["config", &key, seen]);
+            eprintln!(
+                "dits: trusting {} on first use: certificate {seen} (saved as {key})",
+                url.base()
+            );
+        }
+    }
+    Ok(Session {
+        hub,
+        url: url.clone(),
+        credential,
+    })
+}
+
+impl Session {
+    /// Turns a hub refusal into a message that says what to do, and tells the
+    /// credential helpers whether the token worked.
+    pub fn explain(&self, e: HubError) -> anyhow::Error {
+        if e.code() == Some(ErrorCode::Unauthenticated) {
+            if let Some(c) = &self.credential {
+                reject(&self.url, c);
+            }
+            return anyhow::anyhow!(
+                "{}: {e}\nhint: store a token from `dits-hub user add` with your credential helper, e.g.\n  printf 'protocol=dits\\nhost={}\\nusername=USER\\npassword=TOKEN\\n\\n' | git credential approve",
+                self.url,
+                self.url.authority()
+            );
+        }
+        anyhow::anyhow!("{}: {e}", self.url)
+    }
+
+    pub fn authenticated(&self) {
+        if let Some(c) = &self.credential {
+            approve(&self.url, c);
+        }
+    }
+}
+
+/// The URL of the remote a filter or command should fetch media from: the current
+/// branch's remote, else `origin`.
+pub fn default_remote_url() -> Result<RemoteUrl> {
+    let branch = git::try_run(&["symbolic-ref", "--short", "-q", "HEAD"]).unwrap_or_default();
+    let remote = git::try_run(&[
+        "config",
+        "--get",
+        &format!("branch.{}.remote", branch.trim()),
+    ])
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|| "origin".to_string());
+    let url =
+        git::try_run(&["config", "--get", &format!("remote.{remote}.url")]).with_context(|| {
+            format!("no URL for remote {remote}: media can only be fetched from a dits:// remote")
+        })?;
+    RemoteUrl::parse(url.trim()).map_err(|e| anyhow::anyhow!(e))
+}

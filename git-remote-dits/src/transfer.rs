@@ -1,0 +1,168 @@
+//! Moving objects between the local store and a hub: batches of about 48 MiB (one hub
+//! pack each, durable on the hub before it answers), four in flight at once on parallel
+//! QUIC streams (both tunable, see [`Tuning`]). A batch that arrived stays; an interrupted transfer re-run sends only
+//! what the hub (or the local store) still lacks.
+
+use crate::client::HubError;
+use anyhow::Result;
+use dits_core::envelope::CompressionHint;
+use dits_core::{ChunkId, ChunkStore, LocalStore};
+use tokio::task::JoinSet;
+
+use crate::progress::Progress;
+use crate::session::Session;
+
+/// Objects per download request: chunks are ≤ 256 KiB, so a batch stays near 32 MiB.
+const BATCH_IDS: usize = 128;
+
+/// Transfer sizing from `git config`: `dits.transferBatchSize` (bytes per upload batch,
+/// hence per hub pack; default 48m, so about 21 packs, and S3 PUTs, per GB) and
+/// `dits.concurrentTransfers` (batches in flight, default 4, like
+/// `lfs.concurrenttransfers`).
+struct Tuning {
+    batch_bytes: usize,
+    parallel: usize,
+}
+
+impl Tuning {
+    fn from_config() -> Tuning {
+        Tuning {
+            batch_bytes: crate::git::config_usize("dits.transferBatchSize", 48 << 20),
+            parallel: crate::git::config_usize("dits.concurrentTransfers", 4),
+        }
+    }
+}
+
+type Objects = Vec<(ChunkId, Vec<u8>)>;
+
+/// Uploads `ids` (which the hub lacks) from the local store; returns bytes sent.
+pub async fn upload(
+    session: &Session,
+    store: &mut LocalStore,
+    ids: &[ChunkId],
+    show: bool,
+) -> Result<u64> {
+    let tuning = Tuning::from_config();
+    let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
+    let mut tasks: JoinSet<Result<(u64, u64), HubError>> = JoinSet::new();
+    let mut batch: Vec<(ChunkId, u32, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut sent = 0u64;
+    let reap = |r: Result<Result<(u64, u64), HubError>, tokio::task::JoinError>,
+                progress: &mut Progress|
+     -> Result<u64> {
+        let (n, bytes) = r
+            .map_err(|e| anyhow::anyhow!("upload task: {e}"))?
+            .map_err(|e| session.explain(e))?;
+        progress.add(n, bytes);
+        Ok(bytes)
+    };
+    for (i, id) in ids.iter().enumerate() {
+        // Objects travel in the envelope they are stored in (recipes and boxes compressed,
+        // media as probed at add time); the hub opens and hashes each one, so a corrupt
+        // local copy is refused there rather than trusted.
+        let (plain_len, sealed) = store.get_sealed(id)?;
+        batch_bytes += sealed.len();
+        batch.push((*id, plain_len, sealed));
+        if batch_bytes >= tuning.batch_bytes || i + 1 == ids.len() {
+            let hub = session.hub.clone();
+            let objects = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            tasks.spawn(async move {
+                let n = objects.len() as u64;
+                let bytes = hub.put_objects(&objects).await?;
+                Ok((n, bytes))
+            });
+            while tasks.len() >= tuning.parallel {
+                let r = tasks.join_next().await.expect("tasks pending");
+                sent += reap(r, &mut progress)?;
+            }
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        sent += reap(r, &mut progress)?;
+    }
+    progress.finish();
+    Ok(sent)
+}
+
+/// Downloads `ids` into the local store, making each batch durable as it lands; returns
+/// bytes received.
+pub async fn download(
+    session: &Session,
+    store: &mut LocalStore,
+    ids: &[ChunkId],
+    show: bool,
+) -> Result<u64> {
+    let tuning = Tuning::from_config();
+    let mut progress = Progress::new("Downloading media", ids.len() as u64, 0, show);
+    let mut tasks: JoinSet<Result<Objects, HubError>> = JoinSet::new();
+    let mut received = 0u64;
+    let mut batches = ids.chunks(BATCH_IDS);
+    loop {
+        while tasks.len() < tuning.parallel {
+            let Some(batch) = batches.next() else { break };
+            let hub = session.hub.clone();
+            let batch = batch.to_vec();
+            tasks.spawn(async move {
+                let mut out = Vec::with_capacity(batch.len());
+                hub.get_objects(&batch, |id, bytes| {
+                    out.push((id, bytes));
+                    Ok(())
+                })
+                .await?;
+                Ok(out)
+            });
+        }
+        let Some(r) = tasks.join_next().await else {
+            break;
+        };
+        let objects = r
+            .map_err(|e| anyhow::anyhow!("download task: {e}"))?
+            .map_err(|e| session.explain(e))?;
+        let mut bytes = 0u64;
+        for (id, data) in &objects {
+            store.put(id, data, CompressionHint::Probe)?;
+            bytes += data.len() as u64;
+        }
+        store.flush()?;
+        received += bytes;
+        progress.add(objects.len() as u64, bytes);
+    }
+    progress.finish();
+    Ok(received)
+}
+
+/// Fetches whichever of `ids` the local store lacks.
+pub async fn fetch_missing(
+    session: &Session,
+    store: &mut LocalStore,
+    ids: &[ChunkId],
+    show: bool,
+) -> Result<u64> {
+    let mut missing = Vec::new();
+    for id in ids {
+        if !store.contains(id)? {
+            missing.push(*id);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    download(session, store, &missing, show).await
+}
+
+/// Brings everything `pointers` need into the local store: their missing recipes in one
+/// transfer, then every missing object they list in another. Returns bytes received.
+pub async fn fetch_media(
+    session: &Session,
+    store: &mut LocalStore,
+    pointers: &[dits_core::Pointer],
+    show: bool,
+) -> Result<u64> {
+    let recipes: Vec<ChunkId> = pointers.iter().map(|p| p.recipe).collect();
+    let mut bytes = fetch_missing(session, store, &recipes, show).await?;
+    let (ids, _) = crate::media::objects_for(store, pointers)?;
+    bytes += fetch_missing(session, store, &ids, show).await?;
+    Ok(bytes)
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `git`, the built `git-dits`, media from `ffmpeg`.
+
+mod bad_input;
+mod dedup;
+mod hub;
+mod install;
+mod locks;
+mod mount;
+mod roundtrip;
+mod s3;
+mod scale;
+mod store;
+mod tracks;

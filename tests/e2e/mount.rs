@@ -1,0 +1,401 @@
+//! `git dits mount` for real (FUSE): a pointers-only clone mounted, media read through
+//! the mount from the hub, byte-identical; ffprobe and random reads work; a chunk the hub
+//! has lost is EIO with a log line naming it, not a hang.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dits_tests::{media, same_bytes, HubProcess, TestEnv};
+
+struct Mounted {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Mounted {
+    fn start(env: &TestEnv, repo: &Path, dir: &Path, expect: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = dir.with_extension("log");
+        // git-dits itself, so the test's SIGTERM reaches the mount process directly (through
+        // `git dits`, git forwards it and then dies of it, as it should).
+        let child = env
+            .command(
+                dits_tests::bins::git_dits(),
+                repo,
+                &["mount", dir.to_str().unwrap()],
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !dir.join(expect).exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "mount did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mounted {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as a user's Ctrl-C or a service manager would; returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+struct Pushed {
+    env: TestEnv,
+    hub: HubProcess,
+    clone: PathBuf,
+}
+
+/// A repository with a clip, a text file in a subdirectory and a symlink, pushed; and a
+/// pointers-only clone of it.
+fn pushed_and_cloned_without_media() -> Pushed {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    std::fs::copy(media().path("base.mp4"), repo.join("clip.mp4")).unwrap();
+    std::fs::create_dir_all(repo.join("notes/day1")).unwrap();
+    std::fs::write(repo.join("notes/day1/log.txt"), b"take 3 is the one\n").unwrap();
+    std::os::unix::fs::symlink("clip.mp4", repo.join("latest.mp4")).unwrap();
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "day one"]);
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let out = env.clone_with(
+        &hub.url("alice/film"),
+        "clone",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
+    );
+    assert!(out.status.success());
+    let clone = env.dir.path().join("clone");
+    Pushed { env, hub, clone }
+}
+
+#[test]
+fn a_pointers_only_clone_mounts_and_reads_media_from_the_hub() {
+    let p = pushed_and_cloned_without_media();
+    let original = media().path("base.mp4");
+    let mut m = Mounted::start(&p.env, &p.clone, &p.env.dir.path().join("m"), "clip.mp4");
+
+    let meta = std::fs::metadata(m.dir.join("clip.mp4")).unwrap();
+    assert_eq!(meta.len(), std::fs::metadata(&original).unwrap().len());
+    // ffprobe through the mount (reads the moov and a few samples only).
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(m.dir.join("clip.mp4"))
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .starts_with('8'));
+
+    // 1000 random reads match the original.
+    let want = std::fs::read(&original).unwrap();
+    let file = std::fs::File::open(m.dir.join("clip.mp4")).unwrap();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for _ in 0..1000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = (seed % want.len() as u64) as usize;
+        let len = (1 + (seed >> 32) % 70_000) as usize;
+        let len = len.min(want.len() - at);
+        let mut got = vec![0u8; len];
+        file.read_exact_at(&mut got, at as u64).unwrap();
+        assert!(got == want[at..at + len], "bytes {at}..{} differ", at + len);
+    }
+    drop(file);
+    assert!(same_bytes(&m.dir.join("clip.mp4"), &original));
+    assert_eq!(
+        std::fs::read(m.dir.join("notes/day1/log.txt")).unwrap(),
+        b"take 3 is the one\n"
+    );
+    assert_eq!(
+        std::fs::read_link(m.dir.join("latest.mp4")).unwrap(),
+        Path::new("clip.mp4")
+    );
+    let names: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for n in ["clip.mp4", "notes", "latest.mp4", ".gitattributes"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+    // The working tree still holds only the pointer; the media went to the local store.
+    assert!(std::fs::read(p.clone.join("clip.mp4"))
+        .unwrap()
+        .starts_with(b"dits-pointer v1\n"));
+    let status = m.stop();
+    assert!(status.success(), "mount exit: {status:?}\n{}", m.log());
+    assert!(!m.dir.join("clip.mp4").exists(), "unmounted on SIGTERM");
+    let _ = &p.hub;
+}
+
+/// Edits through the mount land in the overlay, survive a remount, and `mount --commit`
+/// turns them into a commit through the clean filter; the base revision is untouched.
+#[test]
+fn writes_through_the_overlay_become_a_commit_and_leave_the_base_alone() {
+    let p = pushed_and_cloned_without_media();
+    let (env, clone) = (&p.env, &p.clone);
+    let base = env.git(clone, &["rev-parse", "HEAD"]).trim().to_string();
+    let base_pointer = env.git(clone, &["cat-file", "-p", "HEAD:clip.mp4"]);
+    let mdir = env.dir.path().join("m");
+    let mut m = Mounted::start(env, clone, &mdir, "clip.mp4");
+    // Replace the clip (as an editor's "save as" would), edit, create, rename, delete,
+    // truncate.
+    std::fs::copy(media().path("metadata.mp4"), mdir.join("clip.mp4")).unwrap();
+    std::fs::write(mdir.join("notes/day1/log.txt"), b"take 4 after all\n").unwrap();
+    std::fs::create_dir_all(mdir.join("new")).unwrap();
+    std::fs::write(mdir.join("new/edit.txt"), b"cut list v2\n").unwrap();
+    std::fs::rename(
+        mdir.join("notes/day1/log.txt"),
+        mdir.join("notes/log-day1.txt"),
+    )
+    .unwrap();
+    std::fs::remove_file(mdir.join("latest.mp4")).unwrap();
+    std::fs::write(mdir.join("scratch.txt"), b"0123456789").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(mdir.join("scratch.txt"))
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    assert!(same_bytes(
+        &mdir.join("clip.mp4"),
+        &media().path("metadata.mp4")
+    ));
+    assert!(!mdir.join("latest.mp4").exists() && !mdir.join("notes/day1/log.txt").exists());
+    assert_eq!(std::fs::read(mdir.join("scratch.txt")).unwrap(), b"0123");
+    assert!(m.stop().success(), "{}", m.log());
+
+    // A new mount of the same commit shows the edits again.
+    let mut m = Mounted::start(env, clone, &mdir, "new/edit.txt");
+    assert_eq!(
+        std::fs::read(mdir.join("notes/log-day1.txt")).unwrap(),
+        b"take 4 after all\n"
+    );
+    assert!(m.stop().success(), "{}", m.log());
+
+    let out = env.git_output(
+        clone,
+        &["dits", "mount", "--commit", "-m", "edits from the mount"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = env.git(clone, &["rev-parse", "HEAD"]).trim().to_string();
+    assert_ne!(head, base, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.git(clone, &["rev-parse", "HEAD^"]).trim(), base);
+    let files = env.git(clone, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    let files: Vec<&str> = files.lines().collect();
+    for want in [
+        "clip.mp4",
+        "new/edit.txt",
+        "notes/log-day1.txt",
+        "scratch.txt",
+    ] {
+        assert!(files.contains(&want), "{files:?}");
+    }
+    assert!(!files.contains(&"latest.mp4") && !files.contains(&"notes/day1/log.txt"));
+    assert_eq!(
+        env.git(clone, &["cat-file", "-p", "HEAD:scratch.txt"]),
+        "0123"
+    );
+    // The new clip went through the clean filter: Git holds a pointer.
+    let pointer = env.git(clone, &["cat-file", "-p", "HEAD:clip.mp4"]);
+    assert!(
+        pointer.starts_with("dits-pointer v1\n") && pointer != base_pointer,
+        "{pointer}"
+    );
+    // The base is as it was.
+    assert_eq!(
+        env.git(clone, &["cat-file", "-p", &format!("{base}:clip.mp4")]),
+        base_pointer
+    );
+    assert_eq!(env.git(clone, &["status", "--porcelain"]), "");
+    env.git(clone, &["dits", "pull-media"]);
+    assert!(same_bytes(
+        &clone.join("clip.mp4"),
+        &media().path("metadata.mp4")
+    ));
+    assert_eq!(
+        env.git_output(clone, &["dits", "fsck"]).status.code(),
+        Some(0)
+    );
+    // Nothing left to commit; and the result pushes.
+    assert!(!env
+        .git_output(clone, &["dits", "mount", "--commit", "-m", "again"])
+        .status
+        .success());
+    let out = env.git_output(clone, &["push", "origin", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_chunk_missing_on_the_hub_is_eio_naming_it_not_a_hang() {
+    let p = pushed_and_cloned_without_media();
+    for pack in std::fs::read_dir(p.hub.data.join("objects/chunks")).unwrap() {
+        std::fs::remove_file(pack.unwrap().path()).unwrap();
+    }
+    let m = Mounted::start(&p.env, &p.clone, &p.env.dir.path().join("m"), "clip.mp4");
+    let out = Command::new("timeout")
+        .args(["60", "cat"])
+        .arg(m.dir.join("clip.mp4"))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(124), "the read hung");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = m.log();
+    assert!(
+        log.contains("clip.mp4") && log.contains("recipe") || log.contains("object"),
+        "the log names what is missing: {log}"
+    );
+}
+
+/// Lockable files are read-only in the mount unless you hold the lock.
+#[test]
+fn lockable_files_in_the_mount_are_writable_only_with_the_lock() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["dits", "track", "--lockable", "*.mp4"]);
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    let mdir = env.dir.path().join("m");
+    let mut m = Mounted::start(&env, &repo, &mdir, "clip.mp4");
+    let mode = std::fs::metadata(mdir.join("clip.mp4"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o222, 0, "read-only without the lock: {mode:o}");
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mdir.join("clip.mp4"))
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert!(m.stop().success());
+
+    env.git(&repo, &["dits", "lock", "clip.mp4"]);
+    let mut m = Mounted::start(&env, &repo, &mdir, "clip.mp4");
+    let mode = std::fs::metadata(mdir.join("clip.mp4"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o200, 0, "writable with the lock: {mode:o}");
+    std::fs::copy(media().path("metadata.mp4"), mdir.join("clip.mp4")).unwrap();
+    assert!(m.stop().success());
+}
+
+/// `dits.cacheSize` bounds the local store while reading through the mount: packs the hub
+/// holds are evicted (and fetched again when read again); unpushed work never is.
+#[test]
+fn the_local_store_stays_within_dits_cache_size_and_keeps_unpushed_work() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    let big = env.dir.path().join("big.bin");
+    std::fs::write(&big, dits_tests::noise(40 << 20, 11)).unwrap();
+    env.commit_file(&repo, &big, "big.bin");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let out = env
+        .command(
+            "git",
+            env.dir.path(),
+            &["clone", "-q", &hub.url("alice/film"), "c"],
+        )
+        .env("GIT_DITS_SKIP_SMUDGE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let clone = env.dir.path().join("c");
+    // Unpushed work in the same store.
+    let local = env.dir.path().join("local.bin");
+    std::fs::write(&local, dits_tests::noise(6 << 20, 12)).unwrap();
+    env.commit_file(&clone, &local, "local.bin");
+    env.git(&clone, &["config", "dits.cacheSize", "8m"]);
+
+    let mdir = env.dir.path().join("m");
+    let mut m = Mounted::start(&env, &clone, &mdir, "big.bin");
+    assert!(same_bytes(&mdir.join("big.bin"), &big));
+    let held = dits_tests::store_bytes(&clone);
+    // The 8 MiB bound, the open pack (up to 4 MiB) and the 6 MiB of unpushed work.
+    assert!(
+        held < 20 << 20,
+        "store holds {held} bytes after reading 40 MiB"
+    );
+    assert!(
+        same_bytes(&mdir.join("big.bin"), &big),
+        "evicted data is fetched again"
+    );
+    assert!(m.stop().success(), "{}", m.log());
+
+    // The unpushed file's objects are still local: with the hub gone it still checks out.
+    drop(hub);
+    std::fs::remove_file(clone.join("local.bin")).unwrap();
+    env.git(&clone, &["checkout", "--", "local.bin"]);
+    assert!(same_bytes(&clone.join("local.bin"), &local));
+}

@@ -1,0 +1,234 @@
+//! A `dits-hub serve` process (on the embedded default, or on the scale-out backends in
+//! the second pass), and the client-side settings that trust it and log in to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::backends::{s3_keys, scale_out_env};
+use crate::bins;
+use crate::env::TestEnv;
+
+/// A `dits-hub serve` process on a free loopback port, killed on drop.
+pub struct HubProcess {
+    pub data: PathBuf,
+    pub port: u16,
+    pub fingerprint: String,
+    /// The Redis key namespace, when locks are in Redis.
+    pub lock_namespace: Option<String>,
+    /// Backend settings (`DITS_HUB_*`, `AWS_*`) the admin commands share with `serve`.
+    pub envs: Vec<(String, String)>,
+    child: std::process::Child,
+}
+
+impl HubProcess {
+    pub fn start_on(data: &Path, port: u16) -> HubProcess {
+        Self::start_with(data, port, &[])
+    }
+
+    /// With extra `serve` arguments (e.g. a certificate).
+    pub fn start_with(data: &Path, port: u16, serve_args: &[&str]) -> HubProcess {
+        Self::start_configured(data, port, serve_args, &[])
+    }
+
+    /// With extra `serve` arguments and environment (e.g. S3 settings).
+    pub fn start_configured(
+        data: &Path,
+        port: u16,
+        serve_args: &[&str],
+        envs: &[(String, String)],
+    ) -> HubProcess {
+        use std::io::BufRead;
+        let mut envs = envs.to_vec();
+        envs.extend(scale_out_env(data, serve_args, &envs));
+        let mut child = Command::new(bins::dits_hub())
+            .args(["--data"])
+            .arg(data)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(serve_args)
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting dits-hub");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut port = 0;
+        let mut fingerprint = String::new();
+        let mut lock_namespace = None;
+        while port == 0 || fingerprint.is_empty() {
+            let line = lines
+                .next()
+                .expect("hub exited before announcing itself")
+                .unwrap();
+            if let Some(rest) = line.split("(namespace ").nth(1) {
+                lock_namespace = rest.split([',', ')']).next().map(str::to_string);
+            }
+            if let Some(rest) = line.strip_prefix("dits-hub: listening on ") {
+                let addr = rest.split_whitespace().next().unwrap();
+                port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            } else if let Some(fp) = line.strip_prefix("dits-hub: certificate fingerprint ") {
+                fingerprint = fp.trim().to_string();
+            }
+        }
+        // Keep draining stdout so the hub never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HubProcess {
+            data: data.to_path_buf(),
+            port,
+            fingerprint,
+            lock_namespace,
+            envs,
+            child,
+        }
+    }
+
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(bins::dits_hub())
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dits-hub {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Chunk packs the hub has made durable so far (one per upload batch), in its data
+    /// directory or its S3 bucket.
+    pub fn chunk_packs(&self) -> usize {
+        let env = |k: &str| {
+            self.envs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        match (env("DITS_HUB_OBJECTS"), env("AWS_ENDPOINT_URL")) {
+            (Some(objects), Some(endpoint)) => {
+                let location = objects.trim_start_matches("s3://");
+                let (bucket, prefix) = match location.split_once('/') {
+                    Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
+                    None => (location, String::new()),
+                };
+                s3_keys(&endpoint, bucket, &format!("{prefix}chunks/")).len()
+            }
+            _ => std::fs::read_dir(self.data.join("objects/chunks"))
+                .map(|d| d.filter(|e| e.is_ok()).count())
+                .unwrap_or(0),
+        }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("dits://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    pub fn base(&self) -> String {
+        format!("dits://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestEnv {
+    /// A hub on `data` (started with `serve_args` and `envs`) where user alice owns
+    /// alice/film, trusted by this HOME with alice's token; returns the hub and the token.
+    pub fn alice_hub_on(
+        &self,
+        data: &Path,
+        serve_args: &[&str],
+        envs: &[(String, String)],
+    ) -> (HubProcess, String) {
+        let hub = HubProcess::start_configured(data, 0, serve_args, envs);
+        let token = hub.admin(&["user", "add", "alice"]);
+        hub.admin(&["repo", "create", "alice/film"]);
+        self.trust_hub(&hub, "alice", &token);
+        (hub, token)
+    }
+
+    /// [`Self::alice_hub_on`] with the data in `hub-data` and no extra settings.
+    pub fn alice_hub(&self) -> (HubProcess, String) {
+        self.alice_hub_on(&self.dir.path().join("hub-data"), &[], &[])
+    }
+
+    /// `git clone -q URL NAME` in the test directory with extra environment (e.g.
+    /// GIT_DITS_SKIP_SMUDGE=1), whatever the outcome.
+    pub fn clone_with(&self, url: &str, name: &str, envs: &[(&str, &str)]) -> Output {
+        self.command("git", self.dir.path(), &["clone", "-q", url, name])
+            .envs(envs.iter().copied())
+            .output()
+            .expect("running git clone")
+    }
+
+    /// Pins the hub's certificate and stores `token` for it in this HOME's credential store.
+    pub fn trust_hub(&self, hub: &HubProcess, user: &str, token: &str) {
+        let cwd = self.dir.path();
+        self.git(
+            cwd,
+            &[
+                "config",
+                "--global",
+                &format!("dits.{}.fingerprint", hub.base()),
+                &hub.fingerprint,
+            ],
+        );
+        self.set_token(hub, user, token);
+    }
+
+    pub fn set_token(&self, hub: &HubProcess, user: &str, token: &str) {
+        let cwd = self.dir.path();
+        self.git(cwd, &["config", "--global", "credential.helper", "store"]);
+        std::fs::write(
+            self.home().join(".git-credentials"),
+            format!("dits://{user}:{token}@127.0.0.1:{}\n", hub.port),
+        )
+        .unwrap();
+    }
+}
+
+impl TestEnv {
+    /// Pins every hub's certificate and stores `token` for `user` on each.
+    pub fn trust_hubs(&self, hubs: &[&HubProcess], user: &str, token: &str) {
+        let cwd = self.dir.path();
+        let mut credentials = String::new();
+        for hub in hubs {
+            self.git(
+                cwd,
+                &[
+                    "config",
+                    "--global",
+                    &format!("dits.{}.fingerprint", hub.base()),
+                    &hub.fingerprint,
+                ],
+            );
+            credentials.push_str(&format!("dits://{user}:{token}@127.0.0.1:{}\n", hub.port));
+        }
+        self.git(cwd, &["config", "--global", "credential.helper", "store"]);
+        std::fs::write(self.home().join(".git-credentials"), credentials).unwrap();
+    }
+}
+
+/// GET `path` from the HTTPS side of the hub on `port`: the status and the body.
+pub fn https_get(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "--max-time", "30"])
+        .arg(format!("https://127.0.0.1:{port}/{path}"))
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
