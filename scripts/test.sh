@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test, then the hub and lock end-to-end tests a second time against the scale-out
 # backends: PostgreSQL and Redis on this machine, and moto's S3 server on loopback (from
-# target/moto-venv, which .ci/run installs). Needs git, ffmpeg, fuse3, curl and psql.
+# target/moto-venv). scripts/test-deps.sh installs and starts what they need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/test-deps.sh
 
 cargo test --workspace
 
