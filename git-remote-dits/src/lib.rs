@@ -12,6 +12,7 @@ pub mod locks;
 pub mod logging;
 pub mod media;
 pub mod progress;
+pub mod protocol;
 pub mod session;
 pub mod source;
 pub mod transfer;
