@@ -11,6 +11,7 @@ pub mod helper;
 pub mod locks;
 pub mod logging;
 pub mod media;
+pub mod plan;
 pub mod progress;
 pub mod protocol;
 pub mod session;
