@@ -1,29 +1,30 @@
 //! `git-remote-dits REMOTE URL`: Git's remote-helper protocol (gitremote-helpers(7)) with
-//! the `fetch`, `push` and `option` capabilities. Push sends the media the pushed commits
-//! need first (only objects the hub lacks), then one Git pack, then asks the hub to move
-//! the refs by compare-and-swap; the hub moves a ref only once everything it needs is
-//! durable. Fetch brings the Git packs it lacks; media follows on checkout (smudge) or,
-//! with `dits.fetch = eager`, right away.
+//! the `fetch`, `push` and `option` capabilities. This is the I/O shell: reading and
+//! answering Git lives in [`crate::protocol`], deciding what a push moves in
+//! [`crate::plan`]; here are stdin/stdout, the hub and the git subprocesses. Push sends
+//! the media the pushed commits need first (only objects the hub lacks), then one Git
+//! pack, then asks the hub to move the refs by compare-and-swap; the hub moves a ref
+//! only once everything it needs is durable. Fetch brings the Git packs it lacks; media
+//! follows on checkout (smudge) or, with `dits.fetch = eager`, right away.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
-use dits_core::LocalStore;
+use dits_core::{ChunkId, LocalStore};
 use dits_wire::wire::{RefUpdate, ZERO_OID};
 use dits_wire::RemoteUrl;
 
 use crate::git;
 use crate::media::{objects_for, pointers_in};
+use crate::plan::{landed, plan_push, LocalRepository};
+use crate::protocol::{
+    write_fetch_done, write_list, write_push_statuses, Conversation, HelperOptions, PushSpec,
+    RefStatus, Request,
+};
 use crate::session::{connect, Session};
 use crate::transfer::{fetch_media, upload};
-
-struct Options {
-    progress: bool,
-    verbosity: u32,
-    atomic: bool,
-}
 
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -56,83 +57,33 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Serves Git's requests on stdin/stdout; the hub is connected on the first request
+/// that needs it (so `capabilities` and `option` work offline).
 async fn run(remote: &str, url: &str) -> Result<()> {
     let url = RemoteUrl::parse(url).map_err(|e| anyhow::anyhow!(e))?;
-    let mut options = Options {
-        progress: false,
-        verbosity: 1,
-        atomic: false,
-    };
+    let mut conversation = Conversation::default();
     let mut session: Option<Session> = None;
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout();
-    while let Some(line) = lines.next() {
-        let line = line?;
-        let mut words = line.splitn(3, ' ');
-        match words.next().unwrap_or("") {
-            "" => break,
-            "capabilities" => writeln!(out, "option\nfetch\npush\n")?,
-            "option" => {
-                let (name, value) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-                let answer = match name {
-                    "progress" => {
-                        options.progress = value == "true";
-                        "ok"
-                    }
-                    "verbosity" => {
-                        options.verbosity = value.parse().unwrap_or(1);
-                        "ok"
-                    }
-                    "atomic" => {
-                        options.atomic = value == "true";
-                        "ok"
-                    }
-                    _ => "unsupported",
-                };
-                writeln!(out, "{answer}")?;
-            }
-            "list" => {
-                let s = ensure(&mut session, &url).await?;
+    while let Some(request) = conversation.next_request(&mut input, &mut out)? {
+        let options = conversation.options();
+        let s = ensure(&mut session, &url).await?;
+        match request {
+            Request::List { .. } => {
                 let refs = s.hub.refs().await.map_err(|e| s.explain(e))?;
                 s.authenticated();
-                for (name, oid) in &refs {
-                    writeln!(out, "{oid} {name}")?;
-                }
-                if let Some(head) = default_branch(&refs) {
-                    writeln!(out, "@{head} HEAD")?;
-                }
-                writeln!(out)?;
+                write_list(&mut out, &refs)?;
             }
-            "fetch" => {
-                // A batch of fetch lines ends with a blank line.
-                for more in lines.by_ref() {
-                    if more?.is_empty() {
-                        break;
-                    }
-                }
-                let s = ensure(&mut session, &url).await?;
-                fetch(s, remote, &options).await?;
-                writeln!(out)?;
+            Request::Fetch(wanted) => {
+                tracing::debug!(refs = wanted.len(), "fetch requested");
+                fetch(s, remote, options).await?;
+                write_fetch_done(&mut out)?;
             }
-            "push" => {
-                let mut specs = vec![words.next().unwrap_or("").to_string()];
-                for more in lines.by_ref() {
-                    let more = more?;
-                    match more.strip_prefix("push ") {
-                        Some(spec) => specs.push(spec.to_string()),
-                        None => break,
-                    }
-                }
-                let s = ensure(&mut session, &url).await?;
-                for status in push(s, &specs, &options).await? {
-                    writeln!(out, "{status}")?;
-                }
-                writeln!(out)?;
+            Request::Push(specs) => {
+                let statuses = push(s, &specs, options).await?;
+                write_push_statuses(&mut out, &statuses)?;
             }
-            other => bail!("git-remote-dits: unknown command {other:?} from git"),
         }
-        out.flush()?;
     }
     if let Some(s) = session {
         s.hub.close().await;
@@ -145,14 +96,6 @@ async fn ensure<'a>(session: &'a mut Option<Session>, url: &RemoteUrl) -> Result
         *session = Some(connect(url).await?);
     }
     Ok(session.as_ref().expect("just connected"))
-}
-
-fn default_branch(refs: &BTreeMap<String, String>) -> Option<String> {
-    ["refs/heads/main", "refs/heads/master"]
-        .iter()
-        .find(|r| refs.contains_key(**r))
-        .map(|r| r.to_string())
-        .or_else(|| refs.keys().find(|r| r.starts_with("refs/heads/")).cloned())
 }
 
 fn packs_file(remote: &str) -> Result<std::path::PathBuf> {
@@ -172,7 +115,7 @@ fn packs_file(remote: &str) -> Result<std::path::PathBuf> {
         .join("git-packs"))
 }
 
-async fn fetch(session: &Session, remote: &str, options: &Options) -> Result<()> {
+async fn fetch(session: &Session, remote: &str, options: &HelperOptions) -> Result<()> {
     let file = packs_file(remote)?;
     let have: Vec<String> = std::fs::read_to_string(&file)
         .unwrap_or_default()
@@ -227,189 +170,152 @@ fn index_pack(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn object_exists(oid: &str) -> bool {
-    git::try_run(&["cat-file", "-e", oid]).is_some()
+/// The repository Git runs us in, asked through git subprocesses.
+struct GitRepository;
+
+impl LocalRepository for GitRepository {
+    type Error = anyhow::Error;
+
+    fn resolve(&mut self, rev: &str) -> Result<String> {
+        Ok(git::run(&["rev-parse", "--verify", rev])?
+            .trim()
+            .to_string())
+    }
+
+    fn has_object(&mut self, oid: &str) -> bool {
+        git::try_run(&["cat-file", "-e", oid]).is_some()
+    }
+
+    fn is_ancestor(&mut self, old: &str, new: &str) -> bool {
+        Command::new("git")
+            .args(["merge-base", "--is-ancestor", old, new])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
 }
 
-fn is_ancestor(old: &str, new: &str) -> bool {
-    Command::new("git")
-        .args(["merge-base", "--is-ancestor", old, new])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-async fn push(session: &Session, specs: &[String], options: &Options) -> Result<Vec<String>> {
+/// Plans the push (see [`crate::plan`]), sends what the hub lacks (media first, then
+/// one Git pack), asks the hub to move the refs, and returns Git's status lines.
+async fn push(
+    session: &Session,
+    specs: &[PushSpec],
+    options: &HelperOptions,
+) -> Result<Vec<RefStatus>> {
     let remote_refs = session.hub.refs().await.map_err(|e| session.explain(e))?;
     session.authenticated();
-    let mut statuses: Vec<(String, Option<String>)> = Vec::new();
-    let mut updates = Vec::new();
-    let mut tips = Vec::new();
-    for spec in specs {
-        let (force, spec) = match spec.strip_prefix('+') {
-            Some(s) => (true, s),
-            None => (false, spec.as_str()),
-        };
-        let (src, dst) = spec.split_once(':').context("push refspec without ':'")?;
-        let new = if src.is_empty() {
-            ZERO_OID.to_string()
-        } else {
-            git::run(&["rev-parse", "--verify", src])?
-                .trim()
-                .to_string()
-        };
-        let old = remote_refs
-            .get(dst)
-            .cloned()
-            .unwrap_or_else(|| ZERO_OID.to_string());
-        if old == new {
-            statuses.push((dst.to_string(), None));
-            continue;
-        }
-        if !force && old != ZERO_OID && new != ZERO_OID {
-            if !object_exists(&old) {
-                statuses.push((dst.to_string(), Some("fetch first".into())));
-                continue;
-            }
-            if !is_ancestor(&old, &new) {
-                statuses.push((dst.to_string(), Some("non-fast-forward".into())));
-                continue;
-            }
-        }
-        if new != ZERO_OID {
-            tips.push(new.clone());
-        }
-        updates.push(RefUpdate {
-            name: dst.to_string(),
-            old,
-            new,
-        });
+    let mut repo = GitRepository;
+    let plan = plan_push(specs, &remote_refs, &mut repo, options.atomic)?;
+    if plan.updates.is_empty() {
+        return Ok(plan.settled);
     }
-    if options.atomic && statuses.iter().any(|(_, e)| e.is_some()) {
-        return Ok(statuses
-            .into_iter()
-            .map(|(d, e)| {
-                format!(
-                    "error {d} {}",
-                    e.unwrap_or_else(|| "atomic push failed".into())
-                )
-            })
-            .chain(
-                updates
-                    .iter()
-                    .map(|u| format!("error {} atomic push failed", u.name)),
-            )
-            .collect());
-    }
-    let mut recipes = Vec::new();
-    let mut packs = Vec::new();
-    if !tips.is_empty() {
-        let mut rev_args = tips.clone();
-        let known: Vec<String> = remote_refs
-            .values()
-            .filter(|o| object_exists(o))
-            .cloned()
-            .collect();
-        if !known.is_empty() {
-            rev_args.push("--not".into());
-            rev_args.extend(known.iter().cloned());
-        }
-        let pointers = pointers_in(&rev_args)?;
-        tracing::debug!(pointers = pointers.len(), "push: pointers found");
-        recipes = pointers.iter().map(|p| p.recipe).collect();
-        let mut store = LocalStore::open(&git::store_dir()?)?;
-        let (ids, absent) = objects_for(&mut store, &pointers)?;
-        if !absent.is_empty() {
-            let not_on_hub = session
-                .hub
-                .missing(&absent)
-                .await
-                .map_err(|e| session.explain(e))?;
-            if let Some(r) = not_on_hub.first() {
-                bail!("cannot push: the media behind recipe {} is neither in the local store nor on {}; run `git dits pull-media` from where it was added", r.short(), session.url);
-            }
-        }
-        let missing = session
-            .hub
-            .missing(&ids)
-            .await
-            .map_err(|e| session.explain(e))?;
-        tracing::debug!(
-            objects = ids.len(),
-            missing = missing.len(),
-            "push: hub asked"
-        );
-        let sent = upload(session, &mut store, &missing, options.progress).await?;
-        if options.verbosity > 0 {
-            eprintln!(
-                "dits: sent {} of {} media objects ({} bytes) to {}",
-                missing.len(),
-                ids.len(),
-                sent,
-                session.url
-            );
-        }
-        tracing::debug!(bytes = sent, "push: media uploaded");
-        let pack = pack_objects(&tips, &known)?;
-        // A pack's object count is bytes 8..12; an empty pack needs no upload.
-        if pack.len() >= 12 && pack[8..12] != [0, 0, 0, 0] {
-            packs.push(
-                session
-                    .hub
-                    .put_git_pack(&pack)
-                    .await
-                    .map_err(|e| session.explain(e))?,
-            );
-        }
-    }
-    tracing::debug!("push: git objects sent");
-    let pushed = updates.clone();
-    let results = if updates.is_empty() {
-        Vec::new()
+    let tips = plan.tips();
+    let (packs, recipes) = if tips.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        session
-            .hub
-            .update_refs(updates, packs, recipes, options.atomic)
-            .await
-            .map_err(|e| session.explain(e))?
+        send_objects(session, &tips, &remote_refs, &mut repo, options).await?
     };
+    tracing::debug!("push: git objects sent");
+    let results = session
+        .hub
+        .update_refs(plan.updates.clone(), packs, recipes, options.atomic)
+        .await
+        .map_err(|e| session.explain(e))?;
     if git::config_bool("dits.unlockAfterPush", false) {
-        let landed: Vec<&RefUpdate> = pushed
-            .iter()
-            .filter(|u| u.new != ZERO_OID && results.iter().any(|r| r.ok && r.name == u.name))
-            .collect();
-        let mut paths = Vec::new();
-        for u in landed {
-            paths.extend(changed_paths(&u.new, &u.old)?);
-        }
-        paths.sort();
-        paths.dedup();
-        match crate::locks::release_after_push(session, paths).await {
-            Ok(released) => {
-                for p in released {
-                    eprintln!("dits: released your lock on {p} (dits.unlockAfterPush)");
-                }
-            }
-            Err(e) => eprintln!("warning: dits: pushed, but releasing locks failed: {e:#}"),
-        }
+        release_locks(session, landed(&plan.updates, &results)).await?;
     }
     tracing::debug!("push: refs updated");
-    for r in results {
-        statuses.push((
-            r.name,
-            if r.ok {
-                None
-            } else {
-                Some(r.error.unwrap_or_else(|| "refused".into()))
-            },
-        ));
+    Ok(plan.statuses(results))
+}
+
+/// Uploads the media the commits up to `tips` need and the hub lacks, then one Git pack
+/// of what the hub's refs don't already reach. Returns the pack ids and the recipes the
+/// ref update must find on the hub.
+async fn send_objects(
+    session: &Session,
+    tips: &[String],
+    remote_refs: &BTreeMap<String, String>,
+    repo: &mut GitRepository,
+    options: &HelperOptions,
+) -> Result<(Vec<String>, Vec<ChunkId>)> {
+    let mut rev_args = tips.to_vec();
+    let known: Vec<String> = remote_refs
+        .values()
+        .filter(|o| repo.has_object(o))
+        .cloned()
+        .collect();
+    if !known.is_empty() {
+        rev_args.push("--not".into());
+        rev_args.extend(known.iter().cloned());
     }
-    Ok(statuses
-        .into_iter()
-        .map(|(dst, err)| match err {
-            None => format!("ok {dst}"),
-            Some(e) => format!("error {dst} {e}"),
-        })
-        .collect())
+    let pointers = pointers_in(&rev_args)?;
+    tracing::debug!(pointers = pointers.len(), "push: pointers found");
+    let recipes = pointers.iter().map(|p| p.recipe).collect();
+    let mut store = LocalStore::open(&git::store_dir()?)?;
+    let (ids, absent) = objects_for(&mut store, &pointers)?;
+    if !absent.is_empty() {
+        let not_on_hub = session
+            .hub
+            .missing(&absent)
+            .await
+            .map_err(|e| session.explain(e))?;
+        if let Some(r) = not_on_hub.first() {
+            bail!("cannot push: the media behind recipe {} is neither in the local store nor on {}; run `git dits pull-media` from where it was added", r.short(), session.url);
+        }
+    }
+    let missing = session
+        .hub
+        .missing(&ids)
+        .await
+        .map_err(|e| session.explain(e))?;
+    tracing::debug!(
+        objects = ids.len(),
+        missing = missing.len(),
+        "push: hub asked"
+    );
+    let sent = upload(session, &mut store, &missing, options.progress).await?;
+    if options.verbosity > 0 {
+        eprintln!(
+            "dits: sent {} of {} media objects ({} bytes) to {}",
+            missing.len(),
+            ids.len(),
+            sent,
+            session.url
+        );
+    }
+    tracing::debug!(bytes = sent, "push: media uploaded");
+    let pack = pack_objects(tips, &known)?;
+    let mut packs = Vec::new();
+    // A pack's object count is bytes 8..12; an empty pack needs no upload.
+    if pack.get(8..12).is_some_and(|count| count != [0, 0, 0, 0]) {
+        packs.push(
+            session
+                .hub
+                .put_git_pack(&pack)
+                .await
+                .map_err(|e| session.explain(e))?,
+        );
+    }
+    Ok((packs, recipes))
+}
+
+/// `dits.unlockAfterPush`: releases the pusher's locks on the paths the landed updates
+/// changed. A failure here is a warning: the push itself went through.
+async fn release_locks(session: &Session, landed: Vec<&RefUpdate>) -> Result<()> {
+    let mut paths = Vec::new();
+    for u in landed {
+        paths.extend(changed_paths(&u.new, &u.old)?);
+    }
+    paths.sort();
+    paths.dedup();
+    match crate::locks::release_after_push(session, paths).await {
+        Ok(released) => {
+            for p in released {
+                eprintln!("dits: released your lock on {p} (dits.unlockAfterPush)");
+            }
+        }
+        Err(e) => eprintln!("warning: dits: pushed, but releasing locks failed: {e:#}"),
+    }
+    Ok(())
 }
 
 /// Paths the commits from `old` (if this repository has it) to `new` change on `new`'s
