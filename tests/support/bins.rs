@@ -2,14 +2,16 @@
 //! own package. Cargo only hands a test the binaries of the test's own package
 //! (`CARGO_BIN_EXE_*`), so before the first test uses them this builds all three with the
 //! cargo, profile and target directory that built the test itself: a test never runs a
-//! stale binary, and when they are fresh (as after `cargo test --workspace`) the build is
-//! a no-op.
+//! stale binary. The build asks for the whole workspace's binaries and tests, which is
+//! what `cargo test --workspace` resolves features for: asking for the three packages
+//! alone resolves other features for shared crates (ring, rustls, quinn, reqwest) and
+//! rebuilt them, minutes of CI. So after `cargo test --workspace` only the binaries
+//! themselves are compiled and linked.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const PACKAGES: [&str; 3] = ["git-dits", "git-remote-dits", "dits-hub"];
 
 /// The directory holding the built binaries (`target/<profile>`), built on first use.
 pub fn dir() -> &'static Path {
@@ -60,13 +62,10 @@ fn build(profile_dir: &Path) {
             command.args(["--profile", other]);
         }
     }
-    for p in PACKAGES {
-        command.args(["-p", p]);
-    }
     let out = command.output().expect("running cargo build");
     assert!(
         out.status.success(),
-        "building {PACKAGES:?} for the tests failed:\n{}",
+        "building the workspace's binaries for the tests failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
