@@ -1,6 +1,6 @@
 //! Opening the backends the settings name: metadata (SQLite in the data directory, or
 //! PostgreSQL), locks (with the metadata, or Redis written through to it) and objects
-//! (the data directory, or S3-compatible storage).
+//! (the data directory, or S3-compatible storage: [`crate::blobs::open`]).
 
 use std::path::Path;
 
@@ -35,7 +35,7 @@ pub async fn open_metadata(data: &Path, url: Option<&str>) -> anyhow::Result<Met
             std::fs::create_dir_all(data)?;
             let path = data.join("hub.sqlite");
             Ok(Metadata {
-                meta: Box::new(crate::meta_sqlite::SqliteMeta::open(&path)?),
+                meta: Box::new(crate::meta::sqlite::SqliteMeta::open(&path)?),
                 locks: Box::new(SqliteLocks::open(&path)?),
                 describe: format!("sqlite {}", path.display()),
             })
@@ -43,8 +43,8 @@ pub async fn open_metadata(data: &Path, url: Option<&str>) -> anyhow::Result<Met
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
             let pool = crate::pg::connect(u).await?;
             Ok(Metadata {
-                meta: Box::new(crate::meta_pg::PgMeta::new(pool.clone())),
-                locks: Box::new(crate::locks_pg::PgLocks::new(pool)),
+                meta: Box::new(crate::meta::pg::PgMeta::new(pool.clone())),
+                locks: Box::new(crate::locks::pg::PgLocks::new(pool)),
                 describe: redact(u),
             })
         }
@@ -64,8 +64,8 @@ pub async fn open_locks(
     match url {
         None => Ok((meta, locks)),
         Some(url) => {
-            let ns = meta.namespace()?;
-            let redis = crate::locks_redis::RedisLocks::connect(url, locks, &ns).await?;
+            let ns = meta.namespace().await?;
+            let redis = crate::locks::redis::RedisLocks::connect(url, locks, &ns).await?;
             Ok((meta, Box::new(redis)))
         }
     }

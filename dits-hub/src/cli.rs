@@ -189,8 +189,8 @@ fn tracing_init() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // Multi-threaded: the PostgreSQL, Redis and S3 clients are async, and the hub's
-    // storage calls block on them from its workers.
+    // Multi-threaded: requests are served in parallel; blocking storage work (SQLite,
+    // fsync, git) runs on the runtime's blocking pool.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -213,7 +213,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             if !dits_wire::url::valid_name(name) {
                 anyhow::bail!("{name:?}: user names are letters, digits, '-', '_', '.'");
             }
-            let token = metadata(&cli).await?.meta.add_user(name)?;
+            let token = metadata(&cli).await?.meta.add_user(name).await?;
             println!("{token}");
             Ok(())
         }
@@ -221,7 +221,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             command: RepoCommand::Create { repo },
         } => {
             let (owner, name) = split_repo(repo)?;
-            metadata(&cli).await?.meta.create_repo(owner, name)?;
+            metadata(&cli).await?.meta.create_repo(owner, name).await?;
             println!("created {owner}/{name}");
             Ok(())
         }
@@ -234,7 +234,8 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             metadata(&cli)
                 .await?
                 .meta
-                .set_member(owner, name, user, role)?;
+                .set_member(owner, name, user, role)
+                .await?;
             Ok(())
         }
         Command::Repo {
@@ -244,9 +245,10 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let metadata = metadata(&cli).await?;
             let id = metadata
                 .meta
-                .find_repo(owner, name)?
+                .find_repo(owner, name)
+                .await?
                 .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
-            for e in metadata.locks.events(id)? {
+            for e in metadata.locks.events(id).await? {
                 println!(
                     "{}\t{}\tlock {}\t{}\towner {}\tby {}",
                     e.at, e.action, e.lock, e.path, e.owner, e.actor
@@ -260,9 +262,10 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let (owner, name) = split_repo(repo)?;
             let meta = metadata(&cli).await?.meta;
             let id = meta
-                .find_repo(owner, name)?
+                .find_repo(owner, name)
+                .await?
                 .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
-            let commits = meta.commit_log(id, *limit)?;
+            let commits = meta.commit_log(id, *limit).await?;
             if *json {
                 let doc: Vec<_> = commits
                     .iter()

@@ -1,9 +1,88 @@
-//! Request counts and latency histograms per operation, for `/metrics` (Prometheus text
-//! format) beside the byte and object counters in [`crate::server::Stats`].
+//! What the hub counts, for `/metrics` (Prometheus text format) and `/api/v1/stats`: byte
+//! and object counters ([`Stats`]) and request counts and latency histograms per
+//! operation ([`Metrics`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Counters for tests, benchmarks and `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub object_bytes_in: AtomicU64,
+    pub objects_in: AtomicU64,
+    pub object_bytes_out: AtomicU64,
+    pub git_bytes_in: AtomicU64,
+    pub git_bytes_out: AtomicU64,
+    /// Objects served, and the ranged reads (GETs on S3) it took.
+    pub objects_out: AtomicU64,
+    pub blob_reads: AtomicU64,
+    /// Of the objects clients asked about before uploading: already held (dedup hits,
+    /// not sent) and missing (sent).
+    pub object_hits: AtomicU64,
+    pub object_misses: AtomicU64,
+}
+
+impl Stats {
+    /// The Prometheus text exposition of the counters.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        for (name, help, v) in [
+            (
+                "dits_object_bytes_in_total",
+                "Bytes of chunks and recipes received.",
+                &self.object_bytes_in,
+            ),
+            (
+                "dits_objects_in_total",
+                "Chunks and recipes received.",
+                &self.objects_in,
+            ),
+            (
+                "dits_object_bytes_out_total",
+                "Bytes of chunks and recipes served.",
+                &self.object_bytes_out,
+            ),
+            (
+                "dits_objects_out_total",
+                "Chunks and recipes served.",
+                &self.objects_out,
+            ),
+            (
+                "dits_blob_reads_total",
+                "Ranged reads of packs (GETs on S3).",
+                &self.blob_reads,
+            ),
+            (
+                "dits_object_hits_total",
+                "Objects a client asked about that the hub already held (not uploaded again).",
+                &self.object_hits,
+            ),
+            (
+                "dits_object_misses_total",
+                "Objects a client asked about that the hub lacked (then uploaded).",
+                &self.object_misses,
+            ),
+            (
+                "dits_git_bytes_in_total",
+                "Bytes of Git packs received.",
+                &self.git_bytes_in,
+            ),
+            (
+                "dits_git_bytes_out_total",
+                "Bytes of Git packs served.",
+                &self.git_bytes_out,
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
 
 /// Histogram bucket upper bounds, in seconds.
 const BUCKETS: [f64; 12] = [

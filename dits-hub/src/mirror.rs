@@ -2,6 +2,9 @@
 //! hub can see which paths a ref update changes (lock enforcement) without trusting the
 //! client's word. It is a cache: everything in it is rebuilt from the stored packs when
 //! it lacks a commit. Uses the `git` binary, which the hub therefore needs on PATH.
+//!
+//! Running `git` means waiting on a child process: the public methods are async and run
+//! that work on the blocking pool.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+#[derive(Clone)]
 pub struct GitMirror {
     root: PathBuf,
 }
@@ -16,6 +20,59 @@ pub struct GitMirror {
 impl GitMirror {
     pub fn new(root: PathBuf) -> GitMirror {
         GitMirror { root }
+    }
+
+    /// Runs `f` (which spawns `git` and waits for it) on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&GitMirror) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let mirror = self.clone();
+        tokio::task::spawn_blocking(move || f(&mirror)).await?
+    }
+
+    /// The hub pack ids already indexed into the mirror.
+    pub async fn indexed_packs(&self, repo: i64) -> Result<std::collections::HashSet<String>> {
+        self.blocking(move |m| m.indexed_packs_blocking(repo)).await
+    }
+
+    /// Indexes one pack's bytes into the repository's mirror and records its hub id.
+    pub async fn add_pack(&self, repo: i64, id: &str, pack: Vec<u8>) -> Result<()> {
+        let id = id.to_string();
+        self.blocking(move |m| m.add_pack_blocking(repo, &id, &pack))
+            .await
+    }
+
+    /// Whether the mirror holds commit `oid`.
+    pub async fn has_commit(&self, repo: i64, oid: &str) -> Result<bool> {
+        let oid = oid.to_string();
+        self.blocking(move |m| m.has_commit_blocking(repo, &oid))
+            .await
+    }
+
+    /// The paths the commits from `exclude` to `new` change ([`dits_wire::changes`]).
+    pub async fn changed_paths(
+        &self,
+        repo: i64,
+        new: &str,
+        exclude: &[String],
+    ) -> Result<Vec<String>> {
+        let (new, exclude) = (new.to_string(), exclude.to_vec());
+        self.blocking(move |m| m.changed_paths_blocking(repo, &new, &exclude))
+            .await
+    }
+
+    /// The commits reachable from `new` but not from `exclude`, newest first, with the
+    /// pointers each introduces. The mirror must hold `new` ([`Self::has_commit`]).
+    pub async fn commits(
+        &self,
+        repo: i64,
+        new: &str,
+        exclude: &[String],
+    ) -> Result<Vec<IndexedCommit>> {
+        let (new, exclude) = (new.to_string(), exclude.to_vec());
+        self.blocking(move |m| m.commits_blocking(repo, &new, &exclude))
+            .await
     }
 
     fn repo_dir(&self, repo: i64) -> Result<PathBuf> {
@@ -48,8 +105,7 @@ impl GitMirror {
         Ok(self.repo_dir(repo)?.join("dits-indexed-packs"))
     }
 
-    /// The hub pack ids already indexed into the mirror.
-    pub fn indexed_packs(&self, repo: i64) -> Result<std::collections::HashSet<String>> {
+    fn indexed_packs_blocking(&self, repo: i64) -> Result<std::collections::HashSet<String>> {
         match std::fs::read_to_string(self.indexed_list(repo)?) {
             Ok(t) => Ok(t.lines().map(str::to_string).collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
@@ -57,8 +113,7 @@ impl GitMirror {
         }
     }
 
-    /// Indexes one pack's bytes into the repository's mirror and records its hub id.
-    pub fn add_pack(&self, repo: i64, id: &str, pack: &[u8]) -> Result<()> {
+    fn add_pack_blocking(&self, repo: i64, id: &str, pack: &[u8]) -> Result<()> {
         let dir = self.repo_dir(repo)?;
         let mut child = self
             .git(&dir)
@@ -88,7 +143,7 @@ impl GitMirror {
         Ok(())
     }
 
-    pub fn has_commit(&self, repo: i64, oid: &str) -> Result<bool> {
+    fn has_commit_blocking(&self, repo: i64, oid: &str) -> Result<bool> {
         let dir = self.repo_dir(repo)?;
         Ok(self
             .git(&dir)
@@ -98,8 +153,12 @@ impl GitMirror {
             .success())
     }
 
-    /// The paths the commits from `exclude` to `new` change ([`dits_wire::changes`]).
-    pub fn changed_paths(&self, repo: i64, new: &str, exclude: &[String]) -> Result<Vec<String>> {
+    fn changed_paths_blocking(
+        &self,
+        repo: i64,
+        new: &str,
+        exclude: &[String],
+    ) -> Result<Vec<String>> {
         let dir = self.repo_dir(repo)?;
         let out = self
             .git(&dir)
@@ -147,9 +206,12 @@ impl GitMirror {
         Ok(out.stdout)
     }
 
-    /// The commits reachable from `new` but not from `exclude`, newest first, with the
-    /// pointers each introduces. The mirror must hold `new` ([`Self::has_commit`]).
-    pub fn commits(&self, repo: i64, new: &str, exclude: &[String]) -> Result<Vec<IndexedCommit>> {
+    fn commits_blocking(
+        &self,
+        repo: i64,
+        new: &str,
+        exclude: &[String],
+    ) -> Result<Vec<IndexedCommit>> {
         let dir = self.repo_dir(repo)?;
         let mut range: Vec<String> = vec![new.to_string(), "--not".to_string()];
         range.extend(exclude.iter().cloned());

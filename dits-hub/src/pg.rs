@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 
-use crate::meta::Unavailable;
+use crate::error::{with_sources, Unavailable};
 
 pub const WHAT: &str = "metadata store (PostgreSQL)";
 
@@ -151,7 +151,7 @@ pub fn classify(e: tokio_postgres::Error) -> anyhow::Error {
         }
     };
     if transient {
-        Unavailable::new(WHAT, crate::meta::with_sources(&e)).into()
+        Unavailable::new(WHAT, with_sources(&e)).into()
     } else {
         anyhow::Error::new(e)
     }
@@ -166,8 +166,8 @@ impl<T> PgResult<T> for Result<T, deadpool_postgres::PoolError> {
 /// A pool error with its cause (deadpool doesn't chain the connection's error).
 fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     match e {
-        deadpool_postgres::PoolError::Backend(pg) => crate::meta::with_sources(pg),
-        other => crate::meta::with_sources(other),
+        deadpool_postgres::PoolError::Backend(pg) => with_sources(pg),
+        other => with_sources(other),
     }
 }
 

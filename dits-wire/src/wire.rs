@@ -177,6 +177,123 @@ impl Response {
     }
 }
 
+impl Response {
+    /// A success carrying one of the typed results below.
+    pub fn ok_with<T: OpResult>(result: &T) -> Result<Self, WireError> {
+        let result =
+            serde_json::to_value(result).map_err(|e| WireError::Protocol(e.to_string()))?;
+        Ok(Response::ok(result))
+    }
+
+    /// The result as the typed answer of its op; a field missing from it is an error,
+    /// never a default.
+    pub fn result_as<T: OpResult>(self) -> Result<T, WireError> {
+        serde_json::from_value(self.result)
+            .map_err(|e| WireError::Protocol(format!("unexpected answer: {e}")))
+    }
+}
+
+// The answer of each op, one struct per op, used by both hub and client. The field names
+// are the wire format (docs/formats/wire.md): renaming one is a protocol change.
+
+/// `refs` → the repository's refs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefsResult {
+    pub refs: std::collections::BTreeMap<String, String>,
+}
+
+/// `missing` → which of the asked ids this repository does not hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MissingResult {
+    pub missing: Vec<String>,
+}
+
+/// `put` → objects newly stored, objects received, bytes received; durable when sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutResult {
+    pub stored: u64,
+    pub received: u64,
+    pub bytes: u64,
+}
+
+/// `get` → how many objects follow the header.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GetResult {
+    pub count: u64,
+}
+
+/// `put-git-pack` → the pack's id (BLAKE3, hex) and size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutGitPackResult {
+    pub id: String,
+    pub size: u64,
+}
+
+/// `git-packs` → visible packs not in `have`, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitPacksResult {
+    pub packs: Vec<String>,
+}
+
+/// `get-git-pack` → the size of the pack that follows the header.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GetGitPackResult {
+    pub size: u64,
+}
+
+/// `update-refs` → one result per update.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateRefsResult {
+    pub results: Vec<RefResult>,
+}
+
+/// `lock-create` → the new lock; also the `result` of its `rejected` answer, naming the
+/// holder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockResult {
+    pub lock: Lock,
+}
+
+/// `lock-list` → one page of locks; `next_cursor` is `null` on the last page.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockListResult {
+    pub locks: Vec<Lock>,
+    pub next_cursor: Option<String>,
+}
+
+/// `lock-verify` → the caller's locks and everyone else's; `next_cursor` as for
+/// `lock-list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockVerifyResult {
+    pub ours: Vec<Lock>,
+    pub theirs: Vec<Lock>,
+    pub next_cursor: Option<String>,
+}
+
+/// `lock-unlock` → the released lock, and who forced it when it was someone else's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnlockResult {
+    pub lock: Lock,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_by: Option<String>,
+}
+
+/// The typed answer of an op: what `Response::result` holds when `ok`.
+pub trait OpResult: Serialize + serde::de::DeserializeOwned {}
+
+impl OpResult for RefsResult {}
+impl OpResult for MissingResult {}
+impl OpResult for PutResult {}
+impl OpResult for GetResult {}
+impl OpResult for PutGitPackResult {}
+impl OpResult for GitPacksResult {}
+impl OpResult for GetGitPackResult {}
+impl OpResult for UpdateRefsResult {}
+impl OpResult for LockResult {}
+impl OpResult for LockListResult {}
+impl OpResult for LockVerifyResult {}
+impl OpResult for UnlockResult {}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("connection: {0}")]

@@ -12,8 +12,10 @@ use tokio::io::AsyncReadExt;
 use dits_wire::tls::{quic_client_config, PinnedVerifier};
 use dits_wire::url::RemoteUrl;
 use dits_wire::wire::{
-    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode, Lock,
-    Op, RefResult, RefUpdate, Request, Response,
+    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode,
+    GetGitPackResult, GitPacksResult, Lock, LockListResult, LockResult, LockVerifyResult,
+    MissingResult, Op, OpResult, PutGitPackResult, PutResult, RefResult, RefUpdate, RefsResult,
+    Request, Response, UnlockResult, UpdateRefsResult,
 };
 
 /// How far to trust a hub's certificate.
@@ -135,12 +137,16 @@ impl Hub {
         Ok((send, recv))
     }
 
-    async fn answer(&self, recv: &mut quinn::RecvStream) -> Result<serde_json::Value, HubError> {
+    /// The hub's answer header, as the op's typed result (`T`); a refusal is
+    /// [`HubError::Refused`], an answer missing a field is a transport error.
+    async fn answer<T: OpResult>(&self, recv: &mut quinn::RecvStream) -> Result<T, HubError> {
         let response: Response = read_frame(recv)
             .await
             .map_err(|e| transport(format!("{}: {e}", self.url)))?;
         if response.ok {
-            Ok(response.result)
+            response
+                .result_as()
+                .map_err(|e| transport(format!("{}: {e}", self.url)))
         } else {
             Err(HubError::Refused {
                 code: response.code.unwrap_or(ErrorCode::Internal),
@@ -150,7 +156,7 @@ impl Hub {
     }
 
     /// A request with no body.
-    async fn call(&self, op: Op) -> Result<(serde_json::Value, quinn::RecvStream), HubError> {
+    async fn call<T: OpResult>(&self, op: Op) -> Result<(T, quinn::RecvStream), HubError> {
         let (mut send, mut recv) = self.open(op).await?;
         send.finish().map_err(transport)?;
         let result = self.answer(&mut recv).await?;
@@ -158,8 +164,8 @@ impl Hub {
     }
 
     pub async fn refs(&self) -> Result<BTreeMap<String, String>, HubError> {
-        let (result, _) = self.call(Op::Refs).await?;
-        serde_json::from_value(result["refs"].clone()).map_err(transport)
+        let (result, _) = self.call::<RefsResult>(Op::Refs).await?;
+        Ok(result.refs)
     }
 
     /// Which of `ids` the hub's repository lacks.
@@ -167,13 +173,11 @@ impl Hub {
         let mut out = Vec::new();
         for batch in ids.chunks(8192) {
             let (result, _) = self
-                .call(Op::Missing {
+                .call::<MissingResult>(Op::Missing {
                     ids: ids_to_hex(batch),
                 })
                 .await?;
-            let hex: Vec<String> =
-                serde_json::from_value(result["missing"].clone()).map_err(transport)?;
-            out.extend(ids_from_hex(&hex).map_err(transport)?);
+            out.extend(ids_from_hex(&result.missing).map_err(transport)?);
         }
         Ok(out)
     }
@@ -185,15 +189,15 @@ impl Hub {
         for (id, plain_len, sealed) in objects {
             if let Err(e) = write_object(&mut send, id, *plain_len, sealed).await {
                 // The hub may have refused early (auth); its answer says why.
-                return match self.answer(&mut recv).await {
+                return match self.answer::<PutResult>(&mut recv).await {
                     Err(refused @ HubError::Refused { .. }) => Err(refused),
                     _ => Err(transport(format!("{}: uploading: {e}", self.url))),
                 };
             }
         }
         send.finish().map_err(transport)?;
-        let result = self.answer(&mut recv).await?;
-        Ok(result["bytes"].as_u64().unwrap_or(0))
+        let result: PutResult = self.answer(&mut recv).await?;
+        Ok(result.bytes)
     }
 
     /// Downloads `ids`, handing each (verified) object to `sink` as it arrives.
@@ -202,7 +206,7 @@ impl Hub {
         F: FnMut(ChunkId, Vec<u8>) -> Result<(), HubError>,
     {
         let (_, mut recv) = self
-            .call(Op::Get {
+            .call::<dits_wire::wire::GetResult>(Op::Get {
                 ids: ids_to_hex(ids),
             })
             .await?;
@@ -235,7 +239,7 @@ impl Hub {
     pub async fn put_git_pack(&self, pack: &[u8]) -> Result<String, HubError> {
         let (mut send, mut recv) = self.open(Op::PutGitPack).await?;
         if let Err(e) = send.write_all(pack).await {
-            return match self.answer(&mut recv).await {
+            return match self.answer::<PutGitPackResult>(&mut recv).await {
                 Err(refused @ HubError::Refused { .. }) => Err(refused),
                 _ => Err(transport(format!(
                     "{}: uploading Git objects: {e}",
@@ -244,22 +248,24 @@ impl Hub {
             };
         }
         send.finish().map_err(transport)?;
-        let result = self.answer(&mut recv).await?;
-        Ok(result["id"].as_str().unwrap_or_default().to_string())
+        let result: PutGitPackResult = self.answer(&mut recv).await?;
+        Ok(result.id)
     }
 
     pub async fn git_packs(&self, have: &[String]) -> Result<Vec<String>, HubError> {
         let (result, _) = self
-            .call(Op::GitPacks {
+            .call::<GitPacksResult>(Op::GitPacks {
                 have: have.to_vec(),
             })
             .await?;
-        serde_json::from_value(result["packs"].clone()).map_err(transport)
+        Ok(result.packs)
     }
 
     pub async fn get_git_pack(&self, id: &str) -> Result<Vec<u8>, HubError> {
-        let (result, mut recv) = self.call(Op::GetGitPack { id: id.to_string() }).await?;
-        let size = result["size"].as_u64().unwrap_or(0);
+        let (result, mut recv) = self
+            .call::<GetGitPackResult>(Op::GetGitPack { id: id.to_string() })
+            .await?;
+        let size = result.size;
         let mut bytes = Vec::with_capacity(size.min(1 << 30) as usize);
         AsyncReadExt::read_to_end(&mut recv, &mut bytes)
             .await
@@ -281,25 +287,25 @@ impl Hub {
         atomic: bool,
     ) -> Result<Vec<RefResult>, HubError> {
         let (result, _) = self
-            .call(Op::UpdateRefs {
+            .call::<UpdateRefsResult>(Op::UpdateRefs {
                 updates,
                 packs,
                 recipes: ids_to_hex(&recipes),
                 atomic,
             })
             .await?;
-        serde_json::from_value(result["results"].clone()).map_err(transport)
+        Ok(result.results)
     }
 
     /// Takes the lock on `path` (optionally only for pushes to `branch`).
     pub async fn lock(&self, path: &str, branch: Option<&str>) -> Result<Lock, HubError> {
         let (result, _) = self
-            .call(Op::LockCreate {
+            .call::<LockResult>(Op::LockCreate {
                 path: path.to_string(),
                 branch: branch.map(str::to_string),
             })
             .await?;
-        serde_json::from_value(result["lock"].clone()).map_err(transport)
+        Ok(result.lock)
     }
 
     /// Every lock matching the filters, following pages to the end.
@@ -311,8 +317,8 @@ impl Hub {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let (result, _) = self
-                .call(Op::LockList {
+            let (page, _) = self
+                .call::<LockListResult>(Op::LockList {
                     path: path.map(str::to_string),
                     id: None,
                     owner: owner.map(str::to_string),
@@ -320,11 +326,9 @@ impl Hub {
                     limit: Some(1000),
                 })
                 .await?;
-            let page: Vec<Lock> =
-                serde_json::from_value(result["locks"].clone()).map_err(transport)?;
-            out.extend(page);
-            match result["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
+            out.extend(page.locks);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
                 None => return Ok(out),
             }
         }
@@ -338,23 +342,17 @@ impl Hub {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let mut cursor = None;
         loop {
-            let (result, _) = self
-                .call(Op::LockVerify {
+            let (page, _) = self
+                .call::<LockVerifyResult>(Op::LockVerify {
                     paths: paths.clone(),
                     cursor: cursor.take(),
                     limit: Some(1000),
                 })
                 .await?;
-            let take = |key: &str, into: &mut Vec<Lock>| -> Result<(), HubError> {
-                let v: Vec<Lock> =
-                    serde_json::from_value(result[key].clone()).map_err(transport)?;
-                into.extend(v);
-                Ok(())
-            };
-            take("ours", &mut ours)?;
-            take("theirs", &mut theirs)?;
-            match result["next_cursor"].as_str() {
-                Some(c) if paths.is_none() => cursor = Some(c.to_string()),
+            ours.extend(page.ours);
+            theirs.extend(page.theirs);
+            match page.next_cursor {
+                Some(c) if paths.is_none() => cursor = Some(c),
                 _ => return Ok((ours, theirs)),
             }
         }
@@ -363,13 +361,12 @@ impl Hub {
     /// Releases lock `id`; returns it and, when forced, who forced it.
     pub async fn unlock(&self, id: &str, force: bool) -> Result<(Lock, Option<String>), HubError> {
         let (result, _) = self
-            .call(Op::LockUnlock {
+            .call::<UnlockResult>(Op::LockUnlock {
                 id: id.to_string(),
                 force,
             })
             .await?;
-        let lock = serde_json::from_value(result["lock"].clone()).map_err(transport)?;
-        Ok((lock, result["forced_by"].as_str().map(str::to_string)))
+        Ok((result.lock, result.forced_by))
     }
 
     pub async fn close(&self) {

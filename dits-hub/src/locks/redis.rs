@@ -11,7 +11,6 @@
 
 use fred::prelude::*;
 
-use crate::blocking::block_on;
 use crate::locks::{DurableLocks, LockQuery, LockStore, StoredLock};
 use crate::meta::User;
 
@@ -136,7 +135,7 @@ impl RedisLocks {
         if present == 1 {
             return Ok(());
         }
-        let all = self.db.all()?;
+        let all = self.db.all().await?;
         for (repo, lock) in &all {
             let _: i64 = self
                 .client
@@ -169,148 +168,137 @@ impl RedisLocks {
 }
 
 fn redis_err(e: impl std::fmt::Display) -> anyhow::Error {
-    crate::meta::Unavailable::new("lock store (Redis)", e).into()
+    crate::error::Unavailable::new("lock store (Redis)", e).into()
 }
 
+#[async_trait::async_trait]
 impl LockStore for RedisLocks {
-    fn acquire(
+    async fn acquire(
         &self,
         repo: i64,
         path: &str,
         owner: &User,
         branch: Option<&str>,
     ) -> anyhow::Result<Result<StoredLock, StoredLock>> {
-        block_on(async {
-            self.ensure_loaded().await?;
-            let now = crate::meta::unix_now();
-            let (won, json): (i64, String) = self
+        self.ensure_loaded().await?;
+        let now = crate::meta::unix_now();
+        let (won, json): (i64, String) = self
+            .client
+            .eval(
+                ACQUIRE,
+                self.keys(repo),
+                vec![
+                    path.to_string(),
+                    owner.id.to_string(),
+                    owner.name.clone(),
+                    branch.unwrap_or_default().to_string(),
+                    now.to_string(),
+                ],
+            )
+            .await
+            .map_err(redis_err)?;
+        let lock = decode(&json)?;
+        if won == 0 {
+            return Ok(Err(lock));
+        }
+        // Durable before the client hears "locked"; if that fails, undo in Redis.
+        if let Err(e) = self.db.insert_exact(repo, &lock).await {
+            let _: Result<(i64, String), _> = self
                 .client
                 .eval(
-                    ACQUIRE,
+                    RELEASE,
                     self.keys(repo),
-                    vec![
-                        path.to_string(),
-                        owner.id.to_string(),
-                        owner.name.clone(),
-                        branch.unwrap_or_default().to_string(),
-                        now.to_string(),
-                    ],
+                    vec![lock.id.to_string(), String::new()],
                 )
-                .await
-                .map_err(redis_err)?;
-            let lock = decode(&json)?;
-            if won == 0 {
-                return Ok(Err(lock));
-            }
-            // Durable before the client hears "locked"; if that fails, undo in Redis.
-            if let Err(e) = self.db.insert_exact(repo, &lock) {
-                let _: Result<(i64, String), _> = self
-                    .client
-                    .eval(
-                        RELEASE,
-                        self.keys(repo),
-                        vec![lock.id.to_string(), String::new()],
-                    )
-                    .await;
-                return Err(e);
-            }
-            Ok(Ok(lock))
-        })
+                .await;
+            return Err(e);
+        }
+        Ok(Ok(lock))
     }
 
-    fn release(
+    async fn release(
         &self,
         repo: i64,
         id: i64,
         by: &User,
         forced: bool,
     ) -> anyhow::Result<Option<StoredLock>> {
-        block_on(async {
-            self.ensure_loaded().await?;
-            let expect = if forced {
-                String::new()
-            } else {
-                by.id.to_string()
-            };
-            let (status, json): (i64, String) = self
-                .client
-                .eval(RELEASE, self.keys(repo), vec![id.to_string(), expect])
-                .await
-                .map_err(redis_err)?;
-            match status {
-                0 => Ok(None),
-                2 => anyhow::bail!("lock {id} belongs to someone else"),
-                _ => {
-                    // The database row goes too, with the audit entry.
-                    self.db.release(repo, id, by, forced)?;
-                    Ok(Some(decode(&json)?))
-                }
+        self.ensure_loaded().await?;
+        let expect = if forced {
+            String::new()
+        } else {
+            by.id.to_string()
+        };
+        let (status, json): (i64, String) = self
+            .client
+            .eval(RELEASE, self.keys(repo), vec![id.to_string(), expect])
+            .await
+            .map_err(redis_err)?;
+        match status {
+            0 => Ok(None),
+            2 => anyhow::bail!("lock {id} belongs to someone else"),
+            _ => {
+                // The database row goes too, with the audit entry.
+                self.db.release(repo, id, by, forced).await?;
+                Ok(Some(decode(&json)?))
             }
-        })
+        }
     }
 
-    fn get(&self, repo: i64, id: i64) -> anyhow::Result<Option<StoredLock>> {
-        block_on(async {
-            self.ensure_loaded().await?;
-            let path: Option<String> = self
+    async fn get(&self, repo: i64, id: i64) -> anyhow::Result<Option<StoredLock>> {
+        self.ensure_loaded().await?;
+        let path: Option<String> = self
+            .client
+            .hget(&self.keys(repo)[1], id.to_string())
+            .await
+            .map_err(redis_err)?;
+        match path {
+            Some(p) => self.by_path(repo, &p).await.map_err(redis_err),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, repo: i64, q: &LockQuery) -> anyhow::Result<Vec<StoredLock>> {
+        self.ensure_loaded().await?;
+        let values: Vec<String> = self
+            .client
+            .hvals(&self.keys(repo)[0])
+            .await
+            .map_err(redis_err)?;
+        let mut locks: Vec<StoredLock> = values
+            .iter()
+            .filter_map(|v| decode(v).ok())
+            .filter(|l| q.path.as_ref().is_none_or(|p| &l.path == p))
+            .filter(|l| q.id.is_none_or(|i| l.id == i))
+            .filter(|l| q.owner.as_ref().is_none_or(|o| &l.owner == o))
+            .filter(|l| l.id > q.after.unwrap_or(0))
+            .collect();
+        locks.sort_by_key(|l| l.id);
+        locks.truncate(q.limit as usize);
+        Ok(locks)
+    }
+
+    async fn on_paths(&self, repo: i64, paths: &[String]) -> anyhow::Result<Vec<StoredLock>> {
+        self.ensure_loaded().await?;
+        let mut out = Vec::new();
+        for batch in paths.chunks(1000) {
+            let values: Vec<Option<String>> = self
                 .client
-                .hget(&self.keys(repo)[1], id.to_string())
+                .hmget(&self.keys(repo)[0], batch.to_vec())
                 .await
                 .map_err(redis_err)?;
-            match path {
-                Some(p) => self.by_path(repo, &p).await.map_err(redis_err),
-                None => Ok(None),
-            }
-        })
+            out.extend(values.into_iter().flatten().filter_map(|v| decode(&v).ok()));
+        }
+        Ok(out)
     }
 
-    fn list(&self, repo: i64, q: &LockQuery) -> anyhow::Result<Vec<StoredLock>> {
-        block_on(async {
-            self.ensure_loaded().await?;
-            let values: Vec<String> = self
-                .client
-                .hvals(&self.keys(repo)[0])
-                .await
-                .map_err(redis_err)?;
-            let mut locks: Vec<StoredLock> = values
-                .iter()
-                .filter_map(|v| decode(v).ok())
-                .filter(|l| q.path.as_ref().is_none_or(|p| &l.path == p))
-                .filter(|l| q.id.is_none_or(|i| l.id == i))
-                .filter(|l| q.owner.as_ref().is_none_or(|o| &l.owner == o))
-                .filter(|l| l.id > q.after.unwrap_or(0))
-                .collect();
-            locks.sort_by_key(|l| l.id);
-            locks.truncate(q.limit as usize);
-            Ok(locks)
-        })
-    }
-
-    fn on_paths(&self, repo: i64, paths: &[String]) -> anyhow::Result<Vec<StoredLock>> {
-        block_on(async {
-            self.ensure_loaded().await?;
-            let mut out = Vec::new();
-            for batch in paths.chunks(1000) {
-                let values: Vec<Option<String>> = self
-                    .client
-                    .hmget(&self.keys(repo)[0], batch.to_vec())
-                    .await
-                    .map_err(redis_err)?;
-                out.extend(values.into_iter().flatten().filter_map(|v| decode(&v).ok()));
-            }
-            Ok(out)
-        })
-    }
-
-    fn any(&self, repo: i64) -> anyhow::Result<bool> {
-        block_on(async {
-            self.ensure_loaded().await?;
-            let n: i64 = self
-                .client
-                .hlen(&self.keys(repo)[0])
-                .await
-                .map_err(redis_err)?;
-            Ok(n > 0)
-        })
+    async fn any(&self, repo: i64) -> anyhow::Result<bool> {
+        self.ensure_loaded().await?;
+        let n: i64 = self
+            .client
+            .hlen(&self.keys(repo)[0])
+            .await
+            .map_err(redis_err)?;
+        Ok(n > 0)
     }
 }

@@ -5,8 +5,12 @@
 //! of) objects uploaded to it.
 //!
 //! One trait, two backends: SQLite in the data directory (the embedded default,
-//! [`crate::meta_sqlite`]) and PostgreSQL shared by any number of hub processes
-//! ([`crate::meta_pg`]).
+//! [`sqlite`]) and PostgreSQL shared by any number of hub processes ([`pg`]). The trait
+//! is async: PostgreSQL is async by nature, and SQLite's blocking calls run on the
+//! blocking pool (`spawn_blocking`), never on the runtime's workers.
+
+pub mod pg;
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,100 +61,53 @@ impl Role {
     }
 }
 
-/// A backend the hub needs did not answer (a dropped connection, a stopped server): the
-/// request may succeed if retried once it is back, unlike a refusal or a bug.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} unavailable, try again: {detail}")]
-pub struct Unavailable {
-    pub what: &'static str,
-    pub detail: String,
-}
-
-impl Unavailable {
-    pub fn new(what: &'static str, detail: impl std::fmt::Display) -> Unavailable {
-        Unavailable {
-            what,
-            detail: detail.to_string(),
-        }
-    }
-}
-
-/// `e` and what caused it, "outer: inner: …" (libraries such as tokio-postgres keep the
-/// useful part, e.g. "Connection refused", in the source).
-pub fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(inner) = next {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = inner.source();
-    }
-    text
-}
-
-/// Whether `e` (or what caused it) is an [`Unavailable`], also when wrapped in an I/O error.
-pub fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if e.is::<Unavailable>() {
-            return true;
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if inner.is::<Unavailable>() {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
-}
-
 /// Where hub metadata lives. Every method is one transaction.
+#[async_trait::async_trait]
 pub trait MetaStore: Send + Sync {
     /// A trivial query: is the database answering?
-    fn ping(&self) -> anyhow::Result<()>;
+    async fn ping(&self) -> anyhow::Result<()>;
     /// What to call this installation in shared services (Redis keys): the same for every
     /// hub process on one metadata store.
-    fn namespace(&self) -> anyhow::Result<String>;
+    async fn namespace(&self) -> anyhow::Result<String>;
     /// Creates a user and returns a new token for them (shown once; only its hash is kept).
-    fn add_user(&self, name: &str) -> anyhow::Result<String>;
-    fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>>;
+    async fn add_user(&self, name: &str) -> anyhow::Result<String>;
+    async fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>>;
     /// Creates `owner/name`; a user called `owner` becomes its admin.
-    fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()>;
-    fn set_member(&self, owner: &str, name: &str, user: &str, role: Role) -> anyhow::Result<()>;
+    async fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()>;
+    async fn set_member(
+        &self,
+        owner: &str,
+        name: &str,
+        user: &str,
+        role: Role,
+    ) -> anyhow::Result<()>;
     /// The id of OWNER/NAME, if it exists.
-    fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>>;
+    async fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>>;
     /// The repository's id and the user's role in it; `None` when either the repository
     /// doesn't exist or the user isn't a member.
-    fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>>;
-    fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>>;
+    async fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>>;
+    async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>>;
     /// Which of `ids` the repository does not hold, in their order.
-    fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>>;
+    async fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>>;
     /// Where an object is stored, whichever repository uploaded it.
-    fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>>;
+    async fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>>;
     /// Records a durable pack's objects and links `ids` (those plus ones already stored)
     /// to the repository, in one transaction.
-    fn record_objects(
+    async fn record_objects(
         &self,
         repo: i64,
         pack: Option<&str>,
         stored: &[(ChunkId, Location)],
         ids: &[ChunkId],
     ) -> anyhow::Result<()>;
-    fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()>;
+    async fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()>;
     /// Committed Git packs (those a ref update made visible), oldest first.
-    fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>>;
+    async fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>>;
     /// A Git pack's blob key, size and whether a ref update has made it visible.
-    fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>>;
+    async fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>>;
     /// Moves refs by compare-and-swap and makes `packs` visible, in one transaction.
     /// Without `atomic`, each ref succeeds or fails on its own.
-    fn update_refs(
+    async fn update_refs(
         &self,
         repo: i64,
         updates: &[RefUpdate],
@@ -159,10 +116,10 @@ pub trait MetaStore: Send + Sync {
     ) -> anyhow::Result<Vec<RefResult>>;
     /// Adds pushed commits (and the assets their pointers name) to the commit index;
     /// commits already indexed are left as they are.
-    fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;
+    async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;
     /// The indexed commits of a repository, most recently pushed first (within a push,
     /// newest first), at most `limit`.
-    fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>>;
+    async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>>;
 }
 
 /// The compare-and-swap decision for `updates`, given each ref's current value (`None`:

@@ -1,0 +1,86 @@
+//! Blobs in a local directory (the embedded default). A blob is made durable by fsync of
+//! its staging file, rename into place and fsync of the directory (the `object_store`
+//! crate's local backend does not fsync, hence this one). Every file system call that
+//! can wait on the disk runs on the blocking pool.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::blobs::{BlobStore, BlobWriter, Staging};
+
+pub struct LocalBlobs {
+    root: PathBuf,
+    staging: Staging,
+}
+
+impl LocalBlobs {
+    /// Blobs under `root`; `staging` must be on the same file system (renames).
+    pub fn new(root: &Path, staging: Staging) -> LocalBlobs {
+        LocalBlobs {
+            root: root.to_path_buf(),
+            staging,
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+}
+
+/// Runs a file system call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+#[async_trait::async_trait]
+impl BlobStore for LocalBlobs {
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+
+    async fn check(&self) -> io::Result<()> {
+        let root = self.root.clone();
+        blocking(move || fs::metadata(root).map(|_| ())).await
+    }
+
+    fn writer(&self) -> io::Result<BlobWriter> {
+        self.staging.writer()
+    }
+
+    async fn commit(&self, writer: BlobWriter, key: &str) -> io::Result<()> {
+        let dest = self.path(key);
+        blocking(move || {
+            writer.file().sync_data()?;
+            let dir = dest
+                .parent()
+                .ok_or_else(|| io::Error::other("a blob key has a directory"))?;
+            fs::create_dir_all(dir)?;
+            fs::rename(&writer.path, &dest)?;
+            File::open(dir)?.sync_all()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let path = self.path(key);
+        blocking(move || {
+            let file = File::open(path)?;
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn read(&self, key: &str) -> io::Result<Vec<u8>> {
+        let path = self.path(key);
+        blocking(move || fs::read(path)).await
+    }
+}

@@ -1,0 +1,178 @@
+//! Blobs in S3-compatible storage (`--objects s3://BUCKET[/PREFIX]`) through the async
+//! `object_store` client. A blob is made durable by uploading its staging file: one PUT
+//! up to [`SINGLE_PUT_MAX`], a multipart upload above (only a completed upload creates
+//! the key). Reading the staging file runs on the blocking pool.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+
+use crate::blobs::{BlobStore, BlobWriter, Staging};
+use crate::error::Unavailable;
+
+/// Blobs up to this size are one PUT (a push's packs are ~32 MiB batches, so one request
+/// each: ~32 PUTs per GB); larger ones go up in parts of [`PART`] bytes.
+const SINGLE_PUT_MAX: u64 = 64 << 20;
+/// Multipart part size (S3's minimum is 5 MiB).
+const PART: usize = 16 << 20;
+/// Parts in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+pub struct S3Blobs {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// What `--objects` said, for messages.
+    url: String,
+    staging: Staging,
+    /// Write requests made (PUTs, and a multipart upload's parts and completion).
+    writes: AtomicU64,
+}
+
+/// An S3 failure as an I/O error naming the store and the key; one that may pass (the
+/// server did not answer or failed) is [`Unavailable`].
+fn s3_err(url: &str, what: &str, e: object_store::Error) -> io::Error {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::UnknownConfigurationKey { .. } => {
+            io::Error::other(format!("object store {url}: {what}: {e}"))
+        }
+        e => io::Error::other(Unavailable::new(
+            "object store",
+            format!("{url}: {what}: {e}"),
+        )),
+    }
+}
+
+/// `len` bytes of the staging file from `at`, read on the blocking pool.
+async fn read_staged(writer: &Arc<BlobWriter>, at: u64, len: usize) -> io::Result<Vec<u8>> {
+    let writer = writer.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        writer.file().read_exact_at(&mut buf, at)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+impl S3Blobs {
+    /// Committed blobs go to `url` (`s3://BUCKET[/PREFIX]`), configured from the usual AWS
+    /// environment variables (AWS_ENDPOINT_URL or AWS_ENDPOINT, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP for a plain-HTTP endpoint).
+    pub fn open(url: &str, staging: Staging) -> anyhow::Result<S3Blobs> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| anyhow::anyhow!("--objects {url}: expected s3://BUCKET[/PREFIX]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(!bucket.is_empty(), "--objects {url}: no bucket");
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("--objects {url}: {e}"))?;
+        Ok(S3Blobs {
+            store: Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            url: url.to_string(),
+            staging,
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    fn remote_path(&self, key: &str) -> object_store::path::Path {
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(key)
+        } else {
+            object_store::path::Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// Uploads the staged blob under `key`; returns the write requests it took.
+    async fn upload(&self, writer: BlobWriter, key: &str) -> io::Result<u64> {
+        let path = self.remote_path(key);
+        let len = writer.len();
+        let writer = Arc::new(writer);
+        let err = |e| s3_err(&self.url, key, e);
+        if len <= SINGLE_PUT_MAX {
+            let buf = read_staged(&writer, 0, len as usize).await?;
+            self.store.put(&path, buf.into()).await.map_err(err)?;
+            return Ok(1);
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(err)?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut at = 0u64;
+        let mut parts = 0u64;
+        while at < len {
+            let n = PART.min((len - at) as usize);
+            let buf = read_staged(&writer, at, n).await?;
+            w.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(err)?;
+            w.write(&buf);
+            at += n as u64;
+            parts += 1;
+        }
+        w.finish().await.map_err(err)?;
+        // Create, the parts, complete.
+        Ok(parts + 2)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for S3Blobs {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn check(&self) -> io::Result<()> {
+        let prefix = object_store::path::Path::from(self.prefix.as_str());
+        self.store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_err(&self.url, "listing", e))
+    }
+
+    fn writer(&self) -> io::Result<BlobWriter> {
+        self.staging.writer()
+    }
+
+    async fn commit(&self, writer: BlobWriter, key: &str) -> io::Result<()> {
+        let requests = self.upload(writer, key).await?;
+        self.writes.fetch_add(requests, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let range = offset..offset + len as u64;
+        let bytes = self
+            .store
+            .get_range(&self.remote_path(key), range)
+            .await
+            .map_err(|e| s3_err(&self.url, key, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn read(&self, key: &str) -> io::Result<Vec<u8>> {
+        let got = async { self.store.get(&self.remote_path(key)).await?.bytes().await };
+        got.await
+            .map(|b| b.to_vec())
+            .map_err(|e| s3_err(&self.url, key, e))
+    }
+
+    fn write_requests(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}

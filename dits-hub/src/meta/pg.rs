@@ -1,0 +1,462 @@
+//! Hub metadata in PostgreSQL (`--metadata postgres://…`), behind [`MetaStore`], so any
+//! number of hub processes can serve the same repositories. Ref updates lock the
+//! repository's row, so concurrent pushes to one repository through different hubs are
+//! serialized and each compare-and-swap sees the last one's result.
+
+use std::collections::{BTreeMap, HashSet};
+
+use deadpool_postgres::Pool;
+use dits_core::ChunkId;
+use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
+
+use crate::meta::{
+    decide_ref_updates, new_token, random_hex, token_hash, unix_now, IndexedCommit, Location,
+    MetaStore, Role, User,
+};
+use crate::pg::{classify, is_unique_violation, PgResult};
+
+/// Ids per statement when asking about many objects at once.
+const BATCH: usize = 10_000;
+
+pub struct PgMeta {
+    pool: Pool,
+}
+
+impl PgMeta {
+    pub fn new(pool: Pool) -> PgMeta {
+        PgMeta { pool }
+    }
+
+    async fn client(&self) -> anyhow::Result<deadpool_postgres::Object> {
+        self.pool.get().await.pg()
+    }
+}
+
+fn ids_bytes(ids: &[ChunkId]) -> Vec<&[u8]> {
+    ids.iter().map(|id| &id.0[..]).collect()
+}
+
+#[async_trait::async_trait]
+impl MetaStore for PgMeta {
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.client().await?.query_one("SELECT 1", &[]).await.pg()?;
+        Ok(())
+    }
+
+    async fn namespace(&self) -> anyhow::Result<String> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO settings (key, value) VALUES ('hub-id', $1) ON CONFLICT (key) DO NOTHING",
+            &[&random_hex(8)?],
+        )
+        .await
+        .pg()?;
+        Ok(
+            c.query_one("SELECT value FROM settings WHERE key = 'hub-id'", &[])
+                .await
+                .pg()?
+                .get(0),
+        )
+    }
+
+    async fn add_user(&self, name: &str) -> anyhow::Result<String> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        let id: i64 = match tx
+            .query_one(
+                "INSERT INTO users (name, created) VALUES ($1, $2) RETURNING id",
+                &[&name, &unix_now()],
+            )
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(e) if is_unique_violation(&e) => anyhow::bail!("user {name} already exists"),
+            Err(e) => return Err(classify(e)),
+        };
+        let token = new_token()?;
+        tx.execute(
+            "INSERT INTO tokens (hash, user_id, created) VALUES ($1, $2, $3)",
+            &[&&token_hash(&token)[..], &id, &unix_now()],
+        )
+        .await
+        .pg()?;
+        tx.commit().await.pg()?;
+        Ok(token)
+    }
+
+    async fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = $1",
+                &[&&token_hash(token)[..]],
+            )
+            .await
+            .pg()?;
+        Ok(row.map(|r| User {
+            id: r.get(0),
+            name: r.get(1),
+        }))
+    }
+
+    async fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        let repo: i64 = match tx
+            .query_one(
+                "INSERT INTO repos (owner, name, created) VALUES ($1, $2, $3) RETURNING id",
+                &[&owner, &name, &unix_now()],
+            )
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(e) if is_unique_violation(&e) => {
+                anyhow::bail!("repository {owner}/{name} already exists")
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        tx.execute(
+            "INSERT INTO members (repo_id, user_id, role) SELECT $1, id, $3 FROM users WHERE name = $2
+             ON CONFLICT (repo_id, user_id) DO UPDATE SET role = excluded.role",
+            &[&repo, &owner, &(Role::Admin as i16)],
+        )
+        .await
+        .pg()?;
+        tx.commit().await.pg()?;
+        Ok(())
+    }
+
+    async fn set_member(
+        &self,
+        owner: &str,
+        name: &str,
+        user: &str,
+        role: Role,
+    ) -> anyhow::Result<()> {
+        let repo = self
+            .find_repo(owner, name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))?;
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO members (repo_id, user_id, role) SELECT $1, id, $3 FROM users WHERE name = $2
+                 ON CONFLICT (repo_id, user_id) DO UPDATE SET role = excluded.role",
+                &[&repo, &user, &(role as i16)],
+            )
+            .await
+            .pg()?;
+        anyhow::ensure!(n == 1, "user {user} does not exist");
+        Ok(())
+    }
+
+    async fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id FROM repos WHERE owner = $1 AND name = $2",
+                &[&owner, &name],
+            )
+            .await
+            .pg()?
+            .map(|r| r.get(0)))
+    }
+
+    async fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>> {
+        let Some((owner, name)) = repo.split_once('/') else {
+            return Ok(None);
+        };
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT repos.id, members.role FROM repos JOIN members ON members.repo_id = repos.id
+                 WHERE repos.owner = $1 AND repos.name = $2 AND members.user_id = $3",
+                &[&owner, &name, &user.id],
+            )
+            .await
+            .pg()?;
+        Ok(row.map(|r| (r.get(0), Role::from_i64(r.get::<_, i16>(1) as i64))))
+    }
+
+    async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name, oid FROM refs WHERE repo_id = $1 ORDER BY name",
+                &[&repo],
+            )
+            .await
+            .pg()?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT id FROM repo_objects WHERE repo_id = $1 AND id = ANY($2)")
+            .await
+            .pg()?;
+        let mut held: HashSet<Vec<u8>> = HashSet::new();
+        for batch in ids.chunks(BATCH) {
+            for row in c.query(&stmt, &[&repo, &ids_bytes(batch)]).await.pg()? {
+                held.insert(row.get(0));
+            }
+        }
+        Ok(ids
+            .iter()
+            .filter(|id| !held.contains(&id.0[..]))
+            .copied()
+            .collect())
+    }
+
+    async fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT pack, pack_offset, stored_len, len FROM objects WHERE id = $1")
+            .await
+            .pg()?;
+        let row = c.query_opt(&stmt, &[&&id.0[..]]).await.pg()?;
+        Ok(row.map(|r| {
+            (
+                r.get(0),
+                Location {
+                    offset: r.get::<_, i64>(1) as u64,
+                    stored_len: r.get::<_, i64>(2) as u32,
+                    len: r.get::<_, i64>(3) as u32,
+                },
+            )
+        }))
+    }
+
+    async fn record_objects(
+        &self,
+        repo: i64,
+        pack: Option<&str>,
+        stored: &[(ChunkId, Location)],
+        ids: &[ChunkId],
+    ) -> anyhow::Result<()> {
+        // Rows are written in id order, so two pushes of overlapping objects lock them in
+        // the same order and can't deadlock.
+        let mut stored = stored.to_vec();
+        stored.sort_by_key(|(id, _)| id.0);
+        let mut ids = ids.to_vec();
+        ids.sort_by_key(|id| id.0);
+        ids.dedup();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        let now = unix_now();
+        for batch in stored.chunks(BATCH) {
+            let id: Vec<&[u8]> = batch.iter().map(|(id, _)| &id.0[..]).collect();
+            let offset: Vec<i64> = batch.iter().map(|(_, l)| l.offset as i64).collect();
+            let stored_len: Vec<i64> = batch.iter().map(|(_, l)| l.stored_len as i64).collect();
+            let len: Vec<i64> = batch.iter().map(|(_, l)| l.len as i64).collect();
+            tx.execute(
+                "INSERT INTO objects (id, pack, pack_offset, stored_len, len, created, last_access)
+                 SELECT u.id, $2, u.off, u.sl, u.len, $6, $6
+                 FROM UNNEST($1::bytea[], $3::int8[], $4::int8[], $5::int8[]) AS u(id, off, sl, len)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &id,
+                    &pack.unwrap_or_default(),
+                    &offset,
+                    &stored_len,
+                    &len,
+                    &now,
+                ],
+            )
+            .await
+            .pg()?;
+        }
+        for batch in ids.chunks(BATCH) {
+            tx.execute(
+                "INSERT INTO repo_objects (repo_id, id) SELECT $1, u FROM UNNEST($2::bytea[]) AS u
+                 ON CONFLICT DO NOTHING",
+                &[&repo, &ids_bytes(batch)],
+            )
+            .await
+            .pg()?;
+        }
+        tx.commit().await.pg()?;
+        Ok(())
+    }
+
+    async fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO git_packs (repo_id, id, key, size) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&repo, &id, &key, &(size as i64)],
+            )
+            .await
+            .pg()?;
+        Ok(())
+    }
+
+    async fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM git_packs WHERE repo_id = $1 AND committed ORDER BY seq",
+                &[&repo],
+            )
+            .await
+            .pg()?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT key, size, committed FROM git_packs WHERE repo_id = $1 AND id = $2",
+                &[&repo, &id],
+            )
+            .await
+            .pg()?;
+        Ok(row.map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2))))
+    }
+
+    async fn update_refs(
+        &self,
+        repo: i64,
+        updates: &[RefUpdate],
+        packs: &[String],
+        atomic: bool,
+    ) -> anyhow::Result<Vec<RefResult>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        // The repository's row is the lock every ref update of it takes: the reads
+        // below then see the previous update's commit, and nobody can interleave.
+        tx.query_one("SELECT id FROM repos WHERE id = $1 FOR UPDATE", &[&repo])
+            .await
+            .pg()?;
+        let mut current = Vec::with_capacity(updates.len());
+        for u in updates {
+            let row = tx
+                .query_opt(
+                    "SELECT oid FROM refs WHERE repo_id = $1 AND name = $2",
+                    &[&repo, &u.name],
+                )
+                .await
+                .pg()?;
+            current.push(row.map(|r| r.get::<_, String>(0)));
+        }
+        let results = decide_ref_updates(updates, &current, atomic);
+        if !results.iter().any(|r| r.ok) {
+            return Ok(results);
+        }
+        for (u, r) in updates.iter().zip(&results) {
+            if !r.ok {
+                continue;
+            }
+            if u.new == ZERO_OID {
+                tx.execute(
+                    "DELETE FROM refs WHERE repo_id = $1 AND name = $2",
+                    &[&repo, &u.name],
+                )
+                .await
+                .pg()?;
+            } else {
+                tx.execute(
+                    "INSERT INTO refs (repo_id, name, oid) VALUES ($1, $2, $3)
+                     ON CONFLICT (repo_id, name) DO UPDATE SET oid = excluded.oid",
+                    &[&repo, &u.name, &u.new],
+                )
+                .await
+                .pg()?;
+            }
+        }
+        tx.execute(
+            "UPDATE git_packs SET committed = TRUE WHERE repo_id = $1 AND id = ANY($2)",
+            &[&repo, &packs],
+        )
+        .await
+        .pg()?;
+        tx.commit().await.pg()?;
+        Ok(results)
+    }
+
+    async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        for commit in commits.iter().rev() {
+            tx.execute(
+                "INSERT INTO commits (repo_id, oid, parents, author, message, time) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT DO NOTHING",
+                &[&repo, &commit.oid, &commit.parents, &commit.author, &commit.message, &commit.time],
+            )
+            .await
+            .pg()?;
+            for (path, p) in &commit.pointers {
+                tx.execute(
+                    "INSERT INTO assets (recipe, file_oid, size, media) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&&p.recipe.0[..], &&p.oid.0[..], &(p.size as i64), &p.media],
+                )
+                .await
+                .pg()?;
+                tx.execute(
+                    "INSERT INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&repo, &commit.oid, &path, &&p.recipe.0[..]],
+                )
+                .await
+                .pg()?;
+            }
+        }
+        tx.commit().await.pg()?;
+        Ok(())
+    }
+
+    async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = $1
+                 ORDER BY seq DESC LIMIT $2",
+                &[&repo, &(limit as i64)],
+            )
+            .await
+            .pg()?;
+        let mut commits = Vec::with_capacity(rows.len());
+        for r in rows {
+            let oid: String = r.get(0);
+            let pointers = c
+                .query(
+                    "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
+                     JOIN assets a ON a.recipe = p.recipe
+                     WHERE p.repo_id = $1 AND p.commit_oid = $2 ORDER BY p.path",
+                    &[&repo, &oid],
+                )
+                .await
+                .pg()?
+                .into_iter()
+                .filter_map(|p| {
+                    let (recipe, file_oid): (Vec<u8>, Vec<u8>) = (p.get(1), p.get(2));
+                    Some((
+                        p.get::<_, String>(0),
+                        crate::meta::stored_pointer(&recipe, &file_oid, p.get(3), p.get(4))?,
+                    ))
+                })
+                .collect();
+            commits.push(IndexedCommit {
+                oid,
+                parents: r.get(1),
+                author: r.get(2),
+                message: r.get(3),
+                time: r.get(4),
+                pointers,
+            });
+        }
+        Ok(commits)
+    }
+}

@@ -1,0 +1,489 @@
+//! Hub metadata in SQLite (the embedded backend), behind [`MetaStore`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dits_core::ChunkId;
+use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::meta::{
+    decide_ref_updates, new_token, token_hash, unix_now, IndexedCommit, Location, MetaStore, Role,
+    User,
+};
+use crate::sqlite::SqliteDb;
+
+pub struct SqliteMeta {
+    db: SqliteDb,
+    /// The directory holding the database (and the hub id file).
+    dir: std::path::PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repos (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, UNIQUE(owner, name));
+CREATE TABLE IF NOT EXISTS members (repo_id INTEGER NOT NULL REFERENCES repos(id), user_id INTEGER NOT NULL REFERENCES users(id), role INTEGER NOT NULL, PRIMARY KEY (repo_id, user_id));
+CREATE TABLE IF NOT EXISTS refs (repo_id INTEGER NOT NULL REFERENCES repos(id), name TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (repo_id, name));
+CREATE TABLE IF NOT EXISTS objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, len INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commits (repo_id INTEGER NOT NULL, oid TEXT NOT NULL, parents TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, time INTEGER NOT NULL, PRIMARY KEY (repo_id, oid));
+CREATE TABLE IF NOT EXISTS commit_pointers (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BLOB NOT NULL, PRIMARY KEY (repo_id, commit_oid, path));
+CREATE TABLE IF NOT EXISTS assets (recipe BLOB PRIMARY KEY, file_oid BLOB NOT NULL, size INTEGER NOT NULL, media TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
+";
+
+impl SqliteMeta {
+    pub fn open(path: &Path) -> anyhow::Result<SqliteMeta> {
+        Ok(SqliteMeta {
+            db: SqliteDb::open(path, SCHEMA)?,
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        })
+    }
+
+    fn user_id(db: &Connection, name: &str) -> anyhow::Result<Option<i64>> {
+        Ok(db
+            .query_row("SELECT id FROM users WHERE name = ?1", params![name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn repo_id(db: &Connection, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
+        Ok(db
+            .query_row(
+                "SELECT id FROM repos WHERE owner = ?1 AND name = ?2",
+                params![owner, name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for SqliteMeta {
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.db
+            .run(|db| {
+                db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn namespace(&self) -> anyhow::Result<String> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || crate::meta::hub_id(&dir)).await?
+    }
+
+    async fn add_user(&self, name: &str) -> anyhow::Result<String> {
+        let name = name.to_string();
+        self.db
+            .run(move |db| {
+                db.execute(
+                    "INSERT INTO users (name, created) VALUES (?1, ?2)",
+                    params![name, unix_now()],
+                )
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        anyhow::anyhow!("user {name} already exists")
+                    }
+                    other => other.into(),
+                })?;
+                let id = db.last_insert_rowid();
+                let token = new_token()?;
+                db.execute(
+                    "INSERT INTO tokens (hash, user_id, created) VALUES (?1, ?2, ?3)",
+                    params![&token_hash(&token)[..], id, unix_now()],
+                )?;
+                Ok(token)
+            })
+            .await
+    }
+
+    async fn user_for_token(&self, token: &str) -> anyhow::Result<Option<User>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let hash = token_hash(token);
+        self.db
+            .run(move |db| {
+                Ok(db
+                    .query_row(
+                        "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1",
+                        params![&hash[..]],
+                        |r| Ok(User { id: r.get(0)?, name: r.get(1)? }),
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<()> {
+        let (owner, name) = (owner.to_string(), name.to_string());
+        self.db
+            .run(move |db| {
+                db.execute(
+                    "INSERT INTO repos (owner, name, created) VALUES (?1, ?2, ?3)",
+                    params![owner, name, unix_now()],
+                )
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        anyhow::anyhow!("repository {owner}/{name} already exists")
+                    }
+                    other => other.into(),
+                })?;
+                let repo = db.last_insert_rowid();
+                if let Some(user) = Self::user_id(db, &owner)? {
+                    db.execute(
+                        "INSERT OR REPLACE INTO members (repo_id, user_id, role) VALUES (?1, ?2, ?3)",
+                        params![repo, user, Role::Admin as i64],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_member(
+        &self,
+        owner: &str,
+        name: &str,
+        user: &str,
+        role: Role,
+    ) -> anyhow::Result<()> {
+        let (owner, name, user) = (owner.to_string(), name.to_string(), user.to_string());
+        self.db
+            .run(move |db| {
+                let repo = Self::repo_id(db, &owner, &name)?
+                    .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))?;
+                let user_id = Self::user_id(db, &user)?
+                    .ok_or_else(|| anyhow::anyhow!("user {user} does not exist"))?;
+                db.execute(
+                    "INSERT OR REPLACE INTO members (repo_id, user_id, role) VALUES (?1, ?2, ?3)",
+                    params![repo, user_id, role as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_repo(&self, owner: &str, name: &str) -> anyhow::Result<Option<i64>> {
+        let (owner, name) = (owner.to_string(), name.to_string());
+        self.db
+            .run(move |db| Self::repo_id(db, &owner, &name))
+            .await
+    }
+
+    async fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>> {
+        let Some((owner, name)) = repo.split_once('/') else {
+            return Ok(None);
+        };
+        let (owner, name, user) = (owner.to_string(), name.to_string(), user.id);
+        self.db
+            .run(move |db| {
+                let row: Option<(i64, i64)> = db
+                    .query_row(
+                        "SELECT repos.id, members.role FROM repos JOIN members ON members.repo_id = repos.id
+                         WHERE repos.owner = ?1 AND repos.name = ?2 AND members.user_id = ?3",
+                        params![owner, name, user],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                Ok(row.map(|(id, role)| (id, Role::from_i64(role))))
+            })
+            .await
+    }
+
+    async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>> {
+        self.db
+            .run(move |db| {
+                let mut stmt =
+                    db.prepare("SELECT name, oid FROM refs WHERE repo_id = ?1 ORDER BY name")?;
+                let rows = stmt.query_map(params![repo], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>> {
+        let ids = ids.to_vec();
+        self.db
+            .run(move |db| {
+                let mut stmt =
+                    db.prepare_cached("SELECT 1 FROM repo_objects WHERE repo_id = ?1 AND id = ?2")?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if !stmt.exists(params![repo, &id.0[..]])? {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>> {
+        let id = *id;
+        self.db
+            .run(move |db| {
+                Ok(db
+                    .query_row(
+                        "SELECT pack, offset, stored_len, len FROM objects WHERE id = ?1",
+                        params![&id.0[..]],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                Location {
+                                    offset: r.get::<_, i64>(1)? as u64,
+                                    stored_len: r.get::<_, i64>(2)? as u32,
+                                    len: r.get::<_, i64>(3)? as u32,
+                                },
+                            ))
+                        },
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn record_objects(
+        &self,
+        repo: i64,
+        pack: Option<&str>,
+        stored: &[(ChunkId, Location)],
+        ids: &[ChunkId],
+    ) -> anyhow::Result<()> {
+        let pack = pack.unwrap_or_default().to_string();
+        let (stored, ids) = (stored.to_vec(), ids.to_vec());
+        self.db
+            .run(move |db| {
+                // IMMEDIATE: take the write lock up front (waiting on the busy timeout)
+                // rather than upgrade a read, which SQLite refuses at once if another
+                // connection wrote since.
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                {
+                    let mut put = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO objects (id, pack, offset, stored_len, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for (id, loc) in &stored {
+                        put.execute(params![
+                            &id.0[..],
+                            pack,
+                            loc.offset as i64,
+                            loc.stored_len as i64,
+                            loc.len as i64
+                        ])?;
+                    }
+                    let mut link = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO repo_objects (repo_id, id) VALUES (?1, ?2)",
+                    )?;
+                    for id in &ids {
+                        link.execute(params![repo, &id.0[..]])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn add_git_pack(&self, repo: i64, id: &str, key: &str, size: u64) -> anyhow::Result<()> {
+        let (id, key) = (id.to_string(), key.to_string());
+        self.db
+            .run(move |db| {
+                db.execute(
+                    "INSERT OR IGNORE INTO git_packs (repo_id, id, key, size) VALUES (?1, ?2, ?3, ?4)",
+                    params![repo, id, key, size as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn git_packs(&self, repo: i64) -> anyhow::Result<Vec<String>> {
+        self.db
+            .run(move |db| {
+                let mut stmt = db.prepare(
+                    "SELECT id FROM git_packs WHERE repo_id = ?1 AND committed = 1 ORDER BY seq",
+                )?;
+                let rows = stmt.query_map(params![repo], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>> {
+        let id = id.to_string();
+        self.db
+            .run(move |db| {
+                Ok(db
+                    .query_row(
+                        "SELECT key, size, committed FROM git_packs WHERE repo_id = ?1 AND id = ?2",
+                        params![repo, id],
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get::<_, i64>(1)? as u64,
+                                r.get::<_, i64>(2)? == 1,
+                            ))
+                        },
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn update_refs(
+        &self,
+        repo: i64,
+        updates: &[RefUpdate],
+        packs: &[String],
+        atomic: bool,
+    ) -> anyhow::Result<Vec<RefResult>> {
+        let (updates, packs) = (updates.to_vec(), packs.to_vec());
+        self.db
+            .run(move |db| {
+                // IMMEDIATE: see record_objects.
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut current = Vec::with_capacity(updates.len());
+                for u in &updates {
+                    let oid: Option<String> = tx
+                        .query_row(
+                            "SELECT oid FROM refs WHERE repo_id = ?1 AND name = ?2",
+                            params![repo, u.name],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    current.push(oid);
+                }
+                let results = decide_ref_updates(&updates, &current, atomic);
+                if !results.iter().any(|r| r.ok) {
+                    return Ok(results);
+                }
+                for (u, r) in updates.iter().zip(&results) {
+                    if !r.ok {
+                        continue;
+                    }
+                    if u.new == ZERO_OID {
+                        tx.execute(
+                            "DELETE FROM refs WHERE repo_id = ?1 AND name = ?2",
+                            params![repo, u.name],
+                        )?;
+                    } else {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO refs (repo_id, name, oid) VALUES (?1, ?2, ?3)",
+                            params![repo, u.name, u.new],
+                        )?;
+                    }
+                }
+                for p in &packs {
+                    tx.execute(
+                        "UPDATE git_packs SET committed = 1 WHERE repo_id = ?1 AND id = ?2",
+                        params![repo, p],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(results)
+            })
+            .await
+    }
+
+    async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()> {
+        let commits = commits.to_vec();
+        self.db
+            .run(move |db| {
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                {
+                    let mut commit = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO commits (repo_id, oid, parents, author, message, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    let mut pointer = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    let mut asset = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO assets (recipe, file_oid, size, media) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    for c in commits.iter().rev() {
+                        commit.execute(params![
+                            repo,
+                            c.oid,
+                            c.parents.join(" "),
+                            c.author,
+                            c.message,
+                            c.time
+                        ])?;
+                        for (path, p) in &c.pointers {
+                            pointer.execute(params![repo, c.oid, path, &p.recipe.0[..]])?;
+                            asset.execute(params![
+                                &p.recipe.0[..],
+                                &p.oid.0[..],
+                                p.size as i64,
+                                p.media
+                            ])?;
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+        self.db.run(move |db| commit_log(db, repo, limit)).await
+    }
+}
+
+/// See [`MetaStore::commit_log`].
+fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+    let mut stmt = db.prepare(
+        "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = ?1 ORDER BY rowid DESC LIMIT ?2",
+    )?;
+    let mut commits = stmt
+        .query_map(params![repo, limit], |r| {
+            Ok(IndexedCommit {
+                oid: r.get(0)?,
+                parents: r
+                    .get::<_, String>(1)?
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+                author: r.get(2)?,
+                message: r.get(3)?,
+                time: r.get(4)?,
+                pointers: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut pointers = db.prepare(
+        "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p JOIN assets a ON a.recipe = p.recipe
+         WHERE p.repo_id = ?1 AND p.commit_oid = ?2 ORDER BY p.path",
+    )?;
+    for c in &mut commits {
+        c.pointers = pointers
+            .query_map(params![repo, c.oid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|(path, recipe, oid, size, media)| {
+                Some((
+                    path,
+                    crate::meta::stored_pointer(&recipe, &oid, size, media)?,
+                ))
+            })
+            .collect();
+    }
+    Ok(commits)
+}

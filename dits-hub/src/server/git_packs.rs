@@ -1,0 +1,93 @@
+//! The Git pack ops: `put-git-pack` (a pack streamed until the client finishes, stored
+//! under its BLAKE3 and invisible until a ref update names it), `git-packs` (the visible
+//! packs a client lacks) and `get-git-pack` (one pack, streamed).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use dits_wire::wire::{write_frame, GetGitPackResult, GitPacksResult, PutGitPackResult, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::HubError;
+use crate::server::state::HubState;
+
+/// Git packs are capped so one upload can't fill the disk unnoticed.
+const MAX_GIT_PACK: u64 = 16 << 30;
+/// Bytes read from the client, or from storage for a client, at a time.
+const STEP: usize = 4 << 20;
+
+pub async fn put<R: AsyncRead + Unpin>(
+    state: &HubState,
+    repo: i64,
+    reader: &mut R,
+) -> Result<PutGitPackResult, HubError> {
+    let mut writer = state.blobs.writer()?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| HubError::BadRequest(format!("upload interrupted: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n])?;
+        if writer.len() > MAX_GIT_PACK {
+            return Err(HubError::Rejected("Git pack is larger than 16 GiB".into()));
+        }
+    }
+    if !writer.head().starts_with(b"PACK") {
+        return Err(HubError::Rejected("the upload is not a Git pack".into()));
+    }
+    let id = writer.hash().to_hex().to_string();
+    let size = writer.len();
+    let key = format!("git/{repo}/{id}.pack");
+    state.blobs.commit(writer, &key).await?;
+    state.meta.add_git_pack(repo, &id, &key, size).await?;
+    state.stats.git_bytes_in.fetch_add(size, Ordering::Relaxed);
+    Ok(PutGitPackResult { id, size })
+}
+
+/// The repository's visible packs not in `have`, oldest first.
+pub async fn list(
+    state: &HubState,
+    repo: i64,
+    have: Vec<String>,
+) -> Result<GitPacksResult, HubError> {
+    let have: HashSet<String> = have.into_iter().collect();
+    let packs = state
+        .meta
+        .git_packs(repo)
+        .await?
+        .into_iter()
+        .filter(|p| !have.contains(p))
+        .collect();
+    Ok(GitPacksResult { packs })
+}
+
+/// Answers with the pack's size, then its bytes.
+pub async fn get<W: AsyncWrite + Unpin>(
+    state: &HubState,
+    repo: i64,
+    id: &str,
+    writer: &mut W,
+) -> Result<(), HubError> {
+    let Some((key, size, true)) = state.meta.git_pack(repo, id).await? else {
+        return Err(HubError::NotFound(format!(
+            "Git pack {id} is not in this repository"
+        )));
+    };
+    write_frame(writer, &Response::ok_with(&GetGitPackResult { size })?).await?;
+    let mut offset = 0;
+    while offset < size {
+        let n = (STEP as u64).min(size - offset);
+        let bytes = state.blobs.read_range(&key, offset, n as usize).await?;
+        if writer.write_all(&bytes).await.is_err() {
+            // The client went away; nothing to tell it.
+            return Ok(());
+        }
+        offset += n;
+    }
+    state.stats.git_bytes_out.fetch_add(size, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The HTTPS API on the TCP twin of the QUIC port: the Git LFS-shaped lock API and refs
+//! per repository (authenticated by bearer token), and the operator's routes (health,
+//! readiness, metrics, stats) in [`crate::server::status`]. Errors answer with the status
+//! of [`HubError::codes`] and a `{"message"}` body.
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dits_wire::url::valid_name;
+use dits_wire::wire::{LockListResult, LockResult, LockVerifyResult, RefsResult, UnlockResult};
+
+use crate::error::HubError;
+use crate::meta::Role;
+use crate::server::auth::{authorize, bearer, Caller};
+use crate::server::state::HubState;
+use crate::server::status;
+
+pub fn router(state: Arc<HubState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/stats", get(status::stats))
+        .route("/metrics", get(status::metrics))
+        .route("/readyz", get(status::readyz))
+        .route("/api/v1/repos/{owner}/{name}/refs", get(refs))
+        .route(
+            "/api/v1/repos/{owner}/{name}/locks",
+            get(list_locks).post(create_lock),
+        )
+        .route(
+            "/api/v1/repos/{owner}/{name}/locks/verify",
+            post(verify_locks),
+        )
+        .route(
+            "/api/v1/repos/{owner}/{name}/locks/{id}/unlock",
+            post(unlock),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            status::observe_http,
+        ))
+        .with_state(state)
+}
+
+/// Authorises an HTTP request on OWNER/NAME with at least `need`.
+async fn caller(
+    state: &HubState,
+    owner: &str,
+    name: &str,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<Caller, HubError> {
+    if !valid_name(owner) || !valid_name(name) {
+        return Err(HubError::BadRequest("invalid repository name".into()));
+    }
+    authorize(state, &bearer(headers), &format!("{owner}/{name}"), need).await
+}
+
+/// A JSON body, with a message that says what is wrong with it (an empty body is `{}`).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HubError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        HubError::BadRequest(format!(
+            "the request body is not the JSON this endpoint takes: {e}"
+        ))
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLockBody {
+    path: String,
+    #[serde(default)]
+    branch: Option<String>,
+    /// Git LFS clients send the ref they are on; informational here.
+    #[serde(default, rename = "ref")]
+    _ref: Option<serde_json::Value>,
+}
+
+async fn create_lock(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<LockResult>), HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let body: CreateLockBody = json_body(&body)?;
+    let created = caller
+        .locks(&state)
+        .create(&body.path, body.branch.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    path: Option<String>,
+    id: Option<String>,
+    owner: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_locks(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LockListResult>, HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| HubError::BadRequest(format!("bad query: {e}")))?;
+    let page = caller
+        .locks(&state)
+        .list(q.path, q.id, q.owner, q.cursor, q.limit)
+        .await?;
+    Ok(Json(page))
+}
+
+#[derive(serde::Deserialize)]
+struct VerifyBody {
+    #[serde(default)]
+    paths: Option<Vec<String>>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default, rename = "ref")]
+    _ref: Option<serde_json::Value>,
+}
+
+async fn verify_locks(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<LockVerifyResult>, HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let body: VerifyBody = json_body(&body)?;
+    let page = caller
+        .locks(&state)
+        .verify(body.paths, body.cursor, body.limit)
+        .await?;
+    Ok(Json(page))
+}
+
+#[derive(serde::Deserialize)]
+struct UnlockBody {
+    #[serde(default)]
+    force: bool,
+    #[serde(default, rename = "ref")]
+    _ref: Option<serde_json::Value>,
+}
+
+async fn unlock(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, id)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<UnlockResult>, HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let body: UnlockBody = json_body(&body)?;
+    let released = caller.locks(&state).unlock(&id, body.force).await?;
+    Ok(Json(released))
+}
+
+async fn refs(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<RefsResult>, HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let refs = state.meta.refs(caller.repo).await?;
+    Ok(Json(RefsResult { refs }))
+}

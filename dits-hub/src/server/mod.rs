@@ -1,0 +1,186 @@
+//! `dits-hub serve`: the QUIC endpoint (the wire protocol, one request per stream) and
+//! the HTTPS API, both on one port number (UDP and TCP), both authenticated per request.
+//!
+//! - [`state`]: the backends and counters every request shares, and the settings;
+//! - [`quic`]: the QUIC shell and the dispatch of a request to its op;
+//! - [`auth`]: tokens and roles;
+//! - [`objects`], [`git_packs`], [`refs`]: the ops;
+//! - [`http`], [`status`]: the HTTPS routes.
+
+pub mod auth;
+pub mod git_packs;
+pub mod http;
+pub mod objects;
+pub mod quic;
+pub mod refs;
+pub mod state;
+pub mod status;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dits_wire::wire::ALPN;
+
+use crate::backends::{open_locks, open_metadata};
+pub use state::{HubState, ServeOptions};
+
+/// `dits-hub check-config`: opens each backend the settings name and reports each result;
+/// true when all answer.
+pub async fn check_config(options: &ServeOptions) -> bool {
+    let mut all_ok = true;
+    let mut report = |what: &str, detail: String, result: anyhow::Result<()>| match result {
+        Ok(()) => println!("ok      {what:<9} {detail}"),
+        Err(e) => {
+            all_ok = false;
+            println!("FAILED  {what:<9} {detail}: {e:#}");
+        }
+    };
+    let data = &options.data;
+    report(
+        "data",
+        data.display().to_string(),
+        std::fs::create_dir_all(data)
+            .and_then(|_| {
+                let probe = data.join(".check-config");
+                std::fs::write(&probe, b"ok")?;
+                std::fs::remove_file(probe)
+            })
+            .map_err(Into::into),
+    );
+    let metadata = open_metadata(data, options.metadata.as_deref()).await;
+    let described = match &metadata {
+        Ok(m) => m.describe.clone(),
+        Err(_) => options.metadata.clone().unwrap_or_default(),
+    };
+    let metadata = match metadata {
+        Ok(m) => match m.meta.ping().await {
+            Ok(()) => {
+                report("metadata", described, Ok(()));
+                Some(m)
+            }
+            Err(e) => {
+                report("metadata", described, Err(e));
+                None
+            }
+        },
+        Err(e) => {
+            report("metadata", described, Err(e));
+            None
+        }
+    };
+    let objects = options.objects.clone().unwrap_or_else(|| "local".into());
+    let checked = match crate::blobs::open(data, options.objects.as_deref()) {
+        Ok(blobs) => blobs.check().await.map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    report("objects", objects, checked);
+    let locks_detail = options
+        .locks
+        .clone()
+        .unwrap_or_else(|| "with the metadata".into());
+    let locks = match metadata {
+        Some(m) => match open_locks(m, options.locks.as_deref()).await {
+            Ok((_, l)) => l.any(0).await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        None => Err(anyhow::anyhow!("needs the metadata store")),
+    };
+    report("locks", locks_detail, locks);
+    report(
+        "tls",
+        match &options.tls_cert {
+            Some(c) => c.display().to_string(),
+            None => "self-signed, kept in the data directory".into(),
+        },
+        crate::tls::identity(
+            data,
+            options.tls_cert.as_deref(),
+            options.tls_key.as_deref(),
+        )
+        .map(|_| ()),
+    );
+    all_ok
+}
+
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let state = HubState::open(&options).await?;
+    let state = Arc::new(state);
+    let identity = crate::tls::identity(
+        &options.data,
+        options.tls_cert.as_deref(),
+        options.tls_key.as_deref(),
+    )?;
+
+    let quic_tls = crate::tls::server_config(&identity, &[ALPN])?;
+    let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;
+    let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+    let mut transport = dits_wire::tls::bulk_transport();
+    transport.max_concurrent_bidi_streams(256u32.into());
+    quic_config.transport_config(Arc::new(transport));
+    // QUIC (UDP) and HTTPS (TCP) share one port number. Both are bound before the hub
+    // says it is listening; with port 0, a UDP port whose TCP twin is taken is dropped
+    // and another tried.
+    let mut attempts = 0;
+    let (endpoint, tcp) = loop {
+        attempts += 1;
+        let endpoint = dits_wire::tls::endpoint(options.listen, Some(quic_config.clone()))
+            .with_context(|| format!("binding UDP {}", options.listen))?;
+        let addr = endpoint.local_addr()?;
+        match std::net::TcpListener::bind(addr) {
+            Ok(tcp) => break (endpoint, tcp),
+            Err(_) if options.listen.port() == 0 && attempts < 50 => continue,
+            Err(e) => return Err(anyhow::anyhow!("binding TCP {addr} (HTTPS): {e}")),
+        }
+    };
+    let addr = endpoint.local_addr()?;
+    tcp.set_nonblocking(true)?;
+    let http_tls = crate::tls::server_config(&identity, &[b"http/1.1"])?;
+    let http = axum_server::from_tcp_rustls(
+        tcp,
+        axum_server::tls_rustls::RustlsConfig::from_config(http_tls),
+    );
+    let app = http::router(state.clone());
+
+    // Backends first: whoever waits for "listening" has read them.
+    if let Some(url) = &options.metadata {
+        println!("dits-hub: metadata in {}", crate::backends::redact(url));
+    }
+    if let Some(url) = &options.locks {
+        println!(
+            "dits-hub: locks in {url} (namespace dits:{}, written through to the metadata store)",
+            state.meta.namespace().await?
+        );
+    }
+    println!("dits-hub: listening on {addr} (QUIC on UDP, HTTPS on TCP)");
+    println!("dits-hub: certificate fingerprint {}", identity.fingerprint);
+    println!("dits-hub: data in {}", options.data.display());
+    println!("dits-hub: packs in {}", state.blobs.describe());
+    if let Some(url) = &options.metadata {
+        println!("dits-hub: metadata in {}", crate::backends::redact(url));
+    }
+    if let Some(url) = &options.locks {
+        println!("dits-hub: locks in {url} (written through to the metadata store)");
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let quic = tokio::spawn(quic::accept_loop(endpoint.clone(), state));
+    let http = tokio::spawn(async move { http.serve(app.into_make_service()).await });
+    tokio::select! {
+        r = quic => r?,
+        r = http => r?.context("HTTPS server")?,
+        _ = shutdown_signal() => {
+            endpoint.close(0u32.into(), b"hub shutting down");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,218 @@
+//! The object ops: `missing` (which ids a repository lacks), `put` (a stream of objects,
+//! each opened and re-hashed, stored as one pack blob and made durable before the
+//! answer) and `get` (objects in the order asked, neighbours read together).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use dits_core::envelope;
+use dits_core::ChunkId;
+use dits_wire::wire::{
+    ids_from_hex, ids_to_hex, read_object, write_frame, write_object, GetResult, MissingResult,
+    PutResult, Response,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::blobs::BlobWriter;
+use crate::error::HubError;
+use crate::meta::Location;
+use crate::server::state::HubState;
+
+/// Objects closer than this in one pack are read together (the gap is read and dropped).
+const COALESCE_GAP: u64 = 256 << 10;
+/// At most this much in one read.
+const COALESCE_MAX: u64 = 32 << 20;
+
+/// Object ids from the wire; a malformed one is a bad request.
+pub fn parse_ids(ids: &[String]) -> Result<Vec<ChunkId>, HubError> {
+    ids_from_hex(ids).map_err(HubError::BadRequest)
+}
+
+pub async fn missing(
+    state: &HubState,
+    repo: i64,
+    ids: &[String],
+) -> Result<MissingResult, HubError> {
+    let ids = parse_ids(ids)?;
+    let missing = state.meta.missing(repo, &ids).await?;
+    let stats = &state.stats;
+    stats
+        .object_hits
+        .fetch_add((ids.len() - missing.len()) as u64, Ordering::Relaxed);
+    stats
+        .object_misses
+        .fetch_add(missing.len() as u64, Ordering::Relaxed);
+    Ok(MissingResult {
+        missing: ids_to_hex(&missing),
+    })
+}
+
+/// Reads objects until the client finishes its side; stores the new ones as one pack.
+pub async fn put<R: AsyncRead + Unpin>(
+    state: &HubState,
+    repo: i64,
+    reader: &mut R,
+) -> Result<PutResult, HubError> {
+    let mut writer: Option<BlobWriter> = None;
+    let mut stored: Vec<(ChunkId, Location)> = Vec::new();
+    let mut ids = Vec::new();
+    let mut in_batch = HashSet::new();
+    let mut bytes_in = 0u64;
+    loop {
+        let object = match read_object(reader).await {
+            Ok(Some(o)) => o,
+            Ok(None) => break,
+            // A dropped upload commits nothing from this batch; earlier batches stay.
+            Err(e) => return Err(HubError::BadRequest(format!("upload interrupted: {e}"))),
+        };
+        let id = object.id;
+        bytes_in += object.sealed.len() as u64;
+        ids.push(id);
+        if let Err(e) = object.open() {
+            return Err(HubError::Rejected(format!(
+                "{e}; the upload was refused and nothing from it was stored"
+            )));
+        }
+        if !in_batch.insert(id) || state.meta.location(&id).await?.is_some() {
+            continue;
+        }
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(state.blobs.writer()?),
+        };
+        let loc = Location {
+            offset: w.len(),
+            stored_len: object.sealed.len() as u32,
+            len: object.plain_len,
+        };
+        w.write(&object.sealed)?;
+        stored.push((id, loc));
+    }
+    let key = match writer {
+        Some(w) => {
+            let key = format!("chunks/{}.pack", w.hash().to_hex());
+            state.blobs.commit(w, &key).await?;
+            Some(key)
+        }
+        None => None,
+    };
+    state
+        .meta
+        .record_objects(repo, key.as_deref(), &stored, &ids)
+        .await?;
+    state
+        .stats
+        .object_bytes_in
+        .fetch_add(bytes_in, Ordering::Relaxed);
+    state
+        .stats
+        .objects_in
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    Ok(PutResult {
+        stored: stored.len() as u64,
+        received: ids.len() as u64,
+        bytes: bytes_in,
+    })
+}
+
+/// Answers with a header, then each object of `ids` in order.
+pub async fn get<W: AsyncWrite + Unpin>(
+    state: &HubState,
+    repo: i64,
+    ids: &[String],
+    writer: &mut W,
+) -> Result<(), HubError> {
+    let ids = parse_ids(ids)?;
+    if let Some(id) = state.meta.missing(repo, &ids).await?.first() {
+        return Err(HubError::NotFound(format!("object {id} is not on the hub")));
+    }
+    // Read first (neighbouring objects of one pack in one ranged read: one GET on S3),
+    // so a storage error can still be a proper refusal.
+    let objects = read_coalesced(state, &ids)
+        .await
+        .map_err(|e| HubError::from(e.context("serving objects")))?;
+    let header = GetResult {
+        count: ids.len() as u64,
+    };
+    write_frame(writer, &Response::ok_with(&header)?).await?;
+    for (id, (plain_len, sealed)) in ids.iter().zip(objects) {
+        if write_object(writer, id, plain_len, &sealed).await.is_err() {
+            // The client went away; nothing to tell it.
+            return Ok(());
+        }
+        state.stats.objects_out.fetch_add(1, Ordering::Relaxed);
+        state
+            .stats
+            .object_bytes_out
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The plain length and sealed bytes of each of `ids`, in order, read with as few ranged
+/// reads as possible.
+async fn read_coalesced(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
+    let mut located = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (pack, loc) = state
+            .meta
+            .location(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))?;
+        located.push((pack, loc));
+    }
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&located[a].0, located[a].1.offset).cmp(&(&located[b].0, located[b].1.offset))
+    });
+    let mut out: Vec<Option<(u32, Vec<u8>)>> = vec![None; ids.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let (pack, first) = &located[order[i]];
+        let start = first.offset;
+        let mut end = start + u64::from(first.stored_len);
+        let mut j = i + 1;
+        while j < order.len() {
+            let (p, l) = &located[order[j]];
+            let l_end = l.offset + u64::from(l.stored_len);
+            if p != pack || l.offset > end + COALESCE_GAP || l_end - start > COALESCE_MAX {
+                break;
+            }
+            end = end.max(l_end);
+            j += 1;
+        }
+        let bytes = state
+            .blobs
+            .read_range(pack, start, (end - start) as usize)
+            .await?;
+        state.stats.blob_reads.fetch_add(1, Ordering::Relaxed);
+        for &k in &order[i..j] {
+            let l = &located[k].1;
+            let from = (l.offset - start) as usize;
+            let sealed = bytes
+                .get(from..from + l.stored_len as usize)
+                .ok_or_else(|| anyhow::anyhow!("pack {pack} is shorter than its index says"))?;
+            out[k] = Some((l.len, sealed.to_vec()));
+        }
+        i = j;
+    }
+    out.into_iter()
+        .zip(ids)
+        .map(|(o, id)| o.ok_or_else(|| anyhow::anyhow!("object {} was not read", id.short())))
+        .collect()
+}
+
+/// Reads and verifies one stored object.
+pub async fn read_plain(state: &HubState, id: &ChunkId) -> anyhow::Result<Vec<u8>> {
+    let (pack, loc) = state
+        .meta
+        .location(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))?;
+    let sealed = state
+        .blobs
+        .read_range(&pack, loc.offset, loc.stored_len as usize)
+        .await?;
+    envelope::open(id, &sealed, u64::from(loc.len))
+        .map_err(|e| anyhow::anyhow!("object {} in {pack}: {e}", id.short()))
+}

@@ -1,0 +1,189 @@
+//! The wire protocol's shell and dispatch: accept QUIC connections, take each
+//! bidirectional stream as one request, and [`handle_request`] — which knows nothing of
+//! QUIC: it reads a request from any `AsyncRead` and answers on any `AsyncWrite`, so it
+//! is tested in memory (`tokio::io::duplex`).
+
+use std::sync::Arc;
+
+use dits_wire::wire::{read_frame, write_frame, Op, OpResult, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::HubError;
+use crate::meta::Role;
+use crate::server::auth::authorize;
+use crate::server::refs::RefUpdates;
+use crate::server::state::HubState;
+use crate::server::{git_packs, objects, refs};
+
+/// Accepts connections until the endpoint closes; each stream is served on its own task.
+pub async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<HubState>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("handshake failed: {e}");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                let state = state.clone();
+                tokio::spawn(async move { serve_stream(state, send, recv).await });
+            }
+        });
+    }
+}
+
+/// One QUIC stream: the request, then the QUIC-only part of finishing it (telling a
+/// refused client to stop sending, waiting for the answer to be delivered).
+async fn serve_stream(
+    state: Arc<HubState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let handled = handle_request(&state, &mut recv, &mut send).await;
+    if handled == Handled::Refused {
+        let _ = recv.stop(0u32.into());
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Served,
+    /// Answered with an error; whatever the client is still sending is unwanted.
+    Refused,
+}
+
+/// Reads one request (a frame, then its body until `reader` ends), serves it and writes
+/// the answer, or the refusal, to `writer`.
+pub async fn handle_request<R, W>(state: &Arc<HubState>, reader: &mut R, writer: &mut W) -> Handled
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let request: Request = match read_frame(reader).await {
+        Ok(r) => r,
+        Err(e) => {
+            let refused = HubError::BadRequest(format!("bad request: {e}"));
+            refused.log("bad frame");
+            let _ = write_frame(writer, &refused.to_response()).await;
+            return Handled::Refused;
+        }
+    };
+    let op = op_name(&request.op);
+    let started = std::time::Instant::now();
+    let outcome = dispatch(state, request, reader, writer).await;
+    state
+        .metrics
+        .observe(op, outcome.is_ok(), started.elapsed());
+    match outcome {
+        Ok(()) => Handled::Served,
+        Err(refused) => {
+            refused.log(op);
+            let _ = write_frame(writer, &refused.to_response()).await;
+            Handled::Refused
+        }
+    }
+}
+
+/// Writes a success header carrying `result`.
+async fn reply<W: AsyncWrite + Unpin, T: OpResult>(
+    writer: &mut W,
+    result: &T,
+) -> Result<(), HubError> {
+    write_frame(writer, &Response::ok_with(result)?).await?;
+    Ok(())
+}
+
+/// The role each op needs.
+fn role_needed(op: &Op) -> Role {
+    match op {
+        Op::Put | Op::PutGitPack | Op::UpdateRefs { .. } => Role::Write,
+        _ => Role::Read,
+    }
+}
+
+async fn dispatch<R, W>(
+    state: &Arc<HubState>,
+    request: Request,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<(), HubError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let caller = authorize(
+        state,
+        &request.token,
+        &request.repo,
+        role_needed(&request.op),
+    )
+    .await?;
+    let repo = caller.repo;
+    let locks = caller.locks(state);
+    match request.op {
+        Op::Refs => {
+            let refs = state.meta.refs(repo).await?;
+            reply(writer, &dits_wire::wire::RefsResult { refs }).await
+        }
+        Op::Missing { ids } => reply(writer, &objects::missing(state, repo, &ids).await?).await,
+        Op::Put => reply(writer, &objects::put(state, repo, reader).await?).await,
+        Op::Get { ids } => objects::get(state, repo, &ids, writer).await,
+        Op::PutGitPack => reply(writer, &git_packs::put(state, repo, reader).await?).await,
+        Op::GitPacks { have } => reply(writer, &git_packs::list(state, repo, have).await?).await,
+        Op::GetGitPack { id } => git_packs::get(state, repo, &id, writer).await,
+        Op::UpdateRefs {
+            updates,
+            packs,
+            recipes,
+            atomic,
+        } => {
+            let request = RefUpdates {
+                updates,
+                packs,
+                recipes,
+                atomic,
+            };
+            reply(writer, &refs::update(state, &caller, request).await?).await
+        }
+        Op::LockCreate { path, branch } => {
+            reply(writer, &locks.create(&path, branch.as_deref()).await?).await
+        }
+        Op::LockList {
+            path,
+            id,
+            owner,
+            cursor,
+            limit,
+        } => reply(writer, &locks.list(path, id, owner, cursor, limit).await?).await,
+        Op::LockVerify {
+            paths,
+            cursor,
+            limit,
+        } => reply(writer, &locks.verify(paths, cursor, limit).await?).await,
+        Op::LockUnlock { id, force } => reply(writer, &locks.unlock(&id, force).await?).await,
+    }
+}
+
+/// The op's name on the wire, for metrics and logs.
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Refs => "refs",
+        Op::Missing { .. } => "missing",
+        Op::Put => "put",
+        Op::Get { .. } => "get",
+        Op::PutGitPack => "put-git-pack",
+        Op::GitPacks { .. } => "git-packs",
+        Op::GetGitPack { .. } => "get-git-pack",
+        Op::UpdateRefs { .. } => "update-refs",
+        Op::LockCreate { .. } => "lock-create",
+        Op::LockList { .. } => "lock-list",
+        Op::LockVerify { .. } => "lock-verify",
+        Op::LockUnlock { .. } => "lock-unlock",
+    }
+}

@@ -1,0 +1,73 @@
+//! What every request handler shares: the backends a hub process opened and its
+//! counters ([`HubState`]), and the settings it was started with ([`ServeOptions`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::backends::{open_locks, open_metadata};
+use crate::blobs::BlobStore;
+use crate::locks::LockStore;
+use crate::meta::MetaStore;
+use crate::metrics::{Metrics, Stats};
+use crate::mirror::GitMirror;
+
+/// The backends of one hub process, shared by every request.
+pub struct HubState {
+    pub meta: Box<dyn MetaStore>,
+    pub blobs: Box<dyn BlobStore>,
+    pub locks: Box<dyn LockStore>,
+    pub mirror: GitMirror,
+    pub stats: Stats,
+    pub metrics: Metrics,
+}
+
+/// The settings `dits-hub serve` (and `check-config`) runs with.
+pub struct ServeOptions {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    /// `postgres://…` for metadata (and locks without Redis); none: SQLite in `data`.
+    pub metadata: Option<String>,
+    /// `s3://BUCKET[/PREFIX]` for blobs; none: the data directory.
+    pub objects: Option<String>,
+    /// `redis://…` for locks; none: with the metadata.
+    pub locks: Option<String>,
+    /// A CA-issued certificate chain and key (PEM); without them the hub is self-signed.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServeOptions {
+    /// The embedded default on `data`: SQLite, a local object directory, locks in SQLite,
+    /// a self-signed certificate, a free loopback port.
+    pub fn embedded(data: PathBuf) -> ServeOptions {
+        ServeOptions {
+            data,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metadata: None,
+            objects: None,
+            locks: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl HubState {
+    /// Opens every backend the options name (inside the hub's runtime).
+    pub async fn open(options: &ServeOptions) -> anyhow::Result<HubState> {
+        let data = &options.data;
+        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        let metadata = open_metadata(data, options.metadata.as_deref()).await?;
+        let (meta, locks) = open_locks(metadata, options.locks.as_deref()).await?;
+        Ok(HubState {
+            meta,
+            blobs: crate::blobs::open(data, options.objects.as_deref())?,
+            locks,
+            mirror: GitMirror::new(data.join("git")),
+            metrics: Default::default(),
+            stats: Stats::default(),
+        })
+    }
+}
