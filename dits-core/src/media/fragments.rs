@@ -5,8 +5,26 @@
 
 use std::collections::HashMap;
 
-use super::boxes::{children, find_child};
+use super::boxes::{children, find_child, BoxError};
 use super::sample_table::{be32, be64, Sample, MAX_SAMPLES};
+
+/// Why a `moof` could not be read as samples. Never fatal: the file is then chunked by
+/// bytes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FragmentError {
+    #[error("moof at {moof_offset}: {source}")]
+    Moof { moof_offset: u64, source: BoxError },
+    #[error(transparent)]
+    Traf(BoxError),
+    #[error("traf without tfhd")]
+    NoTfhd,
+    #[error("tfhd is malformed")]
+    BadTfhd,
+    #[error("trun is malformed")]
+    BadTrun,
+    #[error("trun sample has no size and no default")]
+    NoSampleSize,
+}
 
 /// `sample_is_non_sync_sample` in the sample flags word.
 const NON_SYNC: u32 = 0x0001_0000;
@@ -47,16 +65,19 @@ pub fn fragment_samples(
     moof_offset: u64,
     defaults: &HashMap<u32, TrackDefaults>,
     out: &mut HashMap<u32, Vec<Sample>>,
-) -> Result<(), String> {
-    let kids = children(moof, 0).map_err(|e| format!("moof at {moof_offset}: {e}"))?;
+) -> Result<(), FragmentError> {
+    let kids = children(moof, 0).map_err(|source| FragmentError::Moof {
+        moof_offset,
+        source,
+    })?;
     // Without an explicit base, a traf's data follows the previous traf's data.
     let mut previous_end = moof_offset;
     for (span, traf) in kids {
         if &span.fourcc != b"traf" {
             continue;
         }
-        let tfhd = find_child(traf, b"tfhd").ok_or("traf without tfhd")?;
-        let header = Tfhd::parse(tfhd).ok_or("tfhd is malformed")?;
+        let tfhd = find_child(traf, b"tfhd").ok_or(FragmentError::NoTfhd)?;
+        let header = Tfhd::parse(tfhd).ok_or(FragmentError::BadTfhd)?;
         let trex = defaults.get(&header.track_id).copied().unwrap_or_default();
         let base = match header.base_data_offset {
             Some(b) => b,
@@ -65,7 +86,7 @@ pub fn fragment_samples(
         };
         let samples = out.entry(header.track_id).or_default();
         let mut next = base;
-        for (span, trun) in children(traf, 0).map_err(|e| e.to_string())? {
+        for (span, trun) in children(traf, 0).map_err(FragmentError::Traf)? {
             if &span.fourcc != b"trun" {
                 continue;
             }
@@ -126,8 +147,8 @@ fn read_trun(
     tfhd: &Tfhd,
     trex: TrackDefaults,
     out: &mut Vec<Sample>,
-) -> Result<u64, String> {
-    let bad = || "trun is malformed".to_string();
+) -> Result<u64, FragmentError> {
+    let bad = || FragmentError::BadTrun;
     let flags = be32(b, 0).ok_or_else(bad)? & 0x00ff_ffff;
     let count = u64::from(be32(b, 4).ok_or_else(bad)?);
     let mut at = 8usize;
@@ -170,7 +191,7 @@ fn read_trun(
         let size = field(0x200)
             .or(tfhd.size)
             .or((trex.size != 0).then_some(trex.size))
-            .ok_or("trun sample has no size and no default")?;
+            .ok_or(FragmentError::NoSampleSize)?;
         let sample_flags = field(0x400);
         field(0x800); // composition time offset
         let sample_flags = match (i, first_flags) {
@@ -235,6 +256,9 @@ mod tests {
         trun.extend_from_slice(&u32::MAX.to_be_bytes());
         trun.extend_from_slice(&0i32.to_be_bytes());
         let mut out = HashMap::new();
-        assert!(fragment_samples(&traf(&tfhd, &trun), 0, &HashMap::new(), &mut out).is_err());
+        assert_eq!(
+            fragment_samples(&traf(&tfhd, &trun), 0, &HashMap::new(), &mut out),
+            Err(FragmentError::BadTrun)
+        );
     }
 }

@@ -12,9 +12,28 @@ pub mod streams;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 
-use boxes::{top_level_boxes, BoxSpan};
+use boxes::{top_level_boxes, BoxError, BoxSpan};
+use fragments::FragmentError;
 use sample_table::{parse_moov, MovieInfo};
 use streams::{build_streams, SampleStream};
+
+/// Why a file's structure could not be used. Never fatal: `analyze` then lays the file out
+/// as one plain payload run and keeps the message as `Layout::fallback_reason`.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("too small to be MP4/MOV")]
+    TooSmall,
+    #[error(transparent)]
+    Boxes(#[from] BoxError),
+    /// Reading a box of the (spooled) file failed.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// A `moof` bigger than [`MAX_OBJECT_BOX`]: its samples are not read.
+    #[error("moof is too large")]
+    MoofTooLarge,
+    #[error(transparent)]
+    Fragment(#[from] FragmentError),
+}
 
 /// Structure boxes bigger than this are chunked like payload rather than kept whole,
 /// so a hostile or bloated `free`/`uuid` box can't demand a huge allocation.
@@ -151,7 +170,7 @@ fn clean_token(s: &str) -> String {
 pub fn analyze<R: Read + Seek>(file: &mut R, len: u64, options: LayoutOptions) -> Layout {
     match analyze_iso_bmff(file, len, options) {
         Ok(layout) => layout,
-        Err(reason) => Layout::plain(len, Some(reason)),
+        Err(reason) => Layout::plain(len, Some(reason.to_string())),
     }
 }
 
@@ -159,11 +178,11 @@ fn analyze_iso_bmff<R: Read + Seek>(
     file: &mut R,
     len: u64,
     options: LayoutOptions,
-) -> Result<Layout, String> {
+) -> Result<Layout, LayoutError> {
     if len < 16 {
-        return Err("too small to be MP4/MOV".into());
+        return Err(LayoutError::TooSmall);
     }
-    let boxes = top_level_boxes(file, len).map_err(|e| e.to_string())?;
+    let boxes = top_level_boxes(file, len)?;
     let container = container_of(file, &boxes)?;
     let mut movie = MovieInfo::default();
     let mut defaults = HashMap::new();
@@ -186,7 +205,7 @@ fn analyze_iso_bmff<R: Read + Seek>(
     let (streams, track_split_fallback) = if options.split_tracks {
         match build_streams(&movie.tracks, &payloads) {
             Ok(streams) => (streams, None),
-            Err(reason) => (Vec::new(), Some(reason)),
+            Err(reason) => (Vec::new(), Some(reason.to_string())),
         }
     } else {
         (Vec::new(), Some("dits.splitTracks is off".to_string()))
@@ -260,14 +279,15 @@ fn add_fragment_samples<R: Read + Seek>(
     let mut failure = None;
     for moof in boxes.iter().filter(|b| &b.fourcc == b"moof") {
         let result = if moof.payload_len() > MAX_OBJECT_BOX {
-            Err("moof is too large".to_string())
+            Err(LayoutError::MoofTooLarge)
         } else {
             read_span(file, moof).and_then(|payload| {
                 fragments::fragment_samples(&payload, moof.offset, defaults, &mut by_track)
+                    .map_err(LayoutError::from)
             })
         };
         if let Err(e) = result {
-            failure = Some(e);
+            failure = Some(e.to_string());
             break;
         }
     }
@@ -293,16 +313,15 @@ fn add_fragment_samples<R: Read + Seek>(
     }
 }
 
-fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Container, String> {
+fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Container, LayoutError> {
     if boxes.iter().any(|b| &b.fourcc == b"moof") {
         return Ok(Container::FragmentedMp4);
     }
     if let Some(ftyp) = boxes.iter().find(|b| &b.fourcc == b"ftyp") {
         if ftyp.payload_len() >= 4 {
             let mut brand = [0u8; 4];
-            file.seek(SeekFrom::Start(ftyp.payload_offset()))
-                .map_err(|e| e.to_string())?;
-            file.read_exact(&mut brand).map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(ftyp.payload_offset()))?;
+            file.read_exact(&mut brand)?;
             if &brand == b"qt  " {
                 return Ok(Container::Mov);
             }
@@ -311,10 +330,9 @@ fn container_of<R: Read + Seek>(file: &mut R, boxes: &[BoxSpan]) -> Result<Conta
     Ok(Container::Mp4)
 }
 
-fn read_span<R: Read + Seek>(file: &mut R, span: &BoxSpan) -> Result<Vec<u8>, String> {
+fn read_span<R: Read + Seek>(file: &mut R, span: &BoxSpan) -> Result<Vec<u8>, LayoutError> {
     let mut buf = vec![0u8; span.payload_len() as usize];
-    file.seek(SeekFrom::Start(span.payload_offset()))
-        .map_err(|e| e.to_string())?;
-    file.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(span.payload_offset()))?;
+    file.read_exact(&mut buf)?;
     Ok(buf)
 }

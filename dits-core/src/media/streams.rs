@@ -16,6 +16,27 @@ pub const GAP_STREAM: u16 = 1;
 /// Stream number of the first track; 0 means "not a stream" in recipes.
 const FIRST_TRACK_STREAM: u16 = 2;
 
+/// Why a file's sample tables can't be trusted to describe its `mdat`s as streams. Never
+/// fatal: the file is then chunked by bytes, cut at keyframes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StreamError {
+    #[error("too many tracks")]
+    TooManyTracks,
+    /// The track's sample table could not be read (`TrackInfo::samples_error`).
+    #[error("track {track_id}: {reason}")]
+    UnreadableSamples { track_id: u32, reason: String },
+    #[error("track {track_id}: sample offset overflows")]
+    OffsetOverflow { track_id: u32 },
+    #[error("no samples")]
+    NoSamples,
+    #[error("a sample at {offset} lies outside every mdat")]
+    OutsideMdat { offset: u64 },
+    #[error("samples overlap at {offset}")]
+    Overlap { offset: u64 },
+    #[error("a sample at {offset} runs past the end of its mdat")]
+    PastMdatEnd { offset: u64 },
+}
+
 /// `len` bytes at `file_offset` are the stream's bytes at `stream_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -41,23 +62,25 @@ pub struct SampleStream {
 pub fn build_streams(
     tracks: &[TrackInfo],
     payloads: &[(u64, u64)],
-) -> Result<Vec<SampleStream>, String> {
+) -> Result<Vec<SampleStream>, StreamError> {
     if tracks.len() > usize::from(u16::MAX - FIRST_TRACK_STREAM) {
-        return Err("too many tracks".into());
+        return Err(StreamError::TooManyTracks);
     }
-    if let Some(t) = tracks.iter().find(|t| t.samples_error.is_some()) {
-        return Err(format!(
-            "track {}: {}",
-            t.track_id,
-            t.samples_error.as_deref().unwrap_or_default()
-        ));
+    if let Some((track_id, reason)) = tracks
+        .iter()
+        .find_map(|t| Some((t.track_id, t.samples_error.as_ref()?)))
+    {
+        return Err(StreamError::UnreadableSamples {
+            track_id,
+            reason: reason.clone(),
+        });
     }
     let mut streams = Vec::with_capacity(tracks.len() + 1);
     for (i, track) in tracks.iter().enumerate() {
         streams.push(track_stream(FIRST_TRACK_STREAM + i as u16, track)?);
     }
     if streams.iter().all(|s| s.runs.is_empty()) {
-        return Err("no samples".into());
+        return Err(StreamError::NoSamples);
     }
 
     // Every run must sit inside one mdat payload and no two may overlap.
@@ -83,15 +106,13 @@ pub fn build_streams(
             }
             if offset < pos {
                 return Err(if offset < start {
-                    format!("a sample at {offset} lies outside every mdat")
+                    StreamError::OutsideMdat { offset }
                 } else {
-                    format!("samples overlap at {offset}")
+                    StreamError::Overlap { offset }
                 });
             }
             if offset + run_len > end {
-                return Err(format!(
-                    "a sample at {offset} runs past the end of its mdat"
-                ));
+                return Err(StreamError::PastMdatEnd { offset });
             }
             if offset > pos {
                 gaps.push(pos, offset - pos);
@@ -104,7 +125,7 @@ pub fn build_streams(
         }
     }
     if let Some(&(offset, _)) = next.next() {
-        return Err(format!("a sample at {offset} lies outside every mdat"));
+        return Err(StreamError::OutsideMdat { offset });
     }
     if !gaps.runs.is_empty() {
         streams.push(gaps);
@@ -135,7 +156,7 @@ impl SampleStream {
     }
 }
 
-fn track_stream(id: u16, track: &TrackInfo) -> Result<SampleStream, String> {
+fn track_stream(id: u16, track: &TrackInfo) -> Result<SampleStream, StreamError> {
     let video = track.is_video();
     let mut stream = SampleStream {
         id,
@@ -147,7 +168,9 @@ fn track_stream(id: u16, track: &TrackInfo) -> Result<SampleStream, String> {
     for s in track.samples.iter().filter(|s| s.size > 0) {
         s.offset
             .checked_add(u64::from(s.size))
-            .ok_or_else(|| format!("track {}: sample offset overflows", track.track_id))?;
+            .ok_or(StreamError::OffsetOverflow {
+                track_id: track.track_id,
+            })?;
         if video && s.sync && stream.len > 0 {
             stream.cuts.push(stream.len);
         }
@@ -267,23 +290,30 @@ mod tests {
     fn hostile_tables_are_refused() {
         let payload = [(100, 100)];
         let overlap = track(1, true, &[(100, 20, true), (110, 20, false)]);
-        assert!(build_streams(&[overlap], &payload)
-            .unwrap_err()
-            .contains("overlap"));
+        assert_eq!(
+            build_streams(&[overlap], &payload),
+            Err(StreamError::Overlap { offset: 110 })
+        );
         let outside = track(1, true, &[(500, 20, true)]);
-        assert!(build_streams(&[outside], &payload)
-            .unwrap_err()
-            .contains("outside"));
+        assert_eq!(
+            build_streams(&[outside], &payload),
+            Err(StreamError::OutsideMdat { offset: 500 })
+        );
         let past_end = track(1, true, &[(190, 20, true)]);
-        assert!(build_streams(&[past_end], &payload)
-            .unwrap_err()
-            .contains("past the end"));
+        assert_eq!(
+            build_streams(&[past_end], &payload),
+            Err(StreamError::PastMdatEnd { offset: 190 })
+        );
         let overflow = track(1, true, &[(u64::MAX - 5, 20, true)]);
-        assert!(build_streams(&[overflow], &payload).is_err());
+        assert_eq!(
+            build_streams(&[overflow], &payload),
+            Err(StreamError::OffsetOverflow { track_id: 1 })
+        );
         let before = track(1, true, &[(50, 20, true)]);
-        assert!(build_streams(&[before], &payload)
-            .unwrap_err()
-            .contains("outside"));
+        assert_eq!(
+            build_streams(&[before], &payload),
+            Err(StreamError::OutsideMdat { offset: 50 })
+        );
     }
 
     #[test]
