@@ -9,4 +9,4 @@ pub mod tls;
 pub mod url;
 pub mod wire;
 
-pub use url::RemoteUrl;
+pub use url::{RemoteUrl, UrlError};

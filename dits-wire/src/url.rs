@@ -13,29 +13,49 @@ pub struct RemoteUrl {
     pub repo: String,
 }
 
+/// Why a string is not a `dits://` remote URL. Each names the URL and the form expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{url}: not a dits:// URL {EXPECTED}")]
+    NotDits { url: String },
+    #[error("{url}: no repository path {EXPECTED}")]
+    NoRepositoryPath { url: String },
+    #[error("{url}: bad port {EXPECTED}")]
+    BadPort { url: String },
+    #[error("{url}: no host {EXPECTED}")]
+    NoHost { url: String },
+    #[error("{url}: the repository must be OWNER/NAME {EXPECTED}")]
+    BadRepository { url: String },
+}
+
+/// The tail of every [`UrlError`] message.
+const EXPECTED: &str = "(expected dits://HOST[:PORT]/OWNER/NAME)";
+
 impl RemoteUrl {
-    pub fn parse(s: &str) -> Result<RemoteUrl, String> {
-        let bad = |why: &str| format!("{s}: {why} (expected dits://HOST[:PORT]/OWNER/NAME)");
+    pub fn parse(s: &str) -> Result<RemoteUrl, UrlError> {
+        let url = || s.to_string();
         let rest = s
             .strip_prefix("dits://")
-            .ok_or_else(|| bad("not a dits:// URL"))?;
+            .ok_or_else(|| UrlError::NotDits { url: url() })?;
         let (authority, path) = rest
             .split_once('/')
-            .ok_or_else(|| bad("no repository path"))?;
+            .ok_or_else(|| UrlError::NoRepositoryPath { url: url() })?;
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| bad("bad port"))?)
-            }
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| UrlError::BadPort { url: url() })?,
+            ),
             _ => (authority, DEFAULT_PORT),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(bad("no host"));
+            return Err(UrlError::NoHost { url: url() });
         }
         let repo = path.trim_end_matches('/').trim_end_matches(".git");
         let parts: Vec<&str> = repo.split('/').collect();
         if parts.len() != 2 || parts.iter().any(|p| !valid_name(p)) {
-            return Err(bad("the repository must be OWNER/NAME"));
+            return Err(UrlError::BadRepository { url: url() });
         }
         Ok(RemoteUrl {
             host: host.to_string(),
@@ -100,5 +120,11 @@ mod tests {
         ] {
             assert!(RemoteUrl::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            RemoteUrl::parse("dits://x:99999/a/b")
+                .unwrap_err()
+                .to_string(),
+            "dits://x:99999/a/b: bad port (expected dits://HOST[:PORT]/OWNER/NAME)"
+        );
     }
 }

@@ -154,5 +154,5 @@ pub fn default_remote_url() -> Result<RemoteUrl> {
         git::try_run(&["config", "--get", &format!("remote.{remote}.url")]).with_context(|| {
             format!("no URL for remote {remote}: media can only be fetched from a dits:// remote")
         })?;
-    RemoteUrl::parse(url.trim()).map_err(|e| anyhow::anyhow!(e))
+    Ok(RemoteUrl::parse(url.trim())?)
 }
