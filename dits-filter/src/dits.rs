@@ -8,6 +8,7 @@ use dits_core::media::LayoutOptions;
 use dits_core::pointer::MAX_POINTER_LEN;
 use dits_core::{
     clean, smudge, ChunkId, ChunkStore, CleanError, LocalStore, Pointer, PointerError, SmudgeError,
+    StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -18,18 +19,36 @@ pub enum FilterError {
     Smudge { path: String, source: SmudgeError },
     #[error("{path}: {source}")]
     Pointer { path: String, source: PointerError },
-    #[error("{path}: fetching media: {message}")]
-    Fetch { path: String, message: String },
+    #[error("{path}: fetching media: {source}")]
+    Fetch { path: String, source: SourceError },
+    /// The local store failed while working out what to fetch.
+    #[error("{path}: fetching media: {source}")]
+    Store { path: String, source: StoreError },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+}
+
+/// Why an [`ObjectSource`] could not answer. Each carries a sentence for the user (the
+/// source names itself and the objects); the variant says whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source could not be reached or is overloaded: trying again later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The source lacks what was asked for, or won't give it to this user.
+    #[error("{0}")]
+    NotFound(String),
+    /// Anything else: a refused token, an untrusted certificate, a local store failure.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Where smudge gets objects the local store lacks (the hub, for a clone).
 pub trait ObjectSource {
     /// Brings `ids` into `store`, durably.
-    fn fetch(&mut self, store: &mut LocalStore, ids: &[ChunkId]) -> Result<(), String>;
+    fn fetch(&mut self, store: &mut LocalStore, ids: &[ChunkId]) -> Result<(), SourceError>;
     /// Whether the source holds every one of `ids` (so a local copy may be dropped).
-    fn holds(&mut self, _ids: &[ChunkId]) -> Result<bool, String> {
+    fn holds(&mut self, _ids: &[ChunkId]) -> Result<bool, SourceError> {
         Ok(false)
     }
 }
@@ -67,11 +86,14 @@ impl DitsFilter {
         let Some(source) = self.source.as_mut() else {
             return Ok(());
         };
-        let fail = |message: String| FilterError::Fetch {
+        let fail = |source| FilterError::Fetch {
             path: path.into(),
-            message,
+            source,
         };
-        let store_err = |e: dits_core::StoreError| fail(e.to_string());
+        let store_err = |source| FilterError::Store {
+            path: path.into(),
+            source,
+        };
         if !self.store.contains(&pointer.recipe).map_err(store_err)? {
             source
                 .fetch(&mut self.store, &[pointer.recipe])
@@ -210,11 +232,15 @@ impl crate::Filter for DitsFilter {
             .iter()
             .filter_map(|(_, c)| Pointer::parse(c).ok())
             .collect();
-        let fail = |message: String| FilterError::Fetch {
-            path: format!("{} delayed files", delayed.len()),
-            message,
+        let what = format!("{} delayed files", delayed.len());
+        let fail = |source| FilterError::Fetch {
+            path: what.clone(),
+            source,
         };
-        let store_err = |e: dits_core::StoreError| fail(e.to_string());
+        let store_err = |source| FilterError::Store {
+            path: what.clone(),
+            source,
+        };
         let mut recipes = Vec::new();
         for p in &pointers {
             if !self.store.contains(&p.recipe).map_err(store_err)? && !recipes.contains(&p.recipe) {

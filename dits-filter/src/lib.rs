@@ -6,5 +6,5 @@ pub mod dits;
 pub mod pktline;
 pub mod process;
 
-pub use dits::{DitsFilter, FilterError, ObjectSource};
+pub use dits::{DitsFilter, FilterError, ObjectSource, SourceError};
 pub use process::{serve, Filter, ProtocolError};

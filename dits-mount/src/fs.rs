@@ -19,6 +19,15 @@ use crate::media::MediaReader;
 use crate::overlay::Overlay;
 use crate::tree::{Kind, Node, Tree};
 
+/// Why a plain (non-media) blob of the base revision could not be read from Git.
+#[derive(Debug, thiserror::Error)]
+enum BlobError {
+    #[error("running `git cat-file blob {oid}`: {source}")]
+    Spawn { oid: String, source: std::io::Error },
+    #[error("`git cat-file blob {oid}` failed: {stderr}")]
+    Git { oid: String, stderr: String },
+}
+
 /// Attributes of the base never change; the overlay's do, so they are not cached long.
 const TTL: Duration = Duration::from_secs(1);
 const COPY_UP_STEP: u32 = 8 << 20;
@@ -145,16 +154,22 @@ impl DitsFs {
         })
     }
 
-    fn blob(&self, oid: &str) -> Result<Arc<Vec<u8>>, String> {
+    fn blob(&self, oid: &str) -> Result<Arc<Vec<u8>>, BlobError> {
         if let Some(b) = self.blobs.get(oid) {
             return Ok(b);
         }
         let out = std::process::Command::new("git")
             .args(["cat-file", "blob", oid])
             .output()
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| BlobError::Spawn {
+                oid: oid.to_string(),
+                source,
+            })?;
         if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            return Err(BlobError::Git {
+                oid: oid.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         let bytes = Arc::new(out.stdout);
         self.blobs.insert(oid.to_string(), bytes.clone());

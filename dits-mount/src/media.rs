@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dits_core::recipe::RecipeView;
-use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
-use dits_filter::ObjectSource;
+use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer, StoreError};
+use dits_filter::{ObjectSource, SourceError};
 
 /// Read-ahead, as the kernel does it for files: once a reader has streamed this many bytes
 /// without seeking, fetch ahead as far as it has streamed so far, up to
@@ -33,6 +33,16 @@ pub enum ReadError {
     Recipe { recipe: String, message: String },
     #[error("object {id} is in neither the local store nor on the hub: {message}")]
     Object { id: String, message: String },
+}
+
+/// Why objects could not be brought into the local store; [`ReadError`] names the object
+/// or recipe that needed them.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 pub struct MediaReader {
@@ -106,10 +116,10 @@ impl MediaReader {
         }
     }
 
-    fn fetch(&mut self, ids: &[ChunkId]) -> Result<(), String> {
+    fn fetch(&mut self, ids: &[ChunkId]) -> Result<(), FetchError> {
         let mut missing = Vec::new();
         for id in ids {
-            if !self.store.contains(id).map_err(|e| e.to_string())? && !missing.contains(id) {
+            if !self.store.contains(id)? && !missing.contains(id) {
                 missing.push(*id);
             }
         }
@@ -118,7 +128,7 @@ impl MediaReader {
         }
         let fetched = self.source.fetch(&mut self.store, &missing);
         self.enforce_store_limit();
-        fetched
+        Ok(fetched?)
     }
 
     fn recipe(&mut self, pointer: &Pointer) -> Result<Arc<Vec<u8>>, ReadError> {
@@ -129,7 +139,8 @@ impl MediaReader {
             recipe: pointer.recipe.to_hex(),
             message,
         };
-        self.fetch(&[pointer.recipe]).map_err(fail)?;
+        self.fetch(&[pointer.recipe])
+            .map_err(|e| fail(e.to_string()))?;
         let bytes = self
             .store
             .get(&pointer.recipe)
@@ -149,7 +160,7 @@ impl MediaReader {
             message,
         };
         if !self.store.contains(id).map_err(|e| fail(e.to_string()))? {
-            self.fetch(&[*id]).map_err(fail)?;
+            self.fetch(&[*id]).map_err(|e| fail(e.to_string()))?;
         }
         let bytes = Arc::new(self.store.get(id).map_err(|e| fail(e.to_string()))?);
         self.cache.insert(*id, bytes.clone());
