@@ -391,3 +391,34 @@ pub fn ids_from_hex(ids: &[String]) -> Result<Vec<ChunkId>, String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_missing_a_field_is_an_error_not_a_default() {
+        let response = Response::ok(serde_json::json!({ "stored": 1, "received": 2 }));
+        assert!(response.result_as::<PutResult>().is_err());
+    }
+
+    #[test]
+    fn typed_results_keep_the_wire_field_names() {
+        let page = LockListResult {
+            locks: Vec::new(),
+            next_cursor: None,
+        };
+        let json = serde_json::to_value(&page).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "locks": [], "next_cursor": null })
+        );
+        let put = PutResult {
+            stored: 1,
+            received: 2,
+            bytes: 3,
+        };
+        let back = Response::ok_with(&put).unwrap().result_as::<PutResult>();
+        assert_eq!(back.unwrap(), put);
+    }
+}

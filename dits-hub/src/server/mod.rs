@@ -15,6 +15,8 @@ pub mod quic;
 pub mod refs;
 pub mod state;
 pub mod status;
+#[cfg(test)]
+mod wire_tests;
 
 use std::sync::Arc;
 
