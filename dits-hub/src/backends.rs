@@ -1,10 +1,12 @@
 //! Opening the backends the settings name: metadata (SQLite in the data directory, or
 //! PostgreSQL), locks (with the metadata, or Redis written through to it) and objects
-//! (the data directory, or S3-compatible storage: [`crate::blobs::open`]).
+//! (the data directory, or S3-compatible storage).
 
 use std::path::Path;
 
-use crate::locks::{DurableLocks, LockStore, SqliteLocks};
+use crate::blobs::{local::LocalBlobs, s3::S3Blobs, BlobStore, Staging};
+use crate::locks::sqlite::SqliteLocks;
+use crate::locks::{DurableLocks, LockStore};
 use crate::meta::MetaStore;
 
 /// The metadata store and the lock table beside it.
@@ -52,6 +54,17 @@ pub async fn open_metadata(data: &Path, url: Option<&str>) -> anyhow::Result<Met
             "--metadata {u:?}: expected postgres://USER@HOST:PORT/DATABASE (or leave it unset for SQLite in the data directory)"
         ),
     }
+}
+
+/// The object store: `s3://BUCKET[/PREFIX]`, or (none) the `objects` directory under
+/// `data`. Either stages writes under `data/objects/tmp`.
+pub fn open_blobs(data: &Path, objects: Option<&str>) -> anyhow::Result<Box<dyn BlobStore>> {
+    let root = data.join("objects");
+    let staging = Staging::open(&root.join("tmp"))?;
+    Ok(match objects {
+        Some(url) => Box::new(S3Blobs::open(url, staging)?),
+        None => Box::new(LocalBlobs::new(&root, staging)),
+    })
 }
 
 /// The lock store: Redis at `url` written through to the metadata's lock table, or that

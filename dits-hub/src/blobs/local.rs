@@ -84,3 +84,58 @@ impl BlobStore for LocalBlobs {
         blocking(move || fs::read(path)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blobs::{BlobStore, Staging};
+    use std::fs;
+
+    fn local(data: &std::path::Path) -> Box<dyn BlobStore> {
+        let root = data.join("objects");
+        let staging = Staging::open(&root.join("tmp")).unwrap();
+        Box::new(LocalBlobs::new(&root, staging))
+    }
+
+    async fn round_trip(store: &dyn BlobStore) {
+        let mut w = store.writer().unwrap();
+        w.write(b"PACK").unwrap();
+        w.write(&[7u8; 100]).unwrap();
+        assert_eq!(
+            w.head(),
+            b"PACK\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
+        );
+        assert_eq!(w.len(), 104);
+        store.commit(w, "chunks/a.pack").await.unwrap();
+        assert_eq!(
+            store.read_range("chunks/a.pack", 2, 4).await.unwrap(),
+            b"CK\x07\x07"
+        );
+        assert_eq!(store.read("chunks/a.pack").await.unwrap().len(), 104);
+        store.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_committed_local_blob_reads_back_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        round_trip(store.as_ref()).await;
+        let staged = fs::read_dir(dir.path().join("objects/tmp"))
+            .unwrap()
+            .count();
+        assert_eq!(staged, 0, "the staging file was moved, not copied");
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_blob_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let mut w = store.writer().unwrap();
+        w.write(b"half").unwrap();
+        drop(w);
+        let staged = fs::read_dir(dir.path().join("objects/tmp"))
+            .unwrap()
+            .count();
+        assert_eq!(staged, 0);
+    }
+}

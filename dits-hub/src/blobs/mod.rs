@@ -1,6 +1,7 @@
 //! The hub's object store: immutable blobs (chunk packs, Git packs) under keys. One
-//! async trait, [`BlobStore`], two implementations chosen at start-up: a local directory
-//! ([`local::LocalBlobs`]) and S3-compatible storage ([`s3::S3Blobs`]).
+//! async trait, [`BlobStore`], two implementations, one chosen at start-up from the
+//! settings: a local directory ([`local::LocalBlobs`]) and S3-compatible storage
+//! ([`s3::S3Blobs`]).
 //!
 //! Every blob is first written to a temporary file in a staging directory under the data
 //! directory (hashing as it goes, [`BlobWriter`]), then made durable under its key by
@@ -130,63 +131,5 @@ impl Staging {
             hasher: blake3::Hasher::new(),
             head: Vec::with_capacity(HEAD_LEN),
         })
-    }
-}
-
-/// Opens the object store the settings name: `s3://BUCKET[/PREFIX]`, or (none) the
-/// `objects` directory under `data`. Either stages writes under `data/objects/tmp`.
-pub fn open(data: &Path, objects: Option<&str>) -> anyhow::Result<Box<dyn BlobStore>> {
-    let root = data.join("objects");
-    let staging = Staging::open(&root.join("tmp"))?;
-    Ok(match objects {
-        Some(url) => Box::new(s3::S3Blobs::open(url, staging)?),
-        None => Box::new(local::LocalBlobs::new(&root, staging)),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn round_trip(store: &dyn BlobStore) {
-        let mut w = store.writer().unwrap();
-        w.write(b"PACK").unwrap();
-        w.write(&[7u8; 100]).unwrap();
-        assert_eq!(
-            w.head(),
-            b"PACK\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
-        );
-        assert_eq!(w.len(), 104);
-        store.commit(w, "chunks/a.pack").await.unwrap();
-        assert_eq!(
-            store.read_range("chunks/a.pack", 2, 4).await.unwrap(),
-            b"CK\x07\x07"
-        );
-        assert_eq!(store.read("chunks/a.pack").await.unwrap().len(), 104);
-        store.check().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_committed_local_blob_reads_back_by_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), None).unwrap();
-        round_trip(store.as_ref()).await;
-        let staged = fs::read_dir(dir.path().join("objects/tmp"))
-            .unwrap()
-            .count();
-        assert_eq!(staged, 0, "the staging file was moved, not copied");
-    }
-
-    #[tokio::test]
-    async fn an_uncommitted_blob_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), None).unwrap();
-        let mut w = store.writer().unwrap();
-        w.write(b"half").unwrap();
-        drop(w);
-        let staged = fs::read_dir(dir.path().join("objects/tmp"))
-            .unwrap()
-            .count();
-        assert_eq!(staged, 0);
     }
 }

@@ -15,9 +15,6 @@ use dits_wire::wire::{Lock, LockOwner};
 
 use crate::meta::User;
 
-pub use service::LockService;
-pub use sqlite::SqliteLocks;
-
 /// A stored lock, with the owner's user id for ownership checks.
 #[derive(Debug, Clone)]
 pub struct StoredLock {

@@ -5,7 +5,7 @@
 use axum::http::HeaderMap;
 
 use crate::error::HubError;
-use crate::locks::LockService;
+use crate::locks::service::LockService;
 use crate::meta::{Role, User};
 use crate::server::state::HubState;
 

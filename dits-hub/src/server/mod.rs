@@ -23,7 +23,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use dits_wire::wire::ALPN;
 
-use crate::backends::{open_locks, open_metadata};
+use crate::backends::{open_blobs, open_locks, open_metadata};
 pub use state::{HubState, ServeOptions};
 
 /// `dits-hub check-config`: opens each backend the settings name and reports each result;
@@ -71,7 +71,7 @@ pub async fn check_config(options: &ServeOptions) -> bool {
         }
     };
     let objects = options.objects.clone().unwrap_or_else(|| "local".into());
-    let checked = match crate::blobs::open(data, options.objects.as_deref()) {
+    let checked = match open_blobs(data, options.objects.as_deref()) {
         Ok(blobs) => blobs.check().await.map_err(Into::into),
         Err(e) => Err(e),
     };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::backends::{open_locks, open_metadata};
+use crate::backends::{open_blobs, open_locks, open_metadata};
 use crate::blobs::BlobStore;
 use crate::locks::LockStore;
 use crate::meta::MetaStore;
@@ -63,7 +63,7 @@ impl HubState {
         let (meta, locks) = open_locks(metadata, options.locks.as_deref()).await?;
         Ok(HubState {
             meta,
-            blobs: crate::blobs::open(data, options.objects.as_deref())?,
+            blobs: open_blobs(data, options.objects.as_deref())?,
             locks,
             mirror: GitMirror::new(data.join("git")),
             metrics: Default::default(),
