@@ -12,6 +12,8 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    // Not `Default`: making one runs `git dits install` in a fresh temporary HOME.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> TestEnv {
         let env = TestEnv {
             dir: tempfile::tempdir().expect("tempdir"),
