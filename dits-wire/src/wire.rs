@@ -383,12 +383,14 @@ pub fn ids_to_hex(ids: &[ChunkId]) -> Vec<String> {
     ids.iter().map(|i| i.to_hex()).collect()
 }
 
-pub fn ids_from_hex(ids: &[String]) -> Result<Vec<ChunkId>, String> {
+/// An id in a request or answer that is not 64 lowercase hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an object id")]
+pub struct BadObjectId(pub String);
+
+pub fn ids_from_hex(ids: &[String]) -> Result<Vec<ChunkId>, BadObjectId> {
     ids.iter()
-        .map(|s| {
-            s.parse::<ChunkId>()
-                .map_err(|_| format!("{s:?} is not an object id"))
-        })
+        .map(|s| s.parse::<ChunkId>().map_err(|_| BadObjectId(s.clone())))
         .collect()
 }
 

@@ -25,7 +25,7 @@ const COALESCE_MAX: u64 = 32 << 20;
 
 /// Object ids from the wire; a malformed one is a bad request.
 pub fn parse_ids(ids: &[String]) -> Result<Vec<ChunkId>, HubError> {
-    ids_from_hex(ids).map_err(HubError::BadRequest)
+    ids_from_hex(ids).map_err(|e| HubError::BadRequest(e.to_string()))
 }
 
 pub async fn missing(
