@@ -67,7 +67,7 @@ pub fn clean<R: Read>(
         }
     }
     let mut layout = analyze(&mut spool, size, options);
-    let mut outcome = store_layout(&mut spool, &layout, store)?;
+    let mut outcome = store.with_index_snapshot(|s| store_layout(&mut spool, &layout, s))?;
     outcome.recipe.file_size = size;
     if !layout.streams.is_empty() && !tiles(&outcome.recipe) {
         // Can't happen if build_streams is right; if it isn't, the bytes still go in.
@@ -80,7 +80,7 @@ pub fn clean<R: Read>(
             },
         );
         layout.track_split_fallback = Some("track-level recipe did not tile the file".into());
-        outcome = store_layout(&mut spool, &layout, store)?;
+        outcome = store.with_index_snapshot(|s| store_layout(&mut spool, &layout, s))?;
         outcome.recipe.file_size = size;
     }
     let recipe_bytes = outcome.recipe.encode();

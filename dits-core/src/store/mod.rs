@@ -264,6 +264,21 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Runs `work` with one index read transaction shared by all its lookups (see
+    /// [`Index::hold_snapshot`]): for a clean, which looks up every chunk it cuts.
+    /// `work` must not flush; the snapshot ends before this returns, whatever `work` did.
+    pub fn with_index_snapshot<T, E: From<StoreError>>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.index.hold_snapshot().map_err(|e| self.index_err(e))?;
+        let out = work(self);
+        self.index
+            .release_snapshot()
+            .map_err(|e| self.index_err(e))?;
+        out
+    }
+
     pub fn object_count(&self) -> Result<u64, StoreError> {
         self.index.object_count().map_err(|e| self.index_err(e))
     }
