@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# `git add` speed of one large 1080p H.264 + AAC clip, three ways in the same run:
+#   dits  - git-dits filter-process (spool + hash + track split + chunk + store, fsync'd)
+#   lfs   - Git LFS
+#   null  - a long-running filter that reads the content and answers a constant: the
+#           ceiling for anything that goes through Git's filter pipe.
+# Two adds per contender: the first add of the clip into an empty repository, then
+# (after a commit) the re-add of the same clip with a metadata edit (ffmpeg stream copy).
+# Prints a markdown table: seconds, MB/s, Dits/null and Dits/LFS speed ratios, peak RSS
+# (largest process), and the load average beside it (the numbers are wall-clock).
+#
+# Usage: bench/speed.sh [SECONDS_OF_VIDEO]   (default 24 s ≈ 250 MB; 100 s ≈ 1 GB)
+# Env:   BENCH_DIR (default target/bench; put it on tmpfs, e.g. /dev/shm/dits-bench, to
+#        measure Dits rather than the disk), RUNS (default 3, best run is reported)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${1:-24}
+RUNS=${RUNS:-3}
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+export GIT_CEILING_DIRECTORIES=$BENCH_DIR
+mkdir -p "$BENCH_DIR"
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need ffmpeg ffmpeg
+need git-lfs git-lfs
+[ -x /usr/bin/time ] || need /usr/bin/time time
+
+cargo build --release -q -p git-dits -p dits-null-filter
+DITS=$ROOT/target/release/git-dits
+NULL=$ROOT/target/release/dits-null-filter
+
+. "$ROOT/bench/lib.sh"
+CLIP=$(bench_clip "$SECS")
+EDIT=$(bench_edit "$CLIP" "$SECS" metadata)
+SIZE=$(stat -c %s "$CLIP")
+
+export HOME=$BENCH_DIR/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+mkdir -p "$HOME"
+git config --global user.name bench; git config --global user.email bench@dits.invalid
+git config --global init.defaultBranch main
+
+setup() { # $1 = kind, $2 = repo dir
+  rm -rf "$2"; git init -q "$2"; cd "$2"
+  case $1 in
+    dits) git config filter.dits.process "$DITS filter-process"; git config filter.dits.required true
+          echo '*.mp4 filter=dits diff=dits merge=binary -text' > .gitattributes ;;
+    lfs)  git lfs install --local >/dev/null; git lfs track '*.mp4' >/dev/null ;;
+    null) git config filter.null.process "$NULL"; git config filter.null.required true
+          echo '*.mp4 filter=null -text' > .gitattributes ;;
+  esac
+  git add .gitattributes; git commit -qm attrs
+  cp "$CLIP" clip.mp4
+  cat clip.mp4 "$EDIT" > /dev/null   # same warm page cache for every contender
+  cd "$ROOT"
+}
+
+timed_add() { # $1 = repo -> "seconds peak_kib"
+  ( cd "$1" && /usr/bin/time -f "%e %M" git add clip.mp4 ) 2>&1 | tail -1
+}
+
+# One run of a contender: first add, commit, re-add of the edit -> "t1 rss1 t2 rss2".
+run_once() {
+  local repo=$BENCH_DIR/repo-$1 first second
+  setup "$1" "$repo"
+  first=$(timed_add "$repo")
+  ( cd "$repo" && git commit -qm v1 && cp "$EDIT" clip.mp4 )
+  second=$(timed_add "$repo")
+  echo "$first $second"
+}
+
+declare -A T1 R1 T2 R2
+for kind in null dits lfs; do
+  T1[$kind]=999999; T2[$kind]=999999; R1[$kind]=0; R2[$kind]=0
+  for _ in $(seq "$RUNS"); do
+    read -r t1 r1 t2 r2 < <(run_once "$kind")
+    if awk -v a="$t1" -v b="${T1[$kind]}" 'BEGIN { exit !(a < b) }'; then T1[$kind]=$t1; R1[$kind]=$r1; fi
+    if awk -v a="$t2" -v b="${T2[$kind]}" 'BEGIN { exit !(a < b) }'; then T2[$kind]=$t2; R2[$kind]=$r2; fi
+  done
+done
+
+mbs() { awk -v s="$SIZE" -v t="$1" 'BEGIN { printf "%.0f", s / 1e6 / t }'; }
+pct() { awk -v n="$1" -v d="$2" 'BEGIN { printf "%.0f%%", n / d * 100 }'; }
+ratio() { awk -v l="$1" -v d="$2" 'BEGIN { printf "%.2fx", l / d }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
+
+printf '\n`git add` of %s (%.1f MB) and its metadata edit, best of %s runs, in %s (%s)\n' \
+  "$(basename "$CLIP")" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')" "$RUNS" "$BENCH_DIR" \
+  "$(df --output=fstype "$BENCH_DIR" | tail -1)"
+printf 'load average at the end: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+echo '| contender | add | seconds | MB/s | vs null | Dits vs LFS | peak RSS |'
+echo '|---|---|---:|---:|---:|---:|---:|'
+for kind in dits lfs null; do
+  for add in first re-add; do
+    if [ "$add" = first ]; then t=${T1[$kind]}; r=${R1[$kind]}; tl=${T1[lfs]}; tn=${T1[null]}
+    else t=${T2[$kind]}; r=${R2[$kind]}; tl=${T2[lfs]}; tn=${T2[null]}; fi
+    vs_lfs=-; [ "$kind" = dits ] && vs_lfs=$(ratio "$tl" "$t")
+    printf '| %s | %s | %.2f | %s | %s | %s | %s |\n' "$kind" "$add" "$t" "$(mbs "$t")" \
+      "$(pct "$tn" "$t")" "$vs_lfs" "$(mib "$r")"
+  done
+done
