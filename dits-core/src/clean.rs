@@ -295,7 +295,7 @@ fn store_stream(
 
 /// Chunks `[range.0, range.0 + range.1)` of `source`, stores each chunk and returns its
 /// whole-object entry (offset in `source`, keyframe flag set), in order.
-fn chunk_and_store<R: Read + Seek>(
+fn chunk_and_store<R: Read + Seek + Send>(
     source: &mut R,
     range: (u64, u64),
     cuts: &[u64],
@@ -307,7 +307,7 @@ fn chunk_and_store<R: Read + Seek>(
     let mut entries = Vec::new();
     let mut failure: Option<CleanError> = None;
     chunk_range(source, range.0, range.1, cuts, sizes, |c| {
-        match out.store(store, c.id, c.offset, &c.data, EntryKind::Chunk, hint) {
+        match out.store(store, c.id, c.offset, c.data, EntryKind::Chunk, hint) {
             Ok(Some(mut e)) => {
                 e.keyframe = c.keyframe;
                 entries.push(e);
