@@ -51,6 +51,30 @@ pub enum EnvelopeError {
 
 const ZSTD_LEVEL: i32 = 3;
 const PROBE_LEN: usize = 4096;
+const PROBE_LEVEL: i32 = 1;
+
+/// zstd at `level` with a context kept per thread and level: making a context costs
+/// more than probing 4 KiB with it, and a clean probes every media chunk. The output is
+/// the same as a fresh context's (parameters are set once, by level, and never change).
+fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    use std::cell::RefCell;
+    use zstd::bulk::Compressor;
+    thread_local! {
+        static PROBE: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
+        static STORE: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
+    }
+    let key = if level == PROBE_LEVEL { &PROBE } else { &STORE };
+    key.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let mut z = match slot.take() {
+            Some(z) => z,
+            None => Compressor::new(level)?,
+        };
+        let out = z.compress(plain);
+        *slot = Some(z);
+        out
+    })
+}
 
 /// Wraps `plain` for storage, choosing zstd only when it pays.
 pub fn seal(plain: &[u8], hint: CompressionHint) -> Vec<u8> {
@@ -59,7 +83,7 @@ pub fn seal(plain: &[u8], hint: CompressionHint) -> Vec<u8> {
         CompressionHint::Probe => probe_compresses(plain),
     };
     if worth_trying {
-        if let Ok(z) = zstd::bulk::compress(plain, ZSTD_LEVEL) {
+        if let Ok(z) = compress(plain, ZSTD_LEVEL) {
             if z.len() * 100 <= plain.len() * 95 {
                 return with_header(Codec::Zstd, &z);
             }
@@ -70,7 +94,7 @@ pub fn seal(plain: &[u8], hint: CompressionHint) -> Vec<u8> {
 
 fn probe_compresses(plain: &[u8]) -> bool {
     let sample = &plain[..plain.len().min(PROBE_LEN)];
-    match zstd::bulk::compress(sample, 1) {
+    match compress(sample, PROBE_LEVEL) {
         Ok(z) => z.len() * 100 <= sample.len() * 90,
         Err(_) => false,
     }
