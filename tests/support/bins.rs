@@ -50,7 +50,14 @@ fn build(profile_dir: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--quiet", "--target-dir"])
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--tests",
+            "--target-dir",
+        ])
         .arg(target_dir);
     match profile {
         "debug" => {}
