@@ -35,12 +35,8 @@ pub fn read_packet<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Option<Packe
             Err(e) => return Err(e.into()),
         }
     }
-    let text = std::str::from_utf8(&head).map_err(|_| PktError::BadLength(head))?;
-    let len = usize::from_str_radix(text, 16).map_err(|_| PktError::BadLength(head))?;
-    match len {
+    match packet_len(head)? {
         0 => Ok(Some(Packet::Flush)),
-        1..=4 => Err(PktError::BadLength(head)),
-        n if n - 4 > MAX_PAYLOAD => Err(PktError::BadLength(head)),
         n => {
             buf.resize(n - 4, 0);
             r.read_exact(buf).map_err(|e| {
@@ -52,6 +48,19 @@ pub fn read_packet<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Option<Packe
             })?;
             Ok(Some(Packet::Data(std::mem::take(buf))))
         }
+    }
+}
+
+/// The length a packet header announces (header included): 0 for a flush, else
+/// 5..=65520.
+fn packet_len(head: [u8; 4]) -> Result<usize, PktError> {
+    let text = std::str::from_utf8(&head).map_err(|_| PktError::BadLength(head))?;
+    let len = usize::from_str_radix(text, 16).map_err(|_| PktError::BadLength(head))?;
+    match len {
+        0 => Ok(0),
+        1..=4 => Err(PktError::BadLength(head)),
+        n if n - 4 > MAX_PAYLOAD => Err(PktError::BadLength(head)),
+        n => Ok(n),
     }
 }
 
@@ -85,10 +94,12 @@ pub fn write_flush<W: Write>(w: &mut W) -> io::Result<()> {
 }
 
 /// Streams the data packets of one content section as a `Read`, ending at its flush.
+/// Payload bytes go from `inner` straight into the caller's buffer (no packet-sized copy
+/// in between): content is most of what crosses the pipe.
 pub struct ContentReader<'a, R: Read> {
     inner: &'a mut R,
-    current: Vec<u8>,
-    pos: usize,
+    /// Payload bytes of the current packet not yet read.
+    left: usize,
     done: bool,
 }
 
@@ -96,8 +107,7 @@ impl<'a, R: Read> ContentReader<'a, R> {
     pub fn new(inner: &'a mut R) -> Self {
         ContentReader {
             inner,
-            current: Vec::new(),
-            pos: 0,
+            left: 0,
             done: false,
         }
     }
@@ -109,35 +119,55 @@ impl<'a, R: Read> ContentReader<'a, R> {
         while self.read(&mut sink)? > 0 {}
         Ok(())
     }
-}
 
-impl<R: Read> Read for ContentReader<'_, R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            if self.done {
-                return Ok(0);
-            }
-            let mut buf = std::mem::take(&mut self.current);
-            self.pos = 0;
-            match read_packet(self.inner, &mut buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                Some(Packet::Data(d)) => {
-                    self.current = d;
-                    self.pos = 0;
-                }
-                Some(Packet::Flush) => self.done = true,
-                None => {
+    /// Reads the next packet header: the payload length, or `None` at the flush.
+    fn next_packet(&mut self) -> io::Result<Option<usize>> {
+        let invalid = |e: PktError| io::Error::new(io::ErrorKind::InvalidData, e);
+        let mut head = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.inner.read(&mut head[got..]) {
+                Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "content ended without a flush packet",
                     ))
                 }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        let n = out.len().min(self.current.len() - self.pos);
-        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
+        match packet_len(head).map_err(invalid)? {
+            0 => Ok(None),
+            n => Ok(Some(n - 4)),
+        }
+    }
+}
+
+impl<R: Read> Read for ContentReader<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            if self.done {
+                return Ok(0);
+            }
+            match self.next_packet()? {
+                Some(len) => self.left = len,
+                None => self.done = true,
+            }
+        }
+        let want = out.len().min(self.left);
+        let n = loop {
+            match self.inner.read(&mut out[..want]) {
+                Ok(0) if want > 0 => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, PktError::Eof))
+                }
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        self.left -= n;
         Ok(n)
     }
 }
@@ -218,6 +248,53 @@ mod tests {
         assert_eq!(r.read(&mut buf).unwrap(), 1);
         assert_eq!(r.read(&mut buf).unwrap(), 0);
         assert_eq!(r.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn content_reads_of_any_size_cross_packet_boundaries() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 31) as u8).collect();
+        let mut wire = Vec::new();
+        for piece in data.chunks(MAX_PAYLOAD - 7) {
+            write_data(&mut wire, piece).unwrap();
+        }
+        write_flush(&mut wire).unwrap();
+        write_text(&mut wire, "next").unwrap();
+        for size in [1, 4096, MAX_PAYLOAD, 1 << 20] {
+            let mut cur = Cursor::new(wire.clone());
+            let mut back = Vec::new();
+            let mut buf = vec![0u8; size];
+            let mut r = ContentReader::new(&mut cur);
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                back.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(back, data, "read size {size}");
+            // The reader stopped at the flush: the next packet is intact.
+            assert_eq!(read_text(&mut cur).unwrap().as_deref(), Some("next"));
+        }
+    }
+
+    #[test]
+    fn content_without_a_flush_or_cut_short_is_an_error() {
+        let mut wire = Vec::new();
+        write_data(&mut wire, b"abcdef").unwrap();
+        let mut back = Vec::new();
+        let err = ContentReader::new(&mut Cursor::new(wire.clone()))
+            .read_to_end(&mut back)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        wire.truncate(wire.len() - 2);
+        let err = ContentReader::new(&mut Cursor::new(wire))
+            .read_to_end(&mut back)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let err = ContentReader::new(&mut Cursor::new(b"zzzz".to_vec()))
+            .read_to_end(&mut back)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
