@@ -113,25 +113,69 @@ struct Stored {
     new_bytes: u64,
 }
 
+/// Bytes read from the input before each spool write and hash update.
+const SPOOL_BUF: usize = 1 << 20;
+/// Buffers queued for the hashing thread: bounds memory to a few `SPOOL_BUF`s.
+const SPOOL_BUFS_IN_FLIGHT: usize = 4;
+
+/// Copies `input` into an unnamed temp file and hashes it on the way. The whole-file
+/// BLAKE3 runs on a second thread, fed the buffers the spool was written from, so it
+/// overlaps reading Git's pipe and writing the spool instead of adding to them.
 fn spool<R: Read>(mut input: R, store: &LocalStore) -> Result<(File, ChunkId, u64), CleanError> {
     // An unnamed temp file vanishes with the process, so a killed add leaves no litter.
     let mut spool = tempfile_in(store).map_err(CleanError::Spool)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CleanError::Input(e)),
-        };
-        hasher.update(&buf[..n]);
-        spool.write_all(&buf[..n]).map_err(CleanError::Spool)?;
-        size += n as u64;
-    }
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPOOL_BUFS_IN_FLIGHT);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let size = std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || {
+            let mut hasher = blake3::Hasher::new();
+            for buf in full_rx {
+                hasher.update(&buf);
+                // The spooling side may have finished and gone; the buffer is then freed.
+                let _ = free_tx.send(buf);
+            }
+            hasher.finalize()
+        });
+        let mut size = 0u64;
+        loop {
+            let mut buf = free_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(SPOOL_BUF));
+            buf.resize(SPOOL_BUF, 0);
+            let n = read_up_to(&mut input, &mut buf).map_err(CleanError::Input)?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            spool.write_all(&buf).map_err(CleanError::Spool)?;
+            size += n as u64;
+            if full_tx.send(buf).is_err() {
+                break;
+            }
+        }
+        drop(full_tx);
+        let hash = hashing
+            .join()
+            .map_err(|_| CleanError::Spool(io::Error::other("hashing thread panicked")))?;
+        Ok::<_, CleanError>((size, hash))
+    });
+    let (size, hash) = size?;
     spool.seek(SeekFrom::Start(0)).map_err(CleanError::Spool)?;
-    Ok((spool, hasher.finalize().into(), size))
+    Ok((spool, hash.into(), size))
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_up_to<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn tempfile_in(store: &LocalStore) -> io::Result<File> {
