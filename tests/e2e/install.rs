@@ -163,7 +163,7 @@ fn every_installed_hook_chains_the_users_hook() {
             "post-checkout arg1 no-stdin",
             "post-merge arg1 no-stdin",
             "post-commit arg1 no-stdin",
-            "pre-push arg1 refs/heads/main",
+            "pre-push arg1 refs/heads/main 1111 refs/heads/main 0000",
         ],
         "{log}"
     );
@@ -171,7 +171,8 @@ fn every_installed_hook_chains_the_users_hook() {
 
 /// Under a global `git dits install` alone, a plain `git clone` ends with the hooks in the
 /// clone and lockable files read-only: no hub is known here, and with no locks known the
-/// safe default is read-only (as Git LFS does).
+/// safe default is read-only (as Git LFS does). The source has no hub to fetch media
+/// from, so the clone keeps pointers (`GIT_DITS_SKIP_SMUDGE`); the filter still runs.
 #[test]
 fn a_plain_clone_under_a_global_install_has_hooks_and_read_only_lockable_files() {
     let env = TestEnv::new();
@@ -183,7 +184,16 @@ fn a_plain_clone_under_a_global_install_has_hooks_and_read_only_lockable_files()
     env.git(&src, &["add", "clip.bin", "notes.txt"]);
     env.git(&src, &["commit", "-q", "-m", "clip"]);
 
-    env.git(env.dir.path(), &["clone", "-q", "src", "dst"]);
+    let cloned = env
+        .command("git", env.dir.path(), &["clone", "-q", "src", "dst"])
+        .env("GIT_DITS_SKIP_SMUDGE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        cloned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cloned.stderr)
+    );
     let dst = env.dir.path().join("dst");
     for hook in ["post-checkout", "post-merge", "post-commit", "pre-push"] {
         let script = std::fs::read_to_string(dst.join(".git/hooks").join(hook))
@@ -197,8 +207,6 @@ fn a_plain_clone_under_a_global_install_has_hooks_and_read_only_lockable_files()
         0o200,
         "other files stay writable"
     );
-    assert_eq!(
-        std::fs::read(dst.join("clip.bin")).unwrap(),
-        std::fs::read(src.join("clip.bin")).unwrap()
-    );
+    let pointer = std::fs::read_to_string(dst.join("clip.bin")).unwrap();
+    assert!(pointer.starts_with("dits-pointer v1\n"), "{pointer}");
 }
