@@ -78,6 +78,34 @@ fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 
 /// Wraps `plain` for storage, choosing zstd only when it pays.
 pub fn seal(plain: &[u8], hint: CompressionHint) -> Vec<u8> {
+    let parts = seal_parts(plain, hint);
+    let mut out = Vec::with_capacity(parts.len());
+    out.extend_from_slice(&parts.header);
+    out.extend_from_slice(&parts.payload);
+    out
+}
+
+/// An envelope as its header and its payload, which borrows `plain` when it is stored
+/// raw: a pack writer sends both parts in one vectored write instead of first copying
+/// every stored byte into one buffer. Joined, they are exactly [`seal`]'s bytes.
+pub struct SealedParts<'a> {
+    pub header: [u8; HEADER_LEN],
+    pub payload: std::borrow::Cow<'a, [u8]>,
+}
+
+impl SealedParts<'_> {
+    /// The envelope's length in bytes.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// [`seal`] without joining header and payload.
+pub fn seal_parts(plain: &[u8], hint: CompressionHint) -> SealedParts<'_> {
     let worth_trying = match hint {
         CompressionHint::Try => true,
         CompressionHint::Probe => probe_compresses(plain),
@@ -85,11 +113,17 @@ pub fn seal(plain: &[u8], hint: CompressionHint) -> Vec<u8> {
     if worth_trying {
         if let Ok(z) = compress(plain, ZSTD_LEVEL) {
             if z.len() * 100 <= plain.len() * 95 {
-                return with_header(Codec::Zstd, &z);
+                return SealedParts {
+                    header: header(Codec::Zstd),
+                    payload: z.into(),
+                };
             }
         }
     }
-    with_header(Codec::Raw, plain)
+    SealedParts {
+        header: header(Codec::Raw),
+        payload: plain.into(),
+    }
 }
 
 fn probe_compresses(plain: &[u8]) -> bool {
@@ -100,13 +134,8 @@ fn probe_compresses(plain: &[u8]) -> bool {
     }
 }
 
-fn with_header(codec: Codec, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.push(codec as u8);
-    out.extend_from_slice(payload);
-    out
+fn header(codec: Codec) -> [u8; HEADER_LEN] {
+    [MAGIC[0], MAGIC[1], VERSION, codec as u8]
 }
 
 /// Unwraps a stored object and checks it really is `id` of `plain_len` bytes.
