@@ -11,7 +11,9 @@
 #
 # Usage: bench/speed.sh [SECONDS_OF_VIDEO]   (default 24 s ≈ 250 MB; 100 s ≈ 1 GB)
 # Env:   BENCH_DIR (default target/bench; put it on tmpfs, e.g. /dev/shm/dits-bench, to
-#        measure Dits rather than the disk), RUNS (default 3, best run is reported)
+#        measure Dits rather than the disk), RUNS (default 3, best run is reported),
+#        DITS_BIN (a git-dits binary to time instead of this checkout's, e.g. an older
+#        build kept for a before/after comparison)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +29,7 @@ need git-lfs git-lfs
 [ -x /usr/bin/time ] || need /usr/bin/time time
 
 cargo build --release -q -p git-dits -p dits-null-filter
-DITS=$ROOT/target/release/git-dits
+DITS=${DITS_BIN:-$ROOT/target/release/git-dits}
 NULL=$ROOT/target/release/dits-null-filter
 
 . "$ROOT/bench/lib.sh"
