@@ -15,9 +15,9 @@ pub const AVG_CHUNK: u32 = 64 * 1024;
 pub const MAX_CHUNK: u32 = 256 * 1024;
 
 /// Bytes the cutting thread reads and cuts at a time; a few are in flight at once.
-const BLOCK: usize = 4 << 20;
+const BLOCK: usize = 1 << 20;
 /// Cut blocks queued between the two threads: bounds memory to a few `BLOCK`s.
-const BLOCKS_IN_FLIGHT: usize = 2;
+const BLOCKS_IN_FLIGHT: usize = 4;
 
 /// FastCDC bounds for one byte sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,9 +114,9 @@ struct Stored {
 }
 
 /// Bytes read from the input before each spool write and hash update.
-const SPOOL_BUF: usize = 1 << 20;
+const SPOOL_BUF: usize = 256 << 10;
 /// Buffers queued for the hashing thread: bounds memory to a few `SPOOL_BUF`s.
-const SPOOL_BUFS_IN_FLIGHT: usize = 4;
+const SPOOL_BUFS_IN_FLIGHT: usize = 8;
 
 /// Copies `input` into an unnamed temp file and hashes it on the way. The whole-file
 /// BLAKE3 runs on a second thread, fed the buffers the spool was written from, so it
