@@ -35,25 +35,8 @@ EDIT=$BENCH_DIR/clip-1080p-${SECS}s-retitled.mp4
 SIZE=$(stat -c %s "$CLIP")
 MB=$(awk -v s="$SIZE" 'BEGIN { printf "%.1f", s / 1e6 }')
 
-export HOME=$BENCH_DIR/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
-mkdir -p "$HOME"
-git config --global user.name bench; git config --global user.email bench@dits.invalid
-git config --global init.defaultBranch main
-
-setup() { # $1 = kind, $2 = repo dir
-  rm -rf "$2"; git init -q "$2"; cd "$2"
-  case $1 in
-    dits) git config filter.dits.process "$DITS filter-process"; git config filter.dits.required true
-          echo '*.mp4 filter=dits diff=dits merge=binary -text' > .gitattributes ;;
-    lfs)  git lfs install --local >/dev/null; git lfs track '*.mp4' >/dev/null ;;
-    null) git config filter.null.process "$NULL"; git config filter.null.required true
-          echo '*.mp4 filter=null -text' > .gitattributes ;;
-  esac
-  git add .gitattributes; git commit -qm attrs
-  cp "$CLIP" clip.mp4
-  cat clip.mp4 > /dev/null   # same warm page cache for every contender
-  cd "$ROOT"
-}
+bench_git_home
+setup() { bench_filter_repo "$1" "$2"; } # $1 = kind, $2 = repo dir
 
 best_secs=(); best_rss=()
 measure() { # $1 = kind -> prints "seconds peak_kib"

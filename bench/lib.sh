@@ -67,3 +67,33 @@ bench_hub() {
     | git credential approve
   HUB_URL=dits://127.0.0.1:$HUB_PORT/bench/film
 }
+
+# bench_git_home: a HOME of the benchmark's own under $BENCH_DIR, with a Git identity and
+# nothing of the user's or the system's config.
+bench_git_home() {
+  export HOME=$BENCH_DIR/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+  mkdir -p "$HOME"
+  git config --global user.name bench; git config --global user.email bench@dits.invalid
+  git config --global init.defaultBranch main
+}
+
+# bench_filter_repo KIND DIR [FILE...]: a fresh repository at DIR whose *.mp4 go through
+# KIND's filter (dits: $DITS filter-process; lfs: Git LFS; null: $NULL), with $CLIP copied
+# in as clip.mp4 (not added). clip.mp4 and FILE... are read once so every contender starts
+# from the same warm page cache.
+bench_filter_repo() {
+  local kind=$1 dir=$2
+  shift 2
+  rm -rf "$dir"; git init -q "$dir"; cd "$dir"
+  case $kind in
+    dits) git config filter.dits.process "$DITS filter-process"; git config filter.dits.required true
+          echo '*.mp4 filter=dits diff=dits merge=binary -text' > .gitattributes ;;
+    lfs)  git lfs install --local >/dev/null; git lfs track '*.mp4' >/dev/null ;;
+    null) git config filter.null.process "$NULL"; git config filter.null.required true
+          echo '*.mp4 filter=null -text' > .gitattributes ;;
+  esac
+  git add .gitattributes; git commit -qm attrs
+  cp "$CLIP" clip.mp4
+  cat clip.mp4 "$@" > /dev/null
+  cd "$ROOT"
+}
