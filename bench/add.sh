@@ -24,7 +24,7 @@ need ffmpeg ffmpeg
 need git-lfs git-lfs
 [ -x /usr/bin/time ] || need /usr/bin/time time
 
-cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub -p dits-null-filter
+cargo build --release -q -p git-dits -p dits-null-filter
 DITS=$ROOT/target/release/git-dits
 NULL=$ROOT/target/release/dits-null-filter
 

@@ -21,7 +21,7 @@ mkdir -p "$BENCH_DIR"
 command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
 command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
 
-cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
+cargo build --release -q -p git-dits
 DITS=$ROOT/target/release/git-dits
 
 . "$ROOT/bench/lib.sh"

@@ -10,9 +10,20 @@ use anyhow::{Context, Result};
 
 use git_remote_dits::git;
 
-/// Hooks Dits wires. They call `git dits hook NAME` (read-only lockable files after
-/// checkout, merge and commit; pre-push has nothing to check: the hub enforces locks).
-pub const HOOKS: [&str; 4] = ["post-checkout", "post-merge", "post-commit", "pre-push"];
+/// Hooks Dits wires, by name, with their scripts. They call `git dits hook NAME`
+/// (read-only lockable files after checkout, merge and commit; pre-push has nothing to
+/// check: the hub enforces locks). The scripts are real shell files in the repository's
+/// `hooks/` folder (checked with `sh -n` by the tests), compiled in so an installed binary
+/// needs no data files.
+pub const HOOKS: [(&str, &str); 4] = [
+    (
+        "post-checkout",
+        include_str!("../../../hooks/post-checkout"),
+    ),
+    ("post-merge", include_str!("../../../hooks/post-merge")),
+    ("post-commit", include_str!("../../../hooks/post-commit")),
+    ("pre-push", include_str!("../../../hooks/pre-push")),
+];
 const MARKER: &str = "# dits-hook v1";
 const CHAINED_SUFFIX: &str = ".pre-dits";
 
@@ -36,8 +47,8 @@ pub fn install(local: bool, skip_hooks: bool) -> Result<()> {
     );
     if !skip_hooks && git::inside_work_tree() {
         let dir = git::hooks_dir()?;
-        for name in HOOKS {
-            install_hook(&dir, name)?;
+        for (name, script) in HOOKS {
+            install_hook(&dir, name, script)?;
         }
         eprintln!("Hooks installed in {}.", dir.display());
         // A clone checked out before the hooks existed gets its lockable modes now.
@@ -57,32 +68,12 @@ pub fn uninstall(local: bool) -> Result<()> {
     }
     if git::inside_work_tree() {
         let dir = git::hooks_dir()?;
-        for name in HOOKS {
+        for (name, _) in HOOKS {
             uninstall_hook(&dir, name)?;
         }
     }
     eprintln!("Dits filter and hooks removed.");
     Ok(())
-}
-
-/// The hook scripts, kept as real shell files in the repository's `hooks/` folder (checked
-/// with `sh -n` by the tests) and compiled in, so an installed binary needs no data files.
-pub const HOOK_SCRIPTS: [(&str, &str); 4] = [
-    (
-        "post-checkout",
-        include_str!("../../../hooks/post-checkout"),
-    ),
-    ("post-merge", include_str!("../../../hooks/post-merge")),
-    ("post-commit", include_str!("../../../hooks/post-commit")),
-    ("pre-push", include_str!("../../../hooks/pre-push")),
-];
-
-fn hook_script(name: &str) -> &'static str {
-    HOOK_SCRIPTS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, script)| *script)
-        .unwrap_or_default()
 }
 
 /// Installs the hooks this repository lacks, touching no hook that exists (the user's or
@@ -93,11 +84,11 @@ fn hook_script(name: &str) -> &'static str {
 pub fn ensure_hooks() {
     let run = || -> Result<()> {
         let dir = git::hooks_dir()?;
-        for name in HOOKS {
+        for (name, script) in HOOKS {
             let path = dir.join(name);
             if fs::symlink_metadata(&path).is_err() {
                 fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                write_executable(&path, hook_script(name))?;
+                write_executable(&path, script)?;
             }
         }
         Ok(())
@@ -107,13 +98,13 @@ pub fn ensure_hooks() {
     }
 }
 
-fn install_hook(dir: &Path, name: &str) -> Result<()> {
+fn install_hook(dir: &Path, name: &str, script: &str) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(name);
     if let Ok(existing) = fs::read_to_string(&path) {
         if existing.contains(MARKER) {
             // Already ours: rewrite in place so upgrades take effect, idempotently.
-            return write_executable(&path, hook_script(name));
+            return write_executable(&path, script);
         }
         let kept = dir.join(format!("{name}{CHAINED_SUFFIX}"));
         if kept.exists() {
@@ -135,7 +126,7 @@ fn install_hook(dir: &Path, name: &str) -> Result<()> {
             path.display()
         );
     }
-    write_executable(&path, hook_script(name))
+    write_executable(&path, script)
 }
 
 fn uninstall_hook(dir: &Path, name: &str) -> Result<()> {
