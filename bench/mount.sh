@@ -3,9 +3,13 @@
 #   - time to first byte of the clip through the mount (target < 50 ms);
 #   - ffprobe through the mount: time, and bytes fetched from the hub as a share of the
 #     file (target <= 2%);
-#   - sequential read through the mount, cold (from the hub) and warm (chunks now in the
-#     local store), vs reading the hydrated file (target >= 50%); page cache dropped
-#     before each read where the kernel lets us;
+#   - cold sequential read through the mount (everything from the hub) vs `git dits
+#     pull-media`'s transfer of the same file from the same hub, in MB/s of the file
+#     (target: mount >= 50% of pull-media); pull-media's transfer is timed by the command
+#     itself (connect, fetch, close: its `transfer_ms` debug line), without writing the
+#     file out and refreshing the index afterwards;
+#   - for context: warm sequential read (chunks now in the local store) and reading the
+#     hydrated file; page cache dropped before each read where the kernel lets us;
 #   - peak RSS of the mount process (dits.mountCacheSize = 256 MiB).
 #
 # Usage: bench/mount.sh [SECONDS_OF_VIDEO]   (default 40 s ≈ 400 MB)
@@ -62,7 +66,8 @@ mount_it
 b0=$(out_bytes); t0=$(now)
 head -c 1 "$W/m/clip.mp4" >/dev/null
 t1=$(now)
-echo "time to first byte: $(ms "$t0" "$t1") ms (target < 50 ms)"
+TTFB=$(ms "$t0" "$t1")
+echo "time to first byte: $TTFB ms (target < 50 ms)"
 t0=$(now)
 ffprobe -v error -show_entries format=duration -of csv=p=0 "$W/m/clip.mp4" >/dev/null
 t1=$(now); b1=$(out_bytes)
@@ -80,13 +85,24 @@ t0=$(now); cat "$W/m/clip.mp4" >/dev/null; t1=$(now)
 WARM=$(ms "$t0" "$t1")
 RSS=$(awk '/VmHWM/ { print $2 }' /proc/$(pgrep -f "git-dits mount $W/m" | head -1)/status)
 unmount_it
-(cd "$W/clone" && git dits pull-media -q)
+
+# pull-media of the same file from the same hub into another fresh pointers-only clone.
+rm -rf "$W/pulled" && (cd "$W" && GIT_DITS_SKIP_SMUDGE=1 git clone -q "$URL" pulled)
+t0=$(now)
+(cd "$W/pulled" && GIT_DITS_LOG=git_dits=debug git dits pull-media -q) 2>"$W/pull.log"
+t1=$(now)
+PULL_ALL=$(ms "$t0" "$t1")
+PULL=$(sed 's/\x1b\[[0-9;]*m//g' "$W/pull.log" | sed -n 's/.*transfer_ms=\([0-9.]*\).*/\1/p' | tail -1)
+[ -n "$PULL" ] || { echo "no transfer_ms line from pull-media:" >&2; cat "$W/pull.log" >&2; exit 1; }
 echo "page cache: $(drop_caches)"
-t0=$(now); cat "$W/clone/clip.mp4" >/dev/null; t1=$(now)
+t0=$(now); cat "$W/pulled/clip.mp4" >/dev/null; t1=$(now)
 HYD=$(ms "$t0" "$t1")
 mbs() { awk -v s="$SIZE" -v m="$1" 'BEGIN { printf "%.1f", s / 1e6 / (m / 1000) }'; }
+printf "git dits pull-media, transfer:                         %s MB/s (%.0f ms; whole command %.0f ms)\n" "$(mbs "$PULL")" "$PULL" "$PULL_ALL"
 echo "sequential read through the mount, cold (from the hub): $(mbs "$COLD") MB/s"
 echo "sequential read through the mount, warm (local store):  $(mbs "$WARM") MB/s"
 echo "reading the hydrated file:                             $(mbs "$HYD") MB/s"
-awk -v c="$COLD" -v w="$WARM" -v h="$HYD" 'BEGIN { printf "mount / hydrated: cold %.0f%%, warm %.0f%% (target >= 50%%)\n", h / c * 100, h / w * 100 }'
+awk -v c="$COLD" -v w="$WARM" -v h="$HYD" 'BEGIN { printf "mount / hydrated file (context): cold %.0f%%, warm %.0f%%\n", h / c * 100, h / w * 100 }'
+awk -v c="$COLD" -v p="$PULL" 'BEGIN { printf "mount cold / pull-media transfer: %.0f%% (target >= 50%%)\n", p / c * 100 }'
+echo "time to first byte: $TTFB ms (target < 50 ms)"
 echo "peak RSS of the mount process: $((RSS / 1024)) MiB (RAM cache bound 256 MiB)"

@@ -87,12 +87,20 @@ pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
     let mut store = LocalStore::open(&git::store_dir()?)?;
     let pointers: Vec<Pointer> = files.iter().map(|(_, p)| p.clone()).collect();
     let runtime = git_remote_dits::runtime()?;
+    let started = std::time::Instant::now();
     let received = runtime.block_on(async {
         let session = connect(&url).await?;
         let bytes = fetch_media(&session, &mut store, &pointers, !quiet).await;
         session.hub.close().await;
         bytes
     })?;
+    // The transfer alone (connect, fetch, close), for comparing with reads through
+    // `git dits mount` (bench/mount.sh); writing the files and refreshing the index follow.
+    tracing::debug!(
+        bytes = received,
+        transfer_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "fetched media from the hub"
+    );
     let top = git::top_level()?;
     let mut failed = 0;
     for (path, pointer) in &files {
