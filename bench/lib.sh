@@ -97,3 +97,80 @@ bench_filter_repo() {
   cat clip.mp4 "$@" > /dev/null
   cd "$ROOT"
 }
+
+# bench_row SECTION MEASURE DITS PEER RATIO TARGET MET: one row of the summary table that
+# bench/targets.sh prints, appended to $BENCH_ROWS when it is set (a no-op otherwise, so
+# each script also runs alone). MET is yes, no or - (no target for that row).
+bench_row() {
+  [ -n "${BENCH_ROWS:-}" ] || return 0
+  local IFS='|'
+  echo "$*" >>"$BENCH_ROWS"
+}
+
+# bench_met RATIO MIN -> yes when RATIO >= MIN, else no.
+bench_met() { awk -v r="$1" -v m="$2" 'BEGIN { print (r + 0 >= m + 0) ? "yes" : "no" }'; }
+
+# bench_giftless DIR: installs Giftless (a real Git LFS server, from PyPI) into a venv under
+# $BENCH_DIR once, starts it on a free loopback port with a local-storage backend in
+# DIR/lfs-store and 8 waitress threads, and sets GIFTLESS_PID and GIFTLESS_URL
+# (http://127.0.0.1:PORT, LFS URL root; append OWNER/REPO).
+bench_giftless() {
+  local dir=$1 venv=$BENCH_DIR/giftless-venv port
+  # Giftless declares no dependencies in its wheel; these are the ones it imports. PyJWT
+  # 2.10 rejects the null subject Giftless puts in its pre-authorised upload tokens.
+  if [ ! -x "$venv/bin/waitress-serve" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q giftless==0.6.2 waitress flask figcan pyyaml python-dotenv webargs \
+      flask-marshmallow flask-classful 'pyjwt<2.10' cachetools python-dateutil marshmallow-enum typing-extensions
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >"$dir/giftless.yaml" <<YAML
+AUTH_PROVIDERS:
+  - factory: giftless.auth.jwt:factory
+    options: {algorithm: HS256, private_key: bench-only-secret-bench-only-secret}
+  - giftless.auth.allow_anon:read_write
+PRE_AUTHORIZED_ACTION_PROVIDER:
+  factory: giftless.auth.jwt:factory
+  options: {algorithm: HS256, private_key: bench-only-secret-bench-only-secret}
+TRANSFER_ADAPTERS:
+  basic:
+    factory: giftless.transfer.basic_streaming:factory
+    options:
+      storage_class: giftless.storage.local_storage:LocalStorage
+      storage_options:
+        path: $dir/lfs-store
+YAML
+  (cd "$dir" && GIFTLESS_CONFIG_FILE=$dir/giftless.yaml exec "$venv/bin/waitress-serve" \
+    --listen="127.0.0.1:$port" --threads=8 giftless.wsgi_entrypoint:app) >"$dir/giftless.log" 2>&1 &
+  GIFTLESS_PID=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  GIFTLESS_URL=http://127.0.0.1:$port
+}
+
+# bench_secs CMD...: runs CMD (output to $BENCH_DIR/last.log, shown if it fails) after
+# `sync`, so no step pays for an earlier one's dirty-page writeback; prints its seconds.
+bench_secs() {
+  sync
+  local s
+  s=$(date +%s.%N)
+  "$@" >"$BENCH_DIR/last.log" 2>&1 || { cat "$BENCH_DIR/last.log" >&2; return 1; }
+  awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
+}
+
+# bench_many_clips N -> prints a directory holding N distinct ~1 MB MP4 clips (640x360
+# H.264 at 8 Mb/s with a keyframe each second, cut into one-second files), made once.
+bench_many_clips() {
+  local dir=$BENCH_DIR/many-$1
+  if [ ! -f "$dir/.done" ]; then
+    echo "generating $1 one-second clips in $dir ..." >&2
+    rm -rf "$dir"; mkdir -p "$dir"
+    ffmpeg -y -loglevel error \
+      -f lavfi -i "testsrc2=size=640x360:rate=25,noise=alls=20:allf=t" \
+      -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+      -t "$1" -c:v libx264 -preset ultrafast -b:v 8M -maxrate 8M -bufsize 8M -g 25 -keyint_min 25 \
+      -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 128k -shortest \
+      -f segment -segment_time 1 -reset_timestamps 1 "$dir/clip-%04d.mp4"
+    touch "$dir/.done"
+  fi
+  echo "$dir"
+}

@@ -9,6 +9,11 @@
 # Prints a markdown table: seconds, MB/s, Dits/null and Dits/LFS speed ratios, peak RSS
 # (largest process), and the load average beside it (the numbers are wall-clock).
 #
+# On a disk (not tmpfs) it also prints what the disk itself sustains with a flush at the
+# end (`dd conv=fdatasync` of the clip), the bound for an add that makes its packs durable.
+# Rows also go to $BENCH_ROWS for bench/targets.sh (targets: on tmpfs, first add >= 40% of
+# null and >= 4x LFS, re-add >= 60% of null, peak RSS <= 64 MiB; on disk, first add >= 2x LFS).
+#
 # Usage: bench/speed.sh [SECONDS_OF_VIDEO]   (default 24 s ≈ 250 MB; 100 s ≈ 1 GB)
 # Env:   BENCH_DIR (default target/bench; put it on tmpfs, e.g. /dev/shm/dits-bench, to
 #        measure Dits rather than the disk), RUNS (default 3, best run is reported),
@@ -84,3 +89,26 @@ for kind in dits lfs null; do
       "$(pct "$tn" "$t")" "$vs_lfs" "$(mib "$r")"
   done
 done
+
+FS=$(df --output=fstype "$BENCH_DIR" | tail -1)
+MB=$(awk -v s="$SIZE" 'BEGIN { printf "%.0f", s / 1e6 }')
+SECTION="\`git add\`, $MB MB clip, $FS"
+r_lfs=$(awk -v l="${T1[lfs]}" -v d="${T1[dits]}" 'BEGIN { printf "%.2f", l / d }')
+if [ "$FS" = tmpfs ]; then
+  for add in first re-add; do
+    if [ $add = first ]; then t=${T1[dits]}; n=${T1[null]}; min=40; else t=${T2[dits]}; n=${T2[null]}; min=60; fi
+    p=$(awk -v n="$n" -v t="$t" 'BEGIN { printf "%.0f", n / t * 100 }')
+    bench_row "$SECTION" "$add add, MB/s (null filter's MB/s)" "$(mbs "$t")" "$(mbs "$n") (null)" "$p%" ">= $min% of null" "$(bench_met "$p" "$min")"
+  done
+  bench_row "$SECTION" "first add vs Git LFS, seconds" "${T1[dits]} s" "${T1[lfs]} s" "${r_lfs}x" ">= 4x" "$(bench_met "$r_lfs" 4)"
+else
+  # What the disk sustains for a write of the clip made durable once at the end.
+  dd_s=$(bench_secs dd if="$CLIP" of="$BENCH_DIR/dd.out" bs=1M conv=fdatasync)
+  rm -f "$BENCH_DIR/dd.out"
+  printf '\n`dd conv=fdatasync` of the clip on this disk: %s s, %s MB/s\n' "$dd_s" "$(mbs "$dd_s")"
+  bench_row "$SECTION" "first add vs Git LFS, seconds (dd conv=fdatasync: $(mbs "$dd_s") MB/s)" "${T1[dits]} s" "${T1[lfs]} s" "${r_lfs}x" ">= 2x" "$(bench_met "$r_lfs" 2)"
+fi
+rss=$(( (R1[dits] > R2[dits] ? R1[dits] : R2[dits]) / 1024 ))
+bench_row "$SECTION" "peak RSS of the add" "$rss MiB" "$(( R1[lfs] / 1024 )) MiB" - "<= 64 MiB" "$( [ "$rss" -le 64 ] && echo yes || echo no)"
+# For bench/targets.sh's comparison of MB/s across file sizes.
+[ -z "${SPEED_MBS:-}" ] || echo "$FS $SIZE $(mbs "${T1[dits]}")" >>"$SPEED_MBS"
