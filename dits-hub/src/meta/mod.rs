@@ -89,8 +89,10 @@ pub trait MetaStore: Send + Sync {
     async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>>;
     /// Which of `ids` the repository does not hold, in their order.
     async fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>>;
-    /// Where an object is stored, whichever repository uploaded it.
-    async fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>>;
+    /// Where each of `ids` is stored (in their order; `None` if it is not), whichever
+    /// repository uploaded it. One round trip per call, not per id: a 1 GB transfer asks
+    /// about thousands of objects.
+    async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>>;
     /// Records a durable pack's objects and links `ids` (those plus ones already stored)
     /// to the repository, in one transaction.
     async fn record_objects(

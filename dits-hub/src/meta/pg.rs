@@ -3,7 +3,7 @@
 //! repository's row, so concurrent pushes to one repository through different hubs are
 //! serialized and each compare-and-swap sees the last one's result.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::Pool;
 use dits_core::ChunkId;
@@ -217,23 +217,31 @@ impl MetaStore for PgMeta {
             .collect())
     }
 
-    async fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>> {
+    async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>> {
         let c = self.client().await?;
         let stmt = c
-            .prepare_cached("SELECT pack, pack_offset, stored_len, len FROM objects WHERE id = $1")
+            .prepare_cached(
+                "SELECT id, pack, pack_offset, stored_len, len FROM objects WHERE id = ANY($1)",
+            )
             .await
             .pg()?;
-        let row = c.query_opt(&stmt, &[&&id.0[..]]).await.pg()?;
-        Ok(row.map(|r| {
-            (
-                r.get(0),
-                Location {
-                    offset: r.get::<_, i64>(1) as u64,
-                    stored_len: r.get::<_, i64>(2) as u32,
-                    len: r.get::<_, i64>(3) as u32,
-                },
-            )
-        }))
+        let mut found: HashMap<Vec<u8>, (String, Location)> = HashMap::new();
+        for batch in ids.chunks(BATCH) {
+            for r in c.query(&stmt, &[&ids_bytes(batch)]).await.pg()? {
+                found.insert(
+                    r.get(0),
+                    (
+                        r.get(1),
+                        Location {
+                            offset: r.get::<_, i64>(2) as u64,
+                            stored_len: r.get::<_, i64>(3) as u32,
+                            len: r.get::<_, i64>(4) as u32,
+                        },
+                    ),
+                );
+            }
+        }
+        Ok(ids.iter().map(|id| found.get(&id.0[..]).cloned()).collect())
     }
 
     async fn record_objects(

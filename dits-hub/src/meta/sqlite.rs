@@ -227,15 +227,17 @@ impl MetaStore for SqliteMeta {
             .await
     }
 
-    async fn location(&self, id: &ChunkId) -> anyhow::Result<Option<(String, Location)>> {
-        let id = *id;
+    async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>> {
+        let ids = ids.to_vec();
         self.db
             .run(move |db| {
-                Ok(db
-                    .query_row(
-                        "SELECT pack, offset, stored_len, len FROM objects WHERE id = ?1",
-                        params![&id.0[..]],
-                        |r| {
+                let mut stmt = db.prepare_cached(
+                    "SELECT pack, offset, stored_len, len FROM objects WHERE id = ?1",
+                )?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    out.push(
+                        stmt.query_row(params![&id.0[..]], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 Location {
@@ -244,9 +246,11 @@ impl MetaStore for SqliteMeta {
                                     len: r.get::<_, i64>(3)? as u32,
                                 },
                             ))
-                        },
-                    )
-                    .optional()?)
+                        })
+                        .optional()?,
+                    );
+                }
+                Ok(out)
             })
             .await
     }

@@ -47,6 +47,11 @@ pub async fn missing(
     })
 }
 
+/// Objects read before their locations are looked up together: one metadata round trip
+/// per this many objects rather than per object, while memory stays bounded (objects are
+/// at most a few hundred KiB).
+const PUT_LOOKUP_BATCH: usize = 64;
+
 /// Reads objects until the client finishes its side; stores the new ones as one pack.
 pub async fn put<R: AsyncRead + Unpin>(
     state: &HubState,
@@ -57,36 +62,50 @@ pub async fn put<R: AsyncRead + Unpin>(
     let mut stored: Vec<(ChunkId, Location)> = Vec::new();
     let mut ids = Vec::new();
     let mut in_batch = HashSet::new();
+    let mut pending = Vec::with_capacity(PUT_LOOKUP_BATCH);
     let mut bytes_in = 0u64;
     loop {
         let object = match read_object(reader).await {
-            Ok(Some(o)) => o,
-            Ok(None) => break,
+            Ok(o) => o,
             // A dropped upload commits nothing from this batch; earlier batches stay.
             Err(e) => return Err(HubError::BadRequest(format!("upload interrupted: {e}"))),
         };
-        let id = object.id;
-        bytes_in += object.sealed.len() as u64;
-        ids.push(id);
-        if let Err(e) = object.open() {
-            return Err(HubError::Rejected(format!(
-                "{e}; the upload was refused and nothing from it was stored"
-            )));
+        let done = object.is_none();
+        if let Some(object) = object {
+            bytes_in += object.sealed.len() as u64;
+            ids.push(object.id);
+            if let Err(e) = object.open() {
+                return Err(HubError::Rejected(format!(
+                    "{e}; the upload was refused and nothing from it was stored"
+                )));
+            }
+            if in_batch.insert(object.id) {
+                pending.push(object);
+            }
         }
-        if !in_batch.insert(id) || state.meta.location(&id).await?.is_some() {
-            continue;
+        if pending.len() >= PUT_LOOKUP_BATCH || (done && !pending.is_empty()) {
+            let pending_ids: Vec<ChunkId> = pending.iter().map(|o| o.id).collect();
+            let known = state.meta.locations(&pending_ids).await?;
+            for (object, known) in pending.drain(..).zip(known) {
+                if known.is_some() {
+                    continue;
+                }
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(state.blobs.writer()?),
+                };
+                let loc = Location {
+                    offset: w.len(),
+                    stored_len: object.sealed.len() as u32,
+                    len: object.plain_len,
+                };
+                w.write(&object.sealed)?;
+                stored.push((object.id, loc));
+            }
         }
-        let w = match &mut writer {
-            Some(w) => w,
-            None => writer.insert(state.blobs.writer()?),
-        };
-        let loc = Location {
-            offset: w.len(),
-            stored_len: object.sealed.len() as u32,
-            len: object.plain_len,
-        };
-        w.write(&object.sealed)?;
-        stored.push((id, loc));
+        if done {
+            break;
+        }
     }
     let key = match writer {
         Some(w) => {
@@ -152,15 +171,16 @@ pub async fn get<W: AsyncWrite + Unpin>(
 /// The plain length and sealed bytes of each of `ids`, in order, read with as few ranged
 /// reads as possible.
 async fn read_coalesced(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
-    let mut located = Vec::with_capacity(ids.len());
-    for id in ids {
-        let (pack, loc) = state
-            .meta
-            .location(id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))?;
-        located.push((pack, loc));
-    }
+    let located: Vec<(String, Location)> = state
+        .meta
+        .locations(ids)
+        .await?
+        .into_iter()
+        .zip(ids)
+        .map(|(found, id)| {
+            found.ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by(|&a, &b| {
         (&located[a].0, located[a].1.offset).cmp(&(&located[b].0, located[b].1.offset))
@@ -206,8 +226,10 @@ async fn read_coalesced(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec
 pub async fn read_plain(state: &HubState, id: &ChunkId) -> anyhow::Result<Vec<u8>> {
     let (pack, loc) = state
         .meta
-        .location(id)
+        .locations(std::slice::from_ref(id))
         .await?
+        .pop()
+        .flatten()
         .ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))?;
     let sealed = state
         .blobs
