@@ -1,5 +1,6 @@
 //! `git dits mount`: a revision's tree through FUSE, media fetched only when read.
 
+pub mod fetch;
 pub mod fs;
 pub mod media;
 pub mod overlay;
@@ -64,12 +65,10 @@ pub fn mount(mountpoint: &Path, rev: &str) -> Result<()> {
     std::fs::write(&pid_file, std::process::id().to_string())?;
     let store = LocalStore::open(&store_dir)?;
     let cache = git::config_usize("dits.mountCacheSize", 256 << 20) as u64;
-    let media = media::MediaReader::new(
-        store,
-        Box::new(git_remote_dits::source::HubSource::default()),
-        cache,
-    )
-    .with_store_limit(git::config_usize("dits.cacheSize", 0) as u64);
+    // Starts connecting to the hub now, so the first read does not wait for it.
+    let media =
+        media::MediaReader::new(store, cache, git::config_usize("dits.cacheSize", 0) as u64)
+            .context("starting the hub connection")?;
     // Lockable files are read-only in the mount too, unless you hold their lock.
     let files = tree.file_paths();
     let attrs = git::check_attr_in(Some(&commit), "lockable", &files)?;

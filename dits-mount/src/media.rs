@@ -1,30 +1,60 @@
 //! Reading a Dits file at an offset without hydrating it: offset → recipe entries (binary
 //! search over the encoded recipe) → objects from a bounded RAM cache, else the local
-//! store, else the hub (fetched into the local store, so each is fetched once). A read
-//! that continues the previous one fetches the next objects along with it (read-ahead).
+//! store, else the hub (through [`Fetcher`], which also keeps them in the local store, so
+//! each is fetched once). A reader that streams gets the objects ahead of it requested
+//! while it reads (read-ahead); a reader that jumps around fetches only what it reads.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dits_core::recipe::RecipeView;
-use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer, StoreError};
-use dits_filter::{ObjectSource, SourceError};
+use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
+
+use crate::fetch::{Fetcher, ObjectCache, Urgency};
 
 /// Read-ahead, as the kernel does it for files: once a reader has streamed this many bytes
-/// without seeking, fetch ahead as far as it has streamed so far, up to
-/// [`MAX_READ_AHEAD`]; a seek starts over. A probe (ffprobe reading a header and a few
-/// frames) so fetches little beyond what it reads; a player or copy soon fetches in big
-/// batches.
+/// without seeking, request ahead as far as it has streamed so far, up to
+/// [`MAX_READ_AHEAD`] (and a quarter of the RAM cache, so what was fetched ahead is still
+/// cached when the reader gets there); a seek starts over. A probe (ffprobe reading a
+/// header and a few frames) so fetches little beyond what it reads; a player or copy soon
+/// has a window's worth of requests in flight.
 const READ_AHEAD_AFTER: u64 = 1 << 20;
 const MAX_READ_AHEAD: u64 = 32 << 20;
 
 /// Where a reader of one file is: the next offset a sequential read would ask for, bytes
-/// read since the last seek, and how far objects are already fetched.
-#[derive(Default, Clone, Copy)]
+/// read since the last seek, and how far objects are already requested.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 struct Stream {
     next: u64,
     streamed: u64,
-    fetched_until: u64,
+    requested_until: u64,
+}
+
+impl Stream {
+    /// Records a read of `offset..end` of a file of `size` bytes; returns the range to
+    /// request ahead of it, if any. The next request goes out when half the window is
+    /// left, so requests are at least half a window long.
+    fn advance(&mut self, offset: u64, end: u64, size: u64, max_window: u64) -> Option<(u64, u64)> {
+        let sequential = self.next == offset && offset > 0;
+        self.next = end;
+        if !sequential {
+            self.streamed = end - offset;
+            self.requested_until = end;
+            return None;
+        }
+        self.streamed += end - offset;
+        if self.streamed < READ_AHEAD_AFTER {
+            return None;
+        }
+        let window = self.streamed.min(max_window);
+        if self.requested_until >= (end + window / 2).min(size) {
+            return None;
+        }
+        let from = end.max(self.requested_until);
+        let to = (end + window).min(size);
+        self.requested_until = to;
+        (to > from).then_some((from, to))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,100 +65,96 @@ pub enum ReadError {
     Object { id: String, message: String },
 }
 
-/// Why objects could not be brought into the local store; [`ReadError`] names the object
-/// or recipe that needed them.
-#[derive(Debug, thiserror::Error)]
-enum FetchError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-}
-
 pub struct MediaReader {
-    store: LocalStore,
-    source: Box<dyn ObjectSource>,
+    store: Arc<Mutex<LocalStore>>,
+    fetcher: Fetcher,
     recipes: HashMap<ChunkId, Arc<Vec<u8>>>,
-    cache: moka::sync::Cache<ChunkId, Arc<Vec<u8>>>,
+    cache: ObjectCache,
     streams: HashMap<ChunkId, Stream>,
-    /// `dits.cacheSize`: bytes of local store packs to keep (0: no bound).
-    store_limit: u64,
+    max_read_ahead: u64,
 }
 
 impl MediaReader {
-    pub fn new(store: LocalStore, source: Box<dyn ObjectSource>, cache_bytes: u64) -> Self {
+    /// A reader over `store` with a RAM cache of `cache_bytes`, starting to connect to
+    /// the hub now. `store_limit` (`dits.cacheSize`, 0: no bound) bounds the local store
+    /// to about that many bytes, evicting least-recently-used packs whose objects the hub
+    /// holds; fetched objects then go into packs of an eighth of that, so eviction has
+    /// something to choose from.
+    pub fn new(mut store: LocalStore, cache_bytes: u64, store_limit: u64) -> std::io::Result<Self> {
         let cache = moka::sync::Cache::builder()
             .weigher(|_: &ChunkId, v: &Arc<Vec<u8>>| v.len().try_into().unwrap_or(u32::MAX))
             .max_capacity(cache_bytes)
             .build();
-        MediaReader {
+        if store_limit > 0 {
+            store.set_pack_rollover((store_limit / 8).max(4 << 20));
+        }
+        let store = Arc::new(Mutex::new(store));
+        let fetcher = Fetcher::start(store.clone(), cache.clone(), store_limit)?;
+        Ok(MediaReader {
             store,
-            source,
+            fetcher,
             recipes: HashMap::new(),
             cache,
             streams: HashMap::new(),
-            store_limit: 0,
-        }
+            max_read_ahead: MAX_READ_AHEAD.min(cache_bytes / 4),
+        })
     }
 
-    /// Bounds the local store to about `bytes`, evicting least-recently-used packs whose
-    /// objects the hub holds. Fetched objects then go into packs of an eighth of that, so
-    /// eviction has something to choose from.
-    pub fn with_store_limit(mut self, bytes: u64) -> Self {
-        self.store_limit = bytes;
-        if bytes > 0 {
-            self.store.set_pack_rollover((bytes / 8).max(4 << 20));
-        }
-        self
+    fn store(&self) -> std::sync::MutexGuard<'_, LocalStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Evicts packs (least recently used first) until the store is within its limit.
-    /// Packs holding anything the hub lacks (unpushed work) are never evicted.
-    fn enforce_store_limit(&mut self) {
-        if self.store_limit == 0 {
+    /// Requests those of `ids` that are neither cached, nor requested, nor stored.
+    fn request_missing(&self, ids: &[ChunkId], urgency: Urgency) {
+        let wanted: Vec<ChunkId> = ids
+            .iter()
+            .filter(|id| !self.cache.contains_key(*id) && !self.fetcher.requested(id))
+            .copied()
+            .collect();
+        if wanted.is_empty() {
             return;
         }
-        let Ok(mut packs) = self.store.packs() else {
-            return;
+        let missing: Vec<ChunkId> = {
+            let store = self.store();
+            wanted
+                .into_iter()
+                // An unreadable index: ask the hub; reading it later names the problem.
+                .filter(|id| !store.contains(id).unwrap_or(false))
+                .collect()
         };
-        let mut total: u64 = packs.iter().map(|p| p.bytes).sum();
-        if total <= self.store_limit {
-            return;
-        }
-        packs.sort_by_key(|p| (p.used, p.modified));
-        for p in packs {
-            if total <= self.store_limit * 9 / 10 {
-                break;
-            }
-            let Ok(ids) = self.store.pack_object_ids(&p.name) else {
-                continue;
-            };
-            if !matches!(self.source.holds(&ids), Ok(true)) {
-                continue;
-            }
-            match self.store.evict_pack(&p.name) {
-                Ok(freed) => {
-                    tracing::debug!(pack = %p.name, freed, "evicted from the local store");
-                    total = total.saturating_sub(freed);
-                }
-                Err(e) => tracing::warn!("evicting {}: {e}", p.name),
-            }
+        if !missing.is_empty() {
+            self.fetcher.request(&missing, urgency);
         }
     }
 
-    fn fetch(&mut self, ids: &[ChunkId]) -> Result<(), FetchError> {
-        let mut missing = Vec::new();
-        for id in ids {
-            if !self.store.contains(id)? && !missing.contains(id) {
-                missing.push(*id);
+    /// Object `id` from the local store or the hub (requested now if nobody has yet);
+    /// the message says why neither has it.
+    fn fetch_one(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>, String> {
+        let mut asked = false;
+        loop {
+            match self.fetcher.wait(id) {
+                Some(Ok(bytes)) => return Ok(bytes),
+                Some(Err(e)) if asked => return Err(e.to_string()),
+                // A read-ahead's failure: this read asks again itself.
+                Some(Err(_)) => {}
+                None => {
+                    let mut store = self.store();
+                    if store.contains(id).map_err(|e| e.to_string())? {
+                        return store.get(id).map(Arc::new).map_err(|e| e.to_string());
+                    }
+                    drop(store);
+                    if asked {
+                        // Landed, but could not be kept in the local store.
+                        return self
+                            .cache
+                            .get(id)
+                            .ok_or_else(|| "fetched but not kept; read it again".to_string());
+                    }
+                }
             }
+            self.fetcher.request(&[*id], Urgency::Read);
+            asked = true;
         }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let fetched = self.source.fetch(&mut self.store, &missing);
-        self.enforce_store_limit();
-        Ok(fetched?)
     }
 
     fn recipe(&mut self, pointer: &Pointer) -> Result<Arc<Vec<u8>>, ReadError> {
@@ -139,30 +165,20 @@ impl MediaReader {
             recipe: pointer.recipe.to_hex(),
             message,
         };
-        self.fetch(&[pointer.recipe])
-            .map_err(|e| fail(e.to_string()))?;
-        let bytes = self
-            .store
-            .get(&pointer.recipe)
-            .map_err(|e| fail(e.to_string()))?;
+        let bytes = self.fetch_one(&pointer.recipe).map_err(fail)?;
         RecipeView::new(&bytes).map_err(|e| fail(e.to_string()))?;
-        let bytes = Arc::new(bytes);
         self.recipes.insert(pointer.recipe, bytes.clone());
         Ok(bytes)
     }
 
-    fn object(&mut self, id: &ChunkId) -> Result<Arc<Vec<u8>>, ReadError> {
+    fn object(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>, ReadError> {
         if let Some(o) = self.cache.get(id) {
             return Ok(o);
         }
-        let fail = |message: String| ReadError::Object {
+        let bytes = self.fetch_one(id).map_err(|message| ReadError::Object {
             id: id.to_hex(),
             message,
-        };
-        if !self.store.contains(id).map_err(|e| fail(e.to_string()))? {
-            self.fetch(&[*id]).map_err(|e| fail(e.to_string()))?;
-        }
-        let bytes = Arc::new(self.store.get(id).map_err(|e| fail(e.to_string()))?);
+        })?;
         self.cache.insert(*id, bytes.clone());
         Ok(bytes)
     }
@@ -185,51 +201,23 @@ impl MediaReader {
         };
         let view = RecipeView::new(&recipe).map_err(recipe_err)?;
         let entries = view.entries_in(offset, end).map_err(recipe_err)?;
-        // One fetch for everything this read needs plus, for a sequential reader, what
-        // comes next: the transfer runs those in parallel. Ahead of a streaming reader the
-        // next fetch starts when half the window is left.
-        let mut st = self
+        // This read's own objects in one request, then (for a streaming reader) what comes
+        // next; the read is served as soon as its own objects land.
+        let own: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
+        self.request_missing(&own, Urgency::Read);
+        let mut stream = self
             .streams
             .get(&pointer.recipe)
             .copied()
             .unwrap_or_default();
-        let sequential = st.next == offset && offset > 0;
-        st.streamed = if sequential {
-            st.streamed + (end - offset)
-        } else {
-            end - offset
-        };
-        let window = if st.streamed >= READ_AHEAD_AFTER {
-            st.streamed.min(MAX_READ_AHEAD)
-        } else {
-            0
-        };
-        let (from, to) = if sequential && st.fetched_until >= end + window / 2 {
-            (end, end)
-        } else if sequential {
-            (
-                offset.max(st.fetched_until),
-                (end + window).min(pointer.size),
-            )
-        } else {
-            (offset, end)
-        };
-        if to > from {
+        let ahead = stream.advance(offset, end, pointer.size, self.max_read_ahead);
+        self.streams.insert(pointer.recipe, stream);
+        if let Some((from, to)) = ahead {
             let wanted = view.entries_in(from, to).map_err(recipe_err)?;
-            let ids: Vec<ChunkId> = wanted
-                .iter()
-                .map(|e| e.id)
-                .filter(|id| !self.cache.contains_key(id))
-                .collect();
-            if let Err(message) = self.fetch(&ids) {
-                // Not fatal yet: the objects this read itself needs are retried one by one
-                // below, and the one that fails is named.
-                tracing::debug!("batched fetch failed: {message}");
-            }
-            st.fetched_until = to;
+            let ids: Vec<ChunkId> = wanted.iter().map(|e| e.id).collect();
+            tracing::debug!(from, to, objects = ids.len(), "reading ahead");
+            self.request_missing(&ids, Urgency::ReadAhead);
         }
-        st.next = end;
-        self.streams.insert(pointer.recipe, st);
         let mut out = Vec::with_capacity((end - offset) as usize);
         for e in &entries {
             let object = self.object(&e.id)?;
@@ -251,8 +239,76 @@ impl MediaReader {
         }
         Ok(out)
     }
+}
 
-    pub fn store(&mut self) -> &mut LocalStore {
-        &mut self.store
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Feeds `reads` (offset, len) of a file of `size` bytes; returns the read-ahead
+    /// ranges requested.
+    fn ahead_of(reads: &[(u64, u64)], size: u64, max: u64) -> Vec<(u64, u64)> {
+        let mut stream = Stream::default();
+        reads
+            .iter()
+            .filter_map(|&(at, len)| stream.advance(at, (at + len).min(size), size, max))
+            .collect()
+    }
+
+    fn sequential(count: u64, len: u64) -> Vec<(u64, u64)> {
+        (0..count).map(|i| (i * len, len)).collect()
+    }
+
+    #[test]
+    fn a_streaming_reader_gets_a_growing_window_requested_ahead_once() {
+        let ranges = ahead_of(&sequential(64, MIB / 2), 1 << 40, 8 * MIB);
+        // Nothing before a mebibyte has been streamed, then a window as long as that.
+        assert_eq!(ranges.first(), Some(&(MIB, 2 * MIB)));
+        // Contiguous, never requested twice, never more than the window ahead.
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "{ranges:?}");
+        }
+        for (i, &(_, to)) in ranges.iter().enumerate() {
+            assert!(to - ranges[i].0 <= 8 * MIB, "{ranges:?}");
+        }
+        // At full window, requests are at least half a window long.
+        let last = ranges.last().unwrap();
+        assert!(last.1 - last.0 >= 4 * MIB, "{ranges:?}");
+        assert!(last.1 > 36 * MIB && last.1 <= 40 * MIB, "{ranges:?}");
+    }
+
+    #[test]
+    fn read_ahead_stops_at_the_end_of_the_file() {
+        let size = 3 * MIB;
+        let ranges = ahead_of(&sequential(6, MIB / 2), size, 32 * MIB);
+        assert_eq!(ranges, vec![(MIB, 2 * MIB), (2 * MIB, size)]);
+    }
+
+    #[test]
+    fn random_reads_and_a_seek_request_nothing_ahead() {
+        // A probe: header, tail, a few frames in between.
+        let probe = [
+            (0, 65536),
+            (90 * MIB, 4096),
+            (10 * MIB, 131072),
+            (40 * MIB, 131072),
+        ];
+        assert!(ahead_of(&probe, 100 * MIB, 32 * MIB).is_empty());
+        // A seek after streaming starts over: no read-ahead until a mebibyte again.
+        let mut reads = sequential(4, MIB);
+        reads.push((50 * MIB, MIB / 2));
+        reads.push((50 * MIB + MIB / 2, MIB / 4));
+        let ranges = ahead_of(&reads, 100 * MIB, 32 * MIB);
+        assert!(
+            ranges.iter().all(|&(from, _)| from < 50 * MIB),
+            "{ranges:?}"
+        );
+    }
+
+    #[test]
+    fn no_window_means_no_read_ahead() {
+        assert!(ahead_of(&sequential(64, MIB), 1 << 40, 0).is_empty());
     }
 }

@@ -1,0 +1,346 @@
+//! Objects from the hub for the mount, fetched in the background: the connection is opened
+//! when the mount starts, several requests run at once on it while the file system keeps
+//! serving, each object is handed to the read waiting for it (and to the RAM cache) the
+//! moment it lands and written to the local store behind it. A read only ever blocks in
+//! [`Fetcher::wait`], on the objects it needs itself. This module decides nothing about
+//! *what* to fetch; [`crate::media`] does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use dits_core::envelope::CompressionHint;
+use dits_core::{ChunkId, ChunkStore, LocalStore, StoreError};
+use git_remote_dits::session::Session;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Objects per request to the hub. Chunks average ~80 KiB, so a few MiB per request:
+/// small enough that the first of a read-ahead's requests lands soon, big enough that
+/// the per-request cost on the hub stays small.
+const BATCH_IDS: usize = 32;
+
+/// Read-ahead requests in flight at once when `dits.concurrentTransfers` is not set.
+const DEFAULT_PARALLEL: usize = 4;
+
+/// The RAM cache the mount reads from; objects land in it.
+pub type ObjectCache = moka::sync::Cache<ChunkId, Arc<Vec<u8>>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// No dits:// remote to fetch from (a repository that never had one).
+    #[error("no hub to fetch from: {0}")]
+    NoRemote(String),
+    /// Connecting, a refusal, a transfer that broke, an object that arrived corrupt.
+    #[error("{0}")]
+    Hub(String),
+}
+
+/// Who is waiting for a request: a read (served first) or read-ahead (bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    Read,
+    ReadAhead,
+}
+
+enum Slot {
+    Pending,
+    /// Landed; in the RAM cache too, and kept here until it is in the local store.
+    Ready(Arc<Vec<u8>>),
+    Failed(FetchError),
+}
+
+/// Requested objects and their state, with a condition variable rung as each lands.
+#[derive(Default)]
+struct Slots {
+    map: Mutex<HashMap<ChunkId, Slot>>,
+    changed: Condvar,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ChunkId, Slot>> {
+        // A panic while holding the lock leaves a map that is still consistent (every
+        // change is a single insert or remove).
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, id: ChunkId, slot: Slot) {
+        self.lock().insert(id, slot);
+        self.changed.notify_all();
+    }
+}
+
+/// The hub connection, opened once (at mount time) and shared by every request; a failed
+/// attempt is retried by the next request.
+struct HubLink {
+    url: Result<dits_wire::RemoteUrl, String>,
+    session: OnceCell<Session>,
+}
+
+impl HubLink {
+    async fn session(&self) -> Result<&Session, FetchError> {
+        let url = self
+            .url
+            .as_ref()
+            .map_err(|e| FetchError::NoRemote(e.clone()))?;
+        self.session
+            .get_or_try_init(|| async {
+                git_remote_dits::session::connect(url)
+                    .await
+                    .map_err(|e| FetchError::Hub(format!("{e:#}")))
+            })
+            .await
+    }
+}
+
+pub struct Fetcher {
+    runtime: tokio::runtime::Runtime,
+    link: Arc<HubLink>,
+    slots: Arc<Slots>,
+    store: Arc<Mutex<LocalStore>>,
+    cache: ObjectCache,
+    read_ahead: Arc<Semaphore>,
+    /// `dits.cacheSize`: bytes of local store packs to keep (0: no bound).
+    store_limit: u64,
+    evicting: Arc<AtomicBool>,
+}
+
+impl Fetcher {
+    /// Starts connecting to the repository's dits:// remote in the background.
+    pub fn start(
+        store: Arc<Mutex<LocalStore>>,
+        cache: ObjectCache,
+        store_limit: u64,
+    ) -> std::io::Result<Fetcher> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dits-fetch")
+            .enable_all()
+            .build()?;
+        let url = git_remote_dits::session::default_remote_url().map_err(|e| format!("{e:#}"));
+        let link = Arc::new(HubLink {
+            url,
+            session: OnceCell::new(),
+        });
+        if link.url.is_ok() {
+            let early = link.clone();
+            runtime.spawn(async move {
+                if let Err(e) = early.session().await {
+                    // Not fatal: the first read tries again and reports it then.
+                    tracing::debug!("connecting to the hub at mount time: {e}");
+                }
+            });
+        }
+        let parallel = git_remote_dits::git::config_usize("dits.concurrentTransfers", 0);
+        let parallel = if parallel == 0 {
+            DEFAULT_PARALLEL
+        } else {
+            parallel.min(64)
+        };
+        Ok(Fetcher {
+            runtime,
+            link,
+            slots: Arc::default(),
+            store,
+            cache,
+            read_ahead: Arc::new(Semaphore::new(parallel)),
+            store_limit,
+            evicting: Arc::default(),
+        })
+    }
+
+    /// Whether `id` has been asked for and is not yet in the local store.
+    pub fn requested(&self, id: &ChunkId) -> bool {
+        self.slots.lock().contains_key(id)
+    }
+
+    /// Asks the hub for those of `ids` not already asked for; returns at once. Reads'
+    /// requests start immediately; read-ahead waits for one of the parallel slots.
+    pub fn request(&self, ids: &[ChunkId], urgency: Urgency) {
+        let mut fresh = Vec::new();
+        {
+            let mut slots = self.slots.lock();
+            for id in ids {
+                if !slots.contains_key(id) {
+                    slots.insert(*id, Slot::Pending);
+                    fresh.push(*id);
+                }
+            }
+        }
+        for batch in fresh.chunks(BATCH_IDS) {
+            let job = BatchJob {
+                ids: batch.to_vec(),
+                link: self.link.clone(),
+                slots: self.slots.clone(),
+                store: self.store.clone(),
+                cache: self.cache.clone(),
+                permits: (urgency == Urgency::ReadAhead).then(|| self.read_ahead.clone()),
+                store_limit: self.store_limit,
+                evicting: self.evicting.clone(),
+            };
+            self.runtime.spawn(job.run());
+        }
+    }
+
+    /// Blocks until requested object `id` lands (or its request fails). `None`: it was not
+    /// requested, or is already in the local store.
+    pub fn wait(&self, id: &ChunkId) -> Option<Result<Arc<Vec<u8>>, FetchError>> {
+        let mut slots = self.slots.lock();
+        loop {
+            match slots.get(id) {
+                None => return None,
+                Some(Slot::Ready(bytes)) => return Some(Ok(bytes.clone())),
+                Some(Slot::Failed(e)) => {
+                    let e = e.clone();
+                    // Forgotten, so the next read of it asks again.
+                    slots.remove(id);
+                    return Some(Err(e));
+                }
+                Some(Slot::Pending) => {
+                    slots = self
+                        .slots
+                        .changed
+                        .wait(slots)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+}
+
+/// One request to the hub and what follows it: objects into the cache and to waiting
+/// reads as they land, then into the local store (one flush per batch), then the store
+/// trimmed to `dits.cacheSize`.
+struct BatchJob {
+    ids: Vec<ChunkId>,
+    link: Arc<HubLink>,
+    slots: Arc<Slots>,
+    store: Arc<Mutex<LocalStore>>,
+    cache: ObjectCache,
+    permits: Option<Arc<Semaphore>>,
+    store_limit: u64,
+    evicting: Arc<AtomicBool>,
+}
+
+impl BatchJob {
+    async fn run(self) {
+        let _permit = match &self.permits {
+            Some(p) => p.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let mut landed: Vec<(ChunkId, Arc<Vec<u8>>)> = Vec::with_capacity(self.ids.len());
+        let result = self.download(&mut landed).await;
+        if let Err(e) = &result {
+            tracing::debug!(objects = self.ids.len(), "fetch failed: {e}");
+            let mut slots = self.slots.lock();
+            for id in &self.ids {
+                if matches!(slots.get(id), Some(Slot::Pending)) {
+                    slots.insert(*id, Slot::Failed(e.clone()));
+                }
+            }
+            drop(slots);
+            self.slots.changed.notify_all();
+        }
+        if landed.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let ids: Vec<ChunkId> = landed.iter().map(|(id, _)| *id).collect();
+        let stored = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, bytes) in &landed {
+                store.put(id, bytes, CompressionHint::Probe)?;
+            }
+            store.flush()
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {}
+            // Still in the RAM cache; read again later, it is fetched again.
+            Ok(Err(e)) => tracing::warn!("keeping fetched objects in the local store: {e}"),
+            Err(e) => tracing::warn!("keeping fetched objects in the local store: {e}"),
+        }
+        {
+            let mut slots = self.slots.lock();
+            for id in &ids {
+                if matches!(slots.get(id), Some(Slot::Ready(_))) {
+                    slots.remove(id);
+                }
+            }
+        }
+        self.slots.changed.notify_all();
+        if self.store_limit > 0 && !self.evicting.swap(true, Ordering::AcqRel) {
+            self.enforce_store_limit().await;
+            self.evicting.store(false, Ordering::Release);
+        }
+    }
+
+    async fn download(&self, landed: &mut Vec<(ChunkId, Arc<Vec<u8>>)>) -> Result<(), FetchError> {
+        let session = self.link.session().await?;
+        session
+            .hub
+            .get_objects(&self.ids, |id, bytes| {
+                let bytes = Arc::new(bytes);
+                self.cache.insert(id, bytes.clone());
+                self.slots.set(id, Slot::Ready(bytes.clone()));
+                landed.push((id, bytes));
+                Ok(())
+            })
+            .await
+            .map_err(|e| FetchError::Hub(format!("{:#}", session.explain(e))))
+    }
+
+    /// Evicts packs (least recently used first) until the store is within its limit.
+    /// Packs holding anything the hub lacks (unpushed work) are never evicted.
+    async fn enforce_store_limit(&self) {
+        let limit = self.store_limit;
+        let store = self.store.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let store = store.lock().unwrap_or_else(|e| e.into_inner());
+            let mut packs = store.packs().ok()?;
+            let total: u64 = packs.iter().map(|p| p.bytes).sum();
+            if total <= limit {
+                return None;
+            }
+            packs.sort_by_key(|p| (p.used, p.modified));
+            Some((total, packs))
+        })
+        .await;
+        let Ok(Some((mut total, packs))) = listed else {
+            return;
+        };
+        let Ok(session) = self.link.session().await else {
+            return;
+        };
+        for p in packs {
+            if total <= limit * 9 / 10 {
+                break;
+            }
+            let store = self.store.clone();
+            let name = p.name.clone();
+            let ids = tokio::task::spawn_blocking(move || {
+                let store = store.lock().unwrap_or_else(|e| e.into_inner());
+                store.pack_object_ids(&name)
+            })
+            .await;
+            let Ok(Ok(ids)) = ids else { continue };
+            if !matches!(session.hub.missing(&ids).await, Ok(m) if m.is_empty()) {
+                continue;
+            }
+            let store = self.store.clone();
+            let name = p.name.clone();
+            let evicted = tokio::task::spawn_blocking(move || {
+                let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+                store.evict_pack(&name)
+            })
+            .await;
+            match evicted {
+                Ok(Ok(freed)) => {
+                    tracing::debug!(pack = %p.name, freed, "evicted from the local store");
+                    total = total.saturating_sub(freed);
+                }
+                Ok(Err(e)) => tracing::warn!("evicting {}: {e}", p.name),
+                Err(e) => tracing::warn!("evicting {}: {e}", p.name),
+            }
+        }
+    }
+}
