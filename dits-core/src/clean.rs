@@ -1,11 +1,27 @@
-//! Clean: file bytes in, pointer out. The input is spooled once to a temporary file in the
-//! store (hashing it on the way) because an MP4's `moov` may come after its `mdat`, and
-//! keyframe cut points must be known before the payload is chunked; memory stays bounded
-//! by a few chunk sizes whatever the file's size. Content already cleaned once is
-//! answered from the pointer cache without re-chunking.
+//! Clean: file bytes in, pointer out. An MP4's `moov` may come after its `mdat`, and
+//! keyframe cut points must be known before the payload is chunked, so the content has to
+//! be in a seekable file before it is analyzed and chunked; memory stays bounded by a few
+//! chunk sizes whatever the file's size. Content already cleaned once is answered from the
+//! pointer cache without re-chunking.
+//!
+//! That file used to be a spool: every byte Git piped in was copied to a temp file first.
+//! Profiles of `git add` put more than half of its time in the kernel filling fresh pages
+//! for that copy, and a re-add of cached content paid it too. But Git's stream almost
+//! always *is* a working-tree file, which is already seekable and in the page cache. So
+//! when Git names a path and a regular file is there, [`intake`] compares each buffer of
+//! the stream with the same bytes of that file instead of writing it anywhere, and the
+//! file itself is analyzed and chunked; the stream is still what is hashed. Where the two
+//! differ (`git hash-object --stdin --path`, a renormalizing checkout, an edit during the
+//! add) it falls back to the spool from that offset. Because every byte is compared, the
+//! path only decides speed, never what is stored. A file that changes *after* being
+//! compared is caught by its `fstat` (size, mtime, ctime) moving before the pointer is
+//! handed out; the add then fails asking for it to be run again.
+
+mod intake;
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use crate::chunk_id::ChunkId;
 use crate::chunker::{chunk_range, ChunkSizes};
@@ -16,12 +32,20 @@ use crate::pointer::Pointer;
 use crate::recipe::{Entry, EntryKind, Recipe};
 use crate::store::{ChunkStore, LocalStore, StoreError};
 
+use intake::{FileStamp, Intake, WorkingFile};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CleanError {
     #[error("reading the file's content: {0}")]
     Input(io::Error),
     #[error("temporary spool file: {0}")]
     Spool(io::Error),
+    #[error("reading the working-tree file: {0}")]
+    WorkingFile(io::Error),
+    /// The working-tree file changed while its content was being cleaned, so what was
+    /// chunked may not be what Git sent. Callers prefix the path.
+    #[error("changed while being added; run `git add` again")]
+    Changed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,16 +64,44 @@ pub struct CleanOutcome {
     pub new_bytes: u64,
     /// The pointer came from the cache: no chunking happened.
     pub cached: bool,
+    /// Where the bytes that were (or would have been) chunked were read from.
+    pub source: ContentSource,
+}
+
+/// Where clean read the content from, besides Git's stream (which is always hashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentSource {
+    /// The working-tree file: every byte of the stream matched it, nothing was copied.
+    WorkingFile,
+    /// A spool copy of the stream: there was no regular working-tree file to compare with.
+    Spool,
+    /// A spool copy: the stream differed from the working-tree file from `offset` on
+    /// (`git hash-object --stdin --path`, a renormalizing checkout, a file being edited),
+    /// so the file's first `offset` bytes and the rest of the stream were spooled.
+    Diverged { offset: u64 },
 }
 
 /// Cleans everything `input` yields into `store` and returns the pointer. Objects are
 /// durable in the store before this returns.
+///
+/// `working_file` is where the content came from, if it is a file (Git's `pathname`,
+/// resolved against the top of the work tree): when a regular file is there and matches
+/// the stream byte for byte, it is read in place of a spool copy. It is only ever a hint:
+/// the pointer is that of the streamed bytes whatever the file holds.
 pub fn clean<R: Read>(
     input: R,
+    working_file: Option<&Path>,
     store: &mut LocalStore,
     options: LayoutOptions,
 ) -> Result<CleanOutcome, CleanError> {
-    let (mut spool, oid, size) = spool(input, store)?;
+    let working = working_file.and_then(WorkingFile::open);
+    let Intake {
+        mut file,
+        oid,
+        size,
+        source,
+        stamp,
+    } = intake::take_in(input, working, store)?;
     if let Some(text) = store.cached_pointer(&oid, size)? {
         if let Ok(pointer) = Pointer::parse(text.as_bytes()) {
             if store.contains(&pointer.recipe)? {
@@ -62,31 +114,27 @@ pub fn clean<R: Read>(
                     new_objects: 0,
                     new_bytes: 0,
                     cached: true,
+                    source,
                 });
             }
         }
     }
-    let mut layout = analyze(&mut spool, size, options);
-    let mut outcome = store.with_index_snapshot(|s| store_layout(&mut spool, &layout, s))?;
-    outcome.recipe.file_size = size;
-    if !layout.streams.is_empty() && !tiles(&outcome.recipe) {
-        // Can't happen if build_streams is right; if it isn't, the bytes still go in.
-        tracing::warn!("track-level recipe does not tile the file; storing it by bytes");
-        layout = analyze(
-            &mut spool,
-            size,
-            LayoutOptions {
-                split_tracks: false,
-            },
-        );
-        layout.track_split_fallback = Some("track-level recipe did not tile the file".into());
-        outcome = store.with_index_snapshot(|s| store_layout(&mut spool, &layout, s))?;
-        outcome.recipe.file_size = size;
-    }
+    // A working file that changes while it is chunked may fail the chunking (it shrank) or
+    // yield chunks of other bytes: either way, what to report is that it changed.
+    let changed =
+        |file: &File| stamp.is_some_and(|s| FileStamp::of(file).map_or(true, |now| now != s));
+    let (layout, outcome) = match chunk_file(&mut file, size, options, store) {
+        Err(_) if changed(&file) => return Err(CleanError::Changed),
+        result => result?,
+    };
     let recipe_bytes = outcome.recipe.encode();
     let recipe_id = ChunkId::of(&recipe_bytes);
     store.put(&recipe_id, &recipe_bytes, CompressionHint::Try)?;
     store.flush()?;
+    if changed(&file) {
+        // The recipe may describe bytes Git never sent: it stays an unreferenced object.
+        return Err(CleanError::Changed);
+    }
     let summary = layout.summary_line();
     let pointer = Pointer {
         media: summary.clone(),
@@ -104,111 +152,42 @@ pub fn clean<R: Read>(
         new_objects: outcome.new_objects,
         new_bytes: outcome.new_bytes,
         cached: false,
+        source,
     })
+}
+
+/// Analyzes `file` (`size` bytes) and stores its objects; returns the layout used and the
+/// stored recipe (not yet stored itself).
+fn chunk_file(
+    file: &mut File,
+    size: u64,
+    options: LayoutOptions,
+    store: &mut LocalStore,
+) -> Result<(Layout, Stored), CleanError> {
+    let mut layout = analyze(file, size, options);
+    let mut outcome = store.with_index_snapshot(|s| store_layout(file, &layout, s))?;
+    outcome.recipe.file_size = size;
+    if !layout.streams.is_empty() && !tiles(&outcome.recipe) {
+        // Can't happen if build_streams is right; if it isn't, the bytes still go in.
+        tracing::warn!("track-level recipe does not tile the file; storing it by bytes");
+        layout = analyze(
+            file,
+            size,
+            LayoutOptions {
+                split_tracks: false,
+            },
+        );
+        layout.track_split_fallback = Some("track-level recipe did not tile the file".into());
+        outcome = store.with_index_snapshot(|s| store_layout(file, &layout, s))?;
+        outcome.recipe.file_size = size;
+    }
+    Ok((layout, outcome))
 }
 
 struct Stored {
     recipe: Recipe,
     new_objects: usize,
     new_bytes: u64,
-}
-
-/// Bytes read from the input before each spool write and hash update.
-const SPOOL_BUF: usize = 256 << 10;
-/// Buffers queued for the hashing thread: bounds memory to a few `SPOOL_BUF`s.
-const SPOOL_BUFS_IN_FLIGHT: usize = 8;
-
-/// Copies `input` into an unnamed temp file and hashes it on the way. The whole-file
-/// BLAKE3 runs on a second thread, fed the buffers the spool was written from, so it
-/// overlaps reading Git's pipe and writing the spool instead of adding to them.
-fn spool<R: Read>(mut input: R, store: &LocalStore) -> Result<(File, ChunkId, u64), CleanError> {
-    // An unnamed temp file vanishes with the process, so a killed add leaves no litter.
-    let mut spool = tempfile_in(store).map_err(CleanError::Spool)?;
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPOOL_BUFS_IN_FLIGHT);
-    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let size = std::thread::scope(|scope| {
-        let hashing = scope.spawn(move || {
-            let mut hasher = blake3::Hasher::new();
-            for buf in full_rx {
-                hasher.update(&buf);
-                // The spooling side may have finished and gone; the buffer is then freed.
-                let _ = free_tx.send(buf);
-            }
-            hasher.finalize()
-        });
-        let mut size = 0u64;
-        loop {
-            let mut buf = free_rx
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(SPOOL_BUF));
-            buf.resize(SPOOL_BUF, 0);
-            let n = read_up_to(&mut input, &mut buf).map_err(CleanError::Input)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            spool.write_all(&buf).map_err(CleanError::Spool)?;
-            size += n as u64;
-            if full_tx.send(buf).is_err() {
-                break;
-            }
-        }
-        drop(full_tx);
-        let hash = hashing
-            .join()
-            .map_err(|_| CleanError::Spool(io::Error::other("hashing thread panicked")))?;
-        Ok::<_, CleanError>((size, hash))
-    });
-    let (size, hash) = size?;
-    spool.seek(SeekFrom::Start(0)).map_err(CleanError::Spool)?;
-    Ok((spool, hash.into(), size))
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_up_to<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-fn tempfile_in(store: &LocalStore) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = store.tmp_dir();
-    // O_TMPFILE where the file system has it; otherwise create-and-unlink.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc_o_tmpfile())
-        .open(&dir)
-    {
-        Ok(f) => Ok(f),
-        Err(_) => {
-            let path = dir.join(format!(
-                "spool-{}-{:x}",
-                std::process::id(),
-                crate::store::pack::unique_suffix()
-            ));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            std::fs::remove_file(&path)?;
-            Ok(f)
-        }
-    }
-}
-
-const fn libc_o_tmpfile() -> i32 {
-    // O_TMPFILE = __O_TMPFILE | O_DIRECTORY on Linux (x86_64 and aarch64 share it).
-    0o20000000 | 0o200000
 }
 
 /// Entries cover `[0, file_size)` exactly, in order, each inside its object.
@@ -398,5 +377,85 @@ impl Stored {
             }
         };
         Ok(Some(Entry::whole(id, offset, len, stored_len, kind)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as u8
+            })
+            .collect()
+    }
+
+    fn clean_in_new_store(stream: &[u8], working_file: Option<&Path>) -> CleanOutcome {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(dir.path()).unwrap();
+        clean(stream, working_file, &mut store, LayoutOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn working_file_and_spool_give_the_same_pointer_and_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = bytes(3_000_000, 1);
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &stream).unwrap();
+        let from_file = clean_in_new_store(&stream, Some(&path));
+        let from_spool = clean_in_new_store(&stream, None);
+        assert_eq!(from_file.source, ContentSource::WorkingFile);
+        assert_eq!(from_spool.source, ContentSource::Spool);
+        assert_eq!(from_file.pointer, from_spool.pointer);
+        assert_eq!(from_file.objects, from_spool.objects);
+        assert_eq!(from_file.new_bytes, from_spool.new_bytes);
+    }
+
+    #[test]
+    fn stream_differing_from_the_working_file_gets_the_streams_pointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = bytes(3_000_000, 2);
+        let mut other = stream.clone();
+        other[1_500_000..].copy_from_slice(&bytes(1_500_000, 3));
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &other).unwrap();
+        let diverged = clean_in_new_store(&stream, Some(&path));
+        assert_eq!(
+            diverged.source,
+            ContentSource::Diverged { offset: 1_500_000 }
+        );
+        assert_eq!(diverged.pointer, clean_in_new_store(&stream, None).pointer);
+    }
+
+    #[test]
+    fn re_clean_of_known_content_is_cached_and_says_where_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(&dir.path().join("store")).unwrap();
+        let stream = bytes(1_000_000, 4);
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &stream).unwrap();
+        let first = clean(
+            &stream[..],
+            Some(&path),
+            &mut store,
+            LayoutOptions::default(),
+        )
+        .unwrap();
+        let again = clean(
+            &stream[..],
+            Some(&path),
+            &mut store,
+            LayoutOptions::default(),
+        )
+        .unwrap();
+        assert!(!first.cached && again.cached);
+        assert_eq!(again.source, ContentSource::WorkingFile);
+        assert_eq!(first.pointer, again.pointer);
     }
 }

@@ -14,7 +14,7 @@ pub mod smudge;
 pub mod store;
 
 pub use chunk_id::ChunkId;
-pub use clean::{clean, CleanError, CleanOutcome};
+pub use clean::{clean, CleanError, CleanOutcome, ContentSource};
 pub use pointer::{Pointer, PointerError};
 pub use recipe::Recipe;
 pub use smudge::{smudge, verify, SmudgeError};

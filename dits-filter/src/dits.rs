@@ -3,6 +3,7 @@
 //! smudge unchanged, so files committed before tracking still check out.
 
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 use dits_core::media::LayoutOptions;
 use dits_core::pointer::MAX_POINTER_LEN;
@@ -59,6 +60,9 @@ pub struct DitsFilter {
     source: Option<Box<dyn ObjectSource>>,
     /// `GIT_DITS_SKIP_SMUDGE=1`: leave pointers in the working tree.
     skip_smudge: bool,
+    /// Where Git's pathnames resolve (the top of the work tree), so clean can read the
+    /// file a stream came from instead of copying the stream; `None` never looks.
+    work_tree: Option<PathBuf>,
 }
 
 impl DitsFilter {
@@ -68,7 +72,15 @@ impl DitsFilter {
             layout,
             source: None,
             skip_smudge: false,
+            work_tree: None,
         }
+    }
+
+    /// Lets clean read the working-tree file under `top` a stream came from (compared with
+    /// the stream byte for byte) instead of spooling the stream.
+    pub fn reading_work_tree(mut self, top: PathBuf) -> Self {
+        self.work_tree = Some(top);
+        self
     }
 
     pub fn with_source(mut self, source: Box<dyn ObjectSource>) -> Self {
@@ -155,11 +167,19 @@ impl crate::Filter for DitsFilter {
             return Ok(head);
         }
         let mut content = io::Cursor::new(head).chain(content);
-        let outcome = clean(&mut content, &mut self.store, self.layout).map_err(|source| {
-            FilterError::Clean {
-                path: path.into(),
-                source,
-            }
+        let working_file = match &self.work_tree {
+            Some(top) if !path.is_empty() => Some(top.join(path)),
+            _ => None,
+        };
+        let outcome = clean(
+            &mut content,
+            working_file.as_deref(),
+            &mut self.store,
+            self.layout,
+        )
+        .map_err(|source| FilterError::Clean {
+            path: path.into(),
+            source,
         })?;
         if let Some(reason) = &outcome.fallback_reason {
             tracing::debug!(path, reason = %reason, "stored without media structure");
@@ -172,6 +192,7 @@ impl crate::Filter for DitsFilter {
             new_objects = outcome.new_objects,
             new_bytes = outcome.new_bytes,
             cached = outcome.cached,
+            source = ?outcome.source,
             "cleaned"
         );
         Ok(outcome.pointer.encode().into_bytes())

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `git`, the built `git-dits`, media from `ffmpeg`.
 
 mod bad_input;
+mod clean_working_file;
 mod dedup;
 mod hub;
 mod install;

@@ -11,7 +11,11 @@ use dits_filter::{DitsFilter, Filter};
 
 use git_remote_dits::git;
 
-fn open_filter() -> Result<DitsFilter> {
+/// `read_work_tree`: Git runs filters with the top of the work tree as the current
+/// directory and names paths relative to it (also for `git add` in a subdirectory and
+/// `git hash-object --path`), so clean may read the file a stream came from there. Only
+/// a speed-up: clean compares every byte with Git's stream before trusting the file.
+fn open_filter(read_work_tree: bool) -> Result<DitsFilter> {
     let dir = git::store_dir()?;
     let store = LocalStore::open(&dir)
         .with_context(|| format!("opening the Dits store at {}", dir.display()))?;
@@ -19,13 +23,19 @@ fn open_filter() -> Result<DitsFilter> {
         split_tracks: git::config_bool("dits.splitTracks", true),
     };
     let skip = std::env::var("GIT_DITS_SKIP_SMUDGE").is_ok_and(|v| v == "1");
-    Ok(DitsFilter::new(store, layout)
+    let mut filter = DitsFilter::new(store, layout)
         .with_source(Box::new(git_remote_dits::source::HubSource::default()))
-        .skipping_smudge(skip))
+        .skipping_smudge(skip);
+    if read_work_tree {
+        if let Ok(top) = std::env::current_dir() {
+            filter = filter.reading_work_tree(top);
+        }
+    }
+    Ok(filter)
 }
 
 pub fn filter_process() -> Result<()> {
-    let mut filter = open_filter()?;
+    let mut filter = open_filter(true)?;
     super::install::ensure_hooks();
     let stdin = io::stdin();
     let stdout = io::stdout();
@@ -37,7 +47,8 @@ pub fn filter_process() -> Result<()> {
 }
 
 pub fn clean(path: Option<&str>) -> Result<()> {
-    let mut filter = open_filter()?;
+    // Without `%f` there is no file to read: the content is spooled.
+    let mut filter = open_filter(path.is_some())?;
     let name = path.unwrap_or("<stdin>");
     let pointer = filter.clean(name, &mut io::stdin().lock())?;
     io::stdout().lock().write_all(&pointer)?;
@@ -45,7 +56,7 @@ pub fn clean(path: Option<&str>) -> Result<()> {
 }
 
 pub fn smudge(path: Option<&str>) -> Result<()> {
-    let mut filter = open_filter()?;
+    let mut filter = open_filter(false)?;
     super::install::ensure_hooks();
     let name = path.unwrap_or("<stdin>");
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
