@@ -130,12 +130,9 @@ impl Fetcher {
                 }
             });
         }
-        let parallel = git_remote_dits::git::config_usize("dits.concurrentTransfers", 0);
-        let parallel = if parallel == 0 {
-            DEFAULT_PARALLEL
-        } else {
-            parallel.min(64)
-        };
+        let parallel =
+            git_remote_dits::git::config_usize("dits.concurrentTransfers", DEFAULT_PARALLEL)
+                .clamp(1, 64);
         Ok(Fetcher {
             runtime,
             link,
@@ -221,8 +218,37 @@ struct BatchJob {
     evicting: Arc<AtomicBool>,
 }
 
+/// Fails whatever of a batch is still pending when its job ends, however it ends (a panic,
+/// the runtime shutting down): a read waiting for it gets an error, never a hang.
+struct PendingGuard {
+    slots: Arc<Slots>,
+    ids: Vec<ChunkId>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock();
+        let mut changed = false;
+        for id in &self.ids {
+            if matches!(slots.get(id), Some(Slot::Pending)) {
+                let e = FetchError::Hub("the fetch of this object stopped".into());
+                slots.insert(*id, Slot::Failed(e));
+                changed = true;
+            }
+        }
+        drop(slots);
+        if changed {
+            self.slots.changed.notify_all();
+        }
+    }
+}
+
 impl BatchJob {
     async fn run(self) {
+        let _guard = PendingGuard {
+            slots: self.slots.clone(),
+            ids: self.ids.clone(),
+        };
         let _permit = match &self.permits {
             Some(p) => p.clone().acquire_owned().await.ok(),
             None => None,
