@@ -185,9 +185,28 @@ impl Hub {
     /// Uploads one batch of sealed objects `(id, plain length, sealed bytes)`; the hub
     /// stores them as one pack and makes them durable before answering.
     pub async fn put_objects(&self, objects: &[(ChunkId, u32, Vec<u8>)]) -> Result<u64, HubError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(objects.len().max(1));
+        for o in objects {
+            let _ = tx.try_send(o.clone());
+        }
+        drop(tx);
+        Ok(self.put_object_stream(rx).await?.1)
+    }
+
+    /// Uploads objects as they come out of `objects` (id, plain length, sealed bytes) on one
+    /// stream, stored by the hub as one pack once the channel closes; returns the objects
+    /// and bytes sent.
+    /// The sender fills the channel while earlier objects are on the wire, so memory holds
+    /// only what the channel bounds, not the whole batch.
+    pub async fn put_object_stream(
+        &self,
+        mut objects: tokio::sync::mpsc::Receiver<(ChunkId, u32, Vec<u8>)>,
+    ) -> Result<(u64, u64), HubError> {
         let (mut send, mut recv) = self.open(Op::Put).await?;
-        for (id, plain_len, sealed) in objects {
-            if let Err(e) = write_object(&mut send, id, *plain_len, sealed).await {
+        let mut count = 0u64;
+        while let Some((id, plain_len, sealed)) = objects.recv().await {
+            count += 1;
+            if let Err(e) = write_object(&mut send, &id, plain_len, &sealed).await {
                 // The hub may have refused early (auth); its answer says why.
                 return match self.answer::<PutResult>(&mut recv).await {
                     Err(refused @ HubError::Refused { .. }) => Err(refused),
@@ -197,7 +216,7 @@ impl Hub {
         }
         send.finish().map_err(transport)?;
         let result: PutResult = self.answer(&mut recv).await?;
-        Ok(result.bytes)
+        Ok((count, result.bytes))
     }
 
     /// Downloads `ids`, handing each (verified) object to `sink` as it arrives.

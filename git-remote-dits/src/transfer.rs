@@ -1,7 +1,9 @@
-//! Moving objects between the local store and a hub: batches of about 48 MiB (one hub
-//! pack each, durable on the hub before it answers), four in flight at once on parallel
-//! QUIC streams (both tunable, see [`Tuning`]). A batch that arrived stays; an interrupted transfer re-run sends only
-//! what the hub (or the local store) still lacks.
+//! Moving objects between the local store and a hub. Uploads stream in batches of about
+//! 48 MiB (one hub pack each, durable on the hub before it answers): objects go on the
+//! wire as they are read, and up to four batches are open at once, so the next batch sends
+//! while the hub makes the last one durable. Downloads ask for up to four batches at once
+//! on parallel QUIC streams. Both are tunable (see [`Tuning`]). A batch that arrived stays;
+//! an interrupted transfer re-run sends only what the hub (or the local store) still lacks.
 
 use crate::client::HubError;
 use anyhow::Result;
@@ -35,7 +37,13 @@ impl Tuning {
 
 type Objects = Vec<(ChunkId, Vec<u8>)>;
 
-/// Uploads `ids` (which the hub lacks) from the local store; returns bytes sent.
+/// Objects read ahead of the wire per upload stream: bounds the memory an upload holds
+/// (objects are at most a few hundred KiB) whatever the batch size.
+const UPLOAD_READ_AHEAD: usize = 32;
+
+/// Uploads `ids` (which the hub lacks) from the local store; returns bytes sent. Objects
+/// stream to the hub as they are read: a batch is one stream (one hub pack), and while it
+/// waits for the hub to make its pack durable the next batch is already sending.
 pub async fn upload(
     session: &Session,
     store: &mut LocalStore,
@@ -45,7 +53,7 @@ pub async fn upload(
     let tuning = Tuning::from_config();
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
     let mut tasks: JoinSet<Result<(u64, u64), HubError>> = JoinSet::new();
-    let mut batch: Vec<(ChunkId, u32, Vec<u8>)> = Vec::new();
+    let mut batch: Option<tokio::sync::mpsc::Sender<(ChunkId, u32, Vec<u8>)>> = None;
     let mut batch_bytes = 0usize;
     let mut sent = 0u64;
     let reap = |r: Result<Result<(u64, u64), HubError>, tokio::task::JoinError>,
@@ -58,27 +66,36 @@ pub async fn upload(
         Ok(bytes)
     };
     for (i, id) in ids.iter().enumerate() {
+        if batch.is_none() {
+            while tasks.len() >= tuning.parallel {
+                let r = tasks.join_next().await.expect("tasks pending");
+                sent += reap(r, &mut progress)?;
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_READ_AHEAD);
+            let hub = session.hub.clone();
+            tasks.spawn(async move { hub.put_object_stream(rx).await });
+            batch = Some(tx);
+            batch_bytes = 0;
+        }
         // Objects travel in the envelope they are stored in (recipes and boxes compressed,
         // media as probed at add time); the hub opens and hashes each one, so a corrupt
         // local copy is refused there rather than trusted.
         let (plain_len, sealed) = store.get_sealed(id)?;
         batch_bytes += sealed.len();
-        batch.push((*id, plain_len, sealed));
-        if batch_bytes >= tuning.batch_bytes || i + 1 == ids.len() {
-            let hub = session.hub.clone();
-            let objects = std::mem::take(&mut batch);
-            batch_bytes = 0;
-            tasks.spawn(async move {
-                let n = objects.len() as u64;
-                let bytes = hub.put_objects(&objects).await?;
-                Ok((n, bytes))
-            });
-            while tasks.len() >= tuning.parallel {
-                let r = tasks.join_next().await.expect("tasks pending");
-                sent += reap(r, &mut progress)?;
+        let tx = batch.as_ref().expect("a batch is open");
+        if tx.send((*id, plain_len, sealed)).await.is_err() {
+            // The stream ended early: its task holds the reason.
+            drop(batch.take());
+            while let Some(r) = tasks.join_next().await {
+                reap(r, &mut progress)?;
             }
+            anyhow::bail!("upload stream closed before all objects were sent");
+        }
+        if batch_bytes >= tuning.batch_bytes || i + 1 == ids.len() {
+            batch = None;
         }
     }
+    drop(batch);
     while let Some(r) = tasks.join_next().await {
         sent += reap(r, &mut progress)?;
     }
