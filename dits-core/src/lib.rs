@@ -8,6 +8,7 @@ pub mod clean;
 pub mod envelope;
 pub mod inspect;
 pub mod media;
+pub mod memory;
 pub mod pointer;
 pub mod recipe;
 pub mod smudge;

@@ -145,6 +145,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    dits_core::memory::keep_freed_memory();
     git_remote_dits::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
