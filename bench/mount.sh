@@ -106,3 +106,9 @@ awk -v c="$COLD" -v w="$WARM" -v h="$HYD" 'BEGIN { printf "mount / hydrated file
 awk -v c="$COLD" -v p="$PULL" 'BEGIN { printf "mount cold / pull-media transfer: %.0f%% (target >= 50%%)\n", p / c * 100 }'
 echo "time to first byte: $TTFB ms (target < 50 ms)"
 echo "peak RSS of the mount process: $((RSS / 1024)) MiB (RAM cache bound 256 MiB)"
+MB=$(awk -v s="$SIZE" 'BEGIN { printf "%.0f", s / 1e6 }')
+r=$(awk -v c="$COLD" -v p="$PULL" 'BEGIN { printf "%.0f", p / c * 100 }')
+bench_row "\`git dits mount\`, $MB MB clip, loopback hub" "cold sequential read, MB/s (peer: pull-media's transfer)" \
+  "$(mbs "$COLD")" "$(mbs "$PULL")" "$r%" ">= 50%" "$(bench_met "$r" 50)"
+bench_row "\`git dits mount\`, $MB MB clip, loopback hub" "time to first byte" "$TTFB ms" - - "< 50 ms" \
+  "$(awk -v t="$TTFB" 'BEGIN { print (t < 50) ? "yes" : "no" }')"
