@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `git add` speed of one large 1080p H.264 + AAC clip, three ways in the same run:
-#   dits  - git-dits filter-process (spool + hash + track split + chunk + store, fsync'd)
+#   dits  - git-dits filter-process (compare with the working file + hash + track split +
+#           chunk + store, fsync'd)
 #   lfs   - Git LFS
 #   null  - a long-running filter that reads the content and answers a constant: the
 #           ceiling for anything that goes through Git's filter pipe.

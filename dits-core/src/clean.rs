@@ -94,6 +94,7 @@ pub fn clean<R: Read>(
     store: &mut LocalStore,
     options: LayoutOptions,
 ) -> Result<CleanOutcome, CleanError> {
+    let started = std::time::Instant::now();
     let working = working_file.and_then(WorkingFile::open);
     let Intake {
         mut file,
@@ -102,6 +103,12 @@ pub fn clean<R: Read>(
         source,
         stamp,
     } = intake::take_in(input, working, store)?;
+    tracing::debug!(
+        size,
+        ?source,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "content taken in and hashed"
+    );
     if let Some(text) = store.cached_pointer(&oid, size)? {
         if let Ok(pointer) = Pointer::parse(text.as_bytes()) {
             if store.contains(&pointer.recipe)? {
@@ -143,6 +150,10 @@ pub fn clean<R: Read>(
         size,
     };
     store.remember_pointer(&oid, size, &pointer.encode())?;
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "content chunked and stored"
+    );
     Ok(CleanOutcome {
         pointer,
         layout_summary: summary,
