@@ -40,7 +40,7 @@ git config --global init.defaultBranch main
 git config --global credential.helper "store --file=$W/credentials"
 (cd "$W" && git-dits install >/dev/null 2>&1)
 pids=()
-trap 'fusermount3 -u -z "$W/m" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true' EXIT
+trap 'fusermount3 -u -z "$W/m" 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 bench_hub "$W/hub" "$W/hub.log"
 pids+=("$HUB_PID")

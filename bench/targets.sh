@@ -33,6 +33,8 @@ step() { # DIR SCRIPT ARGS...: runs one script with BENCH_DIR=DIR, output to the
     echo "   failed: see $LOG" >&2
     bench_row "$*" "the script failed (see targets.log)" - - - - no
   fi
+  # Work trees and stores of a step can take gigabytes of RAM on tmpfs; the clips stay.
+  rm -rf "$TMPFS_DIR"/{many,push,mount,repo-dits,repo-lfs,repo-null} "$DISK_DIR"/{repo-dits,repo-lfs,repo-null}
 }
 START=$(date +%s)
 step "$TMPFS_DIR" bench/speed.sh 24
