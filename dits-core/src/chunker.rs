@@ -227,7 +227,7 @@ impl Cutter {
 }
 
 /// Reads until `buf` is full or the source ends; returns the bytes read.
-fn read_up_to<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match source.read(&mut buf[got..]) {

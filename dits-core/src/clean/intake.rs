@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::{CleanError, ContentSource};
 use crate::chunk_id::ChunkId;
+use crate::chunker::read_up_to;
 use crate::store::LocalStore;
 
 /// Bytes read from the input before each comparison or spool write and hash update.
@@ -304,20 +305,6 @@ fn hash_file(file: &File) -> io::Result<ChunkId> {
         pos += n as u64;
     }
     Ok(hasher.finalize().into())
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_up_to<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// An unnamed temp file in the store: it vanishes with the process, so a killed add
