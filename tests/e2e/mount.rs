@@ -106,16 +106,22 @@ fn pushed_and_cloned_without_media() -> Pushed {
     std::os::unix::fs::symlink("clip.mp4", repo.join("latest.mp4")).unwrap();
     env.git(&repo, &["add", "."]);
     env.git(&repo, &["commit", "-q", "-m", "day one"]);
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let clone = push_and_clone_pointers_only(&env, &hub, &repo);
+    Pushed { env, hub, clone }
+}
+
+/// Pushes `repo` to the hub as alice/film and clones it back with pointers only (no
+/// smudge), so every media byte a mount serves must come from the hub.
+fn push_and_clone_pointers_only(env: &TestEnv, hub: &HubProcess, repo: &Path) -> PathBuf {
+    env.git(repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(repo, &["push", "-q", "origin", "main"]);
     let out = env.clone_with(
         &hub.url("alice/film"),
         "clone",
         &[("GIT_DITS_SKIP_SMUDGE", "1")],
     );
     assert!(out.status.success());
-    let clone = env.dir.path().join("clone");
-    Pushed { env, hub, clone }
+    env.dir.path().join("clone")
 }
 
 #[test]
@@ -201,33 +207,9 @@ fn a_clip_read_sequentially_through_the_mount_is_fetched_ahead_and_byte_identica
     let (hub, _) = env.alice_hub();
     let repo = env.repo("a");
     // About 25 MB of H.264 that does not repeat itself (noise), so little of it dedups.
-    let long = env.dir.path().join("long.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=640x360:rate=25,noise=alls=20:allf=t")
-        .args(["-t", "8", "-c:v", "libx264", "-preset", "ultrafast"])
-        .args([
-            "-b:v", "24M", "-maxrate", "24M", "-bufsize", "48M", "-g", "25",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-f", "mp4"])
-        .arg(&long)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let long = media().path("noise.mp4");
     env.commit_file(&repo, &long, "long.mp4");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.git(&repo, &["push", "-q", "origin", "main"]);
-    let out = env.clone_with(
-        &hub.url("alice/film"),
-        "clone",
-        &[("GIT_DITS_SKIP_SMUDGE", "1")],
-    );
-    assert!(out.status.success());
-    let clone = env.dir.path().join("clone");
+    let clone = push_and_clone_pointers_only(&env, &hub, &repo);
     env.git(&clone, &["config", "dits.mountCacheSize", "8m"]);
 
     let mdir = env.dir.path().join("m");

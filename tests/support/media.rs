@@ -123,6 +123,35 @@ pub fn media() -> &'static Media {
                 "mp4",
             ],
         );
+        // 8 s of 640x360 H.264 at 24 Mb/s (~25 MB) drawn over moving noise, so little of it
+        // dedups: enough distinct chunks to stream through a mount's read-ahead.
+        make(
+            "noise.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25,noise=alls=20:allf=t",
+                "-t",
+                "8",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-b:v",
+                "24M",
+                "-maxrate",
+                "24M",
+                "-bufsize",
+                "48M",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "mp4",
+            ],
+        );
         make_track_edits(&dir, &base, &make);
         Media { dir }
     })
