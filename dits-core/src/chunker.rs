@@ -243,20 +243,9 @@ pub(crate) fn read_up_to<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_bytes::test_bytes;
     use proptest::prelude::*;
     use std::io::Cursor;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     /// A chunk copied out of the sink call.
     #[derive(Debug, PartialEq)]
@@ -315,7 +304,7 @@ mod tests {
 
     #[test]
     fn cuts_match_streamcdc_across_blocks_and_segments() {
-        let data = pseudo_random(11 << 20, 5);
+        let data = test_bytes(11 << 20, 5);
         let cuts = [0, 3_000_000, 3_000_100, 4_194_300, 9_999_999];
         for sizes in [ChunkSizes::DEFAULT, ChunkSizes::LOW_RATE] {
             assert_eq!(
@@ -331,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_failing_sink_stops_the_chunker() {
-        let data = pseudo_random(12 << 20, 9);
+        let data = test_bytes(12 << 20, 9);
         let mut calls = 0;
         let err = chunk_range(
             &mut Cursor::new(&data),
@@ -351,7 +340,7 @@ mod tests {
 
     #[test]
     fn forced_cuts_start_keyframe_chunks() {
-        let data = pseudo_random(1 << 20, 7);
+        let data = test_bytes(1 << 20, 7);
         let chunks = collect(&data, &[300_000, 700_001]);
         assert!(chunks.iter().any(|c| c.offset == 300_000 && c.keyframe));
         assert!(chunks.iter().any(|c| c.offset == 700_001 && c.keyframe));
@@ -360,7 +349,7 @@ mod tests {
 
     #[test]
     fn an_insertion_changes_only_nearby_chunks() {
-        let data = pseudo_random(4 << 20, 11);
+        let data = test_bytes(4 << 20, 11);
         let mut edited = data[..1_000_000].to_vec();
         edited.extend_from_slice(b"inserted bytes");
         edited.extend_from_slice(&data[1_000_000..]);
@@ -379,14 +368,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
         fn cuts_match_streamcdc(len in 0usize..2_000_000, seed in any::<u64>(), cut in 0u64..2_000_000, low in any::<bool>()) {
-            let data = pseudo_random(len, seed);
+            let data = test_bytes(len, seed);
             let sizes = if low { ChunkSizes::LOW_RATE } else { ChunkSizes::DEFAULT };
             prop_assert_eq!(collect_sized(&data, &[cut], sizes), reference(&data, &[cut], sizes));
         }
 
         #[test]
         fn chunks_tile_the_range_within_size_bounds(len in 0usize..900_000, seed in any::<u64>(), cut in 0u64..900_000) {
-            let data = pseudo_random(len, seed);
+            let data = test_bytes(len, seed);
             let chunks = collect(&data, &[cut]);
             let mut pos = 0u64;
             for (i, c) in chunks.iter().enumerate() {

@@ -394,18 +394,7 @@ impl Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bytes(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x >> 8) as u8
-            })
-            .collect()
-    }
+    use crate::test_bytes::test_bytes;
 
     fn clean_in_new_store(stream: &[u8], working_file: Option<&Path>) -> CleanOutcome {
         let dir = tempfile::tempdir().unwrap();
@@ -416,7 +405,7 @@ mod tests {
     #[test]
     fn working_file_and_spool_give_the_same_pointer_and_objects() {
         let dir = tempfile::tempdir().unwrap();
-        let stream = bytes(3_000_000, 1);
+        let stream = test_bytes(3_000_000, 1);
         let path = dir.path().join("data.bin");
         std::fs::write(&path, &stream).unwrap();
         let from_file = clean_in_new_store(&stream, Some(&path));
@@ -431,9 +420,9 @@ mod tests {
     #[test]
     fn stream_differing_from_the_working_file_gets_the_streams_pointer() {
         let dir = tempfile::tempdir().unwrap();
-        let stream = bytes(3_000_000, 2);
+        let stream = test_bytes(3_000_000, 2);
         let mut other = stream.clone();
-        other[1_500_000..].copy_from_slice(&bytes(1_500_000, 3));
+        other[1_500_000..].copy_from_slice(&test_bytes(1_500_000, 3));
         let path = dir.path().join("data.bin");
         std::fs::write(&path, &other).unwrap();
         let diverged = clean_in_new_store(&stream, Some(&path));
@@ -448,7 +437,7 @@ mod tests {
     fn re_clean_of_known_content_is_cached_and_says_where_it_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LocalStore::open(&dir.path().join("store")).unwrap();
-        let stream = bytes(1_000_000, 4);
+        let stream = test_bytes(1_000_000, 4);
         let path = dir.path().join("data.bin");
         std::fs::write(&path, &stream).unwrap();
         let first = clean(

@@ -13,6 +13,8 @@ pub mod pointer;
 pub mod recipe;
 pub mod smudge;
 pub mod store;
+#[cfg(test)]
+mod test_bytes;
 
 pub use chunk_id::ChunkId;
 pub use clean::{clean, CleanError, CleanOutcome, ContentSource};

@@ -339,19 +339,7 @@ fn tempfile_in(store: &LocalStore) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic bytes that no two offsets share by accident.
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_bytes::test_bytes;
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -393,7 +381,7 @@ mod tests {
     fn stream_equal_to_the_file_is_read_from_the_file_itself() {
         let f = Fixture::new();
         // Several intake buffers and a partial last one.
-        let stream = bytes(3 * INTAKE_BUF + 1234, 1);
+        let stream = test_bytes(3 * INTAKE_BUF + 1234, 1);
         let mut intake = f.take_in(&stream, Some(&stream));
         assert_eq!(intake.source, ContentSource::WorkingFile);
         assert!(intake.stamp.is_some());
@@ -406,7 +394,7 @@ mod tests {
     #[test]
     fn without_a_working_file_the_stream_is_spooled() {
         let f = Fixture::new();
-        let stream = bytes(INTAKE_BUF + 7, 2);
+        let stream = test_bytes(INTAKE_BUF + 7, 2);
         let mut intake = f.take_in(&stream, None);
         assert_eq!(intake.source, ContentSource::Spool);
         assert!(intake.stamp.is_none());
@@ -416,7 +404,7 @@ mod tests {
     #[test]
     fn stream_differing_mid_buffer_spools_the_file_prefix_and_the_rest_of_the_stream() {
         let f = Fixture::new();
-        let stream = bytes(3 * INTAKE_BUF + 99, 3);
+        let stream = test_bytes(3 * INTAKE_BUF + 99, 3);
         for offset in [
             0,
             1,
@@ -429,7 +417,7 @@ mod tests {
             file[offset] ^= 0x5a;
             // Everything after the first difference differs too: the spool must take the
             // stream's bytes there, not the file's.
-            file[offset + 1..].copy_from_slice(&bytes(stream.len() - offset - 1, 4));
+            file[offset + 1..].copy_from_slice(&test_bytes(stream.len() - offset - 1, 4));
             let mut intake = f.take_in(&stream, Some(&file));
             assert_eq!(
                 intake.source,
@@ -445,7 +433,7 @@ mod tests {
     #[test]
     fn file_longer_than_the_stream_diverges_at_the_stream_end() {
         let f = Fixture::new();
-        let file = bytes(2 * INTAKE_BUF + 500, 5);
+        let file = test_bytes(2 * INTAKE_BUF + 500, 5);
         for len in [0, 100, INTAKE_BUF, 2 * INTAKE_BUF + 499] {
             let stream = &file[..len];
             let mut intake = f.take_in(stream, Some(&file));
@@ -460,7 +448,7 @@ mod tests {
     #[test]
     fn file_shorter_than_the_stream_diverges_at_the_file_end() {
         let f = Fixture::new();
-        let stream = bytes(2 * INTAKE_BUF + 500, 6);
+        let stream = test_bytes(2 * INTAKE_BUF + 500, 6);
         for len in [0, 100, INTAKE_BUF, 2 * INTAKE_BUF + 499] {
             let mut intake = f.take_in(&stream, Some(&stream[..len]));
             assert_eq!(
@@ -501,7 +489,7 @@ mod tests {
     #[test]
     fn file_edited_behind_the_comparison_fails_the_intake_rather_than_storing_its_bytes() {
         let f = Fixture::new();
-        let stream = bytes(3 * INTAKE_BUF, 7);
+        let stream = test_bytes(3 * INTAKE_BUF, 7);
         let path = f.file(&stream);
         let working = WorkingFile::open(&path).unwrap();
         // While the third buffer streams in, the file is rewritten at an offset already
@@ -526,12 +514,12 @@ mod tests {
     #[test]
     fn stamp_moves_when_the_file_is_rewritten_in_place() {
         let f = Fixture::new();
-        let path = f.file(&bytes(1000, 8));
+        let path = f.file(&test_bytes(1000, 8));
         let file = File::open(&path).unwrap();
         let before = FileStamp::of(&file).unwrap();
         // Past the kernel's coarse timestamp tick.
         std::thread::sleep(std::time::Duration::from_millis(30));
-        std::fs::write(&path, bytes(1000, 9)).unwrap();
+        std::fs::write(&path, test_bytes(1000, 9)).unwrap();
         assert_ne!(FileStamp::of(&file).unwrap(), before);
     }
 
