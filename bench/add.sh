@@ -19,16 +19,13 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need ffmpeg ffmpeg
-need git-lfs git-lfs
-[ -x /usr/bin/time ] || need /usr/bin/time time
+. "$ROOT/bench/lib.sh"
+bench_need ffmpeg git-lfs /usr/bin/time:time
 
 cargo build --release -q -p git-dits -p dits-null-filter
 DITS=$ROOT/target/release/git-dits
 NULL=$ROOT/target/release/dits-null-filter
 
-. "$ROOT/bench/lib.sh"
 CLIP=$(bench_clip "$SECS")
 EDIT=$BENCH_DIR/clip-1080p-${SECS}s-retitled.mp4
 [ -f "$EDIT" ] || ffmpeg -y -loglevel error -i "$CLIP" -c copy -metadata title="Director's cut" "$EDIT"

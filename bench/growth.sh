@@ -15,13 +15,10 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
 [ $# -gt 0 ] || set -- 24 100 400
-for c in ffmpeg jq curl; do
-  command -v $c >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl >/dev/null; break; }
-done
-[ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+. "$ROOT/bench/lib.sh"
+bench_need ffmpeg jq curl /usr/bin/time:time
 cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
 export PATH=$ROOT/target/release:$PATH
-. "$ROOT/bench/lib.sh"
 
 W=$BENCH_DIR/growth
 rm -rf "$W"; mkdir -p "$W"

@@ -174,3 +174,11 @@ bench_many_clips() {
   fi
   echo "$dir"
 }
+
+# bench_need CMD[:PACKAGE]...: installs, in one apt run, the Debian packages of the commands
+# not on PATH (PACKAGE defaults to CMD; CMD may be a path such as /usr/bin/time).
+bench_need() {
+  local want=() c
+  for c in "$@"; do command -v "${c%%:*}" >/dev/null 2>&1 || want+=("${c#*:}"); done
+  [ ${#want[@]} -eq 0 ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null; }
+}

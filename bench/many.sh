@@ -19,12 +19,10 @@ N=${1:-1000}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
-for c in ffmpeg git-lfs jq curl; do
-  command -v $c >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg git-lfs jq curl >/dev/null; break; }
-done
+. "$ROOT/bench/lib.sh"
+bench_need ffmpeg git-lfs jq curl
 cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
 export PATH=$ROOT/target/release:$PATH
-. "$ROOT/bench/lib.sh"
 CLIPS=$(bench_many_clips "$N")
 BYTES=$(cat "$CLIPS"/*.mp4 | wc -c)
 

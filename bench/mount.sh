@@ -22,12 +22,10 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 # finding it above them.
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
-for c in ffmpeg jq curl fusermount3; do
-  command -v $c >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg jq curl fuse3 >/dev/null; break; }
-done
+. "$ROOT/bench/lib.sh"
+bench_need ffmpeg jq curl fusermount3:fuse3
 cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
 export PATH=$ROOT/target/release:$PATH
-. "$ROOT/bench/lib.sh"
 CLIP=$(bench_clip "$SECS")
 SIZE=$(stat -c %s "$CLIP")
 

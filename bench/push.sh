@@ -26,15 +26,11 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 # finding it above them.
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
-need=()
-for c in ffmpeg git-lfs jq curl; do command -v "$c" >/dev/null || need+=("$c"); done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$ROOT/bench/lib.sh"
+bench_need ffmpeg git-lfs jq curl
 cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub
 export PATH=$ROOT/target/release:$PATH
 
-. "$ROOT/bench/lib.sh"
 CLIP=$(bench_clip "$SECS")
 VERSIONS=(metadata trim audio-swap)
 for v in "${VERSIONS[@]}"; do bench_edit "$CLIP" "$SECS" "$v" >/dev/null; done

@@ -18,13 +18,12 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 # finding it above them.
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
-command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
-command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+. "$ROOT/bench/lib.sh"
+bench_need ffmpeg jq
 
 cargo build --release -q -p git-dits
 DITS=$ROOT/target/release/git-dits
 
-. "$ROOT/bench/lib.sh"
 CLIP=$(bench_clip "$SECS")
 E=$(bench_edits_dir "$SECS")
 for f in faststart metadata trim audio-swap no-audio second-audio subtitles; do bench_edit "$CLIP" "$SECS" "$f" >/dev/null; done
