@@ -182,20 +182,9 @@ impl Hub {
         Ok(out)
     }
 
-    /// Uploads one batch of sealed objects `(id, plain length, sealed bytes)`; the hub
-    /// stores them as one pack and makes them durable before answering.
-    pub async fn put_objects(&self, objects: &[(ChunkId, u32, Vec<u8>)]) -> Result<u64, HubError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(objects.len().max(1));
-        for o in objects {
-            let _ = tx.try_send(o.clone());
-        }
-        drop(tx);
-        Ok(self.put_object_stream(rx).await?.1)
-    }
-
     /// Uploads objects as they come out of `objects` (id, plain length, sealed bytes) on one
-    /// stream, stored by the hub as one pack once the channel closes; returns the objects
-    /// and bytes sent.
+    /// stream; once the channel closes the hub stores them as one pack and makes it durable
+    /// before answering. Returns the objects and bytes sent.
     /// The sender fills the channel while earlier objects are on the wire, so memory holds
     /// only what the channel bounds, not the whole batch.
     pub async fn put_object_stream(

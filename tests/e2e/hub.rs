@@ -345,7 +345,10 @@ fn an_upload_whose_bytes_do_not_match_its_id_is_refused() {
         let claimed = dits_core::ChunkId::of(b"what the id says");
         let sealed =
             dits_core::envelope::seal(b"other bytes", dits_core::envelope::CompressionHint::Try);
-        let err = hub.put_objects(&[(claimed, 11, sealed)]).await.unwrap_err();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send((claimed, 11, sealed)).await.unwrap();
+        drop(tx);
+        let err = hub.put_object_stream(rx).await.unwrap_err();
         assert_eq!(
             err.code(),
             Some(dits_wire::wire::ErrorCode::Rejected),
