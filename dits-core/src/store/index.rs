@@ -3,6 +3,7 @@
 //! already cleaned costs one hash pass and no chunking.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -10,6 +11,30 @@ use super::pack::Location;
 use crate::chunk_id::ChunkId;
 
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long opening the index waits for other processes that hold it.
+const OPEN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `step` again while SQLite reports the database busy or locked, up to
+/// [`OPEN_PATIENCE`].
+fn retry_while_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && started.elapsed() < OPEN_PATIENCE =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
 
 pub struct Index {
     conn: Connection,
@@ -29,23 +54,39 @@ impl Index {
         let conn = Connection::open(path)?;
         // Concurrent `git add`s share the index: WAL lets readers run beside a writer and
         // the busy timeout queues writers instead of failing them.
-        conn.busy_timeout(std::time::Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(OPEN_PATIENCE)?;
+        // Two processes opening a new index at once race to switch it to WAL and create
+        // the schema; SQLite answers some of those collisions with SQLITE_BUSY at once,
+        // without consulting the busy handler, so open retries them itself.
+        retry_while_busy(|| {
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            Ok(())
+        })?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-             CREATE TABLE IF NOT EXISTS objects(
-                 id BLOB PRIMARY KEY, pack INTEGER NOT NULL REFERENCES packs(id),
-                 offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, plain_len INTEGER NOT NULL
-             ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS objects_by_pack ON objects(pack);
-             CREATE TABLE IF NOT EXISTS files(
-                 oid BLOB NOT NULL, size INTEGER NOT NULL, pointer TEXT NOT NULL,
-                 PRIMARY KEY(oid, size)
-             ) WITHOUT ROWID;
-             INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1);",
-        )?;
+        retry_while_busy(|| {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+                 CREATE TABLE IF NOT EXISTS objects(
+                     id BLOB PRIMARY KEY, pack INTEGER NOT NULL REFERENCES packs(id),
+                     offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, plain_len INTEGER NOT NULL
+                 ) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS objects_by_pack ON objects(pack);
+                 CREATE TABLE IF NOT EXISTS files(
+                     oid BLOB NOT NULL, size INTEGER NOT NULL, pointer TEXT NOT NULL,
+                     PRIMARY KEY(oid, size)
+                 ) WITHOUT ROWID;
+                 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1);
+                 COMMIT;",
+            )
+            .inspect_err(|_| {
+                let _ = conn.execute_batch("ROLLBACK");
+            })
+        })?;
         Ok(Index {
             conn,
             holding: std::cell::Cell::new(false),
@@ -167,6 +208,17 @@ impl Index {
         rows.collect()
     }
 
+    /// Where the indexed objects of pack `name` end, or `None` if no row names it.
+    pub fn pack_end(&self, name: &str) -> rusqlite::Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(MAX(o.offset + o.stored_len), 0) FROM packs p LEFT JOIN objects o ON o.pack = p.id WHERE p.name = ?1 GROUP BY p.id",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
     pub fn object_count(&self) -> rusqlite::Result<u64> {
         self.conn
             .query_row("SELECT COUNT(*) FROM objects", [], |r| r.get(0))
@@ -194,5 +246,46 @@ impl Index {
             params![&oid.0[..], size, pointer],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several processes' first `git add` open a new index at the same moment.
+    #[test]
+    fn many_connections_opening_a_new_index_at_once_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("index.sqlite");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6u8)
+                .map(|n| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut index = Index::open(&path)?;
+                        let id = ChunkId([n; 32]);
+                        let at = Location {
+                            offset: 16,
+                            stored_len: 1,
+                            plain_len: 1,
+                        };
+                        index.commit(&format!("pack-{n}.pack"), &[(id, at)])?;
+                        index.schema_version()
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let result = opener.join().unwrap();
+                assert_eq!(
+                    result.as_ref().ok(),
+                    Some(&SCHEMA_VERSION),
+                    "round {round}: {result:?}"
+                );
+            }
+            assert_eq!(Index::open(&path).unwrap().object_count().unwrap(), 6);
+        }
     }
 }

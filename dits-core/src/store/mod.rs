@@ -199,12 +199,6 @@ impl LocalStore {
 
     fn repair_packs(&mut self) -> Result<RepairReport, StoreError> {
         let mut report = RepairReport::default();
-        let ends: HashMap<String, u64> = self
-            .index
-            .pack_ends()
-            .map_err(|e| self.index_err(e))?
-            .into_iter()
-            .collect();
         let dir = self.packs_dir();
         let entries = std::fs::read_dir(&dir).map_err(|e| Self::io_err(&dir, e))?;
         for entry in entries {
@@ -214,16 +208,24 @@ impl LocalStore {
                 continue;
             }
             let path = entry.path();
-            let done = match ends.get(&name) {
-                Some(&end) => pack::truncate_unindexed_tail(&path, end.max(PACK_HEADER_LEN)),
-                None => pack::remove_if_orphaned(&path),
-            }
-            .map_err(|e| Self::io_err(&path, e))?;
-            if done {
-                tracing::warn!(pack = %name, "repaired a pack left by an interrupted write");
-                if ends.contains_key(&name) {
-                    report.truncated_packs.push(name);
-                } else {
+            let Some(file) = pack::lock_idle(&path).map_err(|e| Self::io_err(&path, e))? else {
+                continue;
+            };
+            // Read the index only now: the writer that held the pack until a moment ago
+            // may have indexed more of it, and what it indexed must stay.
+            let indexed_end = self.index.pack_end(&name).map_err(|e| self.index_err(e))?;
+            match indexed_end {
+                Some(end) => {
+                    if pack::truncate_to(&file, end.max(PACK_HEADER_LEN))
+                        .map_err(|e| Self::io_err(&path, e))?
+                    {
+                        tracing::warn!(pack = %name, "cut off the unindexed tail an interrupted write left");
+                        report.truncated_packs.push(name);
+                    }
+                }
+                None => {
+                    std::fs::remove_file(&path).map_err(|e| Self::io_err(&path, e))?;
+                    tracing::warn!(pack = %name, "removed a pack an interrupted write left unindexed");
                     report.removed_packs.push(name);
                 }
             }

@@ -36,15 +36,23 @@ pub struct PackWriter {
 impl PackWriter {
     /// Creates a fresh pack with a name no other process can pick and locks it.
     pub fn create(dir: &Path) -> io::Result<PackWriter> {
-        let nanos = unique_suffix();
-        let name = format!("pack-{nanos:x}-{:x}.pack", std::process::id());
-        let path = dir.join(&name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        file.lock()?;
+        let (name, path, file) = loop {
+            let nanos = unique_suffix();
+            let name = format!("pack-{nanos:x}-{:x}.pack", std::process::id());
+            let path = dir.join(&name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            file.lock()?;
+            // Another process opening the store may have taken the new, still unlocked,
+            // empty file for an orphan and unlinked it before our lock: writing on would
+            // put objects in a file no one can find. Start again under a new name.
+            if still_linked_at(&file, &path)? {
+                break (name, path, file);
+            }
+        };
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(PACK_MAGIC)?;
         out.write_all(&PACK_VERSION.to_be_bytes())?;
@@ -146,13 +154,23 @@ pub(crate) fn unique_suffix() -> u128 {
         .unwrap_or(0)
 }
 
-/// Truncates `path` to `keep` bytes if no writer holds it. Returns whether it was
-/// repaired (false when busy or already clean).
-pub fn truncate_unindexed_tail(path: &Path, keep: u64) -> io::Result<bool> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-    if file.try_lock().is_err() {
-        return Ok(false);
+/// Opens `path` for repair and locks it, if no writer holds it and it still exists.
+/// The lock lasts as long as the returned file; decide what to repair only once it is
+/// held, since until then a writer may still be adding to (and indexing) the pack.
+pub fn lock_idle(path: &Path) -> io::Result<Option<File>> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if file.try_lock().is_err() || !still_linked_at(&file, path)? {
+        return Ok(None);
     }
+    Ok(Some(file))
+}
+
+/// Cuts a pack [`lock_idle`] locked back to `keep` bytes. Returns whether it was longer.
+pub fn truncate_to(mut file: &File, keep: u64) -> io::Result<bool> {
     let len = file.seek(SeekFrom::End(0))?;
     if len <= keep {
         return Ok(false);
@@ -162,12 +180,13 @@ pub fn truncate_unindexed_tail(path: &Path, keep: u64) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Deletes a pack no index row refers to, if no writer holds it.
-pub fn remove_if_orphaned(path: &Path) -> io::Result<bool> {
-    let file = File::open(path)?;
-    if file.try_lock().is_err() {
-        return Ok(false);
-    }
-    std::fs::remove_file(path)?;
-    Ok(true)
+/// Whether `path` still names the file `file` has open.
+fn still_linked_at(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    Ok(match std::fs::metadata(path) {
+        Ok(named) => named.ino() == open.ino() && named.dev() == open.dev(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    })
 }
