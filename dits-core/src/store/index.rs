@@ -1,6 +1,7 @@
 //! The SQLite index of the local store: object id → (pack, offset, lengths), the packs
-//! themselves, and a cache of whole-file hash → pointer so re-adding content we have
-//! already cleaned costs one hash pass and no chunking.
+//! themselves, a cache of whole-file hash → pointer so re-adding content we have
+//! already cleaned costs one hash pass and no chunking, and a cache of working-file
+//! `stat` → hash that only tells clean whether chunking ahead of the hash is worth it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,6 +43,20 @@ pub struct Index {
     holding: std::cell::Cell<bool>,
 }
 
+/// A working-tree file as `stat` saw it: a row of the stat cache is keyed by `path` and
+/// holds the rest. Two stats of one path that agree on all of it almost certainly saw the
+/// same bytes (Git's racy-index check trusts the same fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// The path clean was given (Git's, resolved against the work tree), as bytes.
+    pub path: Vec<u8>,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
 /// An object's row: its pack file name and where it sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedObject {
@@ -79,6 +94,11 @@ impl Index {
                  CREATE TABLE IF NOT EXISTS files(
                      oid BLOB NOT NULL, size INTEGER NOT NULL, pointer TEXT NOT NULL,
                      PRIMARY KEY(oid, size)
+                 ) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS file_stats(
+                     path BLOB PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+                     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+                     oid BLOB NOT NULL
                  ) WITHOUT ROWID;
                  INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1);
                  COMMIT;",
@@ -249,9 +269,83 @@ impl Index {
     }
 }
 
+impl Index {
+    /// The whole-file hash last recorded for `file`'s path, if the path's row matches
+    /// `file` in every field.
+    pub fn stat_oid(&self, file: &FileIdentity) -> rusqlite::Result<Option<ChunkId>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT oid FROM file_stats WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+        )?;
+        let oid: Option<Vec<u8>> = stmt
+            .query_row(
+                params![
+                    &file.path,
+                    // SQLite integers are signed: the bits go in and come back unchanged.
+                    file.dev as i64,
+                    file.ino as i64,
+                    file.size as i64,
+                    file.mtime_ns,
+                    file.ctime_ns
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(oid.and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok().map(ChunkId)))
+    }
+
+    /// Records that `file` held the bytes hashing to `oid`, replacing whatever its path
+    /// held before: one row per path, so the table stays as small as the work trees.
+    pub fn remember_stat(&self, file: &FileIdentity, oid: &ChunkId) -> rusqlite::Result<()> {
+        self.release_snapshot()?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO file_stats(path, dev, ino, size, mtime_ns, ctime_ns, oid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                &file.path,
+                file.dev as i64,
+                file.ino as i64,
+                file.size as i64,
+                file.mtime_ns,
+                file.ctime_ns,
+                &oid.0[..]
+            ],
+        )?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_cache_answers_only_an_identical_stat_and_keeps_one_row_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let file = FileIdentity {
+            path: b"/work/clip.mp4".to_vec(),
+            dev: u64::MAX,
+            ino: 42,
+            size: 1 << 40,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ctime_ns: -5,
+        };
+        assert_eq!(index.stat_oid(&file).unwrap(), None);
+        index.remember_stat(&file, &ChunkId([1; 32])).unwrap();
+        assert_eq!(index.stat_oid(&file).unwrap(), Some(ChunkId([1; 32])));
+        let touched = FileIdentity {
+            mtime_ns: file.mtime_ns + 1,
+            ..file.clone()
+        };
+        assert_eq!(index.stat_oid(&touched).unwrap(), None);
+        index.remember_stat(&touched, &ChunkId([2; 32])).unwrap();
+        assert_eq!(index.stat_oid(&file).unwrap(), None);
+        assert_eq!(index.stat_oid(&touched).unwrap(), Some(ChunkId([2; 32])));
+        let rows: i64 = index
+            .conn
+            .query_row("SELECT COUNT(*) FROM file_stats", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
 
     /// Several processes' first `git add` open a new index at the same moment.
     #[test]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chunk_id::ChunkId;
 use crate::envelope::{self, CompressionHint, EnvelopeError};
+pub use index::FileIdentity;
 use index::Index;
 use pack::{Location, PackWriter, PACK_HEADER_LEN};
 
@@ -311,6 +312,18 @@ impl LocalStore {
     ) -> Result<(), StoreError> {
         self.index
             .remember_pointer(oid, size, pointer)
+            .map_err(|e| self.index_err(e))
+    }
+
+    /// The whole-file hash recorded for a working file with exactly this `stat`, if any:
+    /// a hint for clean, never a substitute for hashing what Git sends.
+    pub fn stat_oid(&self, file: &FileIdentity) -> Result<Option<ChunkId>, StoreError> {
+        self.index.stat_oid(file).map_err(|e| self.index_err(e))
+    }
+
+    pub fn remember_stat(&self, file: &FileIdentity, oid: &ChunkId) -> Result<(), StoreError> {
+        self.index
+            .remember_stat(file, oid)
             .map_err(|e| self.index_err(e))
     }
 
