@@ -16,23 +16,36 @@
 //! path only decides speed, never what is stored. A file that changes *after* being
 //! compared is caught by its `fstat` (size, mtime, ctime) moving before the pointer is
 //! handed out; the add then fails asking for it to be run again.
+//!
+//! The intake and the chunking ([`chunking`]) each take about half of a first add, and the
+//! chunking waited only because the file is known to hold the stream's bytes once the
+//! last one is compared. But the working file is complete on disk from the start, so for
+//! big files the chunking runs *speculatively* on a second thread while the intake runs,
+//! reading the file through its own handle. Its result is kept only if the intake ends up
+//! reading the working file (every byte matched, the same length) and the file's `fstat`
+//! never moved; otherwise it is dropped and the chunking done as before, from the intake's
+//! file. Speculation decides speed, never content. For content cleaned before it is wasted
+//! work that competes with the intake, so a stat cache (path, device, inode, size, mtime,
+//! ctime → hash) names files cleaned before; one whose hash the pointer cache knows is not
+//! chunked ahead, and the intake's hash still decides what the answer is.
 
+mod chunking;
 mod intake;
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use crate::chunk_id::ChunkId;
-use crate::chunker::{chunk_range, ChunkSizes};
 use crate::envelope::CompressionHint;
-use crate::media::streams::{SampleStream, StreamReader};
-use crate::media::{analyze, Layout, LayoutOptions, Region};
+use crate::media::{Layout, LayoutOptions};
 use crate::pointer::Pointer;
-use crate::recipe::{Entry, EntryKind, Recipe};
-use crate::store::{ChunkStore, LocalStore, StoreError};
+use crate::store::{ChunkStore, FileIdentity, LocalStore, StoreError};
 
-use intake::{FileStamp, Intake, WorkingFile};
+use chunking::{chunk_file, KeepGoing, Stored, ToTheEnd};
+use intake::{FileStamp, Intake, Spooling, WorkingFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CleanError {
@@ -66,6 +79,8 @@ pub struct CleanOutcome {
     pub cached: bool,
     /// Where the bytes that were (or would have been) chunked were read from.
     pub source: ContentSource,
+    /// Whether the working file was chunked ahead of the stream, and whether that counted.
+    pub speculated: Speculated,
 }
 
 /// Where clean read the content from, besides Git's stream (which is always hashed).
@@ -94,45 +109,127 @@ pub fn clean<R: Read>(
     store: &mut LocalStore,
     options: LayoutOptions,
 ) -> Result<CleanOutcome, CleanError> {
+    clean_with(
+        input,
+        working_file,
+        store,
+        options,
+        SpeculationPolicy::default(),
+    )
+}
+
+/// [`clean`], with `policy` deciding when the working file is chunked ahead of the stream.
+pub fn clean_with<R: Read>(
+    input: R,
+    working_file: Option<&Path>,
+    store: &mut LocalStore,
+    options: LayoutOptions,
+    policy: SpeculationPolicy,
+) -> Result<CleanOutcome, CleanError> {
     let started = std::time::Instant::now();
     let working = working_file.and_then(WorkingFile::open);
+    // Only files big enough to chunk ahead are worth a row: a write per small file would
+    // cost more than the lookup it saves.
+    let identity = working
+        .as_ref()
+        .zip(working_file)
+        .filter(|(w, _)| w.stamp.len >= policy.min_size)
+        .map(|(w, path)| w.stamp.identity(path));
+    let recorded = identity.as_ref().and_then(|id| recorded_stat(store, id));
+    let known = identity
+        .as_ref()
+        .zip(recorded.as_ref())
+        .is_some_and(|(id, (then, oid))| {
+            likely_unchanged(id, then) && is_cached(store, oid, id.size)
+        });
+    let ahead_file = working
+        .as_ref()
+        .filter(|_| identity.is_some() && !known)
+        .and_then(|w| w.file.try_clone().ok());
+    let speculating = ahead_file.is_some();
+    let tmp_dir = store.tmp_dir();
+    let watch = Watch::default();
+    let (intake, ahead) = match (working, &ahead_file) {
+        (Some(working), Some(ahead_file)) => {
+            take_in_chunking_ahead(input, working, ahead_file, &tmp_dir, store, options, &watch)
+        }
+        (working, _) => {
+            let spooling = Spooling {
+                tmp_dir: &tmp_dir,
+                left_working_file: &watch.left_working_file,
+            };
+            (intake::take_in(input, working, &spooling), None)
+        }
+    };
     let Intake {
-        mut file,
+        file,
         oid,
         size,
         source,
         stamp,
-    } = intake::take_in(input, working, store)?;
+    } = intake?;
     tracing::debug!(
         size,
         ?source,
+        speculating,
         ms = started.elapsed().as_secs_f64() * 1e3,
         "content taken in and hashed"
     );
-    if let Some(text) = store.cached_pointer(&oid, size)? {
-        if let Ok(pointer) = Pointer::parse(text.as_bytes()) {
-            if store.contains(&pointer.recipe)? {
-                return Ok(CleanOutcome {
-                    layout_summary: pointer.media.clone(),
-                    pointer,
-                    fallback_reason: None,
-                    track_split_fallback: None,
-                    objects: 0,
-                    new_objects: 0,
-                    new_bytes: 0,
-                    cached: true,
-                    source,
-                });
-            }
-        }
-    }
+    let from_working_file = source == ContentSource::WorkingFile;
     // A working file that changes while it is chunked may fail the chunking (it shrank) or
     // yield chunks of other bytes: either way, what to report is that it changed.
     let changed =
         |file: &File| stamp.is_some_and(|s| FileStamp::of(file).map_or(true, |now| now != s));
-    let (layout, outcome) = match chunk_file(&mut file, size, options, store) {
-        Err(_) if changed(&file) => return Err(CleanError::Changed),
-        result => result?,
+    // Record only what changed (a `touch`, other content): a write per clean of a
+    // file Git merely re-checks would cost more than the lookup saves.
+    let stat_to_record = identity
+        .as_ref()
+        .filter(|id| from_working_file && recorded.as_ref() != Some(&((*id).clone(), oid)));
+    if let Some(pointer) = usable_cached_pointer(store, &oid, size)? {
+        if let Some(id) = stat_to_record {
+            if !changed(&file) {
+                remember_stat(store, id, &oid);
+            }
+        }
+        return Ok(CleanOutcome {
+            layout_summary: pointer.media.clone(),
+            pointer,
+            fallback_reason: None,
+            track_split_fallback: None,
+            objects: 0,
+            new_objects: 0,
+            new_bytes: 0,
+            cached: true,
+            source,
+            speculated: if speculating {
+                Speculated::Wasted
+            } else {
+                Speculated::No
+            },
+        });
+    }
+    // The speculative chunks are of the file as it was while the stream was compared with
+    // it; they are the stream's only if every byte matched and the fstat never moved
+    // (checked again below, after the recipe is stored, as for the path without
+    // speculation).
+    let ahead = ahead.filter(|(_, _, chunked)| from_working_file && *chunked == size);
+    let (layout, outcome, speculated) = match ahead {
+        // Without speculation the same moved stamp would end in `Changed` after a whole
+        // chunking pass; say so now.
+        Some(_) if changed(&file) => return Err(CleanError::Changed),
+        Some((layout, outcome, _)) => (layout, outcome, Speculated::Used),
+        None => {
+            let (layout, outcome) = match chunk_file(&file, size, options, store, &ToTheEnd) {
+                Err(_) if changed(&file) => return Err(CleanError::Changed),
+                result => result?,
+            };
+            let speculated = if speculating {
+                Speculated::Wasted
+            } else {
+                Speculated::No
+            };
+            (layout, outcome, speculated)
+        }
     };
     let recipe_bytes = outcome.recipe.encode();
     let recipe_id = ChunkId::of(&recipe_bytes);
@@ -150,8 +247,12 @@ pub fn clean<R: Read>(
         size,
     };
     store.remember_pointer(&oid, size, &pointer.encode())?;
+    if let Some(id) = stat_to_record {
+        remember_stat(store, id, &oid);
+    }
     tracing::debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
+        ?speculated,
         "content chunked and stored"
     );
     Ok(CleanOutcome {
@@ -164,230 +265,173 @@ pub fn clean<R: Read>(
         new_bytes: outcome.new_bytes,
         cached: false,
         source,
+        speculated,
     })
 }
 
-/// Analyzes `file` (`size` bytes) and stores its objects; returns the layout used and the
-/// stored recipe (not yet stored itself).
-fn chunk_file(
-    file: &mut File,
-    size: u64,
-    options: LayoutOptions,
-    store: &mut LocalStore,
-) -> Result<(Layout, Stored), CleanError> {
-    let mut layout = analyze(file, size, options);
-    let mut outcome = store.with_index_snapshot(|s| store_layout(file, &layout, s))?;
-    outcome.recipe.file_size = size;
-    if !layout.streams.is_empty() && !tiles(&outcome.recipe) {
-        // Can't happen if build_streams is right; if it isn't, the bytes still go in.
-        tracing::warn!("track-level recipe does not tile the file; storing it by bytes");
-        layout = analyze(
-            file,
-            size,
-            LayoutOptions {
-                split_tracks: false,
-            },
-        );
-        layout.track_split_fallback = Some("track-level recipe did not tile the file".into());
-        outcome = store.with_index_snapshot(|s| store_layout(file, &layout, s))?;
-        outcome.recipe.file_size = size;
+/// When [`clean_with`] chunks the working file on a second thread while Git's stream is
+/// still being taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpeculationPolicy {
+    /// Files smaller than this are not chunked ahead: the thread, the analysis and the
+    /// index snapshot cost more than the overlap saves on them.
+    pub min_size: u64,
+}
+
+impl SpeculationPolicy {
+    pub const NEVER: SpeculationPolicy = SpeculationPolicy { min_size: u64::MAX };
+}
+
+impl Default for SpeculationPolicy {
+    fn default() -> Self {
+        SpeculationPolicy { min_size: 8 << 20 }
     }
-    Ok((layout, outcome))
 }
 
-struct Stored {
-    recipe: Recipe,
-    new_objects: usize,
-    new_bytes: u64,
+/// Whether clean chunked the working file ahead of the stream, and what came of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speculated {
+    /// Not tried: no regular working file, a small one, or the stat cache knew the file.
+    No,
+    /// Chunked alongside the intake; that result is the one stored.
+    Used,
+    /// Chunked alongside the intake and thrown away: the stream differed from the file,
+    /// the pointer cache answered, or the chunking failed. What it stored is unreferenced
+    /// or shared with the result that was kept.
+    Wasted,
 }
 
-/// Entries cover `[0, file_size)` exactly, in order, each inside its object.
-fn tiles(recipe: &Recipe) -> bool {
-    let mut pos = 0u64;
-    for e in &recipe.entries {
-        if e.offset != pos
-            || e.len == 0
-            || u64::from(e.chunk_offset) + u64::from(e.len) > u64::from(e.chunk_len)
-        {
+/// What the intake tells the speculative chunking while both run.
+#[derive(Default)]
+struct Watch {
+    /// The working file is not (or no longer) the intake's result, or the intake failed.
+    left_working_file: AtomicBool,
+    /// The stream's hash and length, once the intake has them and every byte matched.
+    taken_in: OnceLock<(ChunkId, u64)>,
+    /// The pointer cache has been asked about `taken_in`.
+    cache_asked: AtomicBool,
+}
+
+impl KeepGoing for Watch {
+    fn keep_going(&self, store: &LocalStore) -> bool {
+        if self.left_working_file.load(Ordering::Relaxed) {
             return false;
         }
-        pos = e.end();
-    }
-    pos == recipe.file_size
-}
-
-fn store_layout(
-    file: &mut File,
-    layout: &Layout,
-    store: &mut LocalStore,
-) -> Result<Stored, CleanError> {
-    let mut out = Stored {
-        recipe: Recipe::default(),
-        new_objects: 0,
-        new_bytes: 0,
-    };
-    let media_hint = if layout.container == crate::media::Container::Other {
-        CompressionHint::Try
-    } else {
-        CompressionHint::Probe
-    };
-    for region in &layout.regions {
-        match region {
-            Region::Object {
-                offset,
-                len,
-                fourcc,
-            } => {
-                let mut bytes = vec![0u8; *len as usize];
-                file.seek(SeekFrom::Start(*offset))
-                    .map_err(CleanError::Spool)?;
-                file.read_exact(&mut bytes).map_err(CleanError::Spool)?;
-                let id = ChunkId::of(&bytes);
-                let kind = EntryKind::Box { fourcc: *fourcc };
-                if let Some(e) =
-                    out.store(store, id, *offset, &bytes, kind, CompressionHint::Try)?
-                {
-                    out.recipe.entries.push(e);
-                }
-            }
-            Region::Payload { offset, len, cuts } => {
-                let chunks = chunk_and_store(
-                    file,
-                    (*offset, *len),
-                    cuts,
-                    ChunkSizes::DEFAULT,
-                    media_hint,
-                    store,
-                    &mut out,
-                )?;
-                out.recipe.entries.extend(chunks);
-            }
-            // Laid down below, stream by stream.
-            Region::Streamed { .. } => {}
-        }
-    }
-    for stream in &layout.streams {
-        store_stream(file, stream, store, media_hint, &mut out)?;
-    }
-    if !layout.streams.is_empty() {
-        out.recipe.entries.sort_unstable_by_key(|e| e.offset);
-    }
-    Ok(out)
-}
-
-/// Chunks one sample stream and adds an entry for each piece of each chunk that lands
-/// in one run of the file.
-fn store_stream(
-    file: &File,
-    stream: &SampleStream,
-    store: &mut LocalStore,
-    hint: CompressionHint,
-    out: &mut Stored,
-) -> Result<(), CleanError> {
-    let mut reader = StreamReader::new(file, stream);
-    let sizes = if stream.video {
-        ChunkSizes::DEFAULT
-    } else {
-        ChunkSizes::LOW_RATE
-    };
-    // Whole-object entries whose `offset` is the chunk's offset in the stream.
-    let mut chunks = chunk_and_store(
-        &mut reader,
-        (0, stream.len),
-        &stream.cuts,
-        sizes,
-        hint,
-        store,
-        out,
-    )?;
-    for c in &mut chunks {
-        c.stream = stream.id;
-    }
-
-    for run in &stream.runs {
-        let run_end = run.stream_offset + run.len;
-        let mut i = chunks.partition_point(|e| e.end() <= run.stream_offset);
-        while let Some(&chunk) = chunks.get(i) {
-            let chunk_start = chunk.offset;
-            if chunk_start >= run_end {
-                break;
-            }
-            let from = chunk_start.max(run.stream_offset);
-            let to = (chunk_start + u64::from(chunk.len)).min(run_end);
-            out.recipe.entries.push(Entry {
-                offset: run.file_offset + (from - run.stream_offset),
-                len: (to - from) as u32,
-                chunk_offset: (from - chunk_start) as u32,
-                keyframe: chunk.keyframe && from == chunk_start,
-                ..chunk
-            });
-            i += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Chunks `[range.0, range.0 + range.1)` of `source`, stores each chunk and returns its
-/// whole-object entry (offset in `source`, keyframe flag set), in order.
-fn chunk_and_store<R: Read + Seek + Send>(
-    source: &mut R,
-    range: (u64, u64),
-    cuts: &[u64],
-    sizes: ChunkSizes,
-    hint: CompressionHint,
-    store: &mut LocalStore,
-    out: &mut Stored,
-) -> Result<Vec<Entry>, CleanError> {
-    let mut entries = Vec::new();
-    let mut failure: Option<CleanError> = None;
-    chunk_range(source, range.0, range.1, cuts, sizes, |c| {
-        match out.store(store, c.id, c.offset, c.data, EntryKind::Chunk, hint) {
-            Ok(Some(mut e)) => {
-                e.keyframe = c.keyframe;
-                entries.push(e);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                failure = Some(e);
-                Err(io::Error::other("store failed"))
-            }
-        }
-    })
-    .map_err(|e| failure.take().unwrap_or(CleanError::Spool(e)))?;
-    Ok(entries)
-}
-
-impl Stored {
-    /// Stores an object unless present and returns its whole-object entry (None for
-    /// empty input).
-    fn store(
-        &mut self,
-        store: &mut LocalStore,
-        id: ChunkId,
-        offset: u64,
-        bytes: &[u8],
-        kind: EntryKind,
-        hint: CompressionHint,
-    ) -> Result<Option<Entry>, CleanError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| StoreError::TooLarge {
-            id,
-            len: bytes.len(),
-        })?;
-        if len == 0 {
-            return Ok(None);
-        }
-        // One index lookup for the common case (the object is already stored).
-        let stored_len = match store.stored_len(&id)? {
-            Some(stored) => stored,
-            None => {
-                store.put(&id, bytes, hint)?;
-                self.new_objects += 1;
-                self.new_bytes += u64::from(len);
-                store.stored_len(&id)?.unwrap_or(len)
-            }
+        let Some((oid, size)) = self.taken_in.get() else {
+            return true;
         };
-        Ok(Some(Entry::whole(id, offset, len, stored_len, kind)))
+        if self.cache_asked.swap(true, Ordering::Relaxed) {
+            return true;
+        }
+        // Known content: clean will answer from the pointer cache and drop this work, so
+        // stop taking the second core from the rest of the add.
+        !is_cached(store, oid, *size)
+    }
+}
+
+/// The chunking of the working file done ahead: its layout, what was stored, and the
+/// file size it assumed.
+type ChunkedAhead<'w> = (Layout, Stored<'w>, u64);
+
+/// Takes Git's stream in on this thread while a second one analyzes and chunks the
+/// working file (through `ahead`, a clone of its handle) into `store`. Either may finish
+/// first. The chunking's result comes back only if it ran to the end without error; any
+/// error of its own is dropped, since the path without speculation redoes the work and
+/// reports what really went wrong.
+fn take_in_chunking_ahead<'w, R: Read>(
+    input: R,
+    working: WorkingFile,
+    ahead: &File,
+    tmp_dir: &Path,
+    store: &mut LocalStore,
+    options: LayoutOptions,
+    watch: &'w Watch,
+) -> (Result<Intake, CleanError>, Option<ChunkedAhead<'w>>) {
+    let size = working.stamp.len;
+    std::thread::scope(|scope| {
+        // The store is `&mut` and single-threaded: this thread owns it until joined, and
+        // the intake needs nothing of it but the spool directory.
+        let chunking = scope.spawn(move || {
+            let started = std::time::Instant::now();
+            let result = chunk_file(ahead, size, options, store, watch);
+            tracing::debug!(
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                error = result.as_ref().err().map(tracing::field::display),
+                "speculative chunking ended"
+            );
+            result
+        });
+        let spooling = Spooling {
+            tmp_dir,
+            left_working_file: &watch.left_working_file,
+        };
+        let started = std::time::Instant::now();
+        let intake = intake::take_in(input, Some(working), &spooling);
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "intake ended beside the speculative chunking"
+        );
+        if let Ok(Intake {
+            source: ContentSource::WorkingFile,
+            oid,
+            size,
+            ..
+        }) = &intake
+        {
+            let _ = watch.taken_in.set((*oid, *size));
+        }
+        let ahead = match chunking.join() {
+            Ok(result) => result.ok().map(|(layout, stored)| (layout, stored, size)),
+            // A panic is a bug, not a changed file: let it be seen as one.
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (intake, ahead)
+    })
+}
+
+/// The pointer cached for `(oid, size)`, if its recipe is still in the store.
+fn usable_cached_pointer(
+    store: &LocalStore,
+    oid: &ChunkId,
+    size: u64,
+) -> Result<Option<Pointer>, StoreError> {
+    let Some(text) = store.cached_pointer(oid, size)? else {
+        return Ok(None);
+    };
+    let Ok(pointer) = Pointer::parse(text.as_bytes()) else {
+        return Ok(None);
+    };
+    Ok(store.contains(&pointer.recipe)?.then_some(pointer))
+}
+
+/// What the stat cache recorded for `file`'s path. It only ever decides whether to chunk
+/// ahead, never what is stored, so a failed lookup is "nothing".
+fn recorded_stat(store: &LocalStore, file: &FileIdentity) -> Option<(FileIdentity, ChunkId)> {
+    store.recorded_stat(&file.path).unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "stat cache lookup failed");
+        None
+    })
+}
+
+/// Whether the file `now` at a path likely still holds what it held when `then` was
+/// recorded. Mtime and ctime are left out on purpose: a `touch` or a `cp` of the same
+/// bytes over the file moves them, and Git then re-cleans the file, which is exactly when
+/// chunking ahead would be wasted. A same-size rewrite of the same inode is misjudged as
+/// unchanged, and that only costs it the speculation (the speed of a clean without it).
+fn likely_unchanged(now: &FileIdentity, then: &FileIdentity) -> bool {
+    (now.dev, now.ino, now.size) == (then.dev, then.ino, then.size)
+}
+
+/// Whether the pointer cache answers for `(oid, size)` (a failed lookup is "no").
+fn is_cached(store: &LocalStore, oid: &ChunkId, size: u64) -> bool {
+    matches!(usable_cached_pointer(store, oid, size), Ok(Some(_)))
+}
+
+/// Records `file` → `oid` in the stat cache. A hint cache that cannot be written must not
+/// fail an add whose pointer is already stored.
+fn remember_stat(store: &LocalStore, file: &FileIdentity, oid: &ChunkId) {
+    if let Err(e) = store.remember_stat(file, oid) {
+        tracing::debug!(error = %e, "stat cache not updated");
     }
 }
 
@@ -395,6 +439,7 @@ impl Stored {
 mod tests {
     use super::*;
     use crate::test_bytes::test_bytes;
+    use std::os::unix::fs::FileExt;
 
     fn clean_in_new_store(stream: &[u8], working_file: Option<&Path>) -> CleanOutcome {
         let dir = tempfile::tempdir().unwrap();
@@ -457,5 +502,302 @@ mod tests {
         assert!(!first.cached && again.cached);
         assert_eq!(again.source, ContentSource::WorkingFile);
         assert_eq!(first.pointer, again.pointer);
+    }
+
+    fn store_in(dir: &Path) -> LocalStore {
+        LocalStore::open(&dir.join("store")).unwrap()
+    }
+
+    const ALWAYS: SpeculationPolicy = SpeculationPolicy { min_size: 0 };
+
+    /// Cleans `stream` into a fresh store with `policy`; returns the outcome and the bytes
+    /// the stored pointer rebuilds.
+    fn clean_and_rebuild(
+        stream: &[u8],
+        working_file: Option<&Path>,
+        policy: SpeculationPolicy,
+    ) -> (CleanOutcome, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_in(dir.path());
+        let outcome = clean_with(
+            stream,
+            working_file,
+            &mut store,
+            LayoutOptions::default(),
+            policy,
+        )
+        .unwrap();
+        let mut rebuilt = Vec::new();
+        crate::smudge(&mut store, &outcome.pointer, &mut rebuilt).unwrap();
+        (outcome, rebuilt)
+    }
+
+    fn assert_same_result_with_and_without_speculation(path: &Path) {
+        let stream = std::fs::read(path).unwrap();
+        let (ahead, rebuilt) = clean_and_rebuild(&stream, Some(path), ALWAYS);
+        let (after, _) = clean_and_rebuild(&stream, Some(path), SpeculationPolicy::NEVER);
+        assert_eq!(ahead.speculated, Speculated::Used);
+        assert_eq!(after.speculated, Speculated::No);
+        assert_eq!(ahead.source, ContentSource::WorkingFile);
+        // The pointer names the recipe by hash: the same pointer is the same recipe.
+        assert_eq!(ahead.pointer, after.pointer);
+        assert_eq!(ahead.layout_summary, after.layout_summary);
+        assert_eq!(ahead.objects, after.objects);
+        assert_eq!(ahead.new_bytes, after.new_bytes);
+        assert!(rebuilt == stream, "speculative recipe rebuilds other bytes");
+    }
+
+    #[test]
+    fn speculative_chunking_stores_what_chunking_after_the_intake_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, test_bytes(5_000_000, 10)).unwrap();
+        assert_same_result_with_and_without_speculation(&path);
+    }
+
+    #[test]
+    fn speculative_chunking_of_an_mp4_split_by_track_matches_chunking_after_the_intake() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mp4");
+        // moov after mdat (no faststart): the analysis needs the whole file.
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-y", "-loglevel", "error", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=320x240:rate=25,noise=alls=20:allf=t")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args([
+                "-t",
+                "4",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+            .arg(&path)
+            .output()
+            .expect("ffmpeg must be installed (see .ci/run)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_result_with_and_without_speculation(&path);
+        let stream = std::fs::read(&path).unwrap();
+        let (outcome, _) = clean_and_rebuild(&stream, Some(&path), ALWAYS);
+        assert!(outcome.track_split_fallback.is_none() && outcome.fallback_reason.is_none());
+    }
+
+    #[test]
+    fn stream_diverging_from_the_file_while_speculating_stores_the_streams_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = test_bytes(4_000_000, 11);
+        let mut other = stream.clone();
+        other[2_500_000..].copy_from_slice(&test_bytes(1_500_000, 12));
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &other).unwrap();
+        let (diverged, rebuilt) = clean_and_rebuild(&stream, Some(&path), ALWAYS);
+        assert_eq!(
+            diverged.source,
+            ContentSource::Diverged { offset: 2_500_000 }
+        );
+        assert_eq!(diverged.speculated, Speculated::Wasted);
+        assert!(rebuilt == stream, "stored bytes are not the stream's");
+        let (spooled, _) = clean_and_rebuild(&stream, None, ALWAYS);
+        assert_eq!(spooled.speculated, Speculated::No);
+        assert_eq!(diverged.pointer, spooled.pointer);
+    }
+
+    /// Yields `data`, running `edit` once when `at` bytes have been read.
+    struct EditingReader<'a, F: FnOnce()> {
+        data: &'a [u8],
+        pos: usize,
+        at: usize,
+        edit: Option<F>,
+    }
+
+    impl<F: FnOnce()> Read for EditingReader<'_, F> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos >= self.at {
+                if let Some(edit) = self.edit.take() {
+                    edit();
+                }
+            }
+            let end = if self.pos < self.at {
+                self.at
+            } else {
+                self.data.len()
+            };
+            let n = buf.len().min(end - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    /// Cleans `stream` from the file at `path` (holding `stream`), running `edit` on the
+    /// file when `at` bytes have been streamed.
+    fn clean_while_editing(
+        store: &mut LocalStore,
+        path: &Path,
+        stream: &[u8],
+        at: usize,
+        edit: impl FnOnce(),
+    ) -> Result<CleanOutcome, CleanError> {
+        let input = EditingReader {
+            data: stream,
+            pos: 0,
+            at,
+            edit: Some(edit),
+        };
+        clean_with(input, Some(path), store, LayoutOptions::default(), ALWAYS)
+    }
+
+    #[test]
+    fn file_rewritten_behind_the_comparison_while_speculating_fails_with_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_in(dir.path());
+        let stream = test_bytes(6_000_000, 13);
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &stream).unwrap();
+        // Bytes already compared change: the intake cannot see it, the stamp does.
+        let edit = || {
+            let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            w.write_all_at(b"edited", 1000).unwrap();
+        };
+        let err = clean_while_editing(&mut store, &path, &stream, 5_000_000, edit)
+            .err()
+            .unwrap();
+        assert!(matches!(err, CleanError::Changed), "{err}");
+        assert!(store
+            .cached_pointer(&ChunkId::of(&stream), stream.len() as u64)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn file_truncated_while_speculating_fails_with_changed_not_a_chunking_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_in(dir.path());
+        let stream = test_bytes(6_000_000, 14);
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &stream).unwrap();
+        let edit = || {
+            let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            w.set_len(1_000_000).unwrap();
+        };
+        let err = clean_while_editing(&mut store, &path, &stream, 3_000_000, edit)
+            .err()
+            .unwrap();
+        assert!(matches!(err, CleanError::Changed), "{err}");
+        // The store is usable after the speculative thread's failure.
+        std::fs::write(&path, &stream).unwrap();
+        let again = clean_with(
+            &stream[..],
+            Some(&path),
+            &mut store,
+            LayoutOptions::default(),
+            ALWAYS,
+        )
+        .unwrap();
+        assert_eq!(again.speculated, Speculated::Used);
+        let mut rebuilt = Vec::new();
+        crate::smudge(&mut store, &again.pointer, &mut rebuilt).unwrap();
+        assert!(rebuilt == stream);
+    }
+
+    fn clean_file(store: &mut LocalStore, path: &Path) -> CleanOutcome {
+        let stream = std::fs::read(path).unwrap();
+        let options = LayoutOptions::default();
+        clean_with(&stream[..], Some(path), store, options, ALWAYS).unwrap()
+    }
+
+    fn recorded_mtime(store: &LocalStore, path: &Path) -> i64 {
+        use std::os::unix::ffi::OsStrExt;
+        let (file, _) = store
+            .recorded_stat(path.as_os_str().as_bytes())
+            .unwrap()
+            .unwrap();
+        file.mtime_ns
+    }
+
+    fn set_mtime(path: &Path, secs_from_now: u64) -> i64 {
+        let when = std::time::SystemTime::now() + std::time::Duration::from_secs(secs_from_now);
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(when).unwrap();
+        let since = when.duration_since(std::time::UNIX_EPOCH).unwrap();
+        since.as_nanos() as i64
+    }
+
+    #[test]
+    fn stat_cache_skips_speculation_for_a_file_cleaned_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_in(dir.path());
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, test_bytes(3_000_000, 15)).unwrap();
+        let first = clean_file(&mut store, &path);
+        assert_eq!((first.cached, first.speculated), (false, Speculated::Used));
+        let again = clean_file(&mut store, &path);
+        assert_eq!((again.cached, again.speculated), (true, Speculated::No));
+        assert_eq!(again.pointer, first.pointer);
+
+        // A touch moves mtime and ctime, and Git re-cleans the file: known content, not
+        // chunked ahead; the new stat is recorded.
+        let touched_at = set_mtime(&path, 60);
+        let touched = clean_file(&mut store, &path);
+        assert_eq!((touched.cached, touched.speculated), (true, Speculated::No));
+        assert_eq!(recorded_mtime(&store, &path), touched_at);
+
+        // Another path with the same bytes is not known by its stat.
+        let copy = dir.path().join("copy.bin");
+        std::fs::copy(&path, &copy).unwrap();
+        let copied = clean_file(&mut store, &copy);
+        assert_eq!(
+            (copied.cached, copied.speculated),
+            (true, Speculated::Wasted)
+        );
+        assert_eq!(clean_file(&mut store, &copy).speculated, Speculated::No);
+    }
+
+    #[test]
+    fn stat_cache_decides_only_speed_when_a_file_is_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_in(dir.path());
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, test_bytes(3_000_000, 17)).unwrap();
+        clean_file(&mut store, &path);
+        // Same inode, same size, other bytes: taken for a touch, so not chunked ahead,
+        // but the pointer is the new bytes'.
+        let other = test_bytes(3_000_000, 18);
+        std::fs::write(&path, &other).unwrap();
+        set_mtime(&path, 120);
+        let rewritten = clean_file(&mut store, &path);
+        assert_eq!(
+            (rewritten.cached, rewritten.speculated),
+            (false, Speculated::No)
+        );
+        assert_eq!(rewritten.pointer.oid, ChunkId::of(&other));
+        // Another size: chunked ahead again.
+        std::fs::write(&path, test_bytes(3_000_001, 19)).unwrap();
+        let grown = clean_file(&mut store, &path);
+        assert_eq!((grown.cached, grown.speculated), (false, Speculated::Used));
+    }
+
+    #[test]
+    fn small_files_and_files_without_a_working_copy_are_not_chunked_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = test_bytes(1_000_000, 16);
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, &stream).unwrap();
+        let policy = SpeculationPolicy {
+            min_size: stream.len() as u64 + 1,
+        };
+        let (small, _) = clean_and_rebuild(&stream, Some(&path), policy);
+        assert_eq!(small.speculated, Speculated::No);
+        let (no_file, _) = clean_and_rebuild(&stream, None, ALWAYS);
+        assert_eq!(no_file.speculated, Speculated::No);
+        let (big_enough, _) = clean_and_rebuild(&stream, Some(&path), ALWAYS);
+        assert_eq!(big_enough.speculated, Speculated::Used);
     }
 }

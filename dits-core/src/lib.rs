@@ -17,7 +17,9 @@ pub mod store;
 mod test_bytes;
 
 pub use chunk_id::ChunkId;
-pub use clean::{clean, CleanError, CleanOutcome, ContentSource};
+pub use clean::{
+    clean, clean_with, CleanError, CleanOutcome, ContentSource, Speculated, SpeculationPolicy,
+};
 pub use pointer::{Pointer, PointerError};
 pub use recipe::Recipe;
 pub use smudge::{smudge, verify, SmudgeError};

@@ -5,16 +5,21 @@
 //! unnamed temp file in the store. The whole-stream hash always comes from Git's bytes,
 //! never from the file, and nothing here ever hands back a file whose bytes were not
 //! checked against the stream.
+//!
+//! A speculative chunker may be reading the working file on another thread meanwhile
+//! (through its own handle, with `pread` only), so the intake never touches the store and
+//! raises a flag the moment the working file stops being its result.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CleanError, ContentSource};
 use crate::chunk_id::ChunkId;
 use crate::chunker::read_up_to;
-use crate::store::LocalStore;
+use crate::store::FileIdentity;
 
 /// Bytes read from the input before each comparison or spool write and hash update.
 const INTAKE_BUF: usize = 256 << 10;
@@ -24,18 +29,20 @@ const INTAKE_BUFS_IN_FLIGHT: usize = 8;
 /// A working-tree file opened to stand in for the spool, with what `fstat` said of it
 /// before the comparison began.
 pub(super) struct WorkingFile {
-    file: File,
-    stamp: FileStamp,
+    pub file: File,
+    pub stamp: FileStamp,
 }
 
 /// The parts of `fstat` that change when a file's bytes do: a write moves mtime and
 /// ctime, a truncate or append moves the size, and a `touch` back to an old mtime still
-/// moves ctime.
+/// moves ctime. Device and inode name the file, for the stat cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct FileStamp {
-    len: u64,
+    pub len: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    dev: u64,
+    ino: u64,
 }
 
 impl FileStamp {
@@ -45,7 +52,26 @@ impl FileStamp {
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
         })
+    }
+
+    /// This stamp as a key of the store's stat cache, for the file at `path`.
+    pub(super) fn identity(&self, path: &Path) -> FileIdentity {
+        use std::os::unix::ffi::OsStrExt;
+        // Relative paths (the single-shot filter's) are made absolute so two work trees
+        // sharing a store never share a row; no file system access, so never fails badly.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let ns = |(s, n): (i64, i64)| s.saturating_mul(1_000_000_000).saturating_add(n);
+        FileIdentity {
+            path: path.as_os_str().as_bytes().to_vec(),
+            dev: self.dev,
+            ino: self.ino,
+            size: self.len,
+            mtime_ns: ns(self.mtime),
+            ctime_ns: ns(self.ctime),
+        }
     }
 }
 
@@ -80,24 +106,48 @@ pub(super) struct Intake {
     pub stamp: Option<FileStamp>,
 }
 
+/// Where the intake may spool, and whom it tells when the working file is no longer its
+/// result.
+pub(super) struct Spooling<'a> {
+    /// A directory on the store's file system (the store's `tmp`).
+    pub tmp_dir: &'a Path,
+    /// Raised when the stream stops matching the working file (or never started to), so
+    /// a speculative reader of that file can give up at once instead of finishing work
+    /// that will be thrown away.
+    pub left_working_file: &'a AtomicBool,
+}
+
 /// Reads `input` to its end, hashing it, and returns a file with the same bytes.
 pub(super) fn take_in<R: Read>(
     mut input: R,
     working: Option<WorkingFile>,
-    store: &LocalStore,
+    spooling: &Spooling<'_>,
 ) -> Result<Intake, CleanError> {
     let mut sink = match working {
         Some(working) => Sink::Compare {
             working,
             scratch: Vec::with_capacity(INTAKE_BUF),
         },
-        None => Sink::Spool {
-            spool: tempfile_in(store).map_err(CleanError::Spool)?,
-            diverged_at: None,
-        },
+        None => {
+            spooling.left_working_file.store(true, Ordering::Relaxed);
+            Sink::Spool {
+                spool: tempfile_in(spooling.tmp_dir).map_err(CleanError::Spool)?,
+                diverged_at: None,
+            }
+        }
     };
-    let (size, oid) = hash_stream(&mut input, |buf, pos| sink.accept(buf, pos, store))?;
-    sink.finish(size, oid, store)
+    let result = hash_stream(&mut input, |buf, pos| sink.accept(buf, pos, spooling))
+        .and_then(|(size, oid)| sink.finish(size, oid, spooling));
+    if !matches!(
+        result,
+        Ok(Intake {
+            source: ContentSource::WorkingFile,
+            ..
+        })
+    ) {
+        spooling.left_working_file.store(true, Ordering::Relaxed);
+    }
+    result
 }
 
 /// Where the streamed bytes are going: compared with the working file while they match
@@ -117,7 +167,7 @@ enum Sink {
 
 impl Sink {
     /// Takes `buf`, the stream's bytes at `pos`.
-    fn accept(&mut self, buf: &[u8], pos: u64, store: &LocalStore) -> Result<(), CleanError> {
+    fn accept(&mut self, buf: &[u8], pos: u64, spooling: &Spooling) -> Result<(), CleanError> {
         match self {
             Sink::Spool { spool, .. } => spool.write_all(buf).map_err(CleanError::Spool),
             Sink::Compare { working, scratch } => {
@@ -125,7 +175,7 @@ impl Sink {
                 if same == buf.len() {
                     return Ok(());
                 }
-                self.diverge(pos + same as u64, &buf[same..], store)
+                self.diverge(pos + same as u64, &buf[same..], spooling)
             }
         }
     }
@@ -133,15 +183,18 @@ impl Sink {
     /// The stream stopped matching the working file at `offset`; `rest` is the stream's
     /// bytes from there to the end of the current buffer. The file's first `offset` bytes
     /// matched when compared, so they start the spool (re-checked by hash at the end).
-    fn diverge(&mut self, offset: u64, rest: &[u8], store: &LocalStore) -> Result<(), CleanError> {
+    fn diverge(&mut self, offset: u64, rest: &[u8], spooling: &Spooling) -> Result<(), CleanError> {
         let Sink::Compare { working, .. } = self else {
             return Ok(());
         };
+        spooling.left_working_file.store(true, Ordering::Relaxed);
         tracing::debug!(
             offset,
             "stream differs from the working-tree file; spooling it"
         );
-        let mut spool = tempfile_in(store).map_err(CleanError::Spool)?;
+        let mut spool = tempfile_in(spooling.tmp_dir).map_err(CleanError::Spool)?;
+        // This handle's file offset may be shared with a speculative reader's clone; that
+        // reader only uses `pread`, so moving the offset here cannot disturb it.
         let mut file = &working.file;
         file.seek(SeekFrom::Start(0))
             .map_err(CleanError::WorkingFile)?;
@@ -160,7 +213,12 @@ impl Sink {
     }
 
     /// The stream ended after `size` bytes hashing to `oid`.
-    fn finish(mut self, size: u64, oid: ChunkId, store: &LocalStore) -> Result<Intake, CleanError> {
+    fn finish(
+        mut self,
+        size: u64,
+        oid: ChunkId,
+        spooling: &Spooling,
+    ) -> Result<Intake, CleanError> {
         // A longer file (or one whose size moved since it was opened) is not the stream.
         let longer = match &self {
             Sink::Compare { working, .. } => {
@@ -169,7 +227,7 @@ impl Sink {
             Sink::Spool { .. } => false,
         };
         if longer {
-            self.diverge(size, &[], store)?;
+            self.diverge(size, &[], spooling)?;
         }
         match self {
             Sink::Compare { working, .. } => {
@@ -309,14 +367,13 @@ fn hash_file(file: &File) -> io::Result<ChunkId> {
 
 /// An unnamed temp file in the store: it vanishes with the process, so a killed add
 /// leaves no litter.
-fn tempfile_in(store: &LocalStore) -> io::Result<File> {
-    let dir = store.tmp_dir();
+fn tempfile_in(dir: &Path) -> io::Result<File> {
     // O_TMPFILE where the file system has it; otherwise create-and-unlink.
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
-        .open(&dir)
+        .open(dir)
     {
         Ok(f) => Ok(f),
         Err(_) => {
@@ -343,14 +400,15 @@ mod tests {
 
     struct Fixture {
         dir: tempfile::TempDir,
-        store: LocalStore,
+        tmp: std::path::PathBuf,
     }
 
     impl Fixture {
         fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
-            let store = LocalStore::open(&dir.path().join("store")).unwrap();
-            Fixture { dir, store }
+            let tmp = dir.path().join("tmp");
+            std::fs::create_dir(&tmp).unwrap();
+            Fixture { dir, tmp }
         }
 
         fn file(&self, content: &[u8]) -> std::path::PathBuf {
@@ -361,7 +419,21 @@ mod tests {
 
         fn take_in(&self, stream: &[u8], file: Option<&[u8]>) -> Intake {
             let working = file.map(|f| WorkingFile::open(&self.file(f)).unwrap());
-            take_in(stream, working, &self.store).unwrap()
+            let left = AtomicBool::new(false);
+            let intake = take_in(stream, working, &self.spooling(&left)).unwrap();
+            assert_eq!(
+                left.load(Ordering::Relaxed),
+                intake.source != ContentSource::WorkingFile,
+                "the flag says whether the working file was left"
+            );
+            intake
+        }
+
+        fn spooling<'a>(&'a self, left: &'a AtomicBool) -> Spooling<'a> {
+            Spooling {
+                tmp_dir: &self.tmp,
+                left_working_file: left,
+            }
         }
     }
 
@@ -506,7 +578,11 @@ mod tests {
             at: 2 * INTAKE_BUF + 10,
             tamper: Some(edit),
         };
-        let err = take_in(input, Some(working), &f.store).err().unwrap();
+        let left = AtomicBool::new(false);
+        let err = take_in(input, Some(working), &f.spooling(&left))
+            .err()
+            .unwrap();
+        assert!(left.load(Ordering::Relaxed));
         assert!(matches!(err, CleanError::Changed), "{err}");
         assert!(err.to_string().contains("run `git add` again"));
     }

@@ -270,27 +270,30 @@ impl Index {
 }
 
 impl Index {
-    /// The whole-file hash last recorded for `file`'s path, if the path's row matches
-    /// `file` in every field.
-    pub fn stat_oid(&self, file: &FileIdentity) -> rusqlite::Result<Option<ChunkId>> {
+    /// What was last recorded for the working file at `path`: its stat then, and the
+    /// whole-file hash of what it held.
+    pub fn recorded_stat(&self, path: &[u8]) -> rusqlite::Result<Option<(FileIdentity, ChunkId)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT oid FROM file_stats WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+            "SELECT dev, ino, size, mtime_ns, ctime_ns, oid FROM file_stats WHERE path = ?1",
         )?;
-        let oid: Option<Vec<u8>> = stmt
-            .query_row(
-                params![
-                    &file.path,
-                    // SQLite integers are signed: the bits go in and come back unchanged.
-                    file.dev as i64,
-                    file.ino as i64,
-                    file.size as i64,
-                    file.mtime_ns,
-                    file.ctime_ns
-                ],
-                |r| r.get(0),
-            )
+        let row = stmt
+            .query_row(params![path], |r| {
+                // SQLite integers are signed: u64s are stored as their bits.
+                let file = FileIdentity {
+                    path: path.to_vec(),
+                    dev: r.get::<_, i64>(0)? as u64,
+                    ino: r.get::<_, i64>(1)? as u64,
+                    size: r.get::<_, i64>(2)? as u64,
+                    mtime_ns: r.get(3)?,
+                    ctime_ns: r.get(4)?,
+                };
+                Ok((file, r.get::<_, Vec<u8>>(5)?))
+            })
             .optional()?;
-        Ok(oid.and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok().map(ChunkId)))
+        Ok(row.and_then(|(file, oid)| {
+            let oid = <[u8; 32]>::try_from(oid.as_slice()).ok()?;
+            Some((file, ChunkId(oid)))
+        }))
     }
 
     /// Records that `file` held the bytes hashing to `oid`, replacing whatever its path
@@ -318,7 +321,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_cache_answers_only_an_identical_stat_and_keeps_one_row_per_path() {
+    fn stat_cache_keeps_the_last_stat_of_each_path() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("index.sqlite")).unwrap();
         let file = FileIdentity {
@@ -329,17 +332,22 @@ mod tests {
             mtime_ns: 1_700_000_000_123_456_789,
             ctime_ns: -5,
         };
-        assert_eq!(index.stat_oid(&file).unwrap(), None);
+        assert_eq!(index.recorded_stat(&file.path).unwrap(), None);
         index.remember_stat(&file, &ChunkId([1; 32])).unwrap();
-        assert_eq!(index.stat_oid(&file).unwrap(), Some(ChunkId([1; 32])));
+        assert_eq!(
+            index.recorded_stat(&file.path).unwrap(),
+            Some((file.clone(), ChunkId([1; 32])))
+        );
         let touched = FileIdentity {
             mtime_ns: file.mtime_ns + 1,
             ..file.clone()
         };
-        assert_eq!(index.stat_oid(&touched).unwrap(), None);
         index.remember_stat(&touched, &ChunkId([2; 32])).unwrap();
-        assert_eq!(index.stat_oid(&file).unwrap(), None);
-        assert_eq!(index.stat_oid(&touched).unwrap(), Some(ChunkId([2; 32])));
+        assert_eq!(
+            index.recorded_stat(&file.path).unwrap(),
+            Some((touched, ChunkId([2; 32])))
+        );
+        assert_eq!(index.recorded_stat(b"/work/other.mp4").unwrap(), None);
         let rows: i64 = index
             .conn
             .query_row("SELECT COUNT(*) FROM file_stats", [], |r| r.get(0))

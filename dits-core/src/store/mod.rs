@@ -315,10 +315,15 @@ impl LocalStore {
             .map_err(|e| self.index_err(e))
     }
 
-    /// The whole-file hash recorded for a working file with exactly this `stat`, if any:
-    /// a hint for clean, never a substitute for hashing what Git sends.
-    pub fn stat_oid(&self, file: &FileIdentity) -> Result<Option<ChunkId>, StoreError> {
-        self.index.stat_oid(file).map_err(|e| self.index_err(e))
+    /// The stat and whole-file hash last recorded for the working file at `path`: a hint
+    /// for clean, never a substitute for hashing what Git sends.
+    pub fn recorded_stat(
+        &self,
+        path: &[u8],
+    ) -> Result<Option<(FileIdentity, ChunkId)>, StoreError> {
+        self.index
+            .recorded_stat(path)
+            .map_err(|e| self.index_err(e))
     }
 
     pub fn remember_stat(&self, file: &FileIdentity, oid: &ChunkId) -> Result<(), StoreError> {
