@@ -128,25 +128,17 @@ pub fn clean_with<R: Read>(
 ) -> Result<CleanOutcome, CleanError> {
     let started = std::time::Instant::now();
     let working = working_file.and_then(WorkingFile::open);
-    // Only files big enough to chunk ahead are worth a row: a write per small file would
-    // cost more than the lookup it saves.
-    let identity = working
-        .as_ref()
-        .zip(working_file)
-        .filter(|(w, _)| w.stamp.len >= policy.min_size)
-        .map(|(w, path)| w.stamp.identity(path));
-    let recorded = identity.as_ref().and_then(|id| recorded_stat(store, id));
-    let known = identity
-        .as_ref()
-        .zip(recorded.as_ref())
-        .is_some_and(|(id, (then, oid))| {
-            likely_unchanged(id, then) && is_cached(store, oid, id.size)
-        });
-    let ahead_file = working
-        .as_ref()
-        .filter(|_| identity.is_some() && !known)
-        .and_then(|w| w.file.try_clone().ok());
+    let Plan {
+        identity,
+        recorded,
+        ahead_file,
+    } = plan(working.as_ref().zip(working_file), store, policy);
     let speculating = ahead_file.is_some();
+    let not_used = if speculating {
+        Speculated::Wasted
+    } else {
+        Speculated::No
+    };
     let tmp_dir = store.tmp_dir();
     let watch = Watch::default();
     let (intake, ahead) = match (working, &ahead_file) {
@@ -201,11 +193,7 @@ pub fn clean_with<R: Read>(
             new_bytes: 0,
             cached: true,
             source,
-            speculated: if speculating {
-                Speculated::Wasted
-            } else {
-                Speculated::No
-            },
+            speculated: not_used,
         });
     }
     // The speculative chunks are of the file as it was while the stream was compared with
@@ -218,18 +206,13 @@ pub fn clean_with<R: Read>(
         // chunking pass; say so now.
         Some(_) if changed(&file) => return Err(CleanError::Changed),
         Some((layout, outcome, _)) => (layout, outcome, Speculated::Used),
-        None => {
-            let (layout, outcome) = match chunk_file(&file, size, options, store, &ToTheEnd) {
-                Err(_) if changed(&file) => return Err(CleanError::Changed),
-                result => result?,
-            };
-            let speculated = if speculating {
-                Speculated::Wasted
-            } else {
-                Speculated::No
-            };
-            (layout, outcome, speculated)
-        }
+        None => match chunk_file(&file, size, options, store, &ToTheEnd) {
+            Err(_) if changed(&file) => return Err(CleanError::Changed),
+            result => {
+                let (layout, outcome) = result?;
+                (layout, outcome, not_used)
+            }
+        },
     };
     let recipe_bytes = outcome.recipe.encode();
     let recipe_id = ChunkId::of(&recipe_bytes);
@@ -402,6 +385,42 @@ fn usable_cached_pointer(
         return Ok(None);
     };
     Ok(store.contains(&pointer.recipe)?.then_some(pointer))
+}
+
+/// Whether to chunk ahead, and what the stat cache knows.
+struct Plan {
+    /// The working file as a stat cache key, if it is big enough to chunk ahead (only
+    /// those are worth a row: a write per small file would cost more than it saves).
+    identity: Option<FileIdentity>,
+    /// The stat cache's row for its path.
+    recorded: Option<(FileIdentity, ChunkId)>,
+    /// A second handle on the working file, if it is to be chunked ahead.
+    ahead_file: Option<File>,
+}
+
+fn plan(
+    working: Option<(&WorkingFile, &Path)>,
+    store: &LocalStore,
+    policy: SpeculationPolicy,
+) -> Plan {
+    let identity = working
+        .filter(|(w, _)| w.stamp.len >= policy.min_size)
+        .map(|(w, path)| w.stamp.identity(path));
+    let recorded = identity.as_ref().and_then(|id| recorded_stat(store, id));
+    let known = identity
+        .as_ref()
+        .zip(recorded.as_ref())
+        .is_some_and(|(id, (then, oid))| {
+            likely_unchanged(id, then) && is_cached(store, oid, id.size)
+        });
+    let ahead_file = working
+        .filter(|_| identity.is_some() && !known)
+        .and_then(|(w, _)| w.file.try_clone().ok());
+    Plan {
+        identity,
+        recorded,
+        ahead_file,
+    }
 }
 
 /// What the stat cache recorded for `file`'s path. It only ever decides whether to chunk
