@@ -140,6 +140,22 @@ fn header(codec: Codec) -> [u8; HEADER_LEN] {
 
 /// Unwraps a stored object and checks it really is `id` of `plain_len` bytes.
 pub fn open(id: &ChunkId, sealed: &[u8], plain_len: u64) -> Result<Vec<u8>, EnvelopeError> {
+    Ok(checked_plain(id, sealed, plain_len)?.into_owned())
+}
+
+/// Checks a stored object really is `id` of `plain_len` bytes without keeping its bytes:
+/// for a receiver that stores the envelope as it came (the hub on upload), which then
+/// neither copies a raw payload nor allocates for it.
+pub fn verify(id: &ChunkId, sealed: &[u8], plain_len: u64) -> Result<(), EnvelopeError> {
+    checked_plain(id, sealed, plain_len).map(drop)
+}
+
+/// The plaintext of `sealed`, borrowed when it is stored raw, once it is known to be `id`.
+fn checked_plain<'s>(
+    id: &ChunkId,
+    sealed: &'s [u8],
+    plain_len: u64,
+) -> Result<std::borrow::Cow<'s, [u8]>, EnvelopeError> {
     if sealed.len() < HEADER_LEN || &sealed[..2] != MAGIC {
         return Err(EnvelopeError::BadMagic { id: *id });
     }
@@ -151,12 +167,14 @@ pub fn open(id: &ChunkId, sealed: &[u8], plain_len: u64) -> Result<Vec<u8>, Enve
     }
     let payload = &sealed[HEADER_LEN..];
     let plain = match sealed[3] {
-        0 => payload.to_vec(),
+        0 => std::borrow::Cow::Borrowed(payload),
         1 => {
             // The expected length bounds the allocation: a hostile frame can't balloon it.
             let cap = usize::try_from(plain_len).unwrap_or(usize::MAX);
-            zstd::bulk::decompress(payload, cap)
-                .map_err(|source| EnvelopeError::Decompress { id: *id, source })?
+            std::borrow::Cow::Owned(
+                zstd::bulk::decompress(payload, cap)
+                    .map_err(|source| EnvelopeError::Decompress { id: *id, source })?,
+            )
         }
         codec => return Err(EnvelopeError::UnknownCodec { id: *id, codec }),
     };

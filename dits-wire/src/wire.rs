@@ -353,6 +353,11 @@ impl WireObject {
     pub fn open(&self) -> Result<Vec<u8>, dits_core::envelope::EnvelopeError> {
         dits_core::envelope::open(&self.id, &self.sealed, u64::from(self.plain_len))
     }
+
+    /// Checks the envelope is the id's, keeping nothing: for storing it as it came.
+    pub fn verify(&self) -> Result<(), dits_core::envelope::EnvelopeError> {
+        dits_core::envelope::verify(&self.id, &self.sealed, u64::from(self.plain_len))
+    }
 }
 
 /// The next object, or `None` when the sender finished cleanly between objects.

@@ -4,7 +4,7 @@
 //! ([`s3::S3Blobs`]).
 //!
 //! Every blob is first written to a temporary file in a staging directory under the data
-//! directory (hashing as it goes, [`BlobWriter`]), then made durable under its key by
+//! directory ([`BlobWriter`]), then made durable under its key by
 //! [`BlobStore::commit`]: so a blob that has a key is whole. Reads are ranged.
 
 pub mod local;
@@ -48,14 +48,12 @@ pub struct BlobWriter {
     path: PathBuf,
     file: File,
     len: u64,
-    hasher: blake3::Hasher,
     head: Vec<u8>,
 }
 
 impl BlobWriter {
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
-        self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         if self.head.len() < HEAD_LEN {
             let take = (HEAD_LEN - self.head.len()).min(bytes.len());
@@ -76,11 +74,6 @@ impl BlobWriter {
     /// The first bytes written (up to 16).
     pub fn head(&self) -> &[u8] {
         &self.head
-    }
-
-    /// BLAKE3 of everything written so far.
-    pub fn hash(&self) -> blake3::Hash {
-        self.hasher.finalize()
     }
 
     fn file(&self) -> &File {
@@ -128,7 +121,6 @@ impl Staging {
             path,
             file,
             len: 0,
-            hasher: blake3::Hasher::new(),
             head: Vec::with_capacity(HEAD_LEN),
         })
     }

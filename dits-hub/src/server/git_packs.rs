@@ -22,6 +22,8 @@ pub async fn put<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<PutGitPackResult, HubError> {
     let mut writer = state.blobs.writer()?;
+    // The pack's name is its content's hash.
+    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = reader
@@ -32,6 +34,7 @@ pub async fn put<R: AsyncRead + Unpin>(
             break;
         }
         writer.write(&buf[..n])?;
+        hasher.update(&buf[..n]);
         if writer.len() > MAX_GIT_PACK {
             return Err(HubError::Rejected("Git pack is larger than 16 GiB".into()));
         }
@@ -39,7 +42,7 @@ pub async fn put<R: AsyncRead + Unpin>(
     if !writer.head().starts_with(b"PACK") {
         return Err(HubError::Rejected("the upload is not a Git pack".into()));
     }
-    let id = writer.hash().to_hex().to_string();
+    let id = hasher.finalize().to_hex().to_string();
     let size = writer.len();
     let key = format!("git/{repo}/{id}.pack");
     state.blobs.commit(writer, &key).await?;
