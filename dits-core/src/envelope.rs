@@ -221,6 +221,29 @@ mod tests {
         assert!(open(&id, &sealed, 1000).is_err());
     }
 
+    #[test]
+    fn verify_accepts_what_open_accepts_and_refuses_what_it_refuses() {
+        let noise: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let text = b"moov trak mdia ".repeat(1000);
+        for (plain, hint) in [
+            (&noise, CompressionHint::Probe),
+            (&text, CompressionHint::Try),
+        ] {
+            let id = ChunkId::of(plain);
+            let len = plain.len() as u64;
+            let sealed = seal(plain, hint);
+            assert!(verify(&id, &sealed, len).is_ok());
+            let mut flipped = sealed.clone();
+            let last = flipped.len() - 1;
+            flipped[last] ^= 1;
+            assert!(open(&id, &flipped, len).is_err() && verify(&id, &flipped, len).is_err());
+            assert!(verify(&id, &sealed, len + 1).is_err());
+            assert!(verify(&ChunkId::of(b"other"), &sealed, len).is_err());
+        }
+    }
+
     proptest! {
         #[test]
         fn seal_open_round_trips(plain in proptest::collection::vec(any::<u8>(), 0..5000)) {
