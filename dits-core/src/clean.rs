@@ -457,7 +457,7 @@ fn remember_stat(store: &LocalStore, file: &FileIdentity, oid: &ChunkId) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_bytes::test_bytes;
+    use crate::test_bytes::{test_bytes, EditingReader};
     use std::os::unix::fs::FileExt;
 
     fn clean_in_new_store(stream: &[u8], working_file: Option<&Path>) -> CleanOutcome {
@@ -628,33 +628,6 @@ mod tests {
         assert_eq!(diverged.pointer, spooled.pointer);
     }
 
-    /// Yields `data`, running `edit` once when `at` bytes have been read.
-    struct EditingReader<'a, F: FnOnce()> {
-        data: &'a [u8],
-        pos: usize,
-        at: usize,
-        edit: Option<F>,
-    }
-
-    impl<F: FnOnce()> Read for EditingReader<'_, F> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.pos >= self.at {
-                if let Some(edit) = self.edit.take() {
-                    edit();
-                }
-            }
-            let end = if self.pos < self.at {
-                self.at
-            } else {
-                self.data.len()
-            };
-            let n = buf.len().min(end - self.pos);
-            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-            self.pos += n;
-            Ok(n)
-        }
-    }
-
     /// Cleans `stream` from the file at `path` (holding `stream`), running `edit` on the
     /// file when `at` bytes have been streamed.
     fn clean_while_editing(
@@ -664,12 +637,7 @@ mod tests {
         at: usize,
         edit: impl FnOnce(),
     ) -> Result<CleanOutcome, CleanError> {
-        let input = EditingReader {
-            data: stream,
-            pos: 0,
-            at,
-            edit: Some(edit),
-        };
+        let input = EditingReader::new(stream, at, edit);
         clean_with(input, Some(path), store, LayoutOptions::default(), ALWAYS)
     }
 

@@ -396,7 +396,7 @@ fn tempfile_in(dir: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_bytes::test_bytes;
+    use crate::test_bytes::{test_bytes, EditingReader};
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -531,33 +531,6 @@ mod tests {
         }
     }
 
-    /// Yields `data`, running `tamper` once when the reader reaches `at`.
-    struct TamperingReader<'a, F: FnOnce()> {
-        data: &'a [u8],
-        pos: usize,
-        at: usize,
-        tamper: Option<F>,
-    }
-
-    impl<F: FnOnce()> Read for TamperingReader<'_, F> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.pos >= self.at {
-                if let Some(tamper) = self.tamper.take() {
-                    tamper();
-                }
-            }
-            let end = if self.pos < self.at {
-                self.at
-            } else {
-                self.data.len()
-            };
-            let n = buf.len().min(end - self.pos);
-            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-            self.pos += n;
-            Ok(n)
-        }
-    }
-
     #[test]
     fn file_edited_behind_the_comparison_fails_the_intake_rather_than_storing_its_bytes() {
         let f = Fixture::new();
@@ -572,12 +545,7 @@ mod tests {
             w.write_all_at(b"edited", (2 * INTAKE_BUF + 100) as u64)
                 .unwrap();
         };
-        let input = TamperingReader {
-            data: &stream,
-            pos: 0,
-            at: 2 * INTAKE_BUF + 10,
-            tamper: Some(edit),
-        };
+        let input = EditingReader::new(&stream, 2 * INTAKE_BUF + 10, edit);
         let left = AtomicBool::new(false);
         let err = take_in(input, Some(working), &f.spooling(&left))
             .err()
