@@ -1,27 +1,12 @@
-//! What the hub accepts as a ref name, an object id of Git and a lockable path. Pure
-//! checks on strings from the network, shared by the ref updates and the lock operations;
-//! this module depends on nothing else in the hub.
+//! What the hub accepts as a ref name, an object id of Git (the rules both ends share,
+//! from `dits_wire::refs`) and a lockable path. Pure checks on strings from the network,
+//! shared by the ref updates and the lock operations; this module depends on nothing else
+//! in the hub.
 
 /// Paths longer than this are refused (Git itself handles longer, file systems rarely).
 pub const MAX_PATH_LEN: usize = 4096;
 
-/// Git's own rules, the ones that matter for a name kept in a database and shown to users.
-pub fn valid_ref_name(name: &str) -> bool {
-    name.starts_with("refs/")
-        && name.len() <= 1024
-        && !name.contains("..")
-        && !name.contains("//")
-        && !name.ends_with('/')
-        && !name.ends_with(".lock")
-        && !name
-            .bytes()
-            .any(|b| b < 0x20 || b == 0x7f || b" ~^:?*[\\".contains(&b))
-}
-
-/// A Git object id: SHA-1 (40 hex digits) or SHA-256 (64).
-pub fn valid_oid(s: &str) -> bool {
-    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
+pub use dits_wire::refs::{valid_oid, valid_ref_name};
 
 /// Why a string is not a lockable path; each message names the path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,31 +101,5 @@ mod tests {
         ] {
             assert!(check_path(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn ref_names_follow_gits_rules() {
-        assert!(valid_ref_name("refs/heads/main"));
-        assert!(valid_ref_name("refs/tags/v1.0"));
-        for bad in [
-            "main",
-            "refs/heads/a..b",
-            "refs/heads//x",
-            "refs/heads/x/",
-            "refs/heads/x.lock",
-            "refs/heads/a b",
-            "refs/heads/a~1",
-            "refs/heads/a\0",
-        ] {
-            assert!(!valid_ref_name(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn oids_are_sha1_or_sha256_hex() {
-        assert!(valid_oid(&"a".repeat(40)));
-        assert!(valid_oid(&"0".repeat(64)));
-        assert!(!valid_oid(&"a".repeat(41)));
-        assert!(!valid_oid(&"g".repeat(40)));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
 
+use dits_wire::refs::{valid_oid, valid_ref_name};
 use dits_wire::tls::{quic_client_config, PinnedVerifier};
 use dits_wire::url::RemoteUrl;
 use dits_wire::wire::{
@@ -165,6 +166,19 @@ impl Hub {
 
     pub async fn refs(&self) -> Result<BTreeMap<String, String>, HubError> {
         let (result, _) = self.call::<RefsResult>(Op::Refs).await?;
+        // Names go back to Git in the remote-helper protocol and values onto `git`
+        // command lines: a hub that answers a name holding a newline or a value such as
+        // `--output=FILE` is refused here, before either happens.
+        if let Some((name, value)) = result
+            .refs
+            .iter()
+            .find(|(name, value)| !valid_ref_name(name) || !valid_oid(value))
+        {
+            return Err(transport(format!(
+                "{}: the hub answered an invalid ref ({name:?} at {value:?}); refusing its whole answer",
+                self.url
+            )));
+        }
         Ok(result.refs)
     }
 

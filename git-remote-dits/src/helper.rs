@@ -183,12 +183,12 @@ impl LocalRepository for GitRepository {
     }
 
     fn has_object(&mut self, oid: &str) -> bool {
-        git::try_run(&["cat-file", "-e", oid]).is_some()
+        git::try_run(&["cat-file", "-e", "--end-of-options", oid]).is_some()
     }
 
     fn is_ancestor(&mut self, old: &str, new: &str) -> bool {
         Command::new("git")
-            .args(["merge-base", "--is-ancestor", old, new])
+            .args(["merge-base", "--is-ancestor", "--end-of-options", old, new])
             .status()
             .is_ok_and(|s| s.success())
     }

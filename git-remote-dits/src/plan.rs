@@ -106,13 +106,24 @@ impl PushPlan {
     }
 
     /// The status lines for Git: the settled refs, then the hub's answer for each
-    /// update it was asked for.
+    /// update it was asked for. Each status names one of those updates, never a name the
+    /// hub made up (one holding a newline would forge lines of the helper protocol); an
+    /// update the hub did not answer for is reported as refused.
     pub fn statuses(self, hub_results: Vec<RefResult>) -> Vec<RefStatus> {
         let mut statuses = self.settled;
-        statuses.extend(hub_results.into_iter().map(|r| RefStatus {
-            name: r.name,
-            refusal: (!r.ok).then(|| Refusal::Hub(r.error.unwrap_or_else(|| "refused".into()))),
-        }));
+        for update in self.updates {
+            let answer = hub_results.iter().find(|r| r.name == update.name);
+            statuses.push(RefStatus {
+                refusal: match answer {
+                    Some(r) if r.ok => None,
+                    Some(r) => Some(Refusal::Hub(
+                        r.error.clone().unwrap_or_else(|| "refused".into()),
+                    )),
+                    None => Some(Refusal::Hub("the hub did not answer for this ref".into())),
+                },
+                name: update.name,
+            });
+        }
         statuses
     }
 }
@@ -396,6 +407,20 @@ mod tests {
         assert_eq!(
             lines(&p.statuses(results)),
             ["error refs/heads/main refused"]
+        );
+    }
+
+    #[test]
+    fn a_hub_cannot_add_status_lines_of_its_own() {
+        let p = plan(&["next:refs/heads/main"], &[], false);
+        let results = vec![RefResult {
+            name: "refs/heads/evil\nok refs/heads/other".into(),
+            ok: true,
+            error: None,
+        }];
+        assert_eq!(
+            lines(&p.statuses(results)),
+            ["error refs/heads/main the hub did not answer for this ref"]
         );
     }
 
