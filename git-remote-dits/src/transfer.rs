@@ -157,9 +157,11 @@ pub async fn fetch_missing(
     ids: &[ChunkId],
     show: bool,
 ) -> Result<u64> {
+    // Each once: the hub refuses a request that names an object twice.
+    let mut asked = std::collections::HashSet::with_capacity(ids.len());
     let mut missing = Vec::new();
     for id in ids {
-        if !store.contains(id)? {
+        if asked.insert(*id) && !store.contains(id)? {
             missing.push(*id);
         }
     }

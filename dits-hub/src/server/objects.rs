@@ -141,38 +141,79 @@ pub async fn put<R: AsyncRead + Unpin>(
     })
 }
 
-/// Answers with a header, then each object of `ids` in order.
+/// Most ids one `get` may name. Clients ask for 128 at a time; the cap keeps one request's
+/// metadata lookup and answer bounded.
+pub const MAX_GET_IDS: usize = 1024;
+/// Objects read from storage before they are sent: with objects of at most 256 KiB, a
+/// request holds no more than this many of them in memory at once, however many it names.
+const GET_GROUP: usize = 32;
+
+/// Answers with a header, then each object of `ids` in order. Objects are read and sent a
+/// group at a time, so memory stays bounded by [`GET_GROUP`] objects per request.
 pub async fn get<W: AsyncWrite + Unpin>(
     state: &HubState,
     repo: i64,
     ids: &[String],
     writer: &mut W,
 ) -> Result<(), HubError> {
+    if ids.len() > MAX_GET_IDS {
+        return Err(HubError::BadRequest(format!(
+            "get names {} objects; at most {MAX_GET_IDS} may be asked for at once",
+            ids.len()
+        )));
+    }
     let ids = parse_ids(ids)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(HubError::BadRequest(format!(
+            "get names object {twice} more than once"
+        )));
+    }
     if let Some(id) = state.meta.missing(repo, &ids).await?.first() {
         return Err(HubError::NotFound(format!("object {id} is not on the hub")));
     }
-    // Read first (neighbouring objects of one pack in one ranged read: one GET on S3),
-    // so a storage error can still be a proper refusal.
-    let objects = read_coalesced(state, &ids)
-        .await
-        .map_err(|e| HubError::from(e.context("serving objects")))?;
+    let mut groups = ids.chunks(GET_GROUP);
+    // The first group is read before the header (neighbouring objects of one pack in one
+    // ranged read: one GET on S3), so a storage error can still be a proper refusal.
+    let mut objects = match groups.next() {
+        Some(first) => read_coalesced(state, first)
+            .await
+            .map_err(|e| HubError::from(e.context("serving objects")))?,
+        None => Vec::new(),
+    };
     let header = GetResult {
         count: ids.len() as u64,
     };
     write_frame(writer, &Response::ok_with(&header)?).await?;
-    for (id, (plain_len, sealed)) in ids.iter().zip(objects) {
-        if write_object(writer, id, plain_len, &sealed).await.is_err() {
-            // The client went away; nothing to tell it.
-            return Ok(());
+    let mut sent = 0;
+    loop {
+        for (plain_len, sealed) in objects {
+            if write_object(writer, &ids[sent], plain_len, &sealed)
+                .await
+                .is_err()
+            {
+                // The client went away; nothing to tell it.
+                return Ok(());
+            }
+            sent += 1;
+            state.stats.objects_out.fetch_add(1, Ordering::Relaxed);
+            state
+                .stats
+                .object_bytes_out
+                .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         }
-        state.stats.objects_out.fetch_add(1, Ordering::Relaxed);
-        state
-            .stats
-            .object_bytes_out
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let Some(group) = groups.next() else {
+            return Ok(());
+        };
+        objects = match read_coalesced(state, group).await {
+            Ok(objects) => objects,
+            Err(e) => {
+                // The answer has begun: the client sees the stream end short and says so.
+                tracing::warn!(repo, error = %e, "serving objects");
+                return Ok(());
+            }
+        };
     }
-    Ok(())
 }
 
 /// The plain length and sealed bytes of each of `ids`, in order, read with as few ranged

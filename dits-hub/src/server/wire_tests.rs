@@ -7,9 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use dits_core::envelope::{seal, CompressionHint};
+use dits_core::ChunkId;
 use dits_wire::wire::{
-    ErrorCode, LockResult, Op, PutGitPackResult, RefUpdate, RefsResult, Request, Response,
-    UpdateRefsResult, MAX_FRAME, ZERO_OID,
+    ids_to_hex, read_object, write_object, ErrorCode, LockResult, Op, PutGitPackResult, RefUpdate,
+    RefsResult, Request, Response, UpdateRefsResult, MAX_FRAME, ZERO_OID,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -327,4 +329,67 @@ async fn an_upload_that_is_not_a_git_pack_is_rejected() {
     let hub = hub().await;
     let response = hub.call(&hub.alice, Op::PutGitPack, b"JUNK and more").await;
     assert_eq!(response.code, Some(ErrorCode::Rejected));
+}
+
+/// `n` distinct objects, uploaded to alice/film; returns their ids in upload order.
+async fn upload_objects(hub: &TestHub, n: u32) -> Vec<ChunkId> {
+    let mut body = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let plain: Vec<u8> = (0..4096u32).map(|j| (i * 31 + j * 7) as u8).collect();
+        let id = ChunkId::of(&plain);
+        let sealed = seal(&plain, CompressionHint::Probe);
+        write_object(&mut body, &id, plain.len() as u32, &sealed)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let response = hub.call(&hub.alice, Op::Put, &body).await;
+    assert!(response.ok, "{response:?}");
+    ids
+}
+
+async fn get(hub: &TestHub, ids: Vec<String>) -> (Response, Vec<u8>) {
+    let request = Request {
+        token: hub.alice.clone(),
+        repo: REPO.to_string(),
+        op: Op::Get { ids },
+    };
+    let (_, response, rest) = hub.exchange(frame(&request)).await;
+    (response, rest)
+}
+
+#[tokio::test]
+async fn get_serves_more_objects_than_one_read_group_in_order() {
+    let hub = hub().await;
+    let ids = upload_objects(&hub, 70).await;
+    let mut wanted = ids.clone();
+    wanted.reverse();
+    let (response, rest) = get(&hub, ids_to_hex(&wanted)).await;
+    assert!(response.ok, "{response:?}");
+    let mut reader = &rest[..];
+    for id in &wanted {
+        let object = read_object(&mut reader).await.unwrap().expect("an object");
+        assert_eq!(object.id, *id);
+        object.verify().unwrap();
+    }
+    assert!(read_object(&mut reader).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn get_refuses_an_id_named_twice_and_more_ids_than_the_cap() {
+    let hub = hub().await;
+    let ids = upload_objects(&hub, 2).await;
+    let twice = ids_to_hex(&[ids[0], ids[1], ids[0]]);
+    let (response, rest) = get(&hub, twice).await;
+    assert_eq!(response.code, Some(ErrorCode::BadRequest));
+    assert!(rest.is_empty());
+    let message = response.message.unwrap_or_default();
+    assert!(message.contains("more than once"), "{message}");
+
+    let many = vec![ids[0].to_hex(); crate::server::objects::MAX_GET_IDS + 1];
+    let (response, _) = get(&hub, many).await;
+    assert_eq!(response.code, Some(ErrorCode::BadRequest));
+    let message = response.message.unwrap_or_default();
+    assert!(message.contains("at most"), "{message}");
 }
