@@ -34,7 +34,7 @@ pub fn redact(url: &str) -> String {
 pub async fn open_metadata(data: &Path, url: Option<&str>) -> anyhow::Result<Metadata> {
     match url {
         None | Some("sqlite") => {
-            std::fs::create_dir_all(data)?;
+            crate::private::create_dir(data)?;
             let path = data.join("hub.sqlite");
             Ok(Metadata {
                 meta: Box::new(crate::meta::sqlite::SqliteMeta::open(&path)?),

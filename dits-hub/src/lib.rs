@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod names;
 pub mod pg;
+pub mod private;
 pub mod server;
 pub mod sqlite;
 pub mod tls;

@@ -45,13 +45,15 @@ pub fn load_or_create(data: &Path) -> anyhow::Result<Identity> {
     let dir = data.join("tls");
     let (cert_path, key_path) = (dir.join("cert.der"), dir.join("key.der"));
     if !cert_path.exists() {
-        std::fs::create_dir_all(&dir)?;
+        crate::private::create_dir(&dir)?;
         let generated = rcgen::generate_simple_self_signed(vec![
             "dits-hub".to_string(),
             "localhost".to_string(),
         ])?;
         let tmp = dir.join("key.der.tmp");
-        std::fs::write(&tmp, generated.key_pair.serialize_der())?;
+        // A leftover of a start killed mid-write; written anew below.
+        let _ = std::fs::remove_file(&tmp);
+        crate::private::write_new(&tmp, &generated.key_pair.serialize_der())?;
         std::fs::rename(&tmp, &key_path)?;
         let tmp = dir.join("cert.der.tmp");
         std::fs::write(&tmp, generated.cert.der())?;

@@ -41,7 +41,7 @@ pub async fn check_config(options: &ServeOptions) -> bool {
     report(
         "data",
         data.display().to_string(),
-        std::fs::create_dir_all(data)
+        crate::private::create_dir(data)
             .and_then(|_| {
                 let probe = data.join(".check-config");
                 std::fs::write(&probe, b"ok")?;

@@ -58,7 +58,7 @@ impl HubState {
     /// Opens every backend the options name (inside the hub's runtime).
     pub async fn open(options: &ServeOptions) -> anyhow::Result<HubState> {
         let data = &options.data;
-        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        crate::private::create_dir(data).with_context(|| format!("creating {}", data.display()))?;
         let metadata = open_metadata(data, options.metadata.as_deref()).await?;
         let (meta, locks) = open_locks(metadata, options.locks.as_deref()).await?;
         Ok(HubState {
