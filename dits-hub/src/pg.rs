@@ -61,7 +61,7 @@ CREATE TABLE commit_pointers (repo_id BIGINT NOT NULL, commit_oid TEXT NOT NULL,
 /// A pool on `url` (postgres://USER@HOST:PORT/DB?…) with the schema migrated.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
     let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| anyhow::anyhow!("--metadata {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--metadata {}: {e}", crate::backends::redact(url)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -79,10 +79,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
         .create_timeout(Some(Duration::from_secs(5)))
         .wait_timeout(Some(Duration::from_secs(10)))
         .build()?;
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| anyhow::anyhow!("--metadata {url}: cannot connect: {}", pool_error(&e)))?;
+    let mut client = pool.get().await.map_err(|e| {
+        anyhow::anyhow!(
+            "--metadata {}: cannot connect: {}",
+            crate::backends::redact(url),
+            pool_error(&e)
+        )
+    })?;
     migrate(&mut client).await?;
     Ok(pool)
 }

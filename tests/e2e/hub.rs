@@ -614,3 +614,28 @@ fn push_progress_shows_with_progress_and_not_with_quiet() {
         "{stderr}"
     );
 }
+
+/// A Redis URL's password never reaches the hub's output, also when Redis does not answer
+/// and the check reports the failure.
+#[test]
+fn check_config_does_not_print_the_redis_password() {
+    let env = TestEnv::new();
+    let data = env.dir.path().join("hub-data");
+    let out = std::process::Command::new(dits_tests::bins::dits_hub())
+        .args(["--data", data.to_str().unwrap(), "check-config"])
+        .args(["--locks", "redis://:sekrit-pass@127.0.0.1:1/0"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAILED  locks") && l.contains("redis://:***@127.0.0.1:1/0")),
+        "{text}"
+    );
+    assert!(!text.contains("sekrit-pass"), "{text}");
+}

@@ -96,7 +96,8 @@ impl RedisLocks {
         db: Box<dyn DurableLocks>,
         ns: &str,
     ) -> anyhow::Result<RedisLocks> {
-        let config = Config::from_url(url).map_err(|e| anyhow::anyhow!("--locks {url}: {e}"))?;
+        let config = Config::from_url(url)
+            .map_err(|e| anyhow::anyhow!("--locks {}: {e}", crate::backends::redact(url)))?;
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = std::time::Duration::from_secs(5);
@@ -108,10 +109,12 @@ impl RedisLocks {
             })
             .set_policy(ReconnectPolicy::new_constant(0, 500))
             .build()?;
-        client
-            .init()
-            .await
-            .map_err(|e| anyhow::anyhow!("--locks {url}: cannot connect: {e}"))?;
+        client.init().await.map_err(|e| {
+            anyhow::anyhow!(
+                "--locks {}: cannot connect: {e}",
+                crate::backends::redact(url)
+            )
+        })?;
         let locks = RedisLocks {
             client,
             db,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use dits_wire::wire::ALPN;
 
-use crate::backends::{open_blobs, open_locks, open_metadata};
+use crate::backends::{open_blobs, open_locks, open_metadata, redact};
 pub use state::{HubState, ServeOptions};
 
 /// `dits-hub check-config`: opens each backend the settings name and reports each result;
@@ -52,7 +52,7 @@ pub async fn check_config(options: &ServeOptions) -> bool {
     let metadata = open_metadata(data, options.metadata.as_deref()).await;
     let described = match &metadata {
         Ok(m) => m.describe.clone(),
-        Err(_) => options.metadata.clone().unwrap_or_default(),
+        Err(_) => redact(&options.metadata.clone().unwrap_or_default()),
     };
     let metadata = match metadata {
         Ok(m) => match m.meta.ping().await {
@@ -70,7 +70,7 @@ pub async fn check_config(options: &ServeOptions) -> bool {
             None
         }
     };
-    let objects = options.objects.clone().unwrap_or_else(|| "local".into());
+    let objects = redact(&options.objects.clone().unwrap_or_else(|| "local".into()));
     let checked = match open_blobs(data, options.objects.as_deref()) {
         Ok(blobs) => blobs.check().await.map_err(Into::into),
         Err(e) => Err(e),
@@ -78,8 +78,8 @@ pub async fn check_config(options: &ServeOptions) -> bool {
     report("objects", objects, checked);
     let locks_detail = options
         .locks
-        .clone()
-        .unwrap_or_else(|| "with the metadata".into());
+        .as_deref()
+        .map_or_else(|| "with the metadata".into(), redact);
     let locks = match metadata {
         Some(m) => match open_locks(m, options.locks.as_deref()).await {
             Ok((_, l)) => l.any(0).await.map(|_| ()),
@@ -145,11 +145,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
     // Backends first: whoever waits for "listening" has read them.
     if let Some(url) = &options.metadata {
-        println!("dits-hub: metadata in {}", crate::backends::redact(url));
+        println!("dits-hub: metadata in {}", redact(url));
     }
     if let Some(url) = &options.locks {
         println!(
-            "dits-hub: locks in {url} (namespace dits:{}, written through to the metadata store)",
+            "dits-hub: locks in {} (namespace dits:{}, written through to the metadata store)",
+            redact(url),
             state.meta.namespace().await?
         );
     }
@@ -158,10 +159,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     println!("dits-hub: data in {}", options.data.display());
     println!("dits-hub: packs in {}", state.blobs.describe());
     if let Some(url) = &options.metadata {
-        println!("dits-hub: metadata in {}", crate::backends::redact(url));
+        println!("dits-hub: metadata in {}", redact(url));
     }
     if let Some(url) = &options.locks {
-        println!("dits-hub: locks in {url} (written through to the metadata store)");
+        println!(
+            "dits-hub: locks in {} (written through to the metadata store)",
+            redact(url)
+        );
     }
     use std::io::Write;
     std::io::stdout().flush()?;
