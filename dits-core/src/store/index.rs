@@ -13,6 +13,10 @@ use crate::chunk_id::ChunkId;
 
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// Each pack's name and where its indexed objects end (0 for a pack with none); callers
+/// add their `WHERE` and the `GROUP BY p.id`.
+const PACK_ENDS: &str = "SELECT p.name, COALESCE(MAX(o.offset + o.stored_len), 0) FROM packs p LEFT JOIN objects o ON o.pack = p.id";
+
 /// How long opening the index waits for other processes that hold it.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -221,9 +225,7 @@ impl Index {
 
     /// The end of the last indexed record of each known pack.
     pub fn pack_ends(&self) -> rusqlite::Result<Vec<(String, u64)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT p.name, COALESCE(MAX(o.offset + o.stored_len), 0) FROM packs p LEFT JOIN objects o ON o.pack = p.id GROUP BY p.id",
-        )?;
+        let mut stmt = self.conn.prepare(&format!("{PACK_ENDS} GROUP BY p.id"))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
         rows.collect()
     }
@@ -232,9 +234,9 @@ impl Index {
     pub fn pack_end(&self, name: &str) -> rusqlite::Result<Option<u64>> {
         self.conn
             .query_row(
-                "SELECT COALESCE(MAX(o.offset + o.stored_len), 0) FROM packs p LEFT JOIN objects o ON o.pack = p.id WHERE p.name = ?1 GROUP BY p.id",
+                &format!("{PACK_ENDS} WHERE p.name = ?1 GROUP BY p.id"),
                 params![name],
-                |r| r.get(0),
+                |r| r.get(1),
             )
             .optional()
     }
