@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::meta::Role;
+use crate::meta::{AccountChange, AuditEntry, Role};
 
 #[derive(Parser)]
 #[command(
@@ -120,12 +120,67 @@ enum Command {
     },
     /// Print the certificate fingerprint clients pin (creates the certificate if needed).
     Fingerprint,
+    /// Print the operators' audit log (users, tokens, repositories, members), newest first.
+    AuditLog {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Who runs an admin command, for the audit log: the operating-system user.
+fn actor() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "operator".into())
+}
+
+/// The change a `user` subcommand other than `add` makes.
+fn account_change(command: &UserCommand) -> anyhow::Result<AccountChange> {
+    let user = |name: &String| name.clone();
+    Ok(match command {
+        UserCommand::Add { .. } => unreachable!("add is not a change to an account"),
+        UserCommand::Token { name } => AccountChange::IssueToken { user: user(name) },
+        UserCommand::RotateToken { name } => AccountChange::RotateTokens { user: user(name) },
+        UserCommand::RevokeToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let token = token.trim().to_string();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "give the token to revoke on standard input"
+            );
+            AccountChange::RevokeToken { token }
+        }
+        UserCommand::RevokeTokens { name } => AccountChange::RevokeTokens { user: user(name) },
+        UserCommand::Disable { name } => AccountChange::Disable { user: user(name) },
+        UserCommand::Enable { name } => AccountChange::Enable { user: user(name) },
+        UserCommand::Remove { name } => AccountChange::RemoveUser { user: user(name) },
+    })
 }
 
 #[derive(Subcommand)]
 enum UserCommand {
     /// Create a user and print their token (shown once).
     Add { name: String },
+    /// Issue NAME a further token (another machine) and print it; earlier ones stay valid.
+    Token { name: String },
+    /// Revoke every token of NAME and print one new one.
+    RotateToken { name: String },
+    /// Revoke one token, read from standard input (so it stays out of shell history).
+    RevokeToken,
+    /// Revoke every token of NAME.
+    RevokeTokens { name: String },
+    /// NAME can no longer sign in; tokens and memberships are kept for `enable`.
+    Disable { name: String },
+    /// Undo `disable`.
+    Enable { name: String },
+    /// Revoke NAME's tokens, remove their memberships and disable them (the name stays in
+    /// lock and audit history).
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +194,8 @@ enum RepoCommand {
         #[arg(long, default_value = "write")]
         role: String,
     },
+    /// Take USER's role in OWNER/NAME away.
+    RemoveMember { repo: String, user: String },
     /// Print OWNER/NAME's lock history: who locked, unlocked and force-unlocked what.
     LockLog { repo: String },
     /// Print OWNER/NAME's indexed commits, newest first, with the media each adds or changes.
@@ -213,15 +270,30 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             if !dits_wire::url::valid_name(name) {
                 anyhow::bail!("{name:?}: user names are letters, digits, '-', '_', '.'");
             }
-            let token = metadata(&cli).await?.meta.add_user(name).await?;
+            let meta = metadata(&cli).await?.meta;
+            let token = meta.add_user(name).await?;
+            meta.audit(&AuditEntry::now(&actor(), "user-add", name, ""))
+                .await?;
             println!("{token}");
+            Ok(())
+        }
+        Command::User { command } => {
+            let change = account_change(command)?;
+            let meta = metadata(&cli).await?.meta;
+            match meta.change_account(&change, &actor()).await? {
+                Some(token) => println!("{token}"),
+                None => eprintln!("dits-hub: done ({})", change.action()),
+            }
             Ok(())
         }
         Command::Repo {
             command: RepoCommand::Create { repo },
         } => {
             let (owner, name) = split_repo(repo)?;
-            metadata(&cli).await?.meta.create_repo(owner, name).await?;
+            let meta = metadata(&cli).await?.meta;
+            meta.create_repo(owner, name).await?;
+            meta.audit(&AuditEntry::now(&actor(), "repo-create", repo, ""))
+                .await?;
             println!("created {owner}/{name}");
             Ok(())
         }
@@ -231,10 +303,26 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let (owner, name) = split_repo(repo)?;
             let role = Role::parse(role)
                 .ok_or_else(|| anyhow::anyhow!("{role:?}: roles are read, write, admin"))?;
+            let meta = metadata(&cli).await?.meta;
+            meta.set_member(owner, name, user, role).await?;
+            let detail = format!("{repo} {}", format!("{role:?}").to_lowercase());
+            meta.audit(&AuditEntry::now(&actor(), "member-set", user, &detail))
+                .await?;
+            Ok(())
+        }
+        Command::Repo {
+            command: RepoCommand::RemoveMember { repo, user },
+        } => {
+            let (owner, name) = split_repo(repo)?;
+            let change = AccountChange::RemoveMember {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                user: user.clone(),
+            };
             metadata(&cli)
                 .await?
                 .meta
-                .set_member(owner, name, user, role)
+                .change_account(&change, &actor())
                 .await?;
             Ok(())
         }
@@ -294,6 +382,36 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                 for (path, p) in &c.pointers {
                     println!("    {path}  {} bytes  {}", p.size, p.media);
                 }
+            }
+            Ok(())
+        }
+        Command::AuditLog { limit, json } => {
+            let entries = metadata(&cli).await?.meta.audit_log(*limit).await?;
+            if *json {
+                let doc: Vec<_> = entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "at": e.at,
+                            "actor": e.actor,
+                            "action": e.action,
+                            "subject": e.subject,
+                            "detail": e.detail,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            for e in entries {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    crate::locks::rfc3339(e.at),
+                    e.actor,
+                    e.action,
+                    e.subject,
+                    e.detail
+                );
             }
             Ok(())
         }

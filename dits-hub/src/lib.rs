@@ -3,7 +3,7 @@
 //! SQLite and objects in a local directory, both under one data directory.
 //!
 //! Layers, each importing only from those below it: [`error`] and [`names`]; the storage
-//! traits and their backends ([`meta`], [`locks`], [`blobs`], with [`sqlite`] and [`pg`]);
+//! traits and their backends ([`meta`], [`locks`], [`blobs`], with [`sqlite`] and [`pg`], [`pg_tls`]);
 //! the Git mirror ([`mirror`]) and counters ([`metrics`]); [`backends`], which opens what
 //! the settings name; [`server`], which serves requests; [`cli`] on top.
 
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod names;
 pub mod pg;
+pub mod pg_tls;
 pub mod private;
 pub mod server;
 pub mod sqlite;

@@ -12,6 +12,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+/// The file in a mirror listing the hub pack ids indexed into it, one a line.
+const INDEXED_LIST: &str = "dits-indexed-packs";
+
 #[derive(Clone)]
 pub struct GitMirror {
     root: PathBuf,
@@ -36,14 +39,46 @@ impl GitMirror {
         self.blocking(move |m| m.indexed_packs_blocking(repo)).await
     }
 
-    /// Indexes one pack's bytes into the repository's mirror and records its hub id.
-    pub async fn add_pack(&self, repo: i64, id: &str, pack: Vec<u8>) -> Result<()> {
-        let id = id.to_string();
-        self.blocking(move |m| m.add_pack_blocking(repo, &id, &pack))
-            .await
+    /// Starts `git index-pack --strict` on a pack to be streamed in ([`PackIndexer`]):
+    /// into the repository's mirror, or, with `quarantine`, into a scratch object
+    /// directory that is thrown away (to check an upload without the mirror taking
+    /// objects no ref may ever name). Either way a thin pack's bases come from the mirror.
+    pub async fn index_pack(&self, repo: i64, quarantine: bool) -> Result<PackIndexer> {
+        let dir = self.blocking(move |m| m.repo_dir(repo)).await?;
+        let mut command = tokio::process::Command::new("git");
+        command
+            .arg("--git-dir")
+            .arg(&dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["index-pack", "--stdin", "--strict", "--fix-thin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let scratch = if quarantine {
+            let scratch = tempfile::Builder::new()
+                .prefix("quarantine-")
+                .tempdir_in(&self.root)
+                .context("making a quarantine directory")?;
+            std::fs::create_dir_all(scratch.path().join("pack"))?;
+            command
+                .env("GIT_OBJECT_DIRECTORY", scratch.path())
+                .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", dir.join("objects"));
+            Some(scratch)
+        } else {
+            None
+        };
+        let mut child = command.spawn().context("running git index-pack")?;
+        let stdin = child.stdin.take().context("index-pack stdin")?;
+        Ok(PackIndexer {
+            child,
+            stdin: Some(stdin),
+            list: (!quarantine).then(|| dir.join(INDEXED_LIST)),
+            _scratch: scratch,
+        })
     }
 
-    /// Whether the mirror holds commit `oid`.
+    /// Whether the mirror holds commit `oid`.    /// Whether the mirror holds commit `oid`.
     pub async fn has_commit(&self, repo: i64, oid: &str) -> Result<bool> {
         let oid = oid.to_string();
         self.blocking(move |m| m.has_commit_blocking(repo, &oid))
@@ -102,7 +137,7 @@ impl GitMirror {
     }
 
     fn indexed_list(&self, repo: i64) -> Result<PathBuf> {
-        Ok(self.repo_dir(repo)?.join("dits-indexed-packs"))
+        Ok(self.repo_dir(repo)?.join(INDEXED_LIST))
     }
 
     fn indexed_packs_blocking(&self, repo: i64) -> Result<std::collections::HashSet<String>> {
@@ -111,36 +146,6 @@ impl GitMirror {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    fn add_pack_blocking(&self, repo: i64, id: &str, pack: &[u8]) -> Result<()> {
-        let dir = self.repo_dir(repo)?;
-        let mut child = self
-            .git(&dir)
-            .args(["index-pack", "--stdin", "--fix-thin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running git index-pack")?;
-        let mut stdin = child.stdin.take().context("index-pack stdin")?;
-        let write = stdin.write_all(pack);
-        drop(stdin);
-        let out = child.wait_with_output()?;
-        write.context("feeding git index-pack")?;
-        if !out.status.success() {
-            bail!(
-                "git index-pack: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        // Recorded only after Git has the pack: a crash in between means indexing it again.
-        let mut list = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.indexed_list(repo)?)?;
-        writeln!(list, "{id}")?;
-        Ok(())
     }
 
     fn has_commit_blocking(&self, repo: i64, oid: &str) -> Result<bool> {
@@ -172,6 +177,54 @@ impl GitMirror {
             );
         }
         Ok(dits_wire::changes::parse(&out.stdout))
+    }
+}
+
+/// A running `git index-pack --strict`: feed it the pack with [`Self::write`], then
+/// [`Self::finish`]. Dropped unfinished, the process is killed and nothing is recorded.
+pub struct PackIndexer {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    /// The mirror's list of indexed packs; none in quarantine.
+    list: Option<PathBuf>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl PackIndexer {
+    /// The next bytes of the pack. An error means Git stopped reading (the pack is bad):
+    /// [`Self::finish`] then says why.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(bytes).await,
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Ends the pack and waits for Git's verdict: Ok once the pack is valid (and, outside
+    /// quarantine, indexed and recorded as hub pack `id`); otherwise what Git objected to.
+    pub async fn finish(self, id: &str) -> Result<()> {
+        let PackIndexer {
+            child,
+            stdin,
+            list,
+            _scratch,
+        } = self;
+        drop(stdin);
+        let out = child.wait_with_output().await?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        if let Some(list) = list {
+            // Recorded only after Git has the pack: a crash in between means indexing it
+            // again.
+            let mut list = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(list)?;
+            writeln!(list, "{id}")?;
+        }
+        Ok(())
     }
 }
 

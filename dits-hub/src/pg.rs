@@ -56,23 +56,47 @@ CREATE TABLE assets (recipe BYTEA PRIMARY KEY, file_oid BYTEA NOT NULL, size BIG
 CREATE TABLE commit_pointers (repo_id BIGINT NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BYTEA NOT NULL REFERENCES assets(recipe), PRIMARY KEY (repo_id, commit_oid, path), FOREIGN KEY (repo_id, commit_oid) REFERENCES commits(repo_id, oid));
 ",
     ),
+    (
+        3,
+        "
+-- Assets per repository: what one repository's pointers say of a recipe must not set
+-- what another's listing shows (the global table was first-writer-wins).
+CREATE TABLE repo_assets (repo_id BIGINT NOT NULL REFERENCES repos(id), recipe BYTEA NOT NULL, file_oid BYTEA NOT NULL, size BIGINT NOT NULL, media TEXT NOT NULL, PRIMARY KEY (repo_id, recipe));
+INSERT INTO repo_assets SELECT DISTINCT p.repo_id, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p JOIN assets a ON a.recipe = p.recipe;
+ALTER TABLE commit_pointers DROP CONSTRAINT commit_pointers_recipe_fkey;
+DROP TABLE assets;
+",
+    ),
+    (
+        4,
+        "
+-- Accounts can be disabled, and operators' changes are audited.
+ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE admin_events (seq BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
+",
+    ),
 ];
 
 /// A pool on `url` (postgres://USER@HOST:PORT/DB?…) with the schema migrated.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
-    let mut config = tokio_postgres::Config::from_str(url)
+    let settings =
+        |e: anyhow::Error| anyhow::anyhow!("--metadata {}: {e:#}", crate::backends::redact(url));
+    let (pg_url, tls) = crate::pg_tls::split_url(url).map_err(settings)?;
+    let mut config = tokio_postgres::Config::from_str(&pg_url)
         .map_err(|e| anyhow::anyhow!("--metadata {}: {e}", crate::backends::redact(url)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.application_name("dits-hub");
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let recycling = || ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls.mode {
+        crate::pg_tls::SslMode::Disable => {
+            Manager::from_config(config, tokio_postgres::NoTls, recycling())
+        }
+        _ => Manager::from_config(config, tls.connector().map_err(settings)?, recycling()),
+    };
     let pool = Pool::builder(manager)
         .max_size(16)
         .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -28,6 +28,15 @@ impl SqliteDb {
         })
     }
 
+    /// Runs `f` with the connection on the calling thread: for set-up outside a runtime.
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     pub async fn run<T, F>(&self, f: F) -> anyhow::Result<T>
     where

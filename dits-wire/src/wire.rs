@@ -208,7 +208,8 @@ pub struct MissingResult {
     pub missing: Vec<String>,
 }
 
-/// `put` → objects newly stored, objects received, bytes received; durable when sent.
+/// `put` → objects newly stored for the repository, objects received, bytes received;
+/// durable when sent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PutResult {
     pub stored: u64,
@@ -315,12 +316,27 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
 ) -> Result<T, WireError> {
+    let len = read_frame_len(r, MAX_FRAME).await?;
+    read_frame_body(r, len).await
+}
+
+/// A frame's length prefix, refused when it claims more than `max` bytes (before anything
+/// is allocated for it).
+pub async fn read_frame_len<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Result<u32, WireError> {
     let len = r.read_u32().await?;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(WireError::Protocol(format!(
-            "frame of {len} bytes is too large"
+            "frame of {len} bytes is too large (at most {max})"
         )));
     }
+    Ok(len)
+}
+
+/// The `len` bytes of a frame whose length prefix was read, parsed.
+pub async fn read_frame_body<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    len: u32,
+) -> Result<T, WireError> {
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf).await?;
     serde_json::from_slice(&buf).map_err(|e| WireError::Protocol(format!("bad frame: {e}")))

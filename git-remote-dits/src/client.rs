@@ -198,17 +198,16 @@ impl Hub {
 
     /// Uploads objects as they come out of `objects` (id, plain length, sealed bytes) on one
     /// stream; once the channel closes the hub stores them as one pack and makes it durable
-    /// before answering. Returns the objects and bytes sent.
+    /// before answering. Returns its answer: objects received, those new to the repository,
+    /// bytes received.
     /// The sender fills the channel while earlier objects are on the wire, so memory holds
     /// only what the channel bounds, not the whole batch.
     pub async fn put_object_stream(
         &self,
         mut objects: tokio::sync::mpsc::Receiver<(ChunkId, u32, Vec<u8>)>,
-    ) -> Result<(u64, u64), HubError> {
+    ) -> Result<PutResult, HubError> {
         let (mut send, mut recv) = self.open(Op::Put).await?;
-        let mut count = 0u64;
         while let Some((id, plain_len, sealed)) = objects.recv().await {
-            count += 1;
             if let Err(e) = write_object(&mut send, &id, plain_len, &sealed).await {
                 // The hub may have refused early (auth); its answer says why.
                 return match self.answer::<PutResult>(&mut recv).await {
@@ -218,8 +217,7 @@ impl Hub {
             }
         }
         send.finish().map_err(transport)?;
-        let result: PutResult = self.answer(&mut recv).await?;
-        Ok((count, result.bytes))
+        self.answer(&mut recv).await
     }
 
     /// Downloads `ids`, handing each (verified) object to `sink` as it arrives.

@@ -9,6 +9,7 @@ use crate::client::HubError;
 use anyhow::Result;
 use dits_core::envelope::CompressionHint;
 use dits_core::{ChunkId, ChunkStore, LocalStore};
+use dits_wire::wire::PutResult;
 use tokio::task::JoinSet;
 
 use crate::progress::Progress;
@@ -52,18 +53,18 @@ pub async fn upload(
 ) -> Result<u64> {
     let tuning = Tuning::from_config();
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
-    let mut tasks: JoinSet<Result<(u64, u64), HubError>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<PutResult, HubError>> = JoinSet::new();
     let mut batch: Option<tokio::sync::mpsc::Sender<(ChunkId, u32, Vec<u8>)>> = None;
     let mut batch_bytes = 0usize;
     let mut sent = 0u64;
-    let reap = |r: Result<Result<(u64, u64), HubError>, tokio::task::JoinError>,
+    let reap = |r: Result<Result<PutResult, HubError>, tokio::task::JoinError>,
                 progress: &mut Progress|
      -> Result<u64> {
-        let (n, bytes) = r
+        let answer = r
             .map_err(|e| anyhow::anyhow!("upload task: {e}"))?
             .map_err(|e| session.explain(e))?;
-        progress.add(n, bytes);
-        Ok(bytes)
+        progress.add(answer.received, answer.bytes);
+        Ok(answer.bytes)
     };
     for (i, id) in ids.iter().enumerate() {
         if batch.is_none() {

@@ -40,3 +40,443 @@ fn ref_values_from_a_hostile_hub_never_reach_git_as_options() {
     assert!(stderr.contains("invalid ref"), "no clear error: {stderr}");
     assert!(!pwned.exists(), "the hub's value reached git as an option");
 }
+
+/// What a stranger's flood of request headers came to.
+#[derive(Debug, Default)]
+struct Flood {
+    streams: usize,
+    /// Streams the hub answered with a refusal (rather than reading the claimed header).
+    refused: usize,
+}
+
+/// From 127.0.0.2, with no token: `connections` connections, each opening `streams` request
+/// streams (the hub lets 32 be open at once), each claiming a 64 MiB or 16 MiB header and
+/// sending that much, as long as the hub keeps taking it.
+async fn flood_headers(
+    port: u16,
+    fingerprint: String,
+    connections: usize,
+    streams: usize,
+) -> Flood {
+    use dits_wire::wire::{read_frame, Response};
+    let verifier = dits_wire::tls::PinnedVerifier::new(Some(fingerprint), false, None);
+    let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
+    endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let connection = endpoint
+            .connect(([127, 0, 0, 1], port).into(), "localhost")
+            .unwrap()
+            .await
+            .expect("the hub accepts a connection from a stranger");
+        for s in 0..streams {
+            let connection = connection.clone();
+            tasks.spawn(async move {
+                let claim: usize = if s % 2 == 0 { 64 << 20 } else { 16 << 20 };
+                let (mut send, mut recv) = connection.open_bi().await.ok()?;
+                send.write_all(&(claim as u32).to_be_bytes()).await.ok()?;
+                let block = vec![b' '; 1 << 20];
+                let mut sent = 0;
+                while sent < claim && send.write_all(&block).await.is_ok() {
+                    sent += block.len();
+                }
+                let _ = send.finish();
+                let answer: Response = read_frame(&mut recv).await.ok()?;
+                Some(!answer.ok)
+            });
+        }
+    }
+    let mut flood = Flood::default();
+    while let Some(done) = tasks.join_next().await {
+        flood.streams += 1;
+        if done.unwrap() == Some(true) {
+            flood.refused += 1;
+        }
+    }
+    endpoint.close(0u32.into(), b"done");
+    flood
+}
+
+/// 256 streams of unauthenticated 64 MiB / 16 MiB header frames on four connections: before
+/// the hub read a whole header before checking the token, 256 × 64 MiB. Now it refuses
+/// headers over 16 MiB unread and reads larger-than-small ones within a shared 64 MiB
+/// budget, so its peak memory stays small, and a member's clone from another address
+/// succeeds meanwhile. Then one address opening more than 64 connections gets refused.
+#[test]
+fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
+    let env = TestEnv::new();
+    let (hub, _token) = env.alice_hub();
+    let repo = env.repo("a");
+    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let flood = rt.spawn(flood_headers(hub.port, hub.fingerprint.clone(), 4, 64));
+    let clone = env.clone_with(&hub.url("alice/film"), "b", &[]);
+    assert!(
+        clone.status.success(),
+        "a member's clone failed during the flood: {}",
+        String::from_utf8_lossy(&clone.stderr)
+    );
+    assert!(dits_tests::same_bytes(
+        &repo.join("clip.mp4"),
+        &env.dir.path().join("b/clip.mp4")
+    ));
+    let flood = rt.block_on(flood).unwrap();
+    assert_eq!(flood.streams, 256);
+    assert_eq!(
+        flood.refused, 256,
+        "every stranger's header is refused: {flood:?}"
+    );
+    let peak = hub.peak_rss_mib();
+    assert!(peak < 512, "the hub's peak RSS reached {peak} MiB");
+
+    // One address may hold 64 connections at once; the hub refuses the rest.
+    let (admitted, refused) = rt.block_on(async {
+        let verifier =
+            dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
+        let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
+        endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..72 {
+            let connecting = endpoint.connect(([127, 0, 0, 1], hub.port).into(), "localhost");
+            match connecting.unwrap().await {
+                Ok(c) => held.push(c),
+                Err(_) => refused += 1,
+            }
+        }
+        (held.len(), refused)
+    });
+    assert!(
+        admitted <= 64 && refused >= 8,
+        "{admitted} admitted, {refused} refused"
+    );
+}
+
+/// A read-only member asks for one stored object 100,000 times in one `get`, then 1,000
+/// times: the hub refuses both before reading anything (at most 1,024 ids, each once), its
+/// memory stays small, and the same member's honest `get` of it is still served.
+#[test]
+fn a_read_only_members_get_of_one_object_many_times_is_refused() {
+    let env = TestEnv::new();
+    let (hub, _token) = env.alice_hub();
+    let repo = env.repo("a");
+    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let bob = hub.admin(&["user", "add", "bob"]);
+    hub.admin(&["repo", "member", "alice/film", "bob", "--role", "read"]);
+    let pointer = env.git(&repo, &["cat-file", "blob", "HEAD:clip.mp4"]);
+    let recipe: dits_core::ChunkId = pointer
+        .lines()
+        .find_map(|l| l.strip_prefix("recipe blake3:"))
+        .expect("the pointer names its recipe")
+        .parse()
+        .unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
+        let trust = git_remote_dits::TrustSettings {
+            fingerprint: Some(hub.fingerprint.clone()),
+            trust_on_first_use: false,
+            ca_file: None,
+        };
+        let client = git_remote_dits::Hub::connect(&url, &trust, &bob)
+            .await
+            .unwrap();
+        for (times, why) in [(100_000, "at most 1024"), (1_000, "more than once")] {
+            let err = client
+                .get_objects(&vec![recipe; times], |_, _| Ok(()))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(dits_wire::wire::ErrorCode::BadRequest),
+                "{err}"
+            );
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        let mut served = 0;
+        client
+            .get_objects(&[recipe], |_, _| {
+                served += 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(served, 1);
+    });
+    let peak = hub.peak_rss_mib();
+    assert!(peak < 512, "the hub's peak RSS reached {peak} MiB");
+}
+
+/// A TCP connection to the hub's HTTPS port from `source`.
+fn tcp_from(source: &str, port: u16) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    let hub: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&hub.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the hub has closed `stream` by `deadline` (it reads EOF or an error).
+fn closed_by(
+    stream: &mut impl std::io::Read,
+    set_timeout: impl Fn(std::time::Duration),
+    deadline: std::time::Instant,
+) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        set_timeout(left);
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Slowloris on the HTTPS side: 2,000 idle TCP connections from one address, and 20 more
+/// from another that finish the TLS handshake and then send a request's headers without
+/// ever ending them. A request from a third address is answered meanwhile, and the hub
+/// has closed every one of the idle connections within 30 s (the handshake and each
+/// request's headers get 10 s; one address holds at most 256 connections).
+#[test]
+fn idle_and_slow_https_connections_are_dropped_and_others_served() {
+    use std::io::Write;
+    let env = TestEnv::new();
+    let (hub, _token) = env.alice_hub();
+    let started = std::time::Instant::now();
+
+    let verifier = dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
+    let mut tls = rustls::ClientConfig::builder_with_provider(dits_wire::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = std::sync::Arc::new(tls);
+    let mut slow: Vec<_> = (0..20)
+        .map(|_| {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let client = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+            let mut stream = rustls::StreamOwned::new(client, tcp_from("127.0.0.3", hub.port));
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n")
+                .unwrap();
+            stream.flush().unwrap();
+            stream
+        })
+        .collect();
+    let mut idle: Vec<_> = (0..2000).map(|_| tcp_from("127.0.0.2", hub.port)).collect();
+
+    let (status, body) = dits_tests::https_get(hub.port, "healthz");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok\n"),
+        "a normal request during the flood"
+    );
+
+    let deadline = started + std::time::Duration::from_secs(30);
+    let slow_open = slow
+        .iter_mut()
+        .filter(|s| {
+            let tcp = s.sock.try_clone().unwrap();
+            !closed_by(*s, |t| tcp.set_read_timeout(Some(t)).unwrap(), deadline)
+        })
+        .count();
+    let idle_open = idle
+        .iter_mut()
+        .filter(|s| {
+            let tcp = s.try_clone().unwrap();
+            !closed_by(*s, |t| tcp.set_read_timeout(Some(t)).unwrap(), deadline)
+        })
+        .count();
+    assert_eq!(
+        (slow_open, idle_open),
+        (0, 0),
+        "connections still open {} s after they were made",
+        started.elapsed().as_secs()
+    );
+    let (status, _) = dits_tests::https_get(hub.port, "healthz");
+    assert_eq!(status, 200, "the hub still answers afterwards");
+}
+
+/// A member uploads Git packs the hub must not take: bytes that merely start with `PACK`,
+/// and a well-formed pack holding a commit without its tree; then asks to move `main` to a
+/// commit no pack holds. Each is refused with the reason, nothing moves, and the
+/// repository still clones as it was.
+#[test]
+fn garbage_git_packs_and_unknown_commits_are_refused_and_the_repository_stays_clonable() {
+    let env = TestEnv::new();
+    let (hub, token) = env.alice_hub();
+    let repo = env.repo("a");
+    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let main = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+
+    // A commit whose pack leaves out its tree and blob.
+    std::fs::write(repo.join("notes.txt"), "not pushed\n").unwrap();
+    env.git(&repo, &["add", "notes.txt"]);
+    env.git(&repo, &["commit", "-q", "-m", "orphan"]);
+    let orphan = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let mut pack_objects = env
+        .command("git", &repo, &["pack-objects", "--stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = pack_objects.stdin.take().unwrap();
+        writeln!(stdin, "{orphan}").unwrap();
+    }
+    let commit_only = pack_objects.wait_with_output().unwrap().stdout;
+    assert!(commit_only.starts_with(b"PACK"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
+        let trust = git_remote_dits::TrustSettings {
+            fingerprint: Some(hub.fingerprint.clone()),
+            trust_on_first_use: false,
+            ca_file: None,
+        };
+        let client = git_remote_dits::Hub::connect(&url, &trust, &token)
+            .await
+            .unwrap();
+        let mut garbage = b"PACK\0\0\0\x02\0\0\0\x03".to_vec();
+        garbage.extend(dits_tests::noise(1 << 20, 3));
+        for (pack, what) in [
+            (garbage, "garbage"),
+            (commit_only, "a commit without its tree"),
+        ] {
+            let err = client.put_git_pack(&pack).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(dits_wire::wire::ErrorCode::Rejected),
+                "{what}: {err}"
+            );
+            assert!(
+                err.to_string().contains("not a valid Git pack"),
+                "{what}: {err}"
+            );
+        }
+        let update = dits_wire::wire::RefUpdate {
+            name: "refs/heads/main".into(),
+            old: main.clone(),
+            new: orphan.clone(),
+        };
+        let err = client
+            .update_refs(vec![update], Vec::new(), Vec::new(), true)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(dits_wire::wire::ErrorCode::Rejected),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not in any Git pack"), "{err}");
+        let refs = client.refs().await.unwrap();
+        assert_eq!(refs.get("refs/heads/main"), Some(&main), "main moved");
+    });
+    let clone = env.clone_with(&hub.url("alice/film"), "b", &[]);
+    assert!(
+        clone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clone.stderr)
+    );
+    assert!(dits_tests::same_bytes(
+        &repo.join("clip.mp4"),
+        &env.dir.path().join("b/clip.mp4")
+    ));
+}
+
+/// bob, with a repository of his own, uploads bytes alice's private repository holds and
+/// bytes nobody holds: the hub answers both the same way and writes both, so neither the
+/// answer nor the work behind it tells bob what alice stores.
+#[test]
+fn bob_cannot_tell_whether_alices_private_repository_holds_a_chunk() {
+    let env = TestEnv::new();
+    let (hub, alice) = env.alice_hub();
+    let bob = hub.admin(&["user", "add", "bob"]);
+    hub.admin(&["repo", "create", "bob/scratch"]);
+    let connect = |repo: &'static str, token: String| {
+        let url = dits_wire::RemoteUrl::parse(&hub.url(repo)).unwrap();
+        let trust = git_remote_dits::TrustSettings {
+            fingerprint: Some(hub.fingerprint.clone()),
+            trust_on_first_use: false,
+            ca_file: None,
+        };
+        async move {
+            git_remote_dits::Hub::connect(&url, &trust, &token)
+                .await
+                .unwrap()
+        }
+    };
+    let object = |seed: u64| {
+        let bytes = dits_tests::noise(200 << 10, seed);
+        let sealed = dits_core::envelope::seal(&bytes, dits_core::envelope::CompressionHint::Try);
+        (dits_core::ChunkId::of(&bytes), bytes.len() as u32, sealed)
+    };
+    let put = |hub: &git_remote_dits::Hub, object: (dits_core::ChunkId, u32, Vec<u8>)| {
+        let hub = hub.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(object).await.unwrap();
+            drop(tx);
+            hub.put_object_stream(rx).await.unwrap()
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (alices, nobodys) = (object(1), object(2));
+    rt.block_on(async {
+        let as_alice = connect("alice/film", alice.clone()).await;
+        put(&as_alice, alices.clone()).await;
+    });
+    let packs_before = hub.chunk_packs();
+    let answers = rt.block_on(async {
+        let as_bob = connect("bob/scratch", bob.clone()).await;
+        let missing = as_bob.missing(&[alices.0, nobodys.0]).await.unwrap();
+        assert_eq!(
+            missing,
+            vec![alices.0, nobodys.0],
+            "missing is per repository"
+        );
+        let err = as_bob
+            .get_objects(&[alices.0], |_, _| Ok(()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(dits_wire::wire::ErrorCode::NotFound),
+            "{err}"
+        );
+        (
+            put(&as_bob, alices.clone()).await,
+            put(&as_bob, nobodys.clone()).await,
+        )
+    });
+    assert_eq!(answers.0, answers.1, "the answers differ: {answers:?}");
+    assert_eq!(
+        hub.chunk_packs(),
+        packs_before + 2,
+        "the hub did not do the same work for both uploads"
+    );
+}

@@ -639,3 +639,89 @@ fn check_config_does_not_print_the_redis_password() {
     );
     assert!(!text.contains("sekrit-pass"), "{text}");
 }
+
+/// The operator's account commands take effect at the next request and are audited:
+/// a second token, revoking it, rotating, disabling and enabling, removing a member and
+/// removing the user.
+#[test]
+fn tokens_revoke_and_rotate_and_users_disable_and_go_with_an_audit_trail() {
+    use dits_wire::wire::ErrorCode;
+    let w = world();
+    let hub = &w.hub;
+    let bob = hub.admin(&["user", "add", "bob"]);
+    hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // What a request with `token` gets: Ok, or the refusal's code.
+    let ask = |token: &str| -> Result<(), Option<ErrorCode>> {
+        rt.block_on(async {
+            let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
+            let trust = git_remote_dits::TrustSettings {
+                fingerprint: Some(hub.fingerprint.clone()),
+                trust_on_first_use: false,
+                ca_file: None,
+            };
+            let client = git_remote_dits::Hub::connect(&url, &trust, token)
+                .await
+                .unwrap();
+            client.refs().await.map(|_| ()).map_err(|e| e.code())
+        })
+    };
+    let denied = Err(Some(ErrorCode::Unauthenticated));
+    assert_eq!(ask(&bob), Ok(()));
+
+    let second = hub.admin(&["user", "token", "bob"]);
+    assert_eq!((ask(&bob), ask(&second)), (Ok(()), Ok(())));
+    hub.admin_with_input(&["user", "revoke-token"], &format!("{second}\n"));
+    assert_eq!((ask(&bob), ask(&second)), (Ok(()), denied));
+
+    let rotated = hub.admin(&["user", "rotate-token", "bob"]);
+    assert_eq!((ask(&bob), ask(&rotated)), (denied, Ok(())));
+
+    hub.admin(&["user", "disable", "bob"]);
+    assert_eq!(ask(&rotated), denied);
+    hub.admin(&["user", "enable", "bob"]);
+    assert_eq!(ask(&rotated), Ok(()));
+
+    hub.admin(&["repo", "remove-member", "alice/film", "bob"]);
+    assert_eq!(ask(&rotated), Err(Some(ErrorCode::NotFound)));
+    hub.admin(&["repo", "member", "alice/film", "bob", "--role", "read"]);
+    hub.admin(&["user", "remove", "bob"]);
+    assert_eq!(ask(&rotated), denied);
+    assert_eq!(ask(&w.token), Ok(()), "alice is untouched");
+
+    let log: serde_json::Value =
+        serde_json::from_str(&hub.admin(&["audit-log", "--json"])).unwrap();
+    let actions: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["subject"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(_, subject)| subject == "bob")
+        .collect();
+    let expected = [
+        "user-add",
+        "member-set",
+        "token-issue",
+        "token-revoke",
+        "token-rotate",
+        "user-disable",
+        "user-enable",
+        "member-remove",
+        "member-set",
+        "user-remove",
+    ];
+    assert_eq!(
+        actions.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        !hub.admin(&["audit-log"]).contains(&second),
+        "a token reached the audit log"
+    );
+}

@@ -447,3 +447,118 @@ fn with_redis_locks_a_redis_restart_loses_no_lock() {
         text(&out)
     );
 }
+
+/// A Redis of the test's own, keeping its data in `dir` (an RDB snapshot, written on
+/// `SAVE`), on `port`; killed on drop.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(dir: &Path, port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see scripts/test-deps.sh)");
+        let redis = OwnRedis { child, port };
+        dits_tests::wait_until("redis answers", || redis.cli(&["ping"]).contains("PONG"));
+        redis
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis with persistence is killed with SIGKILL and comes back from a snapshot taken
+/// before alice locked clip.mp4: it holds the hub's marker key but not her lock. Before,
+/// Redis decided locks (ids from its own counter), so bob could take clip.mp4 and his row
+/// replaced hers in the database. The database decides now and Redis is reconciled from
+/// it after the reconnect: bob is refused, his push too, and the lock is still alice's.
+#[test]
+fn with_redis_locks_a_redis_restored_from_an_old_snapshot_loses_no_lock() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let redis = OwnRedis::start(redis_dir.path(), port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let t = team_on(&["--locks", &url]);
+    let a = t.alice_repo();
+    let b = t.bob_clone();
+    let env = &t.env;
+    std::fs::copy(media().path("metadata.mp4"), a.join("other.mp4")).unwrap();
+    env.git(&a, &["add", "other.mp4"]);
+    env.git(&a, &["commit", "-q", "-m", "another clip"]);
+    env.git(&a, &["push", "-q", "origin", "main"]);
+    env.git(&a, &["dits", "lock", "other.mp4"]);
+    assert!(redis.cli(&["save"]).contains("OK"));
+    env.git(&a, &["dits", "lock", "clip.mp4"]);
+    redis.kill_9();
+    let redis = OwnRedis::start(redis_dir.path(), port);
+    assert!(
+        !redis.cli(&["--scan"]).is_empty(),
+        "Redis came back from its snapshot"
+    );
+
+    env.git(&b, &["pull", "-q", "origin", "main"]);
+    let out = env.git_output(&b, &["dits", "lock", "clip.mp4"]);
+    assert!(
+        !out.status.success(),
+        "bob took alice's lock: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("already locked by alice"),
+        "{}",
+        text(&out)
+    );
+    let clip = b.join("clip.mp4");
+    std::fs::set_permissions(&clip, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::copy(media().path("metadata.mp4"), &clip).unwrap();
+    env.git(&b, &["commit", "-q", "-am", "bob's retitle"]);
+    let refused = env.git_output(&b, &["push", "origin", "main"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("clip.mp4 is locked by alice"),
+        "{}",
+        text(&refused)
+    );
+    let locks = env.git(&a, &["dits", "locks"]);
+    let clip_line = locks
+        .lines()
+        .find(|l| l.contains("clip.mp4"))
+        .unwrap_or_default();
+    assert!(clip_line.contains("alice"), "{locks}");
+    drop(redis);
+}

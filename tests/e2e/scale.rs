@@ -402,3 +402,49 @@ fn hubs_starting_together_migrate_the_schema_once() {
     assert_eq!(backends.query("SELECT count(*) FROM dits_migrations"), "2");
     again.admin(&["user", "add", "carol"]);
 }
+
+/// The metadata connection follows libpq's `sslmode` in the URL: with `require` the hub's
+/// sessions on PostgreSQL are encrypted (the server's own view, pg_stat_ssl); with
+/// `verify-full` against a certificate that does not name the host, or with `verify-ca`,
+/// the hub refuses to start and says why.
+#[test]
+fn the_metadata_connection_uses_tls_as_sslmode_says() {
+    let env = TestEnv::new();
+    let data = env.dir.path().join("hub-tls");
+    let base = dits_tests::pg_database(&data);
+    let database = base.rsplit('/').next().unwrap().to_string();
+    let envs = [(
+        "DITS_HUB_METADATA".to_string(),
+        format!("{base}?sslmode=require"),
+    )];
+    let hub = HubProcess::start_configured(&data, 0, &[], &envs);
+    hub.admin(&["user", "add", "alice"]);
+    let sessions = |ssl: bool| {
+        dits_tests::psql(
+            &database,
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.application_name = 'dits-hub' AND a.datname = '{database}' AND s.ssl = {ssl}"
+            ),
+        )
+    };
+    assert_ne!(sessions(true), "0", "no encrypted session from the hub");
+    assert_eq!(sessions(false), "0", "a plaintext session from the hub");
+    drop(hub);
+
+    let check = |query: &str| {
+        let out = std::process::Command::new(dits_tests::bins::dits_hub())
+            .arg("--data")
+            .arg(&data)
+            .arg("check-config")
+            .env("DITS_HUB_METADATA", format!("{base}?{query}"))
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    let (ok, said) = check("sslmode=verify-full&sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem");
+    assert!(!ok && said.contains("FAILED  metadata"), "{said}");
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    let (ok, said) = check("sslmode=verify-ca");
+    assert!(!ok && said.contains("verify-full"), "{said}");
+}

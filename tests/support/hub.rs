@@ -82,13 +82,29 @@ impl HubProcess {
     }
 
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(bins::dits_hub())
+        self.admin_with_input(args, "")
+    }
+
+    /// An admin command given `input` on standard input; its standard output.
+    pub fn admin_with_input(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(bins::dits_hub())
             .arg("--data")
             .arg(&self.data)
             .args(args)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "dits-hub {}: {}",
@@ -128,6 +144,11 @@ impl HubProcess {
 
     pub fn base(&self) -> String {
         format!("dits://127.0.0.1:{}", self.port)
+    }
+
+    /// The hub process's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        peak_rss_mib(self.child.id())
     }
 
     pub fn kill(mut self) {
@@ -231,4 +252,16 @@ pub fn https_get(port: u16, path: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Process `pid`'s peak resident memory so far (VmHWM), in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / 1024
 }

@@ -97,12 +97,11 @@ pub trait LockStore: Send + Sync {
 }
 
 /// A lock store that is the durable record (SQLite or PostgreSQL): the Redis backend
-/// writes through to one and reloads from it.
+/// takes and releases locks in one first and reconciles from it.
 #[async_trait::async_trait]
 pub trait DurableLocks: LockStore {
     /// Every lock of every repository, with its repository id.
     async fn all(&self) -> anyhow::Result<Vec<(i64, StoredLock)>>;
-    async fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()>;
     async fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>>;
 }
 

@@ -174,37 +174,6 @@ impl DurableLocks for PgLocks {
         Ok(rows.iter().map(|r| (r.get(6), row(r))).collect())
     }
 
-    async fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()> {
-        let mut c = self.pool.get().await.pg()?;
-        let tx = c.transaction().await.pg()?;
-        // Redis decided; a leftover row for the path (a release whose write-through
-        // was lost) gives way.
-        tx.execute(
-            "DELETE FROM locks WHERE repo_id = $1 AND path = $2 AND id <> $3",
-            &[&repo, &lock.path, &lock.id],
-        )
-        .await
-        .pg()?;
-        tx.execute(
-            "INSERT INTO locks (id, repo_id, path, owner_id, branch, locked_at) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO UPDATE SET repo_id = excluded.repo_id, path = excluded.path,
-             owner_id = excluded.owner_id, branch = excluded.branch, locked_at = excluded.locked_at",
-            &[&lock.id, &repo, &lock.path, &lock.owner_id, &lock.branch, &lock.locked_at],
-        )
-        .await
-        .pg()?;
-        // Keep the table's own id sequence ahead of ids Redis handed out.
-        tx.execute(
-            "SELECT setval('locks_id_seq', GREATEST($1, (SELECT last_value FROM locks_id_seq)))",
-            &[&lock.id],
-        )
-        .await
-        .pg()?;
-        record_event(&tx, repo, lock, lock.owner_id, "lock", lock.locked_at).await?;
-        tx.commit().await.pg()?;
-        Ok(())
-    }
-
     async fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>> {
         let c = self.pool.get().await.pg()?;
         let rows = c

@@ -1,50 +1,47 @@
 //! The Redis lock backend (`dits-hub serve --locks redis://…`), behind the same
-//! [`LockStore`] trait as SQLite. Acquire and release are Lua scripts, so each is one
-//! atomic step in Redis: of concurrent acquires of a path exactly one wins, and a release
-//! checks the owner in the same step.
+//! [`LockStore`] trait as SQLite: a copy of the hub database's locks that answers the
+//! reads every push and `lock verify` make.
 //!
-//! Durability: every lock is written through to the hub's database (SQLite or PostgreSQL:
-//! its lock table and audit trail) after Redis accepts it, and removed from it on release. Redis may keep nothing
-//! on disk; a marker key tells whether this Redis has the hub's locks loaded, and if it is
-//! missing (Redis restarted or was flushed) the locks are reloaded from the database before the
-//! next operation. So a Redis restart cannot silently drop a lock.
+//! The database (SQLite or PostgreSQL) is the authority. It takes a lock (allocating its
+//! id, refusing a path someone holds, in one transaction with the audit entry) before
+//! Redis is told, and releases it before Redis forgets it. Redis may restart empty, or
+//! restore an old snapshot (persistence): neither can hand a held path to someone else,
+//! because the database refuses it and the holder is written back to Redis. After every
+//! reconnect, and whenever the marker key is missing, Redis is reconciled from the
+//! database: every database lock is written in, and a Redis lock the database does not
+//! hold is removed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use fred::prelude::*;
 
 use crate::locks::{DurableLocks, LockQuery, LockStore, StoredLock};
 use crate::meta::User;
 
-const ACQUIRE: &str = r#"
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing then return {0, existing} end
-local id = redis.call('INCR', KEYS[3])
-local lock = cjson.encode({id = id, path = ARGV[1], owner_id = tonumber(ARGV[2]), owner = ARGV[3], branch = ARGV[4], locked_at = tonumber(ARGV[5])})
-redis.call('HSET', KEYS[1], ARGV[1], lock)
-redis.call('HSET', KEYS[2], tostring(id), ARGV[1])
-return {1, lock}
-"#;
-
-const RELEASE: &str = r#"
-local path = redis.call('HGET', KEYS[2], ARGV[1])
-if not path then return {0, ''} end
-local lock = redis.call('HGET', KEYS[1], path)
-if ARGV[2] ~= '' and lock then
-  local l = cjson.decode(lock)
-  if tostring(l.owner_id) ~= ARGV[2] then return {2, lock} end
-end
-redis.call('HDEL', KEYS[1], path)
-redis.call('HDEL', KEYS[2], ARGV[1])
-return {1, lock or ''}
-"#;
-
-/// Loads one lock if absent and keeps the id counter above every known id.
-const LOAD: &str = r#"
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[1])
-local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
-if cur < tonumber(ARGV[2]) then redis.call('SET', KEYS[3], ARGV[2]) end
+/// Writes one lock (replacing whatever Redis had for its path) and notes its repository.
+const STORE: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then redis.call('HDEL', KEYS[2], tostring(cjson.decode(old).id)) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 "#;
+
+/// Removes lock ARGV[1], if Redis has it.
+const REMOVE: &str = r#"
+local path = redis.call('HGET', KEYS[2], ARGV[1])
+if not path then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+local cur = redis.call('HGET', KEYS[1], path)
+if cur and tostring(cjson.decode(cur).id) == ARGV[1] then redis.call('HDEL', KEYS[1], path) end
+return 1
+"#;
+
+/// The repositories Redis has held locks for.
+const REPOS: &str = "return redis.call('SMEMBERS', KEYS[1])";
 
 pub struct RedisLocks {
     client: Client,
@@ -52,6 +49,9 @@ pub struct RedisLocks {
     db: Box<dyn DurableLocks>,
     /// Namespace of this hub's keys.
     ns: String,
+    /// Set on every reconnect: Redis may have restarted, so it is reconciled before the
+    /// next operation.
+    stale: Arc<AtomicBool>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -115,10 +115,17 @@ impl RedisLocks {
                 crate::backends::redact(url)
             )
         })?;
+        let stale = Arc::new(AtomicBool::new(true));
+        let on_reconnect = stale.clone();
+        client.on_reconnect(move |_| {
+            on_reconnect.store(true, Ordering::SeqCst);
+            async { Ok(()) }
+        });
         let locks = RedisLocks {
             client,
             db,
             ns: format!("dits:{ns}"),
+            stale,
         };
         Ok(locks)
     }
@@ -127,38 +134,99 @@ impl RedisLocks {
         vec![
             format!("{}:{repo}:locks:path", self.ns),
             format!("{}:{repo}:locks:id", self.ns),
-            format!("{}:lock-seq", self.ns),
+            self.repos_key(),
         ]
     }
 
-    /// Reloads every lock from the database when Redis has lost them (or never had them).
+    fn repos_key(&self) -> String {
+        format!("{}:lock-repos", self.ns)
+    }
+
+    async fn store(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()> {
+        let _: i64 = self
+            .client
+            .eval(
+                STORE,
+                self.keys(repo),
+                vec![
+                    lock.path.clone(),
+                    lock.id.to_string(),
+                    encode(lock),
+                    repo.to_string(),
+                ],
+            )
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn remove(&self, repo: i64, id: i64) -> anyhow::Result<()> {
+        let _: i64 = self
+            .client
+            .eval(REMOVE, self.keys(repo), vec![id.to_string()])
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    /// Reconciles Redis from the database when Redis may have diverged: after a
+    /// reconnect, or when the marker key is missing (a Redis that restarted empty, or
+    /// never had this hub's locks).
     async fn ensure_loaded(&self) -> anyhow::Result<()> {
         let marker = format!("{}:loaded", self.ns);
-        let present: i64 = self.client.exists(&marker).await.map_err(redis_err)?;
-        if present == 1 {
+        let stale = self.stale.swap(false, Ordering::SeqCst);
+        let present: i64 = self.client.exists(&marker).await.map_err(|e| {
+            self.stale.store(stale, Ordering::SeqCst);
+            redis_err(e)
+        })?;
+        if present == 1 && !stale {
             return Ok(());
         }
-        let all = self.db.all().await?;
-        for (repo, lock) in &all {
-            let _: i64 = self
-                .client
-                .eval(
-                    LOAD,
-                    self.keys(*repo),
-                    vec![lock.path.clone(), lock.id.to_string(), encode(lock)],
-                )
-                .await
-                .map_err(redis_err)?;
+        if let Err(e) = self.reconcile().await {
+            self.stale.store(true, Ordering::SeqCst);
+            return Err(e);
         }
         let _: () = self
             .client
             .set(&marker, 1, None, None, false)
             .await
             .map_err(redis_err)?;
-        if !all.is_empty() {
-            tracing::warn!(
-                count = all.len(),
-                "lock store: reloaded locks into Redis from the hub database"
+        Ok(())
+    }
+
+    /// Makes Redis hold the database's locks and no others. Redis is read before the
+    /// database: a lock is in the database before it is in Redis, so one Redis holds that
+    /// the later database read lacks is gone (released, or never granted) and is removed.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let known: Vec<String> = self
+            .client
+            .eval(REPOS, vec![self.repos_key()], Vec::<String>::new())
+            .await
+            .map_err(redis_err)?;
+        let mut in_redis: Vec<(i64, i64)> = Vec::new();
+        for repo in known.iter().filter_map(|r| r.parse::<i64>().ok()) {
+            let ids: Vec<String> = self
+                .client
+                .hkeys(&self.keys(repo)[1])
+                .await
+                .map_err(redis_err)?;
+            in_redis.extend(ids.iter().filter_map(|i| Some((repo, i.parse().ok()?))));
+        }
+        let all = self.db.all().await?;
+        let held: HashSet<i64> = all.iter().map(|(_, l)| l.id).collect();
+        let mut removed = 0;
+        for (repo, id) in in_redis.into_iter().filter(|(_, id)| !held.contains(id)) {
+            self.remove(repo, id).await?;
+            removed += 1;
+        }
+        for (repo, lock) in &all {
+            self.store(*repo, lock).await?;
+        }
+        if removed > 0 || !all.is_empty() {
+            tracing::info!(
+                written = all.len(),
+                removed,
+                "lock store: reconciled Redis with the hub database"
             );
         }
         Ok(())
@@ -184,39 +252,26 @@ impl LockStore for RedisLocks {
         branch: Option<&str>,
     ) -> anyhow::Result<Result<StoredLock, StoredLock>> {
         self.ensure_loaded().await?;
-        let now = crate::meta::unix_now();
-        let (won, json): (i64, String) = self
-            .client
-            .eval(
-                ACQUIRE,
-                self.keys(repo),
-                vec![
-                    path.to_string(),
-                    owner.id.to_string(),
-                    owner.name.clone(),
-                    branch.unwrap_or_default().to_string(),
-                    now.to_string(),
-                ],
-            )
-            .await
-            .map_err(redis_err)?;
-        let lock = decode(&json)?;
-        if won == 0 {
-            return Ok(Err(lock));
-        }
-        // Durable before the client hears "locked"; if that fails, undo in Redis.
-        if let Err(e) = self.db.insert_exact(repo, &lock).await {
-            let _: Result<(i64, String), _> = self
-                .client
-                .eval(
-                    RELEASE,
-                    self.keys(repo),
-                    vec![lock.id.to_string(), String::new()],
-                )
-                .await;
+        // The database decides, allocating the id; Redis then gets the winner, or the
+        // holder it may have lost.
+        let taken = self.db.acquire(repo, path, owner, branch).await?;
+        let lock = match &taken {
+            Ok(lock) | Err(lock) => lock,
+        };
+        if let Err(e) = self.store(repo, lock).await {
+            if taken.is_ok() {
+                // Pushes are checked against Redis: a lock it lacks must not be granted.
+                if let Err(undo) = self.db.release(repo, lock.id, owner, false).await {
+                    tracing::error!(
+                        repo,
+                        lock = lock.id,
+                        "lock store: undoing a lock Redis did not take: {undo:#}"
+                    );
+                }
+            }
             return Err(e);
         }
-        Ok(Ok(lock))
+        Ok(taken)
     }
 
     async fn release(
@@ -227,25 +282,10 @@ impl LockStore for RedisLocks {
         forced: bool,
     ) -> anyhow::Result<Option<StoredLock>> {
         self.ensure_loaded().await?;
-        let expect = if forced {
-            String::new()
-        } else {
-            by.id.to_string()
-        };
-        let (status, json): (i64, String) = self
-            .client
-            .eval(RELEASE, self.keys(repo), vec![id.to_string(), expect])
-            .await
-            .map_err(redis_err)?;
-        match status {
-            0 => Ok(None),
-            2 => anyhow::bail!("lock {id} belongs to someone else"),
-            _ => {
-                // The database row goes too, with the audit entry.
-                self.db.release(repo, id, by, forced).await?;
-                Ok(Some(decode(&json)?))
-            }
-        }
+        let released = self.db.release(repo, id, by, forced).await?;
+        // Also when the database had no such lock: a copy Redis kept is stale.
+        self.remove(repo, id).await?;
+        Ok(released)
     }
 
     async fn get(&self, repo: i64, id: i64) -> anyhow::Result<Option<StoredLock>> {

@@ -71,23 +71,6 @@ impl DurableLocks for SqliteLocks {
             .await
     }
 
-    /// Records a lock another store granted (write-through), with its id.
-    async fn insert_exact(&self, repo: i64, lock: &StoredLock) -> anyhow::Result<()> {
-        let lock = lock.clone();
-        self.db
-            .run(move |db| {
-                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO locks (id, repo_id, path, owner_id, branch, locked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![lock.id, repo, lock.path, lock.owner_id, lock.branch, lock.locked_at],
-                )?;
-                record_event(&tx, repo, &lock, lock.owner_id, "lock", lock.locked_at)?;
-                tx.commit()?;
-                Ok(())
-            })
-            .await
-    }
-
     /// The audit trail of one repository, oldest first.
     async fn events(&self, repo: i64) -> anyhow::Result<Vec<LockEvent>> {
         self.db

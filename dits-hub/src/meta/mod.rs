@@ -122,6 +122,98 @@ pub trait MetaStore: Send + Sync {
     /// The indexed commits of a repository, most recently pushed first (within a push,
     /// newest first), at most `limit`.
     async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>>;
+    /// Makes an account change and records it in the audit log, in one transaction;
+    /// returns the new token when the change issues one.
+    async fn change_account(
+        &self,
+        change: &AccountChange,
+        actor: &str,
+    ) -> anyhow::Result<Option<String>>;
+    /// Records an operator's action that is not an [`AccountChange`] (user add, repository
+    /// create, member set) in the audit log.
+    async fn audit(&self, event: &AuditEntry) -> anyhow::Result<()>;
+    /// The audit log, newest first, at most `limit` entries.
+    async fn audit_log(&self, limit: u32) -> anyhow::Result<Vec<AuditEntry>>;
+}
+
+/// What an operator can change about accounts after creating them.
+#[derive(Debug, Clone)]
+pub enum AccountChange {
+    /// A further token for `user` (another machine); earlier ones stay valid.
+    IssueToken {
+        user: String,
+    },
+    /// Revokes every token of `user` and issues one new one.
+    RotateTokens {
+        user: String,
+    },
+    /// Revokes one token, given by value (a leaked one).
+    RevokeToken {
+        token: String,
+    },
+    /// Revokes every token of `user`.
+    RevokeTokens {
+        user: String,
+    },
+    /// `user` can no longer authenticate; tokens and memberships stay for `Enable`.
+    Disable {
+        user: String,
+    },
+    Enable {
+        user: String,
+    },
+    /// Revokes `user`'s tokens, removes their memberships and disables them. The name
+    /// stays, so lock and audit history still says who did what.
+    RemoveUser {
+        user: String,
+    },
+    /// Takes `user`'s role in `owner/name` away.
+    RemoveMember {
+        owner: String,
+        name: String,
+        user: String,
+    },
+}
+
+impl AccountChange {
+    /// The audit log's action name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            AccountChange::IssueToken { .. } => "token-issue",
+            AccountChange::RotateTokens { .. } => "token-rotate",
+            AccountChange::RevokeToken { .. } => "token-revoke",
+            AccountChange::RevokeTokens { .. } => "tokens-revoke",
+            AccountChange::Disable { .. } => "user-disable",
+            AccountChange::Enable { .. } => "user-enable",
+            AccountChange::RemoveUser { .. } => "user-remove",
+            AccountChange::RemoveMember { .. } => "member-remove",
+        }
+    }
+}
+
+/// One entry of the operators' audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who ran the command (the operating-system user).
+    pub actor: String,
+    pub action: String,
+    /// The user or repository acted on.
+    pub subject: String,
+    pub detail: String,
+}
+
+impl AuditEntry {
+    pub fn now(actor: &str, action: &str, subject: &str, detail: &str) -> AuditEntry {
+        AuditEntry {
+            at: unix_now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            detail: detail.to_string(),
+        }
+    }
 }
 
 /// The compare-and-swap decision for `updates`, given each ref's current value (`None`:

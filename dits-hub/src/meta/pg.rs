@@ -10,8 +10,8 @@ use dits_core::ChunkId;
 use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
 use crate::meta::{
-    decide_ref_updates, new_token, random_hex, token_hash, unix_now, IndexedCommit, Location,
-    MetaStore, Role, User,
+    decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
+    IndexedCommit, Location, MetaStore, Role, User,
 };
 use crate::pg::{classify, is_unique_violation, PgResult};
 
@@ -92,7 +92,7 @@ impl MetaStore for PgMeta {
             .client()
             .await?
             .query_opt(
-                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = $1",
+                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = $1 AND NOT users.disabled",
                 &[&&token_hash(token)[..]],
             )
             .await
@@ -407,8 +407,9 @@ impl MetaStore for PgMeta {
             .pg()?;
             for (path, p) in &commit.pointers {
                 tx.execute(
-                    "INSERT INTO assets (recipe, file_oid, size, media) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    &[&&p.recipe.0[..], &&p.oid.0[..], &(p.size as i64), &p.media],
+                    "INSERT INTO repo_assets (repo_id, recipe, file_oid, size, media) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                    &[&repo, &&p.recipe.0[..], &&p.oid.0[..], &(p.size as i64), &p.media],
                 )
                 .await
                 .pg()?;
@@ -441,7 +442,7 @@ impl MetaStore for PgMeta {
             let pointers = c
                 .query(
                     "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
-                     JOIN assets a ON a.recipe = p.recipe
+                     JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
                      WHERE p.repo_id = $1 AND p.commit_oid = $2 ORDER BY p.path",
                     &[&repo, &oid],
                 )
@@ -467,4 +468,167 @@ impl MetaStore for PgMeta {
         }
         Ok(commits)
     }
+
+    async fn change_account(
+        &self,
+        change: &AccountChange,
+        actor: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        let user_id = |name: String| {
+            let tx = &tx;
+            async move {
+                let row = tx
+                    .query_opt("SELECT id FROM users WHERE name = $1", &[&name])
+                    .await
+                    .pg()?;
+                row.map(|r| r.get::<_, i64>(0))
+                    .ok_or_else(|| anyhow::anyhow!("user {name} does not exist"))
+            }
+        };
+        let issue = |user: i64| {
+            let tx = &tx;
+            async move {
+                let token = new_token()?;
+                tx.execute(
+                    "INSERT INTO tokens (hash, user_id, created) VALUES ($1, $2, $3)",
+                    &[&&token_hash(&token)[..], &user, &unix_now()],
+                )
+                .await
+                .pg()?;
+                anyhow::Ok(token)
+            }
+        };
+        let revoke_all = |user: i64| {
+            let tx = &tx;
+            async move {
+                tx.execute("DELETE FROM tokens WHERE user_id = $1", &[&user])
+                    .await
+                    .pg()
+            }
+        };
+        let set_disabled = |user: i64, disabled: bool| {
+            let tx = &tx;
+            async move {
+                tx.execute(
+                    "UPDATE users SET disabled = $2 WHERE id = $1",
+                    &[&user, &disabled],
+                )
+                .await
+                .pg()
+            }
+        };
+        let (subject, detail, token) = match change {
+            AccountChange::IssueToken { user } => {
+                let token = issue(user_id(user.clone()).await?).await?;
+                (user.clone(), String::new(), Some(token))
+            }
+            AccountChange::RotateTokens { user } => {
+                let id = user_id(user.clone()).await?;
+                let revoked = revoke_all(id).await?;
+                let token = issue(id).await?;
+                (user.clone(), format!("{revoked} revoked"), Some(token))
+            }
+            AccountChange::RevokeToken { token } => {
+                let hash = token_hash(token);
+                let owner = tx
+                    .query_opt(
+                        "DELETE FROM tokens t USING users u WHERE u.id = t.user_id AND t.hash = $1 RETURNING u.name",
+                        &[&&hash[..]],
+                    )
+                    .await
+                    .pg()?
+                    .map(|r| r.get::<_, String>(0))
+                    .ok_or_else(|| anyhow::anyhow!("the hub does not know this token"))?;
+                (owner, String::new(), None)
+            }
+            AccountChange::RevokeTokens { user } => {
+                let revoked = revoke_all(user_id(user.clone()).await?).await?;
+                (user.clone(), format!("{revoked} revoked"), None)
+            }
+            AccountChange::Disable { user } => {
+                set_disabled(user_id(user.clone()).await?, true).await?;
+                (user.clone(), String::new(), None)
+            }
+            AccountChange::Enable { user } => {
+                set_disabled(user_id(user.clone()).await?, false).await?;
+                (user.clone(), String::new(), None)
+            }
+            AccountChange::RemoveUser { user } => {
+                let id = user_id(user.clone()).await?;
+                let revoked = revoke_all(id).await?;
+                let memberships = tx
+                    .execute("DELETE FROM members WHERE user_id = $1", &[&id])
+                    .await
+                    .pg()?;
+                set_disabled(id, true).await?;
+                let detail = format!("{revoked} tokens revoked, {memberships} memberships removed");
+                (user.clone(), detail, None)
+            }
+            AccountChange::RemoveMember { owner, name, user } => {
+                let id = user_id(user.clone()).await?;
+                let removed = tx
+                    .execute(
+                        "DELETE FROM members m USING repos r
+                         WHERE r.id = m.repo_id AND r.owner = $1 AND r.name = $2 AND m.user_id = $3",
+                        &[owner, name, &id],
+                    )
+                    .await
+                    .pg()?;
+                anyhow::ensure!(
+                    removed == 1,
+                    "user {user} is not a member of {owner}/{name} (or it does not exist)"
+                );
+                (user.clone(), format!("{owner}/{name}"), None)
+            }
+        };
+        let e = AuditEntry::now(actor, change.action(), &subject, &detail);
+        tx.execute(
+            INSERT_AUDIT,
+            &[&e.at, &e.actor, &e.action, &e.subject, &e.detail],
+        )
+        .await
+        .pg()?;
+        tx.commit().await.pg()?;
+        Ok(token)
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                INSERT_AUDIT,
+                &[&e.at, &e.actor, &e.action, &e.subject, &e.detail],
+            )
+            .await
+            .pg()?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: u32) -> anyhow::Result<Vec<AuditEntry>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT at, actor, action, subject, detail FROM admin_events ORDER BY seq DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .pg()?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at: r.get(0),
+                actor: r.get(1),
+                action: r.get(2),
+                subject: r.get(3),
+                detail: r.get(4),
+            })
+            .collect())
+    }
 }
+
+/// Appends an entry to the operators' audit log: at, actor, action, subject, detail.
+const INSERT_AUDIT: &str =
+    "INSERT INTO admin_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)";

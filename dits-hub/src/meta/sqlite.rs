@@ -8,8 +8,8 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
-    decide_ref_updates, new_token, token_hash, unix_now, IndexedCommit, Location, MetaStore, Role,
-    User,
+    decide_ref_updates, new_token, token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit,
+    Location, MetaStore, Role, User,
 };
 use crate::sqlite::SqliteDb;
 
@@ -30,13 +30,34 @@ CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT N
 CREATE TABLE IF NOT EXISTS commits (repo_id INTEGER NOT NULL, oid TEXT NOT NULL, parents TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, time INTEGER NOT NULL, PRIMARY KEY (repo_id, oid));
 CREATE TABLE IF NOT EXISTS commit_pointers (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BLOB NOT NULL, PRIMARY KEY (repo_id, commit_oid, path));
 CREATE TABLE IF NOT EXISTS assets (recipe BLOB PRIMARY KEY, file_oid BLOB NOT NULL, size INTEGER NOT NULL, media TEXT NOT NULL);
+-- What each repository's pointers say of a recipe: per repository, so one repository's
+-- pointers cannot set what another's asset listing shows. The old global table's rows
+-- move here (CROSS JOIN: driven by assets, so nothing is scanned once it is empty).
+CREATE TABLE IF NOT EXISTS repo_assets (repo_id INTEGER NOT NULL, recipe BLOB NOT NULL, file_oid BLOB NOT NULL, size INTEGER NOT NULL, media TEXT NOT NULL, PRIMARY KEY (repo_id, recipe)) WITHOUT ROWID;
+INSERT OR IGNORE INTO repo_assets SELECT p.repo_id, a.recipe, a.file_oid, a.size, a.media FROM assets a CROSS JOIN commit_pointers p WHERE p.recipe = a.recipe;
+DELETE FROM assets;
+CREATE TABLE IF NOT EXISTS admin_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
 ";
 
 impl SqliteMeta {
     pub fn open(path: &Path) -> anyhow::Result<SqliteMeta> {
+        let db = SqliteDb::open(path, SCHEMA)?;
+        // Columns added after the first release (CREATE TABLE IF NOT EXISTS keeps an old
+        // table as it was).
+        db.with_conn(|conn| {
+            let has_disabled = conn
+                .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'disabled'")?
+                .exists([])?;
+            if !has_disabled {
+                conn.execute_batch(
+                    "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
+                )?;
+            }
+            Ok(())
+        })?;
         Ok(SqliteMeta {
-            db: SqliteDb::open(path, SCHEMA)?,
+            db,
             dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         })
     }
@@ -112,7 +133,7 @@ impl MetaStore for SqliteMeta {
             .run(move |db| {
                 Ok(db
                     .query_row(
-                        "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1",
+                        "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1 AND users.disabled = 0",
                         params![&hash[..]],
                         |r| Ok(User { id: r.get(0)?, name: r.get(1)? }),
                     )
@@ -410,7 +431,7 @@ impl MetaStore for SqliteMeta {
                         "INSERT OR IGNORE INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES (?1, ?2, ?3, ?4)",
                     )?;
                     let mut asset = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO assets (recipe, file_oid, size, media) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR IGNORE INTO repo_assets (repo_id, recipe, file_oid, size, media) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?;
                     for c in commits.iter().rev() {
                         commit.execute(params![
@@ -424,6 +445,7 @@ impl MetaStore for SqliteMeta {
                         for (path, p) in &c.pointers {
                             pointer.execute(params![repo, c.oid, path, &p.recipe.0[..]])?;
                             asset.execute(params![
+                                repo,
                                 &p.recipe.0[..],
                                 &p.oid.0[..],
                                 p.size as i64,
@@ -440,6 +462,129 @@ impl MetaStore for SqliteMeta {
 
     async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
         self.db.run(move |db| commit_log(db, repo, limit)).await
+    }
+
+    async fn change_account(
+        &self,
+        change: &AccountChange,
+        actor: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let (change, actor) = (change.clone(), actor.to_string());
+        self.db
+            .run(move |db| {
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let user_id = |name: &str| {
+                    Self::user_id(&tx, name)?
+                        .ok_or_else(|| anyhow::anyhow!("user {name} does not exist"))
+                };
+                let issue = |user: i64| -> anyhow::Result<String> {
+                    let token = new_token()?;
+                    tx.execute(
+                        "INSERT INTO tokens (hash, user_id, created) VALUES (?1, ?2, ?3)",
+                        params![&token_hash(&token)[..], user, unix_now()],
+                    )?;
+                    Ok(token)
+                };
+                let revoke_all = |user: i64| {
+                    tx.execute("DELETE FROM tokens WHERE user_id = ?1", params![user])
+                };
+                let set_disabled = |user: i64, disabled: bool| {
+                    tx.execute(
+                        "UPDATE users SET disabled = ?2 WHERE id = ?1",
+                        params![user, disabled as i64],
+                    )
+                };
+                let (subject, detail, token) = match &change {
+                    AccountChange::IssueToken { user } => {
+                        (user.clone(), String::new(), Some(issue(user_id(user)?)?))
+                    }
+                    AccountChange::RotateTokens { user } => {
+                        let id = user_id(user)?;
+                        let revoked = revoke_all(id)?;
+                        (user.clone(), format!("{revoked} revoked"), Some(issue(id)?))
+                    }
+                    AccountChange::RevokeToken { token } => {
+                        let owner: Option<String> = tx
+                            .query_row(
+                                "SELECT users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1",
+                                params![&token_hash(token)[..]],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        let owner = owner
+                            .ok_or_else(|| anyhow::anyhow!("the hub does not know this token"))?;
+                        tx.execute(
+                            "DELETE FROM tokens WHERE hash = ?1",
+                            params![&token_hash(token)[..]],
+                        )?;
+                        (owner, String::new(), None)
+                    }
+                    AccountChange::RevokeTokens { user } => {
+                        let revoked = revoke_all(user_id(user)?)?;
+                        (user.clone(), format!("{revoked} revoked"), None)
+                    }
+                    AccountChange::Disable { user } => {
+                        set_disabled(user_id(user)?, true)?;
+                        (user.clone(), String::new(), None)
+                    }
+                    AccountChange::Enable { user } => {
+                        set_disabled(user_id(user)?, false)?;
+                        (user.clone(), String::new(), None)
+                    }
+                    AccountChange::RemoveUser { user } => {
+                        let id = user_id(user)?;
+                        let revoked = revoke_all(id)?;
+                        let memberships =
+                            tx.execute("DELETE FROM members WHERE user_id = ?1", params![id])?;
+                        set_disabled(id, true)?;
+                        let detail = format!("{revoked} tokens revoked, {memberships} memberships removed");
+                        (user.clone(), detail, None)
+                    }
+                    AccountChange::RemoveMember { owner, name, user } => {
+                        let repo = Self::repo_id(&tx, owner, name)?.ok_or_else(|| {
+                            anyhow::anyhow!("repository {owner}/{name} does not exist")
+                        })?;
+                        let removed = tx.execute(
+                            "DELETE FROM members WHERE repo_id = ?1 AND user_id = ?2",
+                            params![repo, user_id(user)?],
+                        )?;
+                        anyhow::ensure!(removed == 1, "user {user} is not a member of {owner}/{name}");
+                        (user.clone(), format!("{owner}/{name}"), None)
+                    }
+                };
+                record_audit(
+                    &tx,
+                    &AuditEntry::now(&actor, change.action(), &subject, &detail),
+                )?;
+                tx.commit()?;
+                Ok(token)
+            })
+            .await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
+        let entry = entry.clone();
+        self.db.run(move |db| record_audit(db, &entry)).await
+    }
+
+    async fn audit_log(&self, limit: u32) -> anyhow::Result<Vec<AuditEntry>> {
+        self.db
+            .run(move |db| {
+                let mut stmt = db.prepare(
+                    "SELECT at, actor, action, subject, detail FROM admin_events ORDER BY seq DESC LIMIT ?1",
+                )?;
+                let rows = stmt.query_map(params![limit], |r| {
+                    Ok(AuditEntry {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        subject: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
     }
 }
 
@@ -465,7 +610,8 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut pointers = db.prepare(
-        "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p JOIN assets a ON a.recipe = p.recipe
+        "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
+         JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
          WHERE p.repo_id = ?1 AND p.commit_oid = ?2 ORDER BY p.path",
     )?;
     for c in &mut commits {
@@ -490,4 +636,19 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
             .collect();
     }
     Ok(commits)
+}
+
+/// Appends `entry` to the operators' audit log.
+fn record_audit(db: &Connection, entry: &AuditEntry) -> anyhow::Result<()> {
+    db.execute(
+        "INSERT INTO admin_events (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.subject,
+            entry.detail
+        ],
+    )?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The Git pack ops: `put-git-pack` (a pack streamed until the client finishes, stored
-//! under its BLAKE3 and invisible until a ref update names it), `git-packs` (the visible
+//! The Git pack ops: `put-git-pack` (a pack streamed until the client finishes, checked
+//! object by object by `git index-pack --strict`, stored under its BLAKE3 and invisible
+//! until a ref update names it), `git-packs` (the visible
 //! packs a client lacks) and `get-git-pack` (one pack, streamed).
 
 use std::collections::HashSet;
@@ -9,6 +10,7 @@ use dits_wire::wire::{write_frame, GetGitPackResult, GitPacksResult, PutGitPackR
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::HubError;
+use crate::server::refs::mirror_packs;
 use crate::server::state::HubState;
 
 /// Git packs are capped so one upload can't fill the disk unnoticed.
@@ -16,11 +18,16 @@ const MAX_GIT_PACK: u64 = 16 << 30;
 /// Bytes read from the client, or from storage for a client, at a time.
 const STEP: usize = 4 << 20;
 
+/// Stores an uploaded Git pack once `git index-pack --strict` (fed as the bytes arrive,
+/// in quarantine, bases from the mirror) has accepted every object in it.
 pub async fn put<R: AsyncRead + Unpin>(
     state: &HubState,
     repo: i64,
     reader: &mut R,
 ) -> Result<PutGitPackResult, HubError> {
+    // A thin pack's bases are in the packs already pushed.
+    mirror_packs(state, repo, &[]).await?;
+    let mut checker = state.mirror.index_pack(repo, true).await?;
     let mut writer = state.blobs.writer()?;
     // The pack's name is its content's hash.
     let mut hasher = blake3::Hasher::new();
@@ -33,16 +40,22 @@ pub async fn put<R: AsyncRead + Unpin>(
         if n == 0 {
             break;
         }
-        writer.write(&buf[..n])?;
-        hasher.update(&buf[..n]);
-        if writer.len() > MAX_GIT_PACK {
+        if writer.len() + n as u64 > MAX_GIT_PACK {
             return Err(HubError::Rejected("Git pack is larger than 16 GiB".into()));
         }
-    }
-    if !writer.head().starts_with(b"PACK") {
-        return Err(HubError::Rejected("the upload is not a Git pack".into()));
+        writer.write(&buf[..n])?;
+        hasher.update(&buf[..n]);
+        if checker.write(&buf[..n]).await.is_err() {
+            // Git stopped reading: the pack is bad, and finish says how.
+            break;
+        }
     }
     let id = hasher.finalize().to_hex().to_string();
+    if let Err(e) = checker.finish(&id).await {
+        return Err(HubError::Rejected(format!(
+            "the upload is not a valid Git pack: {e:#}"
+        )));
+    }
     let size = writer.len();
     let key = format!("git/{repo}/{id}.pack");
     state.blobs.commit(writer, &key).await?;

@@ -3,6 +3,7 @@
 //!
 //! - [`state`]: the backends and counters every request shares, and the settings;
 //! - [`quic`]: the QUIC shell and the dispatch of a request to its op;
+//! - [`limits`]: what any peer may make the hub hold, and for how long;
 //! - [`auth`]: tokens and roles;
 //! - [`objects`], [`git_packs`], [`refs`]: the ops;
 //! - [`http`], [`status`]: the HTTPS routes.
@@ -10,6 +11,8 @@
 pub mod auth;
 pub mod git_packs;
 pub mod http;
+pub mod http_accept;
+pub mod limits;
 pub mod objects;
 pub mod quic;
 pub mod refs;
@@ -117,7 +120,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;
     let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
     let mut transport = dits_wire::tls::bulk_transport();
-    transport.max_concurrent_bidi_streams(256u32.into());
+    transport.max_concurrent_bidi_streams(limits::MAX_STREAMS_PER_CONNECTION.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.stream_receive_window(limits::STREAM_RECEIVE_WINDOW.into());
+    transport.receive_window(limits::RECEIVE_WINDOW.into());
     quic_config.transport_config(Arc::new(transport));
     // QUIC (UDP) and HTTPS (TCP) share one port number. Both are bound before the hub
     // says it is listening; with port 0, a UDP port whose TCP twin is taken is dropped
@@ -137,10 +143,23 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let addr = endpoint.local_addr()?;
     tcp.set_nonblocking(true)?;
     let http_tls = crate::tls::server_config(&identity, &[b"http/1.1"])?;
-    let http = axum_server::from_tcp_rustls(
-        tcp,
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
         axum_server::tls_rustls::RustlsConfig::from_config(http_tls),
-    );
+    )
+    .handshake_timeout(limits::HTTP_HEADER_DEADLINE)
+    .acceptor(http_accept::CappedAcceptor::new(
+        state.limits.http_connections.clone(),
+    ));
+    let mut http = axum_server::from_tcp(tcp).acceptor(acceptor);
+    http.http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits::HTTP_HEADER_DEADLINE);
+    // A client may still speak HTTP/2 (prior knowledge); bound it like a QUIC connection.
+    http.http_builder()
+        .http2()
+        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(limits::SMALL_FRAME);
     let app = http::router(state.clone());
 
     // Backends first: whoever waits for "listening" has read them.

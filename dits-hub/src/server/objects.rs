@@ -52,7 +52,8 @@ pub async fn missing(
 /// at most a few hundred KiB).
 const PUT_LOOKUP_BATCH: usize = 64;
 
-/// Reads objects until the client finishes its side; stores the new ones as one pack.
+/// Reads objects until the client finishes its side; stores the ones this repository
+/// lacks as one pack. `stored` in the answer counts those.
 pub async fn put<R: AsyncRead + Unpin>(
     state: &HubState,
     repo: i64,
@@ -89,10 +90,19 @@ pub async fn put<R: AsyncRead + Unpin>(
             }
         }
         if pending.len() >= PUT_LOOKUP_BATCH || (done && !pending.is_empty()) {
+            // Objects this repository lacks are written whether or not another one holds
+            // them: answer and timing must not tell a member what other repositories
+            // store. A second copy's bytes go unreferenced (the first location is kept)
+            // until storage is collected.
             let pending_ids: Vec<ChunkId> = pending.iter().map(|o| o.id).collect();
-            let known = state.meta.locations(&pending_ids).await?;
-            for (object, known) in pending.drain(..).zip(known) {
-                if known.is_some() {
+            let lacking: HashSet<ChunkId> = state
+                .meta
+                .missing(repo, &pending_ids)
+                .await?
+                .into_iter()
+                .collect();
+            for object in pending.drain(..) {
+                if !lacking.contains(&object.id) {
                     continue;
                 }
                 let w = match &mut writer {
@@ -144,12 +154,14 @@ pub async fn put<R: AsyncRead + Unpin>(
 /// Most ids one `get` may name. Clients ask for 128 at a time; the cap keeps one request's
 /// metadata lookup and answer bounded.
 pub const MAX_GET_IDS: usize = 1024;
-/// Objects read from storage before they are sent: with objects of at most 256 KiB, a
-/// request holds no more than this many of them in memory at once, however many it names.
-const GET_GROUP: usize = 32;
+/// Objects are read from storage and sent in groups of at most this many stored bytes (or
+/// one object, when a single one is larger): a request holds about this much in memory at
+/// once, however many objects it names and however large they are (boxes and recipes may
+/// be 64 MiB, chunks 256 KiB).
+const GET_GROUP_BYTES: u64 = 8 << 20;
 
 /// Answers with a header, then each object of `ids` in order. Objects are read and sent a
-/// group at a time, so memory stays bounded by [`GET_GROUP`] objects per request.
+/// group at a time, so memory stays bounded by [`GET_GROUP_BYTES`] per request.
 pub async fn get<W: AsyncWrite + Unpin>(
     state: &HubState,
     repo: i64,
@@ -172,11 +184,14 @@ pub async fn get<W: AsyncWrite + Unpin>(
     if let Some(id) = state.meta.missing(repo, &ids).await?.first() {
         return Err(HubError::NotFound(format!("object {id} is not on the hub")));
     }
-    let mut groups = ids.chunks(GET_GROUP);
+    let located = locate(state, &ids)
+        .await
+        .map_err(|e| HubError::from(e.context("serving objects")))?;
+    let mut groups = groups_by_size(&located, GET_GROUP_BYTES).into_iter();
     // The first group is read before the header (neighbouring objects of one pack in one
     // ranged read: one GET on S3), so a storage error can still be a proper refusal.
     let mut objects = match groups.next() {
-        Some(first) => read_coalesced(state, first)
+        Some(first) => read_coalesced(state, &located[first])
             .await
             .map_err(|e| HubError::from(e.context("serving objects")))?,
         None => Vec::new(),
@@ -205,7 +220,7 @@ pub async fn get<W: AsyncWrite + Unpin>(
         let Some(group) = groups.next() else {
             return Ok(());
         };
-        objects = match read_coalesced(state, group).await {
+        objects = match read_coalesced(state, &located[group]).await {
             Ok(objects) => objects,
             Err(e) => {
                 // The answer has begun: the client sees the stream end short and says so.
@@ -216,10 +231,9 @@ pub async fn get<W: AsyncWrite + Unpin>(
     }
 }
 
-/// The plain length and sealed bytes of each of `ids`, in order, read with as few ranged
-/// reads as possible.
-async fn read_coalesced(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
-    let located: Vec<(String, Location)> = state
+/// Where each of `ids` is stored (pack, location), in order.
+async fn locate(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec<(String, Location)>> {
+    state
         .meta
         .locations(ids)
         .await?
@@ -228,12 +242,39 @@ async fn read_coalesced(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec
         .map(|(found, id)| {
             found.ok_or_else(|| anyhow::anyhow!("object {} has no location", id.short()))
         })
-        .collect::<anyhow::Result<_>>()?;
-    let mut order: Vec<usize> = (0..ids.len()).collect();
+        .collect()
+}
+
+/// Splits `located` into consecutive ranges of at most `budget` stored bytes each; an
+/// object larger than `budget` is a range of its own.
+fn groups_by_size(located: &[(String, Location)], budget: u64) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, (_, location)) in located.iter().enumerate() {
+        let len = u64::from(location.stored_len);
+        if i > start && bytes + len > budget {
+            groups.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < located.len() {
+        groups.push(start..located.len());
+    }
+    groups
+}
+
+/// The plain length and sealed bytes of each located object, in order, read with as few
+/// ranged reads as possible.
+async fn read_coalesced(
+    state: &HubState,
+    located: &[(String, Location)],
+) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
+    let mut order: Vec<usize> = (0..located.len()).collect();
     order.sort_by(|&a, &b| {
         (&located[a].0, located[a].1.offset).cmp(&(&located[b].0, located[b].1.offset))
     });
-    let mut out: Vec<Option<(u32, Vec<u8>)>> = vec![None; ids.len()];
+    let mut out: Vec<Option<(u32, Vec<u8>)>> = vec![None; located.len()];
     let mut i = 0;
     while i < order.len() {
         let (pack, first) = &located[order[i]];
@@ -265,8 +306,7 @@ async fn read_coalesced(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec
         i = j;
     }
     out.into_iter()
-        .zip(ids)
-        .map(|(o, id)| o.ok_or_else(|| anyhow::anyhow!("object {} was not read", id.short())))
+        .map(|o| o.ok_or_else(|| anyhow::anyhow!("an object was not read")))
         .collect()
 }
 
@@ -285,4 +325,34 @@ pub async fn read_plain(state: &HubState, id: &ChunkId) -> anyhow::Result<Vec<u8
         .await?;
     envelope::open(id, &sealed, u64::from(loc.len))
         .map_err(|e| anyhow::anyhow!("object {} in {pack}: {e}", id.short()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn located(lens: &[u32]) -> Vec<(String, Location)> {
+        lens.iter()
+            .map(|&stored_len| {
+                let location = Location {
+                    offset: 0,
+                    stored_len,
+                    len: stored_len,
+                };
+                ("pack".to_string(), location)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn get_groups_hold_at_most_the_budget_or_one_large_object() {
+        let groups = groups_by_size(&located(&[3, 3, 3, 10, 1, 1]), 6);
+        assert_eq!(groups, vec![0..2, 2..3, 3..4, 4..6]);
+        assert!(groups_by_size(&located(&[]), 6).is_empty());
+        // 1,024 objects of 64 MiB are read one at a time, not 32 at a time (2 GiB).
+        let big = located(&vec![64 << 20; 1024]);
+        assert!(groups_by_size(&big, GET_GROUP_BYTES)
+            .iter()
+            .all(|g| g.len() == 1));
+    }
 }

@@ -3,51 +3,94 @@
 //! QUIC: it reads a request from any `AsyncRead` and answers on any `AsyncWrite`, so it
 //! is tested in memory (`tokio::io::duplex`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use dits_wire::wire::{read_frame, write_frame, Op, OpResult, Request, Response};
+use dits_wire::wire::{write_frame, Op, OpResult, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::HubError;
 use crate::meta::Role;
 use crate::server::auth::authorize;
+use crate::server::limits::{Deadlined, CONNECTION_IDLE, STALL_DEADLINE};
 use crate::server::refs::RefUpdates;
 use crate::server::state::HubState;
 use crate::server::{git_packs, objects, refs};
 
-/// Accepts connections until the endpoint closes; each stream is served on its own task.
+/// Accepts connections until the endpoint closes, within the limits on connections per
+/// address and in all; each connection is served on its own task.
 pub async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<HubState>) {
     while let Some(incoming) = endpoint.accept().await {
+        let address = incoming.remote_address();
+        let Some(slot) = state.limits.quic_connections.admit(address.ip()) else {
+            tracing::warn!(%address, "connection refused: too many connections");
+            incoming.refuse();
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
-            let connection = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!("handshake failed: {e}");
-                    return;
-                }
-            };
-            while let Ok((send, recv)) = connection.accept_bi().await {
-                let state = state.clone();
-                tokio::spawn(async move { serve_stream(state, send, recv).await });
+            let _slot = slot;
+            match incoming.await {
+                Ok(connection) => serve_connection(state, connection).await,
+                Err(e) => tracing::debug!("handshake failed: {e}"),
             }
         });
     }
 }
 
+/// Takes each bidirectional stream as a request on its own task; closes the connection
+/// once it has had no request open for [`CONNECTION_IDLE`].
+async fn serve_connection(state: Arc<HubState>, connection: quinn::Connection) {
+    let open_requests = Arc::new(AtomicUsize::new(0));
+    loop {
+        match tokio::time::timeout(CONNECTION_IDLE, connection.accept_bi()).await {
+            Ok(Ok((send, recv))) => {
+                let state = state.clone();
+                let open = OpenRequest::new(&open_requests);
+                tokio::spawn(async move {
+                    let _open = open;
+                    serve_stream(state, send, recv).await;
+                });
+            }
+            Ok(Err(_)) => return,
+            Err(_) if open_requests.load(Ordering::SeqCst) == 0 => {
+                connection.close(0u32.into(), b"idle");
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Counts a request as open on its connection until dropped (a panicking request too).
+struct OpenRequest(Arc<AtomicUsize>);
+
+impl OpenRequest {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenRequest(count.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One QUIC stream: the request, then the QUIC-only part of finishing it (telling a
-/// refused client to stop sending, waiting for the answer to be delivered).
-async fn serve_stream(
-    state: Arc<HubState>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-) {
+/// refused client to stop sending, waiting for the answer to be delivered). Either side
+/// waiting [`STALL_DEADLINE`] on the peer ends it.
+async fn serve_stream(state: Arc<HubState>, send: quinn::SendStream, recv: quinn::RecvStream) {
+    let mut send = Deadlined::new(send, STALL_DEADLINE);
+    let mut recv = Deadlined::new(recv, STALL_DEADLINE);
     let handled = handle_request(&state, &mut recv, &mut send).await;
     if handled == Handled::Refused {
-        let _ = recv.stop(0u32.into());
+        let _ = recv.get_mut().stop(0u32.into());
     }
+    let send = send.get_mut();
     let _ = send.finish();
-    let _ = send.stopped().await;
+    let _ = tokio::time::timeout(STALL_DEADLINE, send.stopped()).await;
 }
 
 /// How a request ended.
@@ -65,11 +108,10 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let request: Request = match read_frame(reader).await {
+    let request: Request = match state.limits.read_header(reader).await {
         Ok(r) => r,
-        Err(e) => {
-            let refused = HubError::BadRequest(format!("bad request: {e}"));
-            refused.log("bad frame");
+        Err(refused) => {
+            refused.log("request header");
             let _ = write_frame(writer, &refused.to_response()).await;
             return Handled::Refused;
         }

@@ -53,6 +53,11 @@ pub async fn update(
         }
     }
     check_durable(state, repo, &parse_ids(&recipes)?).await?;
+    // Every new value must be a commit the hub holds in this repository's packs (visible,
+    // or uploaded for this push), or clients would be sent a ref they cannot fetch.
+    for u in updates.iter().filter(|u| u.new != ZERO_OID) {
+        ensure_mirrored(state, repo, &u.new, &packs).await?;
+    }
     let refused = locked_paths_refusals(state, caller, &updates, &packs).await?;
     let allowed: Vec<RefUpdate> = updates
         .iter()
@@ -159,22 +164,15 @@ async fn locked_paths_refusals(
 }
 
 /// Makes sure the mirror holds every pack of the repository and of this push (a push's
-/// pack leaves out what the hub already had, so history needs the older packs too).
+/// pack leaves out what the hub already had, so history needs the older packs too), and
+/// that `commit` is in one of them.
 async fn ensure_mirrored(
     state: &HubState,
     repo: i64,
     commit: &str,
     packs: &[String],
 ) -> Result<(), HubError> {
-    let mut all = state.meta.git_packs(repo).await?;
-    all.extend(packs.iter().cloned());
-    let done = state.mirror.indexed_packs(repo).await?;
-    for id in all.iter().filter(|id| !done.contains(*id)) {
-        if let Some((key, _, _)) = state.meta.git_pack(repo, id).await? {
-            let bytes = state.blobs.read(&key).await?;
-            state.mirror.add_pack(repo, id, bytes).await?;
-        }
-    }
+    mirror_packs(state, repo, packs).await?;
     if state.mirror.has_commit(repo, commit).await? {
         return Ok(());
     }
@@ -182,6 +180,36 @@ async fn ensure_mirrored(
         "commit {commit} is not in any Git pack pushed to this repository"
     )))
 }
+
+/// Indexes into the mirror each of the repository's visible packs, and of `packs`, that it
+/// lacks, streamed from storage.
+pub async fn mirror_packs(state: &HubState, repo: i64, packs: &[String]) -> Result<(), HubError> {
+    let mut all = state.meta.git_packs(repo).await?;
+    all.extend(packs.iter().cloned());
+    let done = state.mirror.indexed_packs(repo).await?;
+    for id in all.iter().filter(|id| !done.contains(*id)) {
+        if let Some((key, size, _)) = state.meta.git_pack(repo, id).await? {
+            let mut indexer = state.mirror.index_pack(repo, false).await?;
+            let mut offset = 0;
+            while offset < size {
+                let n = MIRROR_STEP.min(size - offset);
+                let bytes = state.blobs.read_range(&key, offset, n as usize).await?;
+                if indexer.write(&bytes).await.is_err() {
+                    break;
+                }
+                offset += n;
+            }
+            indexer
+                .finish(id)
+                .await
+                .map_err(|e| HubError::from(e.context(format!("indexing stored Git pack {id}"))))?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a stored Git pack read at a time while indexing it.
+const MIRROR_STEP: u64 = 4 << 20;
 
 /// Adds the commits an accepted push brought to the commit index, in the background
 /// after the push is answered: the index serves queries, not the push's correctness, so a

@@ -12,6 +12,7 @@ use crate::locks::LockStore;
 use crate::meta::MetaStore;
 use crate::metrics::{Metrics, Stats};
 use crate::mirror::GitMirror;
+use crate::server::limits::Limits;
 
 /// The backends of one hub process, shared by every request.
 pub struct HubState {
@@ -21,6 +22,8 @@ pub struct HubState {
     pub mirror: GitMirror,
     pub stats: Stats,
     pub metrics: Metrics,
+    /// What any peer may make the hub hold (connections, header bytes).
+    pub limits: Limits,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.
@@ -68,6 +71,7 @@ impl HubState {
             mirror: GitMirror::new(data.join("git")),
             metrics: Default::default(),
             stats: Stats::default(),
+            limits: Limits::default(),
         })
     }
 }

@@ -20,8 +20,6 @@ use crate::server::quic::{handle_request, Handled};
 use crate::server::state::{HubState, ServeOptions};
 
 const REPO: &str = "alice/film";
-const A: &str = "1111111111111111111111111111111111111111";
-const B: &str = "2222222222222222222222222222222222222222";
 const C: &str = "3333333333333333333333333333333333333333";
 
 /// A hub with alice (owner of alice/film) and bob (a writer in it).
@@ -134,14 +132,34 @@ fn refs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
+/// Two commits, the second on the first, uploaded as one Git pack: their ids and the
+/// pack's.
+async fn two_commits(hub: &TestHub) -> (String, String, String) {
+    let work = hub.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (a, _) = commit_adding(&work, "a.mp4");
+    std::fs::write(work.join("b.mp4"), b"another").unwrap();
+    git(&work, &["add", "b.mp4"]);
+    git(&work, &["commit", "-q", "-m", "add b"]);
+    let b = String::from_utf8(git(&work, &["rev-parse", "HEAD"])).unwrap();
+    let b = b.trim().to_string();
+    let uploaded = hub
+        .call(&hub.alice, Op::PutGitPack, &pack_of(&work, &b))
+        .await;
+    assert!(uploaded.ok, "{uploaded:?}");
+    (a, b, uploaded.result_as::<PutGitPackResult>().unwrap().id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ref_moves_only_from_the_value_the_client_saw() {
     let hub = hub().await;
+    let (a, b, pack) = two_commits(&hub).await;
+    let (a, b) = (a.as_str(), b.as_str());
     let created = hub
         .update_refs(
             &hub.alice,
-            &[("refs/heads/main", ZERO_OID, A)],
-            vec![],
+            &[("refs/heads/main", ZERO_OID, a)],
+            vec![pack],
             false,
         )
         .await;
@@ -151,36 +169,38 @@ async fn a_ref_moves_only_from_the_value_the_client_saw() {
     let stale = hub
         .update_refs(
             &hub.alice,
-            &[("refs/heads/main", ZERO_OID, B)],
+            &[("refs/heads/main", ZERO_OID, b)],
             vec![],
             false,
         )
         .await;
     assert!(!stale.results[0].ok);
     assert_eq!(stale.results[0].error.as_deref(), Some("stale info"));
-    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", A)]));
+    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", a)]));
 
     let moved = hub
-        .update_refs(&hub.alice, &[("refs/heads/main", A, B)], vec![], false)
+        .update_refs(&hub.alice, &[("refs/heads/main", a, b)], vec![], false)
         .await;
     assert!(moved.results[0].ok, "{moved:?}");
-    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", B)]));
+    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", b)]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_atomic_push_with_one_stale_ref_moves_none() {
     let hub = hub().await;
+    let (a, b, pack) = two_commits(&hub).await;
+    let (a, b) = (a.as_str(), b.as_str());
     hub.update_refs(
         &hub.alice,
-        &[("refs/heads/main", ZERO_OID, A)],
-        vec![],
+        &[("refs/heads/main", ZERO_OID, a)],
+        vec![pack],
         false,
     )
     .await;
     let updates = [
-        ("refs/heads/main", A, B),
+        ("refs/heads/main", a, b),
         // Stale: topic does not exist.
-        ("refs/heads/topic", C, B),
+        ("refs/heads/topic", C, b),
     ];
     let atomic = hub.update_refs(&hub.alice, &updates, vec![], true).await;
     assert!(atomic.results.iter().all(|r| !r.ok), "{atomic:?}");
@@ -188,12 +208,12 @@ async fn an_atomic_push_with_one_stale_ref_moves_none() {
         atomic.results[0].error.as_deref(),
         Some("atomic push failed")
     );
-    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", A)]));
+    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", a)]));
 
     // Without atomic, the good one moves on its own.
     let each = hub.update_refs(&hub.alice, &updates, vec![], false).await;
     assert!(each.results[0].ok && !each.results[1].ok, "{each:?}");
-    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", B)]));
+    assert_eq!(hub.refs().await, refs(&[("refs/heads/main", b)]));
 }
 
 /// `git` in `dir`, hermetic (no system or user config, fixed author and date).
@@ -227,6 +247,12 @@ fn commit_adding(dir: &Path, path: &str) -> (String, Vec<u8>) {
     git(dir, &["commit", "-q", "-m", "add a clip"]);
     let head = String::from_utf8(git(dir, &["rev-parse", "HEAD"])).unwrap();
     let head = head.trim().to_string();
+    let pack = pack_of(dir, &head);
+    (head, pack)
+}
+
+/// A Git pack of `rev` and everything it reaches.
+fn pack_of(dir: &Path, rev: &str) -> Vec<u8> {
     let mut child = Command::new("git")
         .args(["pack-objects", "--stdout", "--revs", "-q"])
         .current_dir(dir)
@@ -236,10 +262,10 @@ fn commit_adding(dir: &Path, path: &str) -> (String, Vec<u8>) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    writeln!(child.stdin.take().unwrap(), "{head}").unwrap();
+    writeln!(child.stdin.take().unwrap(), "{rev}").unwrap();
     let pack = child.wait_with_output().unwrap();
     assert!(pack.status.success());
-    (head, pack.stdout)
+    pack.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
