@@ -60,8 +60,11 @@ impl Entry {
         }
     }
 
+    /// One past the entry's last byte. An entry read through a [`RecipeView`] is not
+    /// checked against the others, so a hostile one may claim to end past `u64::MAX`:
+    /// that end is clamped rather than overflowing (a panic in debug builds).
     pub fn end(&self) -> u64 {
-        self.offset + u64::from(self.len)
+        self.offset.saturating_add(u64::from(self.len))
     }
 
     pub fn is_whole(&self) -> bool {
@@ -422,6 +425,21 @@ mod tests {
                 .collect();
             prop_assert_eq!(view.entries_in(a, a + span).unwrap(), expected);
         }
+    }
+
+    /// Found by `fuzz/`'s `recipe` target: `entries_in` over a view whose entry claims
+    /// an offset near `u64::MAX` overflowed computing the entry's end.
+    #[test]
+    fn view_of_an_entry_ending_past_u64_max_is_searched_without_overflow() {
+        let mut r = recipe_from_lens(&[10, 20]);
+        r.entries[1].offset = u64::MAX - 5;
+        r.file_size = u64::MAX;
+        let bytes = r.encode();
+        assert!(Recipe::decode(&bytes).is_err());
+        let view = RecipeView::new(&bytes).unwrap();
+        let found = view.entries_in(u64::MAX - 2, u64::MAX).unwrap();
+        assert_eq!(found, vec![r.entries[1]]);
+        assert_eq!(found[0].end(), u64::MAX);
     }
 
     #[test]
