@@ -293,20 +293,20 @@ fn idle_and_slow_https_connections_are_dropped_and_others_served() {
     );
 
     let deadline = started + std::time::Duration::from_secs(30);
-    let slow_open = slow
-        .iter_mut()
-        .filter(|s| {
-            let tcp = s.sock.try_clone().unwrap();
-            !closed_by(*s, |t| tcp.set_read_timeout(Some(t)).unwrap(), deadline)
-        })
-        .count();
-    let idle_open = idle
-        .iter_mut()
-        .filter(|s| {
-            let tcp = s.try_clone().unwrap();
-            !closed_by(*s, |t| tcp.set_read_timeout(Some(t)).unwrap(), deadline)
-        })
-        .count();
+    let mut slow_open = 0;
+    for s in slow.iter_mut() {
+        let tcp = s.sock.try_clone().unwrap();
+        if !closed_by(s, |t| tcp.set_read_timeout(Some(t)).unwrap(), deadline) {
+            slow_open += 1;
+        }
+    }
+    let mut idle_open = 0;
+    for s in idle.iter_mut() {
+        let tcp = s.try_clone().unwrap();
+        if !closed_by(s, |t| tcp.set_read_timeout(Some(t)).unwrap(), deadline) {
+            idle_open += 1;
+        }
+    }
     assert_eq!(
         (slow_open, idle_open),
         (0, 0),
