@@ -271,16 +271,31 @@ mod tests {
         fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
             Ok(self.objects.contains_key(id))
         }
-        fn put(&mut self, id: &ChunkId, plain: &[u8], _: CompressionHint) -> Result<bool, StoreError> {
+        fn put(
+            &mut self,
+            id: &ChunkId,
+            plain: &[u8],
+            _: CompressionHint,
+        ) -> Result<bool, StoreError> {
             Ok(self.objects.insert(*id, plain.to_vec()).is_none())
         }
         fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
             self.reads += 1;
-            self.objects.get(id).cloned().ok_or(StoreError::Missing { id: *id })
+            self.objects
+                .get(id)
+                .cloned()
+                .ok_or(StoreError::Missing { id: *id })
         }
     }
 
-    fn slice(id: ChunkId, offset: u64, chunk_offset: u32, len: u32, chunk_len: u32, stream: u16) -> Entry {
+    fn slice(
+        id: ChunkId,
+        offset: u64,
+        chunk_offset: u32,
+        len: u32,
+        chunk_len: u32,
+        stream: u16,
+    ) -> Entry {
         Entry {
             chunk_offset,
             chunk_len,

@@ -275,7 +275,11 @@ mod tests {
 
     /// A certificate for `localhost` signed by a fresh CA, the CA's verifier, and a
     /// self-signed one.
-    fn certificates() -> (CertificateDer<'static>, Arc<dyn ServerCertVerifier>, CertificateDer<'static>) {
+    fn certificates() -> (
+        CertificateDer<'static>,
+        Arc<dyn ServerCertVerifier>,
+        CertificateDer<'static>,
+    ) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -287,10 +291,12 @@ mod tests {
             .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.der().clone()).unwrap();
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
         let own_key = rcgen::KeyPair::generate().unwrap();
         let own = rcgen::CertificateParams::new(vec!["localhost".into()])
             .unwrap()

@@ -239,7 +239,8 @@ impl Hub {
         Ok(ObjectStream {
             url: self.url.clone(),
             recv,
-            want: ids.to_vec().into_iter(),
+            want: ids.to_vec(),
+            next: 0,
         })
     }
 
@@ -433,7 +434,9 @@ impl OutgoingObject for (ChunkId, u32, Vec<u8>) {
 pub struct ObjectStream {
     url: RemoteUrl,
     recv: quinn::RecvStream,
-    want: std::vec::IntoIter<ChunkId>,
+    want: Vec<ChunkId>,
+    /// How many of `want` have arrived.
+    next: usize,
 }
 
 impl ObjectStream {
@@ -441,9 +444,10 @@ impl ObjectStream {
     /// `None` after the last one asked for. An object other than the one asked for next
     /// is an error.
     pub async fn next(&mut self) -> Result<Option<WireObject>, HubError> {
-        let Some(want) = self.want.next() else {
+        let Some(&want) = self.want.get(self.next) else {
             return Ok(None);
         };
+        self.next += 1;
         let object = read_object(&mut self.recv)
             .await
             .map_err(|e| transport(format!("{}: downloading: {e}", self.url)))?

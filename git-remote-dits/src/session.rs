@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 
 use crate::client::{Hub, HubError, TrustSettings};
 use anyhow::{Context, Result};
-use dits_wire::wire::ErrorCode;
 use dits_wire::tls::TrustedBy;
+use dits_wire::wire::ErrorCode;
 use dits_wire::RemoteUrl;
 
 use crate::git;

@@ -71,9 +71,8 @@ pub async fn upload(
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
     let mut tasks: JoinSet<Result<(u64, u64), HubError>> = JoinSet::new();
     let mut batch: Option<tokio::sync::mpsc::Sender<ReadAhead>> = None;
-    let read_ahead = std::sync::Arc::new(tokio::sync::Semaphore::new(
-        UPLOAD_READ_AHEAD_BYTES / 1024,
-    ));
+    let read_ahead =
+        std::sync::Arc::new(tokio::sync::Semaphore::new(UPLOAD_READ_AHEAD_BYTES / 1024));
     let mut batch_bytes = 0usize;
     let mut sent = 0u64;
     let reap = |r: Result<Result<(u64, u64), HubError>, tokio::task::JoinError>,

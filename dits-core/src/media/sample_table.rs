@@ -379,7 +379,12 @@ mod tests {
         stsc.extend_from_slice(&count.to_be_bytes());
         stsc.extend_from_slice(&1u32.to_be_bytes());
         let stco = [0u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
-        let stbl = [boxed(b"stsz", &stsz), boxed(b"stsc", &stsc), boxed(b"stco", &stco)].concat();
+        let stbl = [
+            boxed(b"stsz", &stsz),
+            boxed(b"stsc", &stsc),
+            boxed(b"stco", &stco),
+        ]
+        .concat();
         let minf = boxed(b"minf", &boxed(b"stbl", &stbl));
         boxed(b"trak", &boxed(b"mdia", &minf))
     }
@@ -391,7 +396,11 @@ mod tests {
         assert_eq!(movie.tracks[0].samples.len(), 1000);
         let movie = parse_moov(&trak, 9_999);
         assert!(movie.tracks[0].samples.is_empty());
-        assert!(movie.tracks[0].samples_error.as_deref().unwrap().contains("more bytes than the file"));
+        assert!(movie.tracks[0]
+            .samples_error
+            .as_deref()
+            .unwrap()
+            .contains("more bytes than the file"));
     }
 
     #[test]
