@@ -188,6 +188,11 @@ impl crate::Filter for DitsFilter {
         if let Some(reason) = &outcome.fallback_reason {
             tracing::debug!(path, reason = %reason, "stored without media structure");
         }
+        if let Some(limit) = &outcome.sample_limit {
+            tracing::warn!(
+                "{path}: {limit}; stored chunked by bytes, without track-level splitting (the file's sample tables are implausible, perhaps hostile)"
+            );
+        }
         if let Some(reason) = &outcome.track_split_fallback {
             tracing::debug!(path, reason = %reason, "media chunked by bytes, not by track");
         }

@@ -313,6 +313,11 @@ fn hostile_sample_tables_are_added_in_bounded_memory() {
     eprintln!("50 hostile tracks: git add filter peak RSS {rss_mib} MiB");
     assert!(out.status.success(), "add: {}", stderr(&out));
     assert!(
+        stderr(&out).contains("tracks.mp4: its samples claim more bytes than the file's"),
+        "no warning naming the file: {}",
+        stderr(&out)
+    );
+    assert!(
         rss_mib < FILTER_RSS_LIMIT_MIB,
         "filter peak RSS {rss_mib} MiB"
     );

@@ -92,6 +92,9 @@ pub struct Layout {
     pub fallback_reason: Option<String>,
     /// Why track-level splitting was not used for a parsed MP4/MOV, if it wasn't.
     pub track_split_fallback: Option<String>,
+    /// The file's sample tables claimed more than a file may list (see
+    /// [`SampleBudget`]): worth a warning, since such a file is usually hostile.
+    pub sample_limit: Option<sample_table::SampleLimit>,
 }
 
 /// How `analyze` may lay out a file.
@@ -120,6 +123,7 @@ impl Layout {
             streams: Vec::new(),
             fallback_reason: reason,
             track_split_fallback: None,
+            sample_limit: None,
         }
     }
 
@@ -266,6 +270,7 @@ fn analyze_iso_bmff<R: Read + Seek>(
         streams,
         fallback_reason: None,
         track_split_fallback,
+        sample_limit: budget.refused().cloned(),
     })
 }
 

@@ -68,6 +68,8 @@ pub struct SampleBudget {
     samples: u64,
     bytes: u64,
     file_len: u64,
+    /// The first refusal, for reporting.
+    refused: Option<SampleLimit>,
 }
 
 /// Why a file's samples were not listed (it is then chunked by bytes).
@@ -86,24 +88,32 @@ impl SampleBudget {
             samples: MAX_SAMPLES_PER_FILE,
             bytes: len,
             file_len: len,
+            refused: None,
         }
     }
 
     /// Takes `count` samples of `bytes_each` bytes each (0 when their sizes come from a
     /// table in the file, whose own bytes already bound the count).
     pub fn take(&mut self, count: u64, bytes_each: u64) -> Result<(), SampleLimit> {
-        if count > self.samples {
-            return Err(SampleLimit::TooMany);
-        }
-        let bytes = count
-            .checked_mul(bytes_each)
-            .filter(|&b| b <= self.bytes)
-            .ok_or(SampleLimit::LargerThanFile {
+        let bytes = count.checked_mul(bytes_each).filter(|&b| b <= self.bytes);
+        let refusal = match bytes {
+            _ if count > self.samples => SampleLimit::TooMany,
+            None => SampleLimit::LargerThanFile {
                 file_len: self.file_len,
-            })?;
-        self.samples -= count;
-        self.bytes -= bytes;
-        Ok(())
+            },
+            Some(bytes) => {
+                self.samples -= count;
+                self.bytes -= bytes;
+                return Ok(());
+            }
+        };
+        self.refused.get_or_insert(refusal.clone());
+        Err(refusal)
+    }
+
+    /// The first request this allowance refused, if any.
+    pub fn refused(&self) -> Option<&SampleLimit> {
+        self.refused.as_ref()
     }
 }
 
