@@ -72,6 +72,8 @@ pub struct CleanOutcome {
     pub fallback_reason: Option<String>,
     /// Why a parsed MP4/MOV was chunked by bytes rather than by track, if it was.
     pub track_split_fallback: Option<String>,
+    /// The file's sample tables claimed more samples, or bytes, than a file may hold.
+    pub sample_limit: Option<crate::media::sample_table::SampleLimit>,
     pub objects: usize,
     pub new_objects: usize,
     pub new_bytes: u64,
@@ -188,6 +190,7 @@ pub fn clean_with<R: Read>(
             pointer,
             fallback_reason: None,
             track_split_fallback: None,
+            sample_limit: None,
             objects: 0,
             new_objects: 0,
             new_bytes: 0,
@@ -243,6 +246,7 @@ pub fn clean_with<R: Read>(
         layout_summary: summary,
         fallback_reason: layout.fallback_reason.clone(),
         track_split_fallback: layout.track_split_fallback.clone(),
+        sample_limit: layout.sample_limit.clone(),
         objects: outcome.recipe.unique_objects().count(),
         new_objects: outcome.new_objects,
         new_bytes: outcome.new_bytes,

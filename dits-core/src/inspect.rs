@@ -38,7 +38,7 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
                     movie = span
                         .ok()
                         .and_then(|h| bytes.get(h.header_len as usize..))
-                        .map(parse_moov);
+                        .map(|moov| parse_moov(moov, pointer.size));
                 }
             }
         }

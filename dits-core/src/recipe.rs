@@ -14,6 +14,10 @@ pub const ENTRY_LEN: usize = 64;
 const V1_ENTRY_LEN: usize = 56;
 /// 20 GB of 16 KiB chunks is ~1.3 M entries; anything claiming far more is hostile.
 const MAX_ENTRIES: u64 = 64 << 20;
+/// No object is larger than this (the wire's `MAX_OBJECT`, and the largest structure box
+/// kept whole, `media::MAX_OBJECT_BOX`): an entry naming a bigger one is refused, so what
+/// a reader holds for one entry is bounded whatever a recipe claims.
+pub const MAX_OBJECT_LEN: u32 = 64 << 20;
 
 /// What an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,9 @@ pub enum RecipeError {
     UnknownVersion(u8),
     #[error("recipe: {0}")]
     Malformed(String),
+    /// The recipe describes a file of another size than the pointer naming it says.
+    #[error("recipe describes a file of {recipe_says} bytes but the pointer says {pointer_says}")]
+    WrongSize { recipe_says: u64, pointer_says: u64 },
 }
 
 impl Recipe {
@@ -122,11 +129,31 @@ impl Recipe {
         out
     }
 
+    /// [`Recipe::decode`] for a pointer that says its file is `file_size` bytes. A recipe
+    /// that describes any other size is refused from its header, before its entries are
+    /// decoded: what a smudge writes is bounded by the pointer's size, and nothing a
+    /// mismatched recipe names is fetched or expanded.
+    pub fn decode_for_size(bytes: &[u8], file_size: u64) -> Result<Recipe, RecipeError> {
+        let recipe_says = RecipeView::new(bytes)?.file_size;
+        if recipe_says != file_size {
+            return Err(RecipeError::WrongSize {
+                recipe_says,
+                pointer_says: file_size,
+            });
+        }
+        Self::decode(bytes)
+    }
+
     /// Strict decode: entries must tile `[0, file_size)` exactly, in order, and each
-    /// must lie inside its object.
+    /// must lie inside its object, which is at most [`MAX_OBJECT_LEN`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Recipe, RecipeError> {
         let bad = |m: &str| RecipeError::Malformed(m.to_string());
         let view = RecipeView::new(bytes)?;
+        // Each entry covers at least one byte, so a recipe listing more entries than its
+        // file has bytes can't tile it: refused before allocating for the entries.
+        if view.count as u64 > view.file_size {
+            return Err(bad("more entries than the file has bytes"));
+        }
         let file_size = view.file_size;
         let dep_count = u32_at(bytes, 20);
         let entries_end = HEADER_LEN + view.count * view.entry_len;
@@ -139,6 +166,9 @@ impl Recipe {
             }
             if u64::from(e.chunk_offset) + u64::from(e.len) > u64::from(e.chunk_len) {
                 return Err(bad("an entry reaches past the end of its object"));
+            }
+            if e.chunk_len > MAX_OBJECT_LEN {
+                return Err(bad("an entry names an object larger than 64 MiB"));
             }
             if matches!(e.kind, EntryKind::Box { .. }) && !e.is_whole() {
                 return Err(bad("a box entry must cover its whole object"));
@@ -440,6 +470,38 @@ mod tests {
         let found = view.entries_in(u64::MAX - 2, u64::MAX).unwrap();
         assert_eq!(found, vec![r.entries[1]]);
         assert_eq!(found[0].end(), u64::MAX);
+    }
+
+    #[test]
+    fn a_recipe_of_another_size_than_the_pointer_is_refused_from_its_header() {
+        let r = recipe_from_lens(&[10, 20, 30]);
+        let bytes = r.encode();
+        assert_eq!(Recipe::decode_for_size(&bytes, 60).unwrap(), r);
+        assert_eq!(
+            Recipe::decode_for_size(&bytes, 59),
+            Err(RecipeError::WrongSize {
+                recipe_says: 60,
+                pointer_says: 59
+            })
+        );
+        // Only the header is read: a body that would fail to decode is never looked at.
+        let mut header_only = bytes[..HEADER_LEN].to_vec();
+        header_only[8..16].copy_from_slice(&(64u64 << 40).to_be_bytes());
+        header_only[16..20].copy_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(
+            Recipe::decode_for_size(&header_only, 1000),
+            Err(RecipeError::WrongSize { .. })
+        ));
+    }
+
+    #[test]
+    fn entries_naming_objects_over_64_mib_are_refused() {
+        let mut r = recipe_from_lens(&[10]);
+        r.entries[0].kind = EntryKind::Chunk;
+        r.entries[0].chunk_len = MAX_OBJECT_LEN + 1;
+        assert!(Recipe::decode(&r.encode()).is_err());
+        r.entries[0].chunk_len = MAX_OBJECT_LEN;
+        assert!(Recipe::decode(&r.encode()).is_ok());
     }
 
     #[test]

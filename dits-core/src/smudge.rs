@@ -1,7 +1,7 @@
 //! Smudge and verification: pointer → recipe → objects → bytes, each object re-hashed as
 //! it is read and the whole file checked against the pointer's hash.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 
 use crate::chunk_id::ChunkId;
@@ -18,7 +18,7 @@ pub enum SmudgeError {
         recipe: ChunkId,
         source: RecipeError,
     },
-    #[error("recipe {recipe} describes {actual} bytes but the pointer says {expected}")]
+    #[error("recipe {recipe} describes a file of {actual} bytes but the pointer says {expected}: the recipe is corrupt or hostile, so nothing it names was fetched; ask whoever added the file to add and push it again")]
     SizeMismatch {
         recipe: ChunkId,
         expected: u64,
@@ -51,18 +51,24 @@ pub fn load_recipe<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Re
     let bytes = store
         .get(&pointer.recipe)
         .map_err(|e| store_err(e, pointer.recipe))?;
-    let recipe = Recipe::decode(&bytes).map_err(|source| SmudgeError::BadRecipe {
-        recipe: pointer.recipe,
-        source,
-    })?;
-    if recipe.file_size != pointer.size {
-        return Err(SmudgeError::SizeMismatch {
+    decode_recipe(pointer, &bytes)
+}
+
+/// Decodes the recipe `pointer` names from its bytes. One that describes a file of another
+/// size than the pointer's is refused from its header, before its entries are decoded
+/// (see [`Recipe::decode_for_size`]), so a smudge never writes more than the pointer says.
+pub fn decode_recipe(pointer: &Pointer, bytes: &[u8]) -> Result<Recipe, SmudgeError> {
+    Recipe::decode_for_size(bytes, pointer.size).map_err(|source| match source {
+        RecipeError::WrongSize { recipe_says, .. } => SmudgeError::SizeMismatch {
             recipe: pointer.recipe,
             expected: pointer.size,
-            actual: recipe.file_size,
-        });
-    }
-    Ok(recipe)
+            actual: recipe_says,
+        },
+        source => SmudgeError::BadRecipe {
+            recipe: pointer.recipe,
+            source,
+        },
+    })
 }
 
 /// Ids the recipe needs that the store lacks.
@@ -79,12 +85,24 @@ pub fn missing_objects<S: ChunkStore>(
     Ok(missing)
 }
 
+/// Bytes of objects an [`EntryReader`] keeps for reuse, whatever the number of streams.
+/// Legitimate chunks are at most 256 KiB, so this holds the current chunk of 256 streams;
+/// a recipe with more streams (or with objects of up to 64 MiB) costs re-reads, never
+/// memory.
+pub const READER_CACHE_BYTES: usize = 64 << 20;
+
 /// Hands out the bytes of recipe entries. Track-level recipes interleave slices of one
-/// chunk per stream with other streams' chunks, so the last object of each stream is
-/// kept (a handful of chunks at most) rather than read again for every slice.
+/// chunk per stream with other streams' chunks, so each stream's last object is kept
+/// rather than read again for every slice, up to [`READER_CACHE_BYTES`] in all (the
+/// longest kept is dropped first).
 pub struct EntryReader {
     recipe: ChunkId,
-    current: HashMap<u16, (ChunkId, Vec<u8>)>,
+    /// Each stream's last object and when it was loaded.
+    current: HashMap<u16, (ChunkId, Vec<u8>, u64)>,
+    /// Streams in load order with the load they refer to; stale pairs are skipped.
+    order: VecDeque<(u16, u64)>,
+    loads: u64,
+    cached_bytes: usize,
 }
 
 impl EntryReader {
@@ -92,6 +110,9 @@ impl EntryReader {
         EntryReader {
             recipe,
             current: HashMap::new(),
+            order: VecDeque::new(),
+            loads: 0,
+            cached_bytes: 0,
         }
     }
 
@@ -101,25 +122,65 @@ impl EntryReader {
         store: &mut S,
         e: &Entry,
     ) -> Result<&'a [u8], SmudgeError> {
-        let fresh = !matches!(self.current.get(&e.stream), Some((id, _)) if *id == e.id);
+        let fresh = !matches!(self.current.get(&e.stream), Some((id, _, _)) if *id == e.id);
         if fresh {
-            let bytes = store
-                .get(&e.id)
-                .map_err(|err| store_err(err, self.recipe))?;
-            if bytes.len() != e.chunk_len as usize {
-                return Err(SmudgeError::ObjectLength {
-                    recipe: self.recipe,
-                    id: e.id,
-                    expected: e.chunk_len,
-                    actual: bytes.len(),
-                });
-            }
-            self.current.insert(e.stream, (e.id, bytes));
+            self.load(store, e)?;
         }
-        let (_, bytes) = &self.current[&e.stream];
+        let recipe = self.recipe;
+        let bytes = self
+            .current
+            .get(&e.stream)
+            .map(|(_, bytes, _)| bytes.as_slice())
+            .unwrap_or_default();
         let from = e.chunk_offset as usize;
-        // Recipe::decode guarantees the slice lies inside chunk_len, checked above.
-        Ok(&bytes[from..from + e.len as usize])
+        // Recipe::decode guarantees the slice lies inside chunk_len, checked in `load`.
+        bytes
+            .get(from..from + e.len as usize)
+            .ok_or(SmudgeError::ObjectLength {
+                recipe,
+                id: e.id,
+                expected: e.chunk_len,
+                actual: bytes.len(),
+            })
+    }
+
+    /// Reads `e`'s object in place of its stream's last one, making room first.
+    fn load<S: ChunkStore>(&mut self, store: &mut S, e: &Entry) -> Result<(), SmudgeError> {
+        if let Some((_, old, _)) = self.current.remove(&e.stream) {
+            self.cached_bytes -= old.len();
+        }
+        let incoming = e.chunk_len as usize;
+        while self.cached_bytes + incoming > READER_CACHE_BYTES {
+            let Some((stream, load)) = self.order.pop_front() else {
+                break;
+            };
+            if matches!(self.current.get(&stream), Some((_, _, l)) if *l == load) {
+                if let Some((_, old, _)) = self.current.remove(&stream) {
+                    self.cached_bytes -= old.len();
+                }
+            }
+        }
+        let bytes = store
+            .get(&e.id)
+            .map_err(|err| store_err(err, self.recipe))?;
+        if bytes.len() != e.chunk_len as usize {
+            return Err(SmudgeError::ObjectLength {
+                recipe: self.recipe,
+                id: e.id,
+                expected: e.chunk_len,
+                actual: bytes.len(),
+            });
+        }
+        self.loads += 1;
+        self.cached_bytes += bytes.len();
+        self.current.insert(e.stream, (e.id, bytes, self.loads));
+        self.order.push_back((e.stream, self.loads));
+        if self.order.len() > 2 * self.current.len() + 16 {
+            let current = &self.current;
+            self.order
+                .retain(|(s, load)| matches!(current.get(s), Some((_, _, l)) if l == load));
+        }
+        Ok(())
     }
 }
 
@@ -191,4 +252,99 @@ pub fn verify<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Vec<SmudgeErro
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::CompressionHint;
+    use crate::recipe::EntryKind;
+
+    /// A store that counts reads, over a map.
+    #[derive(Default)]
+    struct CountingStore {
+        objects: HashMap<ChunkId, Vec<u8>>,
+        reads: usize,
+    }
+
+    impl ChunkStore for CountingStore {
+        fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+            Ok(self.objects.contains_key(id))
+        }
+        fn put(
+            &mut self,
+            id: &ChunkId,
+            plain: &[u8],
+            _: CompressionHint,
+        ) -> Result<bool, StoreError> {
+            Ok(self.objects.insert(*id, plain.to_vec()).is_none())
+        }
+        fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+            self.reads += 1;
+            self.objects
+                .get(id)
+                .cloned()
+                .ok_or(StoreError::Missing { id: *id })
+        }
+    }
+
+    fn slice(
+        id: ChunkId,
+        offset: u64,
+        chunk_offset: u32,
+        len: u32,
+        chunk_len: u32,
+        stream: u16,
+    ) -> Entry {
+        Entry {
+            chunk_offset,
+            chunk_len,
+            stream,
+            ..Entry::whole(id, offset, len, chunk_len, EntryKind::Chunk)
+        }
+    }
+
+    #[test]
+    fn interleaved_streams_read_each_object_once_while_they_fit() {
+        let mut store = CountingStore::default();
+        let a = vec![1u8; 1000];
+        let b = vec![2u8; 1000];
+        let (ia, ib) = (ChunkId::of(&a), ChunkId::of(&b));
+        store.put(&ia, &a, CompressionHint::Try).unwrap();
+        store.put(&ib, &b, CompressionHint::Try).unwrap();
+        let mut reader = EntryReader::new(ChunkId::of(b"r"));
+        for i in 0..10u32 {
+            let e = slice(ia, 0, i * 100, 100, 1000, 2);
+            assert_eq!(reader.read(&mut store, &e).unwrap(), &a[..100]);
+            let e = slice(ib, 0, i * 100, 100, 1000, 3);
+            assert_eq!(reader.read(&mut store, &e).unwrap(), &b[..100]);
+        }
+        assert_eq!(store.reads, 2);
+    }
+
+    #[test]
+    fn many_streams_of_big_objects_stay_within_the_cache_bound() {
+        let mut store = CountingStore::default();
+        let len = 16 << 20;
+        let mut ids = Vec::new();
+        for i in 0..8u8 {
+            let object = vec![i; len];
+            let id = ChunkId::of(&object);
+            store.put(&id, &object, CompressionHint::Try).unwrap();
+            ids.push(id);
+        }
+        let mut reader = EntryReader::new(ChunkId::of(b"r"));
+        for round in 0..2u32 {
+            for (i, id) in ids.iter().enumerate() {
+                let e = slice(*id, 0, round, 1, len as u32, 2 + i as u16);
+                assert_eq!(reader.read(&mut store, &e).unwrap(), &[i as u8]);
+                assert!(reader.cached_bytes <= READER_CACHE_BYTES);
+                let held: usize = reader.current.values().map(|(_, b, _)| b.len()).sum();
+                assert_eq!(held, reader.cached_bytes);
+            }
+        }
+        // Eight streams of 16 MiB don't fit in 64 MiB: the second round reads again.
+        assert_eq!(store.reads, 16);
+        assert!(reader.order.len() <= 2 * reader.current.len() + 16);
+    }
 }

@@ -54,6 +54,10 @@ pub trait ObjectSource {
     }
 }
 
+/// Object ids the delayed fetch collects before it fetches them (32 MiB of ids): the
+/// objects of any number of delayed files are fetched in rounds of at most this many.
+const FETCH_ROUND_IDS: usize = 1 << 20;
+
 pub struct DitsFilter {
     store: LocalStore,
     layout: LayoutOptions,
@@ -184,6 +188,11 @@ impl crate::Filter for DitsFilter {
         if let Some(reason) = &outcome.fallback_reason {
             tracing::debug!(path, reason = %reason, "stored without media structure");
         }
+        if let Some(limit) = &outcome.sample_limit {
+            tracing::warn!(
+                "{path}: {limit}; stored chunked by bytes, without track-level splitting (the file's sample tables are implausible, perhaps hostile)"
+            );
+        }
         if let Some(reason) = &outcome.track_split_fallback {
             tracing::debug!(path, reason = %reason, "media chunked by bytes, not by track");
         }
@@ -274,7 +283,8 @@ impl crate::Filter for DitsFilter {
         let mut missing = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for p in &pointers {
-            // Unreadable recipes are left for each path's smudge to report.
+            // Unreadable recipes (and ones of another size than their pointer) are left
+            // for each path's smudge to report.
             let Ok(recipe) = dits_core::smudge::load_recipe(&mut self.store, p) else {
                 continue;
             };
@@ -282,6 +292,12 @@ impl crate::Filter for DitsFilter {
                 if seen.insert(id) {
                     missing.push(id);
                 }
+            }
+            // The list of ids is bounded too, whatever the delayed files' recipes name.
+            if missing.len() >= FETCH_ROUND_IDS {
+                source.fetch(&mut self.store, &missing).map_err(fail)?;
+                missing.clear();
+                seen.clear();
             }
         }
         if !missing.is_empty() {

@@ -67,6 +67,19 @@ pub fn ca_verifier(
     Ok(Some(verifier))
 }
 
+/// Why a hub's certificate was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedBy {
+    /// It is the pinned one.
+    Pin,
+    /// A trusted CA signed it for the URL's host: nothing to pin, and pinning it would
+    /// break the client as soon as the hub's certificate is reissued.
+    Ca,
+    /// Nothing vouched for it; trust on first use accepted it, and the caller should
+    /// pin it.
+    FirstUse,
+}
+
 /// Accepts the pinned certificate if one is pinned; otherwise one a trusted CA signed for
 /// the URL's host; otherwise (trust on first use) whatever is presented. It records what
 /// was seen so the caller can report or pin it. Handshake signatures are always verified
@@ -77,6 +90,7 @@ pub struct PinnedVerifier {
     trust_on_first_use: bool,
     ca: Option<Arc<dyn ServerCertVerifier>>,
     seen: Mutex<Option<String>>,
+    trusted_by: Mutex<Option<TrustedBy>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -91,6 +105,7 @@ impl PinnedVerifier {
             trust_on_first_use,
             ca,
             seen: Mutex::new(None),
+            trusted_by: Mutex::new(None),
             provider: provider(),
         })
     }
@@ -98,6 +113,18 @@ impl PinnedVerifier {
     /// The fingerprint the server presented, once a handshake got that far.
     pub fn seen(&self) -> Option<String> {
         self.seen.lock().ok()?.clone()
+    }
+
+    /// Why the last certificate presented was accepted, if it was.
+    pub fn trusted_by(&self) -> Option<TrustedBy> {
+        *self.trusted_by.lock().ok()?
+    }
+
+    fn accept(&self, by: TrustedBy) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut slot) = self.trusted_by.lock() {
+            *slot = Some(by);
+        }
+        Ok(ServerCertVerified::assertion())
     }
 }
 
@@ -114,9 +141,12 @@ impl ServerCertVerifier for PinnedVerifier {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(got.clone());
         }
+        if let Ok(mut slot) = self.trusted_by.lock() {
+            *slot = None;
+        }
         if let Some(want) = &self.expected {
             return if same_fingerprint(want, &got) {
-                Ok(ServerCertVerified::assertion())
+                self.accept(TrustedBy::Pin)
             } else {
                 Err(rustls::Error::General(format!(
                     "hub certificate {got} is not the pinned one"
@@ -128,8 +158,8 @@ impl ServerCertVerifier for PinnedVerifier {
             None => Err(rustls::Error::General("no trusted CA certificates".into())),
         };
         match by_ca {
-            Ok(v) => Ok(v),
-            Err(_) if self.trust_on_first_use => Ok(ServerCertVerified::assertion()),
+            Ok(_) => self.accept(TrustedBy::Ca),
+            Err(_) if self.trust_on_first_use => self.accept(TrustedBy::FirstUse),
             Err(e) => Err(rustls::Error::General(format!(
                 "hub certificate {got} is neither pinned nor signed by a trusted CA ({e})"
             ))),
@@ -242,6 +272,64 @@ pub fn bulk_transport() -> quinn::TransportConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A certificate for `localhost` signed by a fresh CA, the CA's verifier, and a
+    /// self-signed one.
+    fn certificates() -> (
+        CertificateDer<'static>,
+        Arc<dyn ServerCertVerifier>,
+        CertificateDer<'static>,
+    ) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let own_key = rcgen::KeyPair::generate().unwrap();
+        let own = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&own_key)
+            .unwrap();
+        (leaf.der().clone(), verifier, own.der().clone())
+    }
+
+    fn check(v: &PinnedVerifier, cert: &CertificateDer<'_>) -> bool {
+        let name = ServerName::try_from("localhost").unwrap();
+        v.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn the_verifier_says_whether_a_ca_a_pin_or_first_use_vouched() {
+        let (ca_signed, ca, self_signed) = certificates();
+        let v = PinnedVerifier::new(None, true, Some(ca.clone()));
+        assert!(check(&v, &ca_signed));
+        assert_eq!(v.trusted_by(), Some(TrustedBy::Ca));
+        assert!(check(&v, &self_signed));
+        assert_eq!(v.trusted_by(), Some(TrustedBy::FirstUse));
+
+        let v = PinnedVerifier::new(Some(fingerprint(&self_signed)), false, Some(ca.clone()));
+        assert!(check(&v, &self_signed));
+        assert_eq!(v.trusted_by(), Some(TrustedBy::Pin));
+        assert!(!check(&v, &ca_signed));
+        assert_eq!(v.trusted_by(), None);
+
+        let v = PinnedVerifier::new(None, false, Some(ca));
+        assert!(!check(&v, &self_signed));
+        assert_eq!(v.trusted_by(), None);
+    }
 
     #[test]
     fn fingerprints_compare_across_spellings() {

@@ -10,13 +10,13 @@ use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
 
 use dits_wire::refs::{valid_oid, valid_ref_name};
-use dits_wire::tls::{quic_client_config, PinnedVerifier};
+use dits_wire::tls::{quic_client_config, PinnedVerifier, TrustedBy};
 use dits_wire::url::RemoteUrl;
 use dits_wire::wire::{
     ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode,
     GetGitPackResult, GitPacksResult, Lock, LockListResult, LockResult, LockVerifyResult,
     MissingResult, Op, OpResult, PutGitPackResult, PutResult, RefResult, RefUpdate, RefsResult,
-    Request, Response, UnlockResult, UpdateRefsResult,
+    Request, Response, UnlockResult, UpdateRefsResult, WireObject,
 };
 
 /// How far to trust a hub's certificate.
@@ -62,6 +62,8 @@ pub struct Hub {
     _endpoint: quinn::Endpoint,
     /// The certificate fingerprint the hub presented.
     pub fingerprint: Option<String>,
+    /// What vouched for that certificate: only one trusted on first use is pinned.
+    pub trusted_by: Option<TrustedBy>,
 }
 
 impl Hub {
@@ -116,6 +118,7 @@ impl Hub {
             connection,
             _endpoint: endpoint,
             fingerprint: verifier.seen(),
+            trusted_by: verifier.trusted_by(),
         })
     }
 
@@ -202,13 +205,16 @@ impl Hub {
     /// bytes received.
     /// The sender fills the channel while earlier objects are on the wire, so memory holds
     /// only what the channel bounds, not the whole batch.
-    pub async fn put_object_stream(
+    pub async fn put_object_stream<T: OutgoingObject>(
         &self,
-        mut objects: tokio::sync::mpsc::Receiver<(ChunkId, u32, Vec<u8>)>,
+        mut objects: tokio::sync::mpsc::Receiver<T>,
     ) -> Result<PutResult, HubError> {
         let (mut send, mut recv) = self.open(Op::Put).await?;
-        while let Some((id, plain_len, sealed)) = objects.recv().await {
-            if let Err(e) = write_object(&mut send, &id, plain_len, &sealed).await {
+        while let Some(object) = objects.recv().await {
+            let (id, plain_len, sealed) = object.parts();
+            // `object` (and whatever it holds, such as a share of a read-ahead budget)
+            // is dropped once it is on the wire.
+            if let Err(e) = write_object(&mut send, &id, plain_len, sealed).await {
                 // The hub may have refused early (auth); its answer says why.
                 return match self.answer::<PutResult>(&mut recv).await {
                     Err(refused @ HubError::Refused { .. }) => Err(refused),
@@ -218,6 +224,22 @@ impl Hub {
         }
         send.finish().map_err(transport)?;
         self.answer(&mut recv).await
+    }
+
+    /// Asks for `ids` and returns the answer as a stream of objects as sent, read one at
+    /// a time: the caller decides how many it holds (see `transfer::download`).
+    pub async fn get_object_stream(&self, ids: &[ChunkId]) -> Result<ObjectStream, HubError> {
+        let (_, recv) = self
+            .call::<dits_wire::wire::GetResult>(Op::Get {
+                ids: ids_to_hex(ids),
+            })
+            .await?;
+        Ok(ObjectStream {
+            url: self.url.clone(),
+            recv,
+            want: ids.to_vec(),
+            next: 0,
+        })
     }
 
     /// Downloads `ids`, handing each (verified) object to `sink` as it arrives.
@@ -392,6 +414,61 @@ impl Hub {
     pub async fn close(&self) {
         self.connection.close(0u32.into(), b"done");
         self._endpoint.wait_idle().await;
+    }
+}
+
+/// An object to upload: its id, plaintext length and sealed envelope.
+pub trait OutgoingObject: Send {
+    fn parts(&self) -> (ChunkId, u32, &[u8]);
+}
+
+impl OutgoingObject for (ChunkId, u32, Vec<u8>) {
+    fn parts(&self) -> (ChunkId, u32, &[u8]) {
+        (self.0, self.1, &self.2)
+    }
+}
+
+/// One `get` answer: the objects asked for, in the order asked for.
+pub struct ObjectStream {
+    url: RemoteUrl,
+    recv: quinn::RecvStream,
+    want: Vec<ChunkId>,
+    /// How many of `want` have arrived.
+    next: usize,
+}
+
+impl ObjectStream {
+    /// The next object as sent, *not yet verified* (see [`WireObject::verify`]), or
+    /// `None` after the last one asked for. An object other than the one asked for next
+    /// is an error.
+    pub async fn next(&mut self) -> Result<Option<WireObject>, HubError> {
+        let Some(&want) = self.want.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let object = read_object(&mut self.recv)
+            .await
+            .map_err(|e| transport(format!("{}: downloading: {e}", self.url)))?
+            .ok_or_else(|| {
+                transport(format!(
+                    "{}: the hub stopped sending before object {}",
+                    self.url,
+                    want.short()
+                ))
+            })?;
+        if object.id != want {
+            return Err(transport(format!(
+                "{}: the hub sent object {} where {} was asked for",
+                self.url,
+                object.id.short(),
+                want.short()
+            )));
+        }
+        Ok(Some(object))
+    }
+
+    pub fn url(&self) -> &RemoteUrl {
+        &self.url
     }
 }
 

@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use dits_core::pointer::MAX_POINTER_LEN;
-use dits_core::recipe::Recipe;
 use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
 
 use crate::git;
@@ -83,7 +82,9 @@ pub fn objects_for(
             absent.push(p.recipe);
             continue;
         }
-        let recipe = Recipe::decode(&store.get(&p.recipe)?)
+        // Checked against the pointer's size from its header, before any object it names
+        // is listed for download.
+        let recipe = dits_core::smudge::decode_recipe(p, &store.get(&p.recipe)?)
             .with_context(|| format!("recipe {}", p.recipe.short()))?;
         if seen.insert(p.recipe) {
             out.push(p.recipe);

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use crate::client::{Hub, HubError, TrustSettings};
 use anyhow::{Context, Result};
+use dits_wire::tls::TrustedBy;
 use dits_wire::wire::ErrorCode;
 use dits_wire::RemoteUrl;
 
@@ -98,9 +99,11 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
     let hub = Hub::connect(url, &trust, &token)
         .await
         .map_err(anyhow::Error::new)?;
-    if fingerprint.is_none() {
+    // Only a certificate nothing else vouched for is pinned, like an SSH known_hosts
+    // entry. A CA-signed one is checked against its CA on every connection instead:
+    // pinning it would break this client the day the hub's certificate is reissued.
+    if fingerprint.is_none() && hub.trusted_by == Some(TrustedBy::FirstUse) {
         if let Some(seen) = &hub.fingerprint {
-            // Pinned from now on for this repository, like an SSH known_hosts entry.
             let _ = git::try_run(&["config", &key, seen]);
             eprintln!(
                 "dits: trusting {} on first use: certificate {seen} (saved as {key})",

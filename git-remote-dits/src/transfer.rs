@@ -2,12 +2,12 @@
 //! 48 MiB (one hub pack each, durable on the hub before it answers): objects go on the
 //! wire as they are read, and up to four batches are open at once, so the next batch sends
 //! while the hub makes the last one durable. Downloads ask for up to four batches at once
-//! on parallel QUIC streams. Both are tunable (see [`Tuning`]). A batch that arrived stays;
+//! on parallel QUIC streams and store objects as they land, within fixed memory budgets
+//! (see [`download`]). Both are tunable (see [`Tuning`]). A batch that arrived stays;
 //! an interrupted transfer re-run sends only what the hub (or the local store) still lacks.
 
 use crate::client::HubError;
 use anyhow::Result;
-use dits_core::envelope::CompressionHint;
 use dits_core::{ChunkId, ChunkStore, LocalStore};
 use dits_wire::wire::PutResult;
 use tokio::task::JoinSet;
@@ -36,11 +36,28 @@ impl Tuning {
     }
 }
 
-type Objects = Vec<(ChunkId, Vec<u8>)>;
-
 /// Objects read ahead of the wire per upload stream: bounds the memory an upload holds
 /// (objects are at most a few hundred KiB) whatever the batch size.
 const UPLOAD_READ_AHEAD: usize = 32;
+/// Sealed bytes read ahead of the wire across all upload streams: the local store may
+/// hold objects of up to 64 MiB (structure boxes, or what a hub sent), and 32 of those
+/// per stream would be 2 GiB.
+const UPLOAD_READ_AHEAD_BYTES: usize = 64 << 20;
+
+/// An object read for upload with its share of [`UPLOAD_READ_AHEAD_BYTES`], given back
+/// once it is on the wire.
+struct ReadAhead {
+    id: ChunkId,
+    plain_len: u32,
+    sealed: Vec<u8>,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl crate::client::OutgoingObject for ReadAhead {
+    fn parts(&self) -> (ChunkId, u32, &[u8]) {
+        (self.id, self.plain_len, &self.sealed)
+    }
+}
 
 /// Uploads `ids` (which the hub lacks) from the local store; returns bytes sent. Objects
 /// stream to the hub as they are read: a batch is one stream (one hub pack), and while it
@@ -54,7 +71,9 @@ pub async fn upload(
     let tuning = Tuning::from_config();
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
     let mut tasks: JoinSet<Result<PutResult, HubError>> = JoinSet::new();
-    let mut batch: Option<tokio::sync::mpsc::Sender<(ChunkId, u32, Vec<u8>)>> = None;
+    let mut batch: Option<tokio::sync::mpsc::Sender<ReadAhead>> = None;
+    let read_ahead =
+        std::sync::Arc::new(tokio::sync::Semaphore::new(UPLOAD_READ_AHEAD_BYTES / 1024));
     let mut batch_bytes = 0usize;
     let mut sent = 0u64;
     let reap = |r: Result<Result<PutResult, HubError>, tokio::task::JoinError>,
@@ -81,10 +100,21 @@ pub async fn upload(
         // Objects travel in the envelope they are stored in (recipes and boxes compressed,
         // media as probed at add time); the hub opens and hashes each one, so a corrupt
         // local copy is refused there rather than trusted.
+        let stored = store.stored_len(id)?.unwrap_or(0) as usize;
+        let room = read_ahead
+            .clone()
+            .acquire_many_owned(permits(stored, UPLOAD_READ_AHEAD_BYTES))
+            .await?;
         let (plain_len, sealed) = store.get_sealed(id)?;
         batch_bytes += sealed.len();
         let tx = batch.as_ref().expect("a batch is open");
-        if tx.send((*id, plain_len, sealed)).await.is_err() {
+        let object = ReadAhead {
+            id: *id,
+            plain_len,
+            sealed,
+            _room: room,
+        };
+        if tx.send(object).await.is_err() {
             // The stream ended early: its task holds the reason.
             drop(batch.take());
             while let Some(r) = tasks.join_next().await {
@@ -104,49 +134,131 @@ pub async fn upload(
     Ok(sent)
 }
 
-/// Downloads `ids` into the local store, making each batch durable as it lands; returns
-/// bytes received.
+/// Sealed bytes of downloaded objects waiting for the local store, across all streams.
+const DOWNLOAD_QUEUE_BYTES: usize = 64 << 20;
+/// Plaintext being verified at once, across all streams: an object that compresses to
+/// nothing on the wire still expands to its full length (up to 64 MiB) while it is hashed.
+const VERIFY_BYTES: usize = 128 << 20;
+/// Downloaded bytes written between two flushes of the local store (each flush makes what
+/// arrived durable, so an interrupted download resumes from there).
+const FLUSH_BYTES: u64 = 48 << 20;
+/// `dits.concurrentTransfers` above this is taken as this: each stream may be reading one
+/// object of up to 64 MiB.
+const MAX_PARALLEL: usize = 16;
+
+/// Bytes as semaphore permits (KiB, rounded up, never more than the whole budget).
+fn permits(bytes: usize, budget: usize) -> u32 {
+    bytes.div_ceil(1024).clamp(1, budget / 1024) as u32
+}
+
+/// An object checked against its id, with the queue room it holds until it is stored.
+struct Landed {
+    id: ChunkId,
+    plain_len: u32,
+    sealed: Vec<u8>,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Downloads `ids` into the local store as they arrive, flushing every [`FLUSH_BYTES`];
+/// returns bytes received.
+///
+/// Memory is bounded by constants, not by batch sizes or what the hub sends: each of at
+/// most [`MAX_PARALLEL`] streams reads one object at a time (≤ 64 MiB sealed, as the wire
+/// allows); verifying holds at most [`VERIFY_BYTES`] of plaintext in all; verified objects
+/// wait for the store in their sealed form, at most [`DOWNLOAD_QUEUE_BYTES`] in all, and
+/// are stored as they came (no plaintext copy, no re-compression).
 pub async fn download(
     session: &Session,
     store: &mut LocalStore,
     ids: &[ChunkId],
     show: bool,
 ) -> Result<u64> {
+    use std::sync::Arc;
+    use tokio::sync::{mpsc, Semaphore};
     let tuning = Tuning::from_config();
+    let parallel = tuning.parallel.clamp(1, MAX_PARALLEL);
     let mut progress = Progress::new("Downloading media", ids.len() as u64, 0, show);
-    let mut tasks: JoinSet<Result<Objects, HubError>> = JoinSet::new();
-    let mut received = 0u64;
-    let mut batches = ids.chunks(BATCH_IDS);
-    loop {
-        while tasks.len() < tuning.parallel {
-            let Some(batch) = batches.next() else { break };
-            let hub = session.hub.clone();
-            let batch = batch.to_vec();
-            tasks.spawn(async move {
-                let mut out = Vec::with_capacity(batch.len());
-                hub.get_objects(&batch, |id, bytes| {
-                    out.push((id, bytes));
+    let queue = Arc::new(Semaphore::new(DOWNLOAD_QUEUE_BYTES / 1024));
+    let verifying = Arc::new(Semaphore::new(VERIFY_BYTES / 1024));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Landed>();
+    let batches: Vec<Vec<ChunkId>> = ids.chunks(BATCH_IDS).map(<[ChunkId]>::to_vec).collect();
+    let hub = session.hub.clone();
+    let driver = tokio::spawn(async move {
+        let mut tasks: JoinSet<Result<(), HubError>> = JoinSet::new();
+        let mut batches = batches.into_iter();
+        loop {
+            while tasks.len() < parallel {
+                let Some(batch) = batches.next() else { break };
+                let (hub, tx) = (hub.clone(), tx.clone());
+                let (queue, verifying) = (queue.clone(), verifying.clone());
+                tasks.spawn(async move {
+                    let mut objects = hub.get_object_stream(&batch).await?;
+                    while let Some(object) = objects.next().await? {
+                        let plain = object.plain_len as usize;
+                        let checking = verifying
+                            .clone()
+                            .acquire_many_owned(permits(plain, VERIFY_BYTES))
+                            .await
+                            .map_err(|e| HubError::Transport(e.to_string()))?;
+                        object.verify().map_err(|_| {
+                            HubError::Transport(format!(
+                                "{}: object {} arrived corrupt (its bytes do not hash to its id)",
+                                objects.url(),
+                                object.id.short()
+                            ))
+                        })?;
+                        drop(checking);
+                        let room = queue
+                            .clone()
+                            .acquire_many_owned(permits(object.sealed.len(), DOWNLOAD_QUEUE_BYTES))
+                            .await
+                            .map_err(|e| HubError::Transport(e.to_string()))?;
+                        let landed = Landed {
+                            id: object.id,
+                            plain_len: object.plain_len,
+                            sealed: object.sealed,
+                            _room: room,
+                        };
+                        if tx.send(landed).is_err() {
+                            // The writer stopped; it reports why.
+                            return Ok(());
+                        }
+                    }
                     Ok(())
-                })
-                .await?;
-                Ok(out)
-            });
+                });
+            }
+            match tasks.join_next().await {
+                None => return Ok(()),
+                Some(r) => r.map_err(|e| HubError::Transport(format!("download task: {e}")))??,
+            }
         }
-        let Some(r) = tasks.join_next().await else {
-            break;
-        };
-        let objects = r
-            .map_err(|e| anyhow::anyhow!("download task: {e}"))?
-            .map_err(|e| session.explain(e))?;
-        let mut bytes = 0u64;
-        for (id, data) in &objects {
-            store.put(id, data, CompressionHint::Probe)?;
-            bytes += data.len() as u64;
+    });
+    let mut received = 0u64;
+    let mut unflushed = 0u64;
+    let written = async {
+        while let Some(landed) = rx.recv().await {
+            store.put_verified_sealed(&landed.id, landed.plain_len, &landed.sealed)?;
+            let bytes = u64::from(landed.plain_len);
+            received += bytes;
+            unflushed += landed.sealed.len() as u64;
+            progress.add(1, bytes);
+            if unflushed >= FLUSH_BYTES {
+                store.flush()?;
+                unflushed = 0;
+            }
         }
         store.flush()?;
-        received += bytes;
-        progress.add(objects.len() as u64, bytes);
+        anyhow::Ok(())
     }
+    .await;
+    if let Err(e) = written {
+        driver.abort();
+        return Err(e);
+    }
+    driver
+        .await
+        .map_err(|e| anyhow::anyhow!("download: {e}"))?
+        .map_err(|e| session.explain(e))?;
     progress.finish();
     Ok(received)
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::boxes::{children, find_child, BoxError};
-use super::sample_table::{be32, be64, Sample, MAX_SAMPLES};
+use super::sample_table::{be32, be64, Sample, SampleBudget, SampleLimit, MAX_SAMPLES};
 
 /// Why a `moof` could not be read as samples. Never fatal: the file is then chunked by
 /// bytes.
@@ -24,6 +24,8 @@ pub enum FragmentError {
     BadTrun,
     #[error("trun sample has no size and no default")]
     NoSampleSize,
+    #[error(transparent)]
+    Limit(#[from] SampleLimit),
 }
 
 /// `sample_is_non_sync_sample` in the sample flags word.
@@ -58,13 +60,20 @@ pub fn track_defaults(moov: &[u8]) -> HashMap<u32, TrackDefaults> {
     out
 }
 
+/// Where the samples of a file's fragments go, and what the file still allows.
+pub struct FragmentSamples<'a> {
+    pub by_track: &'a mut HashMap<u32, Vec<Sample>>,
+    pub budget: &'a mut SampleBudget,
+}
+
 /// Appends the samples one `moof` (payload `moof`, box starting at file offset
-/// `moof_offset`) describes to `out`, keyed by track id.
+/// `moof_offset`) describes to `out`, keyed by track id, each `trun`'s count taken from
+/// `out.budget` before anything is allocated for it.
 pub fn fragment_samples(
     moof: &[u8],
     moof_offset: u64,
     defaults: &HashMap<u32, TrackDefaults>,
-    out: &mut HashMap<u32, Vec<Sample>>,
+    out: &mut FragmentSamples<'_>,
 ) -> Result<(), FragmentError> {
     let kids = children(moof, 0).map_err(|source| FragmentError::Moof {
         moof_offset,
@@ -84,13 +93,13 @@ pub fn fragment_samples(
             None if header.base_is_moof => moof_offset,
             None => previous_end,
         };
-        let samples = out.entry(header.track_id).or_default();
+        let samples = out.by_track.entry(header.track_id).or_default();
         let mut next = base;
         for (span, trun) in children(traf, 0).map_err(FragmentError::Traf)? {
             if &span.fourcc != b"trun" {
                 continue;
             }
-            next = read_trun(trun, base, next, &header, trex, samples)?;
+            next = read_trun(trun, base, next, &header, trex, samples, out.budget)?;
         }
         previous_end = next;
     }
@@ -147,6 +156,7 @@ fn read_trun(
     tfhd: &Tfhd,
     trex: TrackDefaults,
     out: &mut Vec<Sample>,
+    budget: &mut SampleBudget,
 ) -> Result<u64, FragmentError> {
     let bad = || FragmentError::BadTrun;
     let flags = be32(b, 0).ok_or_else(bad)? & 0x00ff_ffff;
@@ -178,6 +188,14 @@ fn read_trun(
     if needed > b.len() as u64 || (out.len() as u64).saturating_add(count) > MAX_SAMPLES {
         return Err(bad());
     }
+    // Samples without a size of their own in the box each claim the default size of the
+    // file's bytes (a size of 0 claims none, and only the count bounds them).
+    let bytes_each = if flags & 0x200 != 0 {
+        0
+    } else {
+        u64::from(tfhd.size.unwrap_or(trex.size))
+    };
+    budget.take(count, bytes_each)?;
     for i in 0..count {
         let mut field = |bit: u32| -> Option<u32> {
             if flags & bit == 0 {
@@ -237,9 +255,14 @@ mod tests {
         trun.extend_from_slice(&3u32.to_be_bytes());
         trun.extend_from_slice(&500i32.to_be_bytes());
         trun.extend_from_slice(&0u32.to_be_bytes());
-        let mut out = HashMap::new();
+        let mut by_track = HashMap::new();
+        let mut budget = SampleBudget::for_file(10_000);
+        let mut out = FragmentSamples {
+            by_track: &mut by_track,
+            budget: &mut budget,
+        };
         fragment_samples(&traf(&tfhd, &trun), 1000, &HashMap::new(), &mut out).unwrap();
-        let s = &out[&7];
+        let s = &by_track[&7];
         assert_eq!(
             s.iter()
                 .map(|s| (s.offset, s.size, s.sync))
@@ -255,10 +278,39 @@ mod tests {
         let mut trun = 0x0000_0201u32.to_be_bytes().to_vec(); // data offset + sizes
         trun.extend_from_slice(&u32::MAX.to_be_bytes());
         trun.extend_from_slice(&0i32.to_be_bytes());
-        let mut out = HashMap::new();
+        let mut by_track = HashMap::new();
+        let mut budget = SampleBudget::for_file(1 << 40);
+        let mut out = FragmentSamples {
+            by_track: &mut by_track,
+            budget: &mut budget,
+        };
         assert_eq!(
             fragment_samples(&traf(&tfhd, &trun), 0, &HashMap::new(), &mut out),
             Err(FragmentError::BadTrun)
         );
+    }
+
+    #[test]
+    fn default_sized_samples_beyond_the_file_are_refused_before_allocating() {
+        // tfhd: default size 100; trun: 12 M samples, no per-sample fields (12 bytes).
+        let mut tfhd = 0x0002_0010u32.to_be_bytes().to_vec();
+        tfhd.extend_from_slice(&1u32.to_be_bytes());
+        tfhd.extend_from_slice(&100u32.to_be_bytes());
+        let mut trun = 0x0000_0001u32.to_be_bytes().to_vec();
+        trun.extend_from_slice(&12_000_000u32.to_be_bytes());
+        trun.extend_from_slice(&0i32.to_be_bytes());
+        let mut by_track = HashMap::new();
+        let mut budget = SampleBudget::for_file(10_000);
+        let mut out = FragmentSamples {
+            by_track: &mut by_track,
+            budget: &mut budget,
+        };
+        assert_eq!(
+            fragment_samples(&traf(&tfhd, &trun), 0, &HashMap::new(), &mut out),
+            Err(FragmentError::Limit(SampleLimit::LargerThanFile {
+                file_len: 10_000
+            }))
+        );
+        assert!(by_track.values().all(Vec::is_empty));
     }
 }

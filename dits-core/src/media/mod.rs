@@ -14,7 +14,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use boxes::{top_level_boxes, BoxError, BoxSpan};
 use fragments::FragmentError;
-use sample_table::{parse_moov, MovieInfo};
+use sample_table::{parse_moov_within, MovieInfo, SampleBudget};
 use streams::{build_streams, SampleStream};
 
 /// Why a file's structure could not be used. Never fatal: `analyze` then lays the file out
@@ -92,6 +92,9 @@ pub struct Layout {
     pub fallback_reason: Option<String>,
     /// Why track-level splitting was not used for a parsed MP4/MOV, if it wasn't.
     pub track_split_fallback: Option<String>,
+    /// The file's sample tables claimed more than a file may list (see
+    /// [`SampleBudget`]): worth a warning, since such a file is usually hostile.
+    pub sample_limit: Option<sample_table::SampleLimit>,
 }
 
 /// How `analyze` may lay out a file.
@@ -120,6 +123,7 @@ impl Layout {
             streams: Vec::new(),
             fallback_reason: reason,
             track_split_fallback: None,
+            sample_limit: None,
         }
     }
 
@@ -186,15 +190,17 @@ fn analyze_iso_bmff<R: Read + Seek>(
     let container = container_of(file, &boxes)?;
     let mut movie = MovieInfo::default();
     let mut defaults = HashMap::new();
+    // One allowance of samples for the whole file, moov and fragments together.
+    let mut budget = SampleBudget::for_file(len);
     if let Some(moov) = boxes.iter().find(|b| &b.fourcc == b"moov") {
         if moov.payload_len() <= MAX_OBJECT_BOX {
             let payload = read_span(file, moov)?;
-            movie = parse_moov(&payload);
+            movie = parse_moov_within(&payload, &mut budget);
             defaults = fragments::track_defaults(&payload);
         }
     }
     if container == Container::FragmentedMp4 {
-        add_fragment_samples(file, &boxes, &defaults, &mut movie);
+        add_fragment_samples(file, &boxes, &defaults, &mut movie, &mut budget);
     }
 
     let payloads: Vec<(u64, u64)> = boxes
@@ -264,6 +270,7 @@ fn analyze_iso_bmff<R: Read + Seek>(
         streams,
         fallback_reason: None,
         track_split_fallback,
+        sample_limit: budget.refused().cloned(),
     })
 }
 
@@ -274,6 +281,7 @@ fn add_fragment_samples<R: Read + Seek>(
     boxes: &[BoxSpan],
     defaults: &HashMap<u32, fragments::TrackDefaults>,
     movie: &mut MovieInfo,
+    budget: &mut SampleBudget,
 ) {
     let mut by_track: HashMap<u32, Vec<sample_table::Sample>> = HashMap::new();
     let mut failure = None;
@@ -282,7 +290,11 @@ fn add_fragment_samples<R: Read + Seek>(
             Err(LayoutError::MoofTooLarge)
         } else {
             read_span(file, moof).and_then(|payload| {
-                fragments::fragment_samples(&payload, moof.offset, defaults, &mut by_track)
+                let mut out = fragments::FragmentSamples {
+                    by_track: &mut by_track,
+                    budget: &mut *budget,
+                };
+                fragments::fragment_samples(&payload, moof.offset, defaults, &mut out)
                     .map_err(LayoutError::from)
             })
         };

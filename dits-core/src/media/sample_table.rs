@@ -54,8 +54,78 @@ pub struct MovieInfo {
 /// has about 10 million); at 16 bytes a sample the list stays under 200 MB.
 pub const MAX_SAMPLES: u64 = 12_000_000;
 
-/// Reads a `moov` payload. Never fails: missing or malformed parts are left empty.
-pub fn parse_moov(moov: &[u8]) -> MovieInfo {
+/// Samples one file may list in all, across its tracks and fragments: without it, 50
+/// tracks of 12 million samples each (a few bytes of table apiece when every sample has
+/// the same size) made a 10 KB file allocate more than 9 GB. At 16 bytes a sample the
+/// lists of a file stay under 256 MiB.
+pub const MAX_SAMPLES_PER_FILE: u64 = 16_000_000;
+
+/// What is left of one file's allowance of samples: a count ([`MAX_SAMPLES_PER_FILE`]) and
+/// the file's bytes, since samples that claim a size each occupy that many bytes of the
+/// file and never overlap. Taken before anything is allocated for the samples.
+#[derive(Debug, Clone)]
+pub struct SampleBudget {
+    samples: u64,
+    bytes: u64,
+    file_len: u64,
+    /// The first refusal, for reporting.
+    refused: Option<SampleLimit>,
+}
+
+/// Why a file's samples were not listed (it is then chunked by bytes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SampleLimit {
+    #[error("the file lists more than {MAX_SAMPLES_PER_FILE} samples in all")]
+    TooMany,
+    #[error("its samples claim more bytes than the file's {file_len}")]
+    LargerThanFile { file_len: u64 },
+}
+
+impl SampleBudget {
+    /// The allowance of a file of `len` bytes.
+    pub fn for_file(len: u64) -> Self {
+        SampleBudget {
+            samples: MAX_SAMPLES_PER_FILE,
+            bytes: len,
+            file_len: len,
+            refused: None,
+        }
+    }
+
+    /// Takes `count` samples of `bytes_each` bytes each (0 when their sizes come from a
+    /// table in the file, whose own bytes already bound the count).
+    pub fn take(&mut self, count: u64, bytes_each: u64) -> Result<(), SampleLimit> {
+        let bytes = count.checked_mul(bytes_each).filter(|&b| b <= self.bytes);
+        let refusal = match bytes {
+            _ if count > self.samples => SampleLimit::TooMany,
+            None => SampleLimit::LargerThanFile {
+                file_len: self.file_len,
+            },
+            Some(bytes) => {
+                self.samples -= count;
+                self.bytes -= bytes;
+                return Ok(());
+            }
+        };
+        self.refused.get_or_insert(refusal.clone());
+        Err(refusal)
+    }
+
+    /// The first request this allowance refused, if any.
+    pub fn refused(&self) -> Option<&SampleLimit> {
+        self.refused.as_ref()
+    }
+}
+
+/// Reads a `moov` payload of a file of `file_len` bytes. Never fails: missing or malformed
+/// parts are left empty, and a track whose samples would exceed the file's allowance gets
+/// a `samples_error` instead of a sample list.
+pub fn parse_moov(moov: &[u8], file_len: u64) -> MovieInfo {
+    parse_moov_within(moov, &mut SampleBudget::for_file(file_len))
+}
+
+/// [`parse_moov`] drawing on `budget`, which fragments of the same file then share.
+pub fn parse_moov_within(moov: &[u8], budget: &mut SampleBudget) -> MovieInfo {
     let mut info = MovieInfo::default();
     if let Some(mvhd) = find_child(moov, b"mvhd") {
         info.duration_secs = full_box_duration(mvhd).unwrap_or(0.0);
@@ -63,14 +133,14 @@ pub fn parse_moov(moov: &[u8]) -> MovieInfo {
     if let Ok(kids) = children(moov, 0) {
         for (span, trak) in kids {
             if &span.fourcc == b"trak" {
-                info.tracks.push(parse_trak(trak));
+                info.tracks.push(parse_trak(trak, budget));
             }
         }
     }
     info
 }
 
-fn parse_trak(trak: &[u8]) -> TrackInfo {
+fn parse_trak(trak: &[u8], budget: &mut SampleBudget) -> TrackInfo {
     let mut t = TrackInfo::default();
     if let Some(tkhd) = find_child(trak, b"tkhd") {
         t.track_id = tkhd_track_id(tkhd).unwrap_or(0);
@@ -95,9 +165,13 @@ fn parse_trak(trak: &[u8]) -> TrackInfo {
     match find_child(stbl, b"stsz").map(SampleSizes::parse) {
         Some(Some(sizes)) => {
             t.sample_count = sizes.count;
-            match sample_list(stbl, &sizes) {
+            let listed = budget
+                .take(sizes.count, u64::from(sizes.constant))
+                .map_err(|e| e.to_string())
+                .and_then(|()| sample_list(stbl, &sizes).map_err(str::to_string));
+            match listed {
                 Ok(samples) => t.samples = samples,
-                Err(e) => t.samples_error = Some(e.to_string()),
+                Err(e) => t.samples_error = Some(e),
             }
         }
         Some(None) => t.samples_error = Some("stsz is malformed".into()),
@@ -295,8 +369,65 @@ mod tests {
 
     #[test]
     fn garbage_moov_yields_empty_info() {
-        assert_eq!(parse_moov(&[0xff; 64]).tracks.len(), 0);
-        assert_eq!(parse_moov(&[]).duration_secs, 0.0);
+        assert_eq!(parse_moov(&[0xff; 64], 64).tracks.len(), 0);
+        assert_eq!(parse_moov(&[], 0).duration_secs, 0.0);
+    }
+
+    /// A `trak` whose `stsz` gives every one of `count` samples `size` bytes, all in one
+    /// chunk at offset 0: a few dozen bytes claiming any number of samples.
+    fn constant_size_trak(count: u32, size: u32) -> Vec<u8> {
+        fn boxed(name: &[u8; 4], body: &[u8]) -> Vec<u8> {
+            let mut out = (8 + body.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(name);
+            out.extend_from_slice(body);
+            out
+        }
+        let mut stsz = vec![0u8; 4];
+        stsz.extend_from_slice(&size.to_be_bytes());
+        stsz.extend_from_slice(&count.to_be_bytes());
+        let mut stsc = vec![0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1];
+        stsc.extend_from_slice(&count.to_be_bytes());
+        stsc.extend_from_slice(&1u32.to_be_bytes());
+        let stco = [0u8, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        let stbl = [
+            boxed(b"stsz", &stsz),
+            boxed(b"stsc", &stsc),
+            boxed(b"stco", &stco),
+        ]
+        .concat();
+        let minf = boxed(b"minf", &boxed(b"stbl", &stbl));
+        boxed(b"trak", &boxed(b"mdia", &minf))
+    }
+
+    #[test]
+    fn samples_claiming_more_bytes_than_the_file_are_not_listed() {
+        let trak = constant_size_trak(1000, 10);
+        let movie = parse_moov(&trak, 10_000);
+        assert_eq!(movie.tracks[0].samples.len(), 1000);
+        let movie = parse_moov(&trak, 9_999);
+        assert!(movie.tracks[0].samples.is_empty());
+        assert!(movie.tracks[0]
+            .samples_error
+            .as_deref()
+            .unwrap()
+            .contains("more bytes than the file"));
+    }
+
+    #[test]
+    fn a_file_lists_at_most_its_allowance_of_samples_across_tracks() {
+        let mut budget = SampleBudget::for_file(1 << 40);
+        budget.take(10_000_000, 1).unwrap();
+        assert_eq!(budget.take(10_000_000, 1), Err(SampleLimit::TooMany));
+        budget.take(MAX_SAMPLES_PER_FILE - 10_000_000, 0).unwrap();
+        assert_eq!(budget.take(1, 0), Err(SampleLimit::TooMany));
+        // The allowance is taken before a track's list is built: a second track that
+        // would exceed it is refused and keeps an error, not a list.
+        let trak = constant_size_trak(1000, 1);
+        let mut budget = SampleBudget::for_file(1500);
+        let movie = parse_moov_within(&[trak.clone(), trak].concat(), &mut budget);
+        assert_eq!(movie.tracks[0].samples.len(), 1000);
+        assert!(movie.tracks[1].samples.is_empty());
+        assert!(movie.tracks[1].samples_error.is_some());
     }
 
     #[test]

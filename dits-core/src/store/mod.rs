@@ -340,6 +340,36 @@ impl LocalStore {
         Ok((loc.plain_len, self.read_sealed(&pack, loc)?))
     }
 
+    /// Stores an envelope exactly as it came from a peer (the hub on download), once the
+    /// caller has checked it with [`envelope::verify`]: no copy of the plaintext is made
+    /// or kept, so what a download holds is its sealed bytes (a few KiB for an object
+    /// that compresses to nothing) rather than up to 64 MiB of plaintext. Every read
+    /// ([`ChunkStore::get`]) opens and re-hashes it again. Returns whether it was new.
+    pub fn put_verified_sealed(
+        &mut self,
+        id: &ChunkId,
+        plain_len: u32,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        if self.contains(id)? {
+            return Ok(false);
+        }
+        if self.writer.is_none() {
+            let dir = self.packs_dir();
+            self.writer = Some(PackWriter::create(&dir).map_err(|e| Self::io_err(&dir, e))?);
+        }
+        let writer = self.writer.as_mut().expect("writer was just created");
+        let loc = writer
+            .append(id, plain_len, sealed)
+            .map_err(|e| StoreError::Io {
+                path: writer.path().to_path_buf(),
+                source: e,
+            })?;
+        self.pending.insert(*id, loc);
+        self.pending_order.push(*id);
+        Ok(true)
+    }
+
     /// Which pack holds `id` and where; pending objects are flushed to the OS first so a
     /// reader sees them.
     fn locate(&mut self, id: &ChunkId) -> Result<(String, Location), StoreError> {
