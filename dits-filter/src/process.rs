@@ -126,9 +126,10 @@ fn handshake<R: Read, W: Write>(input: &mut R, output: &mut W) -> Result<(), Pro
 fn expect(line: Option<String>, want: &str) -> Result<(), ProtocolError> {
     match line {
         Some(l) if l == want => Ok(()),
+        // A packet is up to 64 KiB of whatever the other end sent: quote its start only.
         other => Err(ProtocolError::Unexpected {
             expected: want.to_string(),
-            got: other.unwrap_or_else(|| "flush".into()),
+            got: other.map_or_else(|| "flush".into(), |l| l.chars().take(80).collect()),
         }),
     }
 }
@@ -250,6 +251,17 @@ mod tests {
     use super::*;
     use crate::pktline::write_data;
     use std::io::Cursor;
+
+    /// Found by `fuzz/`'s `pkt_line` target: a handshake opening with a long packet gave
+    /// an error quoting all of it (3.8 KB there, up to 64 KiB).
+    #[test]
+    fn an_unexpected_packet_is_quoted_in_part() {
+        let mut wire = Vec::new();
+        write_text(&mut wire, &"x".repeat(60_000)).unwrap();
+        let err = handshake(&mut Cursor::new(wire), &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, ProtocolError::Unexpected { .. }));
+        assert!(err.to_string().len() < 200, "{} bytes", err.to_string().len());
+    }
 
     struct Upper;
     impl Filter for Upper {

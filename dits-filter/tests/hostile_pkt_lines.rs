@@ -9,7 +9,8 @@ use dits_filter::pktline::{read_packet, write_data, write_flush, write_text, Con
 use dits_filter::{serve, Filter};
 use proptest::prelude::*;
 
-/// Reads content and answers with its length; smudges copy; even-length smudges delay.
+/// Reads content and answers with its length; smudges copy, and delay when the content's
+/// first byte is even.
 struct NullFilter;
 
 impl Filter for NullFilter {
@@ -30,7 +31,7 @@ impl Filter for NullFilter {
     }
 
     fn wants_delay(&mut self, _path: &str, content: &[u8]) -> bool {
-        content.len() % 2 == 0
+        content.first().is_some_and(|b| b % 2 == 0)
     }
 }
 
@@ -100,7 +101,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_bytes_never_panic_the_filter(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+    fn arbitrary_bytes_never_panic_the_filter(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+    ) {
         check(&bytes)?;
     }
 

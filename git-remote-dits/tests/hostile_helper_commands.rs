@@ -60,7 +60,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_bytes_never_panic_the_helper(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+    fn arbitrary_bytes_never_panic_the_helper(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
         check(&bytes)?;
     }
 
