@@ -27,3 +27,8 @@ ff "${video[@]}" -t 2 -c:v libx264 -preset medium -bf 2 -g 12 -pix_fmt yuv420p "
 ff "${video[@]}" -t 1 -c:v mjpeg -q:v 10 "$media/mjpeg.mov"
 ls -l "$media"
 cargo run --quiet --release --example make_seeds -- "$media" corpus
+# The committed reproducers of what the targets found, so a run starts from them too.
+for dir in seeds/*/; do
+  mkdir -p "corpus/$(basename "$dir")"
+  cp "$dir"* "corpus/$(basename "$dir")/"
+done
