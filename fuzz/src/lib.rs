@@ -10,8 +10,10 @@ use std::io::{Cursor, Read, Write};
 
 use dits_core::envelope::{self, CompressionHint, EnvelopeError};
 use dits_core::media::boxes::{children, find_child, parse_header, top_level_boxes};
-use dits_core::media::fragments::{fragment_samples, track_defaults};
-use dits_core::media::sample_table::{parse_moov, MAX_SAMPLES};
+use dits_core::media::fragments::{fragment_samples, track_defaults, FragmentSamples};
+use dits_core::media::sample_table::{
+    parse_moov, SampleBudget, MAX_SAMPLES_PER_FILE as MAX_SAMPLES,
+};
 use dits_core::media::{analyze, LayoutOptions, Region};
 use dits_core::pointer::MAX_POINTER_LEN;
 use dits_core::recipe::RecipeView;
@@ -72,9 +74,13 @@ fn walk(payload: &[u8], base: u64, depth: u32) {
     }
 }
 
+/// The file a `moov` or `moof` payload is taken to be part of, for the samples' byte
+/// allowance: the media targets run with -max_len of at most 1 MiB.
+const AS_IF_FILE_LEN: u64 = 1 << 20;
+
 /// `parse_moov` and `track_defaults` over a `moov` payload.
 pub fn sample_tables(data: &[u8]) {
-    let movie = parse_moov(data);
+    let movie = parse_moov(data, AS_IF_FILE_LEN);
     assert!(movie.duration_secs.is_finite() && movie.duration_secs >= 0.0);
     let mut total = 0u64;
     for t in &movie.tracks {
@@ -105,8 +111,13 @@ pub fn fragments(data: &[u8]) {
     let (moov, moof) = rest.split_at(k);
     let defaults = track_defaults(moov);
     let mut by_track = HashMap::new();
+    let mut budget = SampleBudget::for_file(AS_IF_FILE_LEN);
     for moof_offset in [0u64, 1 << 40] {
-        match fragment_samples(moof, moof_offset, &defaults, &mut by_track) {
+        let mut out = FragmentSamples {
+            by_track: &mut by_track,
+            budget: &mut budget,
+        };
+        match fragment_samples(moof, moof_offset, &defaults, &mut out) {
             Ok(()) => {}
             Err(e) => {
                 bounded_message(&e);
