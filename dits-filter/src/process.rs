@@ -260,7 +260,11 @@ mod tests {
         write_text(&mut wire, &"x".repeat(60_000)).unwrap();
         let err = handshake(&mut Cursor::new(wire), &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ProtocolError::Unexpected { .. }));
-        assert!(err.to_string().len() < 200, "{} bytes", err.to_string().len());
+        assert!(
+            err.to_string().len() < 200,
+            "{} bytes",
+            err.to_string().len()
+        );
     }
 
     struct Upper;
