@@ -435,11 +435,13 @@ fn bob_cannot_tell_whether_alices_private_repository_holds_a_chunk() {
         let sealed = dits_core::envelope::seal(&bytes, dits_core::envelope::CompressionHint::Try);
         (dits_core::ChunkId::of(&bytes), bytes.len() as u32, sealed)
     };
-    let put = |hub: &git_remote_dits::Hub, object: (dits_core::ChunkId, u32, Vec<u8>)| {
+    let put = |hub: &git_remote_dits::Hub, objects: Vec<(dits_core::ChunkId, u32, Vec<u8>)>| {
         let hub = hub.clone();
         async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            tx.send(object).await.unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(objects.len());
+            for object in objects {
+                tx.send(object).await.unwrap();
+            }
             drop(tx);
             hub.put_object_stream(rx).await.unwrap()
         }
@@ -448,7 +450,9 @@ fn bob_cannot_tell_whether_alices_private_repository_holds_a_chunk() {
     let (alices, nobodys) = (object(1), object(2));
     rt.block_on(async {
         let as_alice = connect("alice/film", alice.clone()).await;
-        put(&as_alice, alices.clone()).await;
+        // With a second object, so that alice's pack is not the very pack (named by its
+        // objects) bob's upload of the one chunk makes.
+        put(&as_alice, vec![alices.clone(), object(3)]).await;
     });
     let packs_before = hub.chunk_packs();
     let answers = rt.block_on(async {
