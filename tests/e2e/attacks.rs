@@ -473,8 +473,8 @@ fn bob_cannot_tell_whether_alices_private_repository_holds_a_chunk() {
             "{err}"
         );
         (
-            put(&as_bob, alices.clone()).await,
-            put(&as_bob, nobodys.clone()).await,
+            put(&as_bob, vec![alices.clone()]).await,
+            put(&as_bob, vec![nobodys.clone()]).await,
         )
     });
     assert_eq!(answers.0, answers.1, "the answers differ: {answers:?}");
