@@ -101,7 +101,7 @@ async fn flood_headers(
 /// the hub read a whole header before checking the token, 256 × 64 MiB. Now it refuses
 /// headers over 16 MiB unread and reads larger-than-small ones within a shared 64 MiB
 /// budget, so its peak memory stays small, and a member's clone from another address
-/// succeeds meanwhile. Then one address opening more than 64 connections gets refused.
+/// succeeds meanwhile. Then one address opening more than 256 connections gets refused.
 #[test]
 fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
     let env = TestEnv::new();
@@ -132,7 +132,7 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
     let peak = hub.peak_rss_mib();
     assert!(peak < 512, "the hub's peak RSS reached {peak} MiB");
 
-    // One address may hold 64 connections at once; the hub refuses the rest.
+    // One address may hold 256 connections at once; the hub refuses the rest.
     let (admitted, refused) = rt.block_on(async {
         let verifier =
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
@@ -140,7 +140,7 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
         endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
         let mut held = Vec::new();
         let mut refused = 0;
-        for _ in 0..72 {
+        for _ in 0..264 {
             let connecting = endpoint.connect(([127, 0, 0, 1], hub.port).into(), "localhost");
             match connecting.unwrap().await {
                 Ok(c) => held.push(c),

@@ -47,8 +47,9 @@ pub const HEADER_DEADLINE: Duration = Duration::from_secs(20);
 /// Longest wait for the peer to send or take a byte once the header is in.
 pub const STALL_DEADLINE: Duration = Duration::from_secs(60);
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-/// Generous for a studio behind one NAT address; a bound for one attacker.
-pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Generous for a studio behind one NAT address (each `git` process opens its own
+/// connection: a hundred artists locking at once is a hundred); a bound for one attacker.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_HTTP_CONNECTIONS: usize = 4096;
 pub const MAX_HTTP_CONNECTIONS_PER_ADDRESS: usize = 256;
