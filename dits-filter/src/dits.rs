@@ -27,6 +27,9 @@ pub enum FilterError {
     Store { path: String, source: StoreError },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    /// The pointer's file is bigger than the disk has room for; nothing was fetched.
+    #[error("{path}: the file is {size} bytes but the disk holding the working tree has {free} bytes free; nothing was fetched. Free some space, or check out without media (GIT_DITS_SKIP_SMUDGE=1) and read it through `git dits mount`")]
+    NoRoom { path: String, size: u64, free: u64 },
 }
 
 /// Why an [`ObjectSource`] could not answer. Each carries a sentence for the user (the
@@ -95,6 +98,21 @@ impl DitsFilter {
     pub fn skipping_smudge(mut self, skip: bool) -> Self {
         self.skip_smudge = skip;
         self
+    }
+
+    /// Refuses a pointer whose file could not fit on the disk of the working tree (Git
+    /// runs the filter at its top): a repository's pointer may claim any size, and one
+    /// that agrees with its recipe would otherwise be fetched and written until the disk
+    /// filled, before the whole-file hash could fail.
+    fn check_room(path: &str, pointer: &Pointer) -> Result<(), FilterError> {
+        match dits_core::disk::free_space(std::path::Path::new(".")) {
+            Some(free) if pointer.size > free => Err(FilterError::NoRoom {
+                path: path.into(),
+                size: pointer.size,
+                free,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Fetches what `pointer` needs and the store lacks, if there is a source.
@@ -235,6 +253,7 @@ impl crate::Filter for DitsFilter {
         if self.skip_smudge {
             return out.write_all(&head).map_err(io_err);
         }
+        Self::check_room(path, &pointer)?;
         self.hydrate(path, &pointer)?;
         smudge(&mut self.store, &pointer, out).map_err(|source| FilterError::Smudge {
             path: path.into(),
@@ -242,12 +261,13 @@ impl crate::Filter for DitsFilter {
         })
     }
 
-    fn wants_delay(&mut self, _path: &str, content: &[u8]) -> bool {
+    fn wants_delay(&mut self, path: &str, content: &[u8]) -> bool {
         if self.skip_smudge || self.source.is_none() || !Pointer::looks_like_pointer(content) {
             return false;
         }
         match Pointer::parse(content) {
-            Ok(pointer) => self.needs_fetch(&pointer),
+            // One with no room is refused by its smudge at once, not fetched first.
+            Ok(pointer) => Self::check_room(path, &pointer).is_ok() && self.needs_fetch(&pointer),
             Err(_) => false,
         }
     }

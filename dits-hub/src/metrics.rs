@@ -22,6 +22,8 @@ pub struct Stats {
     /// not sent) and missing (sent).
     pub object_hits: AtomicU64,
     pub object_misses: AtomicU64,
+    /// QUIC Retry packets sent: new peers asked to prove their address under load.
+    pub quic_retries: AtomicU64,
 }
 
 impl Stats {
@@ -63,6 +65,11 @@ impl Stats {
                 "dits_object_misses_total",
                 "Objects a client asked about that the hub lacked (then uploaded).",
                 &self.object_misses,
+            ),
+            (
+                "dits_quic_retries_total",
+                "QUIC Retries sent: new peers asked to prove their address while many handshakes were under way.",
+                &self.quic_retries,
             ),
             (
                 "dits_git_bytes_in_total",

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use dits_core::envelope::CompressionHint;
-use dits_core::{ChunkId, ChunkStore, LocalStore, StoreError};
+use dits_core::{ChunkId, ChunkStore, LocalStore};
 use git_remote_dits::session::Session;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -21,6 +21,15 @@ const BATCH_IDS: usize = 32;
 
 /// Read-ahead requests in flight at once when `dits.concurrentTransfers` is not set.
 const DEFAULT_PARALLEL: usize = 4;
+
+/// Requests for reads in flight at once (read-ahead has its own, smaller allowance).
+const READ_REQUESTS: usize = 8;
+
+/// A request's landed objects are written to the local store (and let go of) whenever
+/// they add up to this much. Honest chunks are ~80 KiB, but a hub may send objects of up
+/// to 64 MiB: a request of 32 held whole was 2 GiB. Now a request holds at most this plus
+/// the object arriving.
+const STORE_STEP_BYTES: usize = 16 << 20;
 
 /// The RAM cache the mount reads from; objects land in it.
 pub type ObjectCache = moka::sync::Cache<ChunkId, Arc<Vec<u8>>>;
@@ -99,6 +108,7 @@ pub struct Fetcher {
     store: Arc<Mutex<LocalStore>>,
     cache: ObjectCache,
     read_ahead: Arc<Semaphore>,
+    reads: Arc<Semaphore>,
     /// `dits.cacheSize`: bytes of local store packs to keep (0: no bound).
     store_limit: u64,
     evicting: Arc<AtomicBool>,
@@ -140,6 +150,7 @@ impl Fetcher {
             store,
             cache,
             read_ahead: Arc::new(Semaphore::new(parallel)),
+            reads: Arc::new(Semaphore::new(READ_REQUESTS)),
             store_limit,
             evicting: Arc::default(),
         })
@@ -170,7 +181,10 @@ impl Fetcher {
                 slots: self.slots.clone(),
                 store: self.store.clone(),
                 cache: self.cache.clone(),
-                permits: (urgency == Urgency::ReadAhead).then(|| self.read_ahead.clone()),
+                permits: match urgency {
+                    Urgency::ReadAhead => self.read_ahead.clone(),
+                    Urgency::Read => self.reads.clone(),
+                },
                 store_limit: self.store_limit,
                 evicting: self.evicting.clone(),
             };
@@ -213,7 +227,7 @@ struct BatchJob {
     slots: Arc<Slots>,
     store: Arc<Mutex<LocalStore>>,
     cache: ObjectCache,
-    permits: Option<Arc<Semaphore>>,
+    permits: Arc<Semaphore>,
     store_limit: u64,
     evicting: Arc<AtomicBool>,
 }
@@ -243,17 +257,54 @@ impl Drop for PendingGuard {
     }
 }
 
+/// Objects of a request that have landed and are not yet in the local store.
+#[derive(Default)]
+struct Landed {
+    objects: Vec<(ChunkId, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+/// Writes landed objects to the local store, then lets their slots go (they stay in the
+/// RAM cache as long as it has room).
+struct Keeper {
+    store: Arc<Mutex<LocalStore>>,
+    slots: Arc<Slots>,
+}
+
+impl Keeper {
+    fn keep(&self, landed: Landed) {
+        let stored = {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            landed
+                .objects
+                .iter()
+                .try_for_each(|(id, bytes)| store.put(id, bytes, CompressionHint::Probe).map(drop))
+                .and_then(|()| store.flush())
+        };
+        if let Err(e) = stored {
+            // Still in the RAM cache; read again later, it is fetched again.
+            tracing::warn!("keeping fetched objects in the local store: {e}");
+        }
+        {
+            let mut slots = self.slots.lock();
+            for (id, _) in &landed.objects {
+                if matches!(slots.get(id), Some(Slot::Ready(_))) {
+                    slots.remove(id);
+                }
+            }
+        }
+        self.slots.changed.notify_all();
+    }
+}
+
 impl BatchJob {
     async fn run(self) {
         let _guard = PendingGuard {
             slots: self.slots.clone(),
             ids: self.ids.clone(),
         };
-        let _permit = match &self.permits {
-            Some(p) => p.clone().acquire_owned().await.ok(),
-            None => None,
-        };
-        let mut landed: Vec<(ChunkId, Arc<Vec<u8>>)> = Vec::with_capacity(self.ids.len());
+        let _permit = self.permits.clone().acquire_owned().await;
+        let mut landed = Landed::default();
         let result = self.download(&mut landed).await;
         if let Err(e) = &result {
             tracing::debug!(objects = self.ids.len(), "fetch failed: {e}");
@@ -266,53 +317,44 @@ impl BatchJob {
             drop(slots);
             self.slots.changed.notify_all();
         }
-        if landed.is_empty() {
+        if landed.objects.is_empty() {
             return;
         }
-        let store = self.store.clone();
-        let ids: Vec<ChunkId> = landed.iter().map(|(id, _)| *id).collect();
-        let stored = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, bytes) in &landed {
-                store.put(id, bytes, CompressionHint::Probe)?;
-            }
-            store.flush()
-        })
-        .await;
-        match stored {
-            Ok(Ok(())) => {}
-            // Still in the RAM cache; read again later, it is fetched again.
-            Ok(Err(e)) => tracing::warn!("keeping fetched objects in the local store: {e}"),
-            Err(e) => tracing::warn!("keeping fetched objects in the local store: {e}"),
-        }
-        {
-            let mut slots = self.slots.lock();
-            for id in &ids {
-                if matches!(slots.get(id), Some(Slot::Ready(_))) {
-                    slots.remove(id);
-                }
-            }
-        }
-        self.slots.changed.notify_all();
+        let keep = self.keeper();
+        let _ = tokio::task::spawn_blocking(move || keep.keep(landed)).await;
         if self.store_limit > 0 && !self.evicting.swap(true, Ordering::AcqRel) {
             self.enforce_store_limit().await;
             self.evicting.store(false, Ordering::Release);
         }
     }
 
-    async fn download(&self, landed: &mut Vec<(ChunkId, Arc<Vec<u8>>)>) -> Result<(), FetchError> {
+    async fn download(&self, landed: &mut Landed) -> Result<(), FetchError> {
         let session = self.link.session().await?;
+        let keep = self.keeper();
         session
             .hub
             .get_objects(&self.ids, |id, bytes| {
                 let bytes = Arc::new(bytes);
                 self.cache.insert(id, bytes.clone());
                 self.slots.set(id, Slot::Ready(bytes.clone()));
-                landed.push((id, bytes));
+                landed.bytes += bytes.len();
+                landed.objects.push((id, bytes));
+                if landed.bytes >= STORE_STEP_BYTES {
+                    // The fetch runtime has worker threads to spare for this.
+                    let step = std::mem::take(landed);
+                    tokio::task::block_in_place(|| keep.keep(step));
+                }
                 Ok(())
             })
             .await
             .map_err(|e| FetchError::Hub(format!("{:#}", session.explain(e))))
+    }
+
+    fn keeper(&self) -> Keeper {
+        Keeper {
+            store: self.store.clone(),
+            slots: self.slots.clone(),
+        }
     }
 
     /// Evicts packs (least recently used first) until the store is within its limit.

@@ -247,32 +247,9 @@ impl Hub {
     where
         F: FnMut(ChunkId, Vec<u8>) -> Result<(), HubError>,
     {
-        let (_, mut recv) = self
-            .call::<dits_wire::wire::GetResult>(Op::Get {
-                ids: ids_to_hex(ids),
-            })
-            .await?;
-        for want in ids {
-            let object = read_object(&mut recv)
-                .await
-                .map_err(|e| transport(format!("{}: downloading: {e}", self.url)))?
-                .ok_or_else(|| {
-                    transport(format!(
-                        "{}: the hub stopped sending before object {}",
-                        self.url,
-                        want.short()
-                    ))
-                })?;
-            let bytes = match object.open() {
-                Ok(b) if object.id == *want => b,
-                _ => {
-                    return Err(transport(format!(
-                        "{}: object {} arrived corrupt (its bytes do not hash to its id)",
-                        self.url,
-                        want.short()
-                    )))
-                }
-            };
+        let mut objects = self.get_object_stream(ids).await?;
+        while let Some(object) = objects.next().await? {
+            let bytes = object.open().map_err(|_| objects.corrupt(&object.id))?;
             sink(object.id, bytes)?;
         }
         Ok(())
@@ -467,8 +444,13 @@ impl ObjectStream {
         Ok(Some(object))
     }
 
-    pub fn url(&self) -> &RemoteUrl {
-        &self.url
+    /// The error for object `id` of this stream when its bytes fail verification.
+    pub fn corrupt(&self, id: &ChunkId) -> HubError {
+        transport(format!(
+            "{}: object {} arrived corrupt (its bytes do not hash to its id)",
+            self.url,
+            id.short()
+        ))
     }
 }
 

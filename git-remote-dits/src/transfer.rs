@@ -200,13 +200,7 @@ pub async fn download(
                             .acquire_many_owned(permits(plain, VERIFY_BYTES))
                             .await
                             .map_err(|e| HubError::Transport(e.to_string()))?;
-                        object.verify().map_err(|_| {
-                            HubError::Transport(format!(
-                                "{}: object {} arrived corrupt (its bytes do not hash to its id)",
-                                objects.url(),
-                                object.id.short()
-                            ))
-                        })?;
+                        object.verify().map_err(|_| objects.corrupt(&object.id))?;
                         drop(checking);
                         let room = queue
                             .clone()

@@ -155,6 +155,152 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
     );
 }
 
+/// A pack uploaded for an update that then failed (its old value was stale) is indexed
+/// into the hub's mirror but not made visible. A second update naming its commit without
+/// sending the pack again used to be accepted while clients were never sent that pack: the
+/// repository could no longer be cloned. Now the ref and the pack become visible together.
+#[test]
+fn a_ref_naming_a_commit_from_a_failed_updates_pack_stays_clonable() {
+    let env = TestEnv::new();
+    let (hub, token) = env.alice_hub();
+    let repo = env.repo("a");
+    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let main = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    std::fs::write(repo.join("notes.txt"), "take 3\n").unwrap();
+    env.git(&repo, &["add", "notes.txt"]);
+    env.git(&repo, &["commit", "-q", "-m", "notes"]);
+    let next = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let mut pack_objects = env
+        .command("git", &repo, &["pack-objects", "--revs", "--stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = pack_objects.stdin.take().unwrap();
+        writeln!(stdin, "{next}\n^{main}").unwrap();
+    }
+    let pack = pack_objects.wait_with_output().unwrap().stdout;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = crate::hub_client(&hub, "alice/film", &token).await;
+        let pack_id = client.put_git_pack(&pack).await.unwrap();
+        let update = |old: &str| dits_wire::wire::RefUpdate {
+            name: "refs/heads/main".into(),
+            old: old.to_string(),
+            new: next.clone(),
+        };
+        let stale = client
+            .update_refs(vec![update(&next)], vec![pack_id], Vec::new(), true)
+            .await
+            .unwrap();
+        assert!(!stale[0].ok, "a stale old value moved main: {stale:?}");
+        let moved = client
+            .update_refs(vec![update(&main)], Vec::new(), Vec::new(), true)
+            .await
+            .unwrap();
+        assert!(moved[0].ok, "{moved:?}");
+        client.close().await;
+    });
+    let clone = env.clone_with(&hub.url("alice/film"), "b", &[]);
+    assert!(
+        clone.status.success(),
+        "the repository no longer clones: {}",
+        String::from_utf8_lossy(&clone.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.dir.path().join("b/notes.txt")).unwrap(),
+        "take 3\n"
+    );
+}
+
+/// A peer whose packets come from a spoofed address: a UDP relay on 127.0.0.2 passes the
+/// client's packets to the hub and throws the hub's answers away, as the real owner of a
+/// forged source address would never answer. Returns the relay's address.
+async fn one_way_relay(hub: std::net::SocketAddr) -> std::net::SocketAddr {
+    let relay = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let address = relay.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut datagram = vec![0u8; 65536];
+        while let Ok((n, from)) = relay.recv_from(&mut datagram).await {
+            if from != hub {
+                let _ = relay.send_to(&datagram[..n], hub).await;
+            }
+        }
+    });
+    address
+}
+
+/// A number from the hub's `/metrics`.
+fn metric(port: u16, name: &str) -> u64 {
+    let (status, body) = dits_tests::hub::https_get(port, "metrics");
+    assert_eq!(status, 200, "/metrics: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
+
+/// 300 handshakes from spoofed sources (they can send but never receive) on one address:
+/// before, each held a connection slot until it timed out, so the address's 256 were gone
+/// and an honest client there was refused (on many addresses, the hub's 4,096). Now, with
+/// more than 64 handshakes under way, a new peer gets a QUIC Retry first: the spoofed ones
+/// never answer it and hold nothing, and the honest client proves its address and connects.
+#[test]
+fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
+    let env = TestEnv::new();
+    let (hub, _token) = env.alice_hub();
+    let hub_address: std::net::SocketAddr = ([127, 0, 0, 1], hub.port).into();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    const SPOOFED: u64 = 300;
+    let spoofer = rt.block_on(async {
+        let verifier =
+            dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
+        let mut endpoint = dits_wire::tls::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+        for _ in 0..SPOOFED {
+            let relay = one_way_relay(hub_address).await;
+            let connecting = endpoint.connect(relay, "localhost").unwrap();
+            tokio::spawn(connecting);
+        }
+        endpoint
+    });
+
+    // Every spoofed handshake has reached the hub once it has either admitted it or sent
+    // it a Retry.
+    let started = std::time::Instant::now();
+    let (mut under_way, mut retries) = (0, 0);
+    while started.elapsed() < std::time::Duration::from_secs(8) {
+        under_way = metric(hub.port, "dits_quic_handshakes_under_way");
+        retries = metric(hub.port, "dits_quic_retries_total");
+        if under_way + retries >= SPOOFED {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        under_way <= 64 && retries >= SPOOFED - 64,
+        "{under_way} spoofed handshakes hold slots, {retries} retries sent"
+    );
+
+    let honest = rt.block_on(async {
+        let verifier =
+            dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
+        let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
+        endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+        let connecting = endpoint.connect(hub_address, "localhost").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), connecting).await
+    });
+    assert!(
+        matches!(honest, Ok(Ok(_))),
+        "an honest client on the spoofed address was not served: {honest:?}"
+    );
+    spoofer.close(0u32.into(), b"done");
+}
+
 /// A read-only member asks for one stored object 100,000 times in one `get`, then 1,000
 /// times: the hub refuses both before reading anything (at most 1,024 ids, each once), its
 /// memory stays small, and the same member's honest `get` of it is still served.
@@ -178,15 +324,7 @@ fn a_read_only_members_get_of_one_object_many_times_is_refused() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
-        let trust = git_remote_dits::TrustSettings {
-            fingerprint: Some(hub.fingerprint.clone()),
-            trust_on_first_use: false,
-            ca_file: None,
-        };
-        let client = git_remote_dits::Hub::connect(&url, &trust, &bob)
-            .await
-            .unwrap();
+        let client = crate::hub_client(&hub, "alice/film", &bob).await;
         for (times, why) in [(100_000, "at most 1024"), (1_000, "more than once")] {
             let err = client
                 .get_objects(&vec![recipe; times], |_, _| Ok(()))
@@ -352,15 +490,7 @@ fn garbage_git_packs_and_unknown_commits_are_refused_and_the_repository_stays_cl
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
-        let trust = git_remote_dits::TrustSettings {
-            fingerprint: Some(hub.fingerprint.clone()),
-            trust_on_first_use: false,
-            ca_file: None,
-        };
-        let client = git_remote_dits::Hub::connect(&url, &trust, &token)
-            .await
-            .unwrap();
+        let client = crate::hub_client(&hub, "alice/film", &token).await;
         let mut garbage = b"PACK\0\0\0\x02\0\0\0\x03".to_vec();
         garbage.extend(dits_tests::noise(1 << 20, 3));
         for (pack, what) in [
@@ -417,19 +547,6 @@ fn bob_cannot_tell_whether_alices_private_repository_holds_a_chunk() {
     let (hub, alice) = env.alice_hub();
     let bob = hub.admin(&["user", "add", "bob"]);
     hub.admin(&["repo", "create", "bob/scratch"]);
-    let connect = |repo: &'static str, token: String| {
-        let url = dits_wire::RemoteUrl::parse(&hub.url(repo)).unwrap();
-        let trust = git_remote_dits::TrustSettings {
-            fingerprint: Some(hub.fingerprint.clone()),
-            trust_on_first_use: false,
-            ca_file: None,
-        };
-        async move {
-            git_remote_dits::Hub::connect(&url, &trust, &token)
-                .await
-                .unwrap()
-        }
-    };
     let object = |seed: u64| {
         let bytes = dits_tests::noise(200 << 10, seed);
         let sealed = dits_core::envelope::seal(&bytes, dits_core::envelope::CompressionHint::Try);
@@ -449,14 +566,14 @@ fn bob_cannot_tell_whether_alices_private_repository_holds_a_chunk() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (alices, nobodys) = (object(1), object(2));
     rt.block_on(async {
-        let as_alice = connect("alice/film", alice.clone()).await;
+        let as_alice = crate::hub_client(&hub, "alice/film", &alice).await;
         // With a second object, so that alice's pack is not the very pack (named by its
         // objects) bob's upload of the one chunk makes.
         put(&as_alice, vec![alices.clone(), object(3)]).await;
     });
     let packs_before = hub.chunk_packs();
     let answers = rt.block_on(async {
-        let as_bob = connect("bob/scratch", bob.clone()).await;
+        let as_bob = crate::hub_client(&hub, "bob/scratch", &bob).await;
         let missing = as_bob.missing(&[alices.0, nobodys.0]).await.unwrap();
         assert_eq!(
             missing,

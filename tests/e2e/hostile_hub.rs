@@ -12,7 +12,6 @@ use dits_core::envelope::{seal, CompressionHint};
 use dits_core::recipe::{Entry, EntryKind, Recipe};
 use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
 use dits_tests::{media, same_bytes, HubProcess, TestEnv};
-use git_remote_dits::{Hub, TrustSettings};
 
 /// The largest object the wire carries.
 const OBJECT: usize = 64 << 20;
@@ -46,12 +45,7 @@ fn plant(hub: &HubProcess, token: &str, count: usize, make: impl Fn(usize) -> Ve
         .build()
         .unwrap();
     runtime.block_on(async {
-        let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
-        let trust = TrustSettings {
-            fingerprint: Some(hub.fingerprint.clone()),
-            ..Default::default()
-        };
-        let client = Hub::connect(&url, &trust, token).await.unwrap();
+        let client = crate::hub_client(hub, "alice/film", token).await;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let send = async move {
             for i in 0..count {
@@ -108,14 +102,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A pointer saying its file is 1,000 bytes, whose recipe says 64 TiB: a million entries
-/// that each stand for all of one compressible 64 MiB object. Expanding it would write
-/// 64 TiB before the whole-file hash could fail. The clone refuses it from the recipe's
-/// header, naming the file and the recipe, and never fetches the object.
-#[test]
-fn a_recipe_bomb_fails_the_clone_clearly_without_fetching_what_it_names() {
-    let env = TestEnv::new();
-    let (hub, token) = env.alice_hub();
+/// A recipe a million entries long, each standing for all of one compressible 64 MiB
+/// object (planted on alice/film with it): 64 TiB of file. Returns the object's id, the
+/// recipe's id and the size it describes.
+fn plant_recipe_bomb(hub: &HubProcess, token: &str) -> (ChunkId, ChunkId, u64) {
     let object = compressible(1);
     let object_id = ChunkId::of(&object);
     drop(object);
@@ -132,17 +122,30 @@ fn a_recipe_bomb_fails_the_clone_clearly_without_fetching_what_it_names() {
             )
         })
         .collect();
+    let file_size = count as u64 * OBJECT as u64;
     let bomb = Recipe {
-        file_size: count as u64 * OBJECT as u64,
+        file_size,
         entries,
         dependencies: Vec::new(),
     }
     .encode();
     let recipe_id = ChunkId::of(&bomb);
-    plant(&hub, &token, 2, |i| match i {
+    plant(hub, token, 2, |i| match i {
         0 => compressible(1),
         _ => bomb.clone(),
     });
+    (object_id, recipe_id, file_size)
+}
+
+/// A pointer saying its file is 1,000 bytes, whose recipe says 64 TiB: a million entries
+/// that each stand for all of one compressible 64 MiB object. Expanding it would write
+/// 64 TiB before the whole-file hash could fail. The clone refuses it from the recipe's
+/// header, naming the file and the recipe, and never fetches the object.
+#[test]
+fn a_recipe_bomb_fails_the_clone_clearly_without_fetching_what_it_names() {
+    let env = TestEnv::new();
+    let (hub, token) = env.alice_hub();
+    let (object_id, recipe_id, file_size) = plant_recipe_bomb(&hub, &token);
     let pointer = Pointer {
         media: "binary".into(),
         oid: ChunkId::of(b"anything"),
@@ -163,8 +166,7 @@ fn a_recipe_bomb_fails_the_clone_clearly_without_fetching_what_it_names() {
         text.contains("bomb.bin")
             && text.contains(&recipe_id.to_string())
             && text.contains(&format!(
-                "describes a file of {} bytes but the pointer says 1000",
-                count as u64 * OBJECT as u64
+                "describes a file of {file_size} bytes but the pointer says 1000"
             )),
         "no clear error: {text}"
     );
@@ -179,15 +181,41 @@ fn a_recipe_bomb_fails_the_clone_clearly_without_fetching_what_it_names() {
     );
 }
 
-/// 24 distinct 64 MiB objects that compress to almost nothing (so the hub sends 1.5 GiB of
-/// plaintext in a few hundred KiB), one byte of each used, each in its own stream: the
-/// file is 24 bytes. Downloading and smudging it must hold a bounded amount whatever the
-/// objects expand to: the clone checks the file out and the filter's peak RSS stays under
-/// the limit (before the bounds it held all 24 at once, twice).
+/// The same 64 TiB recipe behind a pointer that agrees with it: consistent, so only the
+/// whole-file hash at the very end could fail it, after 64 TiB had been written. The
+/// clone refuses it at once, naming the file, its size and the free space, and fetches
+/// neither the recipe nor the object.
 #[test]
-fn compressible_64_mib_objects_clone_in_bounded_memory() {
+fn a_pointer_bigger_than_the_disk_fails_the_clone_before_anything_is_fetched() {
     let env = TestEnv::new();
     let (hub, token) = env.alice_hub();
+    let (object_id, recipe_id, file_size) = plant_recipe_bomb(&hub, &token);
+    let pointer = Pointer {
+        media: "binary".into(),
+        oid: ChunkId::of(b"anything"),
+        recipe: recipe_id,
+        size: file_size,
+    };
+    push_pointer(&env, &hub, "huge.bin", &pointer);
+
+    let out = env.clone_with(&hub.url("alice/film"), "b", &[]);
+    let text = stderr(&out);
+    assert!(!out.status.success(), "the clone took the file: {text}");
+    assert!(
+        text.contains("huge.bin")
+            && text.contains(&format!("the file is {file_size} bytes"))
+            && text.contains("bytes free; nothing was fetched"),
+        "no clear error: {text}"
+    );
+    let store = LocalStore::open(&env.dir.path().join("b/.git/dits")).unwrap();
+    for (what, id) in [("recipe", recipe_id), ("object", object_id)] {
+        assert!(!store.contains(&id).unwrap(), "the {what} was fetched");
+    }
+}
+
+/// Plants 24 distinct compressible 64 MiB objects and pushes `dense.bin`, a 24-byte file
+/// made of one byte of each (each in its own stream); returns the file's content.
+pub(crate) fn push_dense_file(env: &TestEnv, hub: &HubProcess, token: &str) -> Vec<u8> {
     const OBJECTS: usize = 24;
     let ids: Vec<ChunkId> = (0..OBJECTS)
         .map(|i| ChunkId::of(&compressible(100 + i as u64)))
@@ -209,7 +237,7 @@ fn compressible_64_mib_objects_clone_in_bounded_memory() {
     }
     .encode();
     let recipe_id = ChunkId::of(&recipe);
-    plant(&hub, &token, OBJECTS + 1, |i| {
+    plant(hub, token, OBJECTS + 1, |i| {
         if i < OBJECTS {
             compressible(100 + i as u64)
         } else {
@@ -223,7 +251,20 @@ fn compressible_64_mib_objects_clone_in_bounded_memory() {
         recipe: recipe_id,
         size: OBJECTS as u64,
     };
-    push_pointer(&env, &hub, "dense.bin", &pointer);
+    push_pointer(env, hub, "dense.bin", &pointer);
+    content
+}
+
+/// 24 distinct 64 MiB objects that compress to almost nothing (so the hub sends 1.5 GiB of
+/// plaintext in a few hundred KiB), one byte of each used, each in its own stream: the
+/// file is 24 bytes. Downloading and smudging it must hold a bounded amount whatever the
+/// objects expand to: the clone checks the file out and the filter's peak RSS stays under
+/// the limit (before the bounds it held all 24 at once, twice).
+#[test]
+fn compressible_64_mib_objects_clone_in_bounded_memory() {
+    let env = TestEnv::new();
+    let (hub, token) = env.alice_hub();
+    let content = push_dense_file(&env, &hub, &token);
 
     let (out, rss_mib) = git_measuring_filter(
         &env,
@@ -327,28 +368,6 @@ fn hostile_sample_tables_are_added_in_bounded_memory() {
     assert_eq!(std::fs::read(repo.join("tracks.mp4")).unwrap(), hostile);
 }
 
-/// A CA and a certificate it signs for the hub's loopback names, as PEM files in `dir`
-/// (`ca.pem`, `<name>.pem`, `<name>.key`).
-fn ca_signed(dir: &Path, ca: &(rcgen::Certificate, rcgen::KeyPair), name: &str) -> Vec<String> {
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca.0, &ca.1)
-        .unwrap();
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
-    vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-    ]
-}
-
 /// A hub whose CA-signed certificate is reissued (new key, same CA) keeps working for a
 /// client that trusts the CA: the first contact pins nothing, so the push after the
 /// reissue is checked against the CA again and succeeds.
@@ -356,14 +375,7 @@ fn ca_signed(dir: &Path, ca: &(rcgen::Certificate, rcgen::KeyPair), name: &str) 
 fn a_ca_signed_hub_whose_certificate_is_reissued_still_takes_pushes() {
     let env = TestEnv::new();
     let dir = env.dir.path();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Dits test CA");
-    let ca = (ca_params.self_signed(&ca_key).unwrap(), ca_key);
-    std::fs::write(dir.join("ca.pem"), ca.0.pem()).unwrap();
+    let ca = dits_tests::test_ca(dir);
     env.git(
         dir,
         &[
@@ -374,7 +386,7 @@ fn a_ca_signed_hub_whose_certificate_is_reissued_still_takes_pushes() {
         ],
     );
 
-    let first = ca_signed(dir, &ca, "first");
+    let first = dits_tests::ca_signed(dir, &ca, "first");
     let args: Vec<&str> = first.iter().map(String::as_str).collect();
     let hub = HubProcess::start_with(&dir.join("hub-data"), 0, &args);
     let token = hub.admin(&["user", "add", "alice"]);
@@ -396,7 +408,7 @@ fn a_ca_signed_hub_whose_certificate_is_reissued_still_takes_pushes() {
 
     let (port, old_fingerprint) = (hub.port, hub.fingerprint.clone());
     hub.kill();
-    let second = ca_signed(dir, &ca, "second");
+    let second = dits_tests::ca_signed(dir, &ca, "second");
     let args: Vec<&str> = second.iter().map(String::as_str).collect();
     let hub = HubProcess::start_with(&dir.join("hub-data"), port, &args);
     assert_ne!(

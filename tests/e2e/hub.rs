@@ -333,15 +333,7 @@ fn an_upload_whose_bytes_do_not_match_its_id_is_refused() {
     let w = world();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = dits_wire::RemoteUrl::parse(&w.hub.url("alice/film")).unwrap();
-        let trust = git_remote_dits::TrustSettings {
-            fingerprint: Some(w.hub.fingerprint.clone()),
-            trust_on_first_use: false,
-            ca_file: None,
-        };
-        let hub = git_remote_dits::Hub::connect(&url, &trust, &w.token)
-            .await
-            .unwrap();
+        let hub = crate::hub_client(&w.hub, "alice/film", &w.token).await;
         let claimed = dits_core::ChunkId::of(b"what the id says");
         let sealed =
             dits_core::envelope::seal(b"other bytes", dits_core::envelope::CompressionHint::Try);
@@ -527,33 +519,10 @@ fn eager_fetch_brings_all_media_before_checkout() {
 fn a_ca_signed_hub_is_trusted_through_the_ca_file_without_a_pin() {
     let env = TestEnv::new();
     let dir = env.dir.path();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Dits test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("hub.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("hub.key"), leaf_key.serialize_pem()).unwrap();
-
-    let (cert, key) = (dir.join("hub.pem"), dir.join("hub.key"));
-    let hub = HubProcess::start_with(
-        &dir.join("hub-data"),
-        0,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let ca = dits_tests::test_ca(dir);
+    let args = dits_tests::ca_signed(dir, &ca, "hub");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let hub = HubProcess::start_with(&dir.join("hub-data"), 0, &args);
     let token = hub.admin(&["user", "add", "alice"]);
     hub.admin(&["repo", "create", "alice/film"]);
     env.set_token(&hub, "alice", &token);
@@ -654,15 +623,7 @@ fn tokens_revoke_and_rotate_and_users_disable_and_go_with_an_audit_trail() {
     // What a request with `token` gets: Ok, or the refusal's code.
     let ask = |token: &str| -> Result<(), Option<ErrorCode>> {
         rt.block_on(async {
-            let url = dits_wire::RemoteUrl::parse(&hub.url("alice/film")).unwrap();
-            let trust = git_remote_dits::TrustSettings {
-                fingerprint: Some(hub.fingerprint.clone()),
-                trust_on_first_use: false,
-                ca_file: None,
-            };
-            let client = git_remote_dits::Hub::connect(&url, &trust, token)
-                .await
-                .unwrap();
+            let client = crate::hub_client(hub, "alice/film", token).await;
             client.refs().await.map(|_| ()).map_err(|e| e.code())
         })
     };

@@ -401,6 +401,22 @@ fn the_http_lock_api_works_and_refuses_bad_requests_clearly() {
     );
 }
 
+/// bob edits clip.mp4 in his clone `b` (a read-only lockable file there) and commits it;
+/// his push is refused because alice holds the lock.
+fn bobs_retitle_is_refused(env: &TestEnv, b: &Path) {
+    let clip = b.join("clip.mp4");
+    std::fs::set_permissions(&clip, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::copy(media().path("metadata.mp4"), &clip).unwrap();
+    env.git(b, &["commit", "-q", "-am", "bob's retitle"]);
+    let refused = env.git_output(b, &["push", "origin", "main"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("clip.mp4 is locked by alice"),
+        "{}",
+        text(&refused)
+    );
+}
+
 /// Redis keeps nothing on disk here; when it loses the hub's keys (a restart), the locks
 /// come back from the hub's database before the next operation.
 #[test]
@@ -428,17 +444,7 @@ fn with_redis_locks_a_redis_restart_loses_no_lock() {
     del.arg("del").args(&keys);
     assert!(del.output().unwrap().status.success());
 
-    let clip = b.join("clip.mp4");
-    std::fs::set_permissions(&clip, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::copy(media().path("metadata.mp4"), &clip).unwrap();
-    env.git(&b, &["commit", "-q", "-am", "bob's retitle"]);
-    let refused = env.git_output(&b, &["push", "origin", "main"]);
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("clip.mp4 is locked by alice"),
-        "{}",
-        text(&refused)
-    );
+    bobs_retitle_is_refused(env, &b);
     assert!(env.git(&b, &["dits", "locks"]).contains("alice"));
     let out = env.git_output(&b, &["dits", "lock", "clip.mp4"]);
     assert!(
@@ -543,17 +549,7 @@ fn with_redis_locks_a_redis_restored_from_an_old_snapshot_loses_no_lock() {
         "{}",
         text(&out)
     );
-    let clip = b.join("clip.mp4");
-    std::fs::set_permissions(&clip, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::copy(media().path("metadata.mp4"), &clip).unwrap();
-    env.git(&b, &["commit", "-q", "-am", "bob's retitle"]);
-    let refused = env.git_output(&b, &["push", "origin", "main"]);
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("clip.mp4 is locked by alice"),
-        "{}",
-        text(&refused)
-    );
+    bobs_retitle_is_refused(env, &b);
     let locks = env.git(&a, &["dits", "locks"]);
     let clip_line = locks
         .lines()

@@ -196,6 +196,34 @@ fn a_pointers_only_clone_mounts_and_reads_media_from_the_hub() {
     let _ = &p.hub;
 }
 
+/// A hostile hub's file whose 24 bytes come from 24 distinct 64 MiB objects that compress
+/// to almost nothing: reading it through the mount used to fetch all 24 in one request and
+/// hold them until the request ended (1.5 GiB, on top of the RAM cache). Now a request's
+/// objects go to the local store every 16 MiB, so the mount's peak memory stays near its
+/// RAM cache (256 MiB by default), and the bytes are right.
+#[test]
+fn a_file_of_huge_compressible_objects_reads_through_the_mount_in_bounded_memory() {
+    let env = TestEnv::new();
+    let (hub, token) = env.alice_hub();
+    let content = crate::hostile_hub::push_dense_file(&env, &hub, &token);
+    let out = env.clone_with(
+        &hub.url("alice/film"),
+        "clone",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
+    );
+    assert!(out.status.success());
+    let clone = env.dir.path().join("clone");
+    let m = Mounted::start(&env, &clone, &env.dir.path().join("m"), "dense.bin");
+    assert_eq!(std::fs::read(m.dir.join("dense.bin")).unwrap(), content);
+    let peak = dits_tests::hub::peak_rss_mib(m.child.as_ref().unwrap().id());
+    eprintln!("mount peak RSS reading 24 × 64 MiB compressible objects: {peak} MiB");
+    assert!(
+        peak < 768,
+        "the mount's peak RSS reached {peak} MiB\n{}",
+        m.log()
+    );
+}
+
 /// A clip streamed start to end through the mount of a pointers-only clone comes out
 /// byte-identical while read-ahead fetches what lies ahead of the reader in the
 /// background: several requests in flight, each read served as its own objects land, and

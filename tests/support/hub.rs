@@ -265,3 +265,39 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status");
     kib / 1024
 }
+
+/// A certificate authority for CA-signed hubs: its certificate is also written to
+/// `dir/ca.pem` (what `dits.caInfo` names).
+pub fn test_ca(dir: &Path) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Dits test CA");
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+    (cert, key)
+}
+
+/// A hub certificate for localhost and 127.0.0.1 signed by `ca`, written to
+/// `dir/NAME.pem` and `dir/NAME.key`; returns the `serve` arguments that use it.
+pub fn ca_signed(dir: &Path, ca: &(rcgen::Certificate, rcgen::KeyPair), name: &str) -> Vec<String> {
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca.0, &ca.1)
+        .unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ]
+}

@@ -4,7 +4,9 @@
 //!
 //! - QUIC connections: at most [`MAX_CONNECTIONS`] in all and
 //!   [`MAX_CONNECTIONS_PER_ADDRESS`] from one IP address; one with no request open for
-//!   [`CONNECTION_IDLE`] is closed;
+//!   [`CONNECTION_IDLE`] is closed; a handshake must finish within [`HANDSHAKE_DEADLINE`],
+//!   and while more than [`RETRY_ABOVE_HANDSHAKES`] are under way a new peer first gets a
+//!   QUIC Retry, so a source address that cannot receive (a spoofed one) holds nothing;
 //! - HTTPS connections: at most [`MAX_HTTP_CONNECTIONS`] and
 //!   [`MAX_HTTP_CONNECTIONS_PER_ADDRESS`]; the TLS handshake and each request's headers must
 //!   arrive within [`HTTP_HEADER_DEADLINE`], so an idle connection lasts no longer than that;
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,9 +68,20 @@ pub const STREAM_RECEIVE_WINDOW: u32 = 8 << 20;
 /// The same for a whole connection.
 pub const RECEIVE_WINDOW: u32 = 32 << 20;
 
+/// A QUIC handshake not finished this long after the peer's first packet is dropped, and
+/// its connection slot freed. Honest handshakes take a few round trips.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// While more handshakes than this are under way, a peer whose address is not yet proven
+/// gets a QUIC Retry (one more round trip) before any state is kept for it: a flood of
+/// Initial packets from spoofed addresses then costs the hub no slots. Below it, clients
+/// connect without the extra round trip.
+pub const RETRY_ABOVE_HANDSHAKES: usize = 64;
+
 /// The hub-wide counters behind the limits.
 pub struct Limits {
     header_budget: Arc<Semaphore>,
+    /// QUIC handshakes admitted and not yet finished (or failed).
+    handshakes: Arc<AtomicUsize>,
     pub quic_connections: ConnectionCounter,
     pub http_connections: ConnectionCounter,
 }
@@ -76,6 +90,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_budget: Arc::new(Semaphore::new(HEADER_BUDGET)),
+            handshakes: Arc::default(),
             quic_connections: ConnectionCounter::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS),
             http_connections: ConnectionCounter::new(
                 MAX_HTTP_CONNECTIONS,
@@ -144,7 +159,31 @@ impl ConnectionCounter {
     }
 }
 
+/// A QUIC handshake counted as under way until dropped.
+pub struct Handshake(Arc<AtomicUsize>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Limits {
+    /// Whether a new QUIC peer must prove its address (a Retry) before it is admitted:
+    /// only while many handshakes are under way, and never twice.
+    pub fn wants_retry(&self, address_validated: bool) -> bool {
+        !address_validated && self.handshakes_under_way() >= RETRY_ABOVE_HANDSHAKES
+    }
+
+    pub fn handshakes_under_way(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+
+    pub fn handshake_started(&self) -> Handshake {
+        self.handshakes.fetch_add(1, Ordering::SeqCst);
+        Handshake(self.handshakes.clone())
+    }
+
     /// Reads a request's header frame within [`HEADER_DEADLINE`], holding budget for it
     /// while it is read when it is over [`SMALL_FRAME`].
     pub async fn read_header<R, T>(&self, reader: &mut R) -> Result<T, HubError>
@@ -212,9 +251,21 @@ impl<T> Deadlined<T> {
         self.timer.as_mut().poll(cx).is_ready()
     }
 
-    fn progressed<R>(&mut self, result: R) -> Poll<R> {
-        self.waiting = false;
-        Poll::Ready(result)
+    /// What the inner side's `poll` answered, with the deadline applied: progress restarts
+    /// the clock, waiting past it is `TimedOut`.
+    fn guard<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.waiting = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.poll_expired(cx) => Poll::Ready(Err(self.expired())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn expired(&self) -> std::io::Error {
@@ -232,11 +283,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => this.progressed(result),
-            Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(this.expired())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.guard(cx, polled)
     }
 }
 
@@ -247,20 +295,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => this.progressed(result),
-            Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(this.expired())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.guard(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(result) => this.progressed(result),
-            Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(this.expired())),
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.guard(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -291,6 +333,20 @@ mod tests {
             "slots come back when connections end"
         );
         drop(from_b);
+    }
+
+    #[test]
+    fn retry_is_asked_only_under_load_and_only_of_unproven_addresses() {
+        let limits = Limits::default();
+        assert!(!limits.wants_retry(false), "no handshakes under way");
+        let under_way: Vec<_> = (0..RETRY_ABOVE_HANDSHAKES)
+            .map(|_| limits.handshake_started())
+            .collect();
+        assert!(limits.wants_retry(false), "at the threshold");
+        assert!(!limits.wants_retry(true), "an address already proven");
+        drop(under_way);
+        assert_eq!(limits.handshakes_under_way(), 0);
+        assert!(!limits.wants_retry(false), "handshakes given back");
     }
 
     #[tokio::test]

@@ -12,27 +12,44 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::error::HubError;
 use crate::meta::Role;
 use crate::server::auth::authorize;
-use crate::server::limits::{Deadlined, CONNECTION_IDLE, STALL_DEADLINE};
+use crate::server::limits::{Deadlined, CONNECTION_IDLE, HANDSHAKE_DEADLINE, STALL_DEADLINE};
 use crate::server::refs::RefUpdates;
 use crate::server::state::HubState;
 use crate::server::{git_packs, objects, refs};
 
 /// Accepts connections until the endpoint closes, within the limits on connections per
-/// address and in all; each connection is served on its own task.
+/// address and in all and on handshakes under way; each connection is served on its own
+/// task.
 pub async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<HubState>) {
     while let Some(incoming) = endpoint.accept().await {
         let address = incoming.remote_address();
+        if incoming.may_retry()
+            && state
+                .limits
+                .wants_retry(incoming.remote_address_validated())
+        {
+            // Costs the hub one stateless packet; a peer that can receive comes back with
+            // a token proving its address.
+            if incoming.retry().is_ok() {
+                state.stats.quic_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
         let Some(slot) = state.limits.quic_connections.admit(address.ip()) else {
             tracing::warn!(%address, "connection refused: too many connections");
             incoming.refuse();
             continue;
         };
+        let handshake = state.limits.handshake_started();
         let state = state.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match incoming.await {
-                Ok(connection) => serve_connection(state, connection).await,
-                Err(e) => tracing::debug!("handshake failed: {e}"),
+            let connection = tokio::time::timeout(HANDSHAKE_DEADLINE, incoming).await;
+            drop(handshake);
+            match connection {
+                Ok(Ok(connection)) => serve_connection(state, connection).await,
+                Ok(Err(e)) => tracing::debug!(%address, "handshake failed: {e}"),
+                Err(_) => tracing::debug!(%address, "handshake did not finish in time"),
             }
         });
     }

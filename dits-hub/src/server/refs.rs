@@ -58,6 +58,7 @@ pub async fn update(
     for u in updates.iter().filter(|u| u.new != ZERO_OID) {
         ensure_mirrored(state, repo, &u.new, &packs).await?;
     }
+    let packs = with_stranded_packs(state, repo, packs, &updates).await?;
     let refused = locked_paths_refusals(state, caller, &updates, &packs).await?;
     let allowed: Vec<RefUpdate> = updates
         .iter()
@@ -161,6 +162,33 @@ async fn locked_paths_refusals(
         }
     }
     Ok(refused)
+}
+
+/// `packs` and every pack of the repository that the mirror has indexed but clients are
+/// not sent: one uploaded and indexed for an update that then failed (a stale old value).
+/// The mirror answers for its commits, so a later update may name one without sending the
+/// pack again; that pack must become visible with the ref, or clones would be sent a ref
+/// whose commit they cannot fetch.
+async fn with_stranded_packs(
+    state: &HubState,
+    repo: i64,
+    mut packs: Vec<String>,
+    updates: &[RefUpdate],
+) -> Result<Vec<String>, HubError> {
+    if updates.iter().all(|u| u.new == ZERO_OID) {
+        return Ok(packs);
+    }
+    let visible = state.meta.git_packs(repo).await?;
+    let mut stranded: Vec<String> = state
+        .mirror
+        .indexed_packs(repo)
+        .await?
+        .into_iter()
+        .filter(|p| !visible.contains(p) && !packs.contains(p))
+        .collect();
+    stranded.sort();
+    packs.extend(stranded);
+    Ok(packs)
 }
 
 /// Makes sure the mirror holds every pack of the repository and of this push (a push's

@@ -42,6 +42,15 @@ pub async fn metrics(
     let mut out = String::new();
     state.stats.render(&mut out);
     state.metrics.render(&mut out);
+    {
+        use std::fmt::Write;
+        let name = "dits_quic_handshakes_under_way";
+        let _ = write!(
+            out,
+            "# HELP {name} QUIC handshakes admitted and not yet finished.\n# TYPE {name} gauge\n{name} {}\n",
+            state.limits.handshakes_under_way()
+        );
+    }
     (
         StatusCode::OK,
         [(
