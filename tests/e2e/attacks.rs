@@ -1,7 +1,9 @@
 //! Attacks on the client by a hostile hub, with real processes: the hub's own database is
 //! edited behind its back to make it answer what a hostile hub would.
 
-use dits_tests::TestEnv;
+use std::path::{Path, PathBuf};
+
+use dits_tests::{HubProcess, TestEnv};
 
 /// A hub whose `refs` answer holds a value that `git` would read as an option: a client
 /// that passed it on (`git rev-list … --not <value>` on push) would write a file of the
@@ -155,6 +157,46 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
     );
 }
 
+/// A clip committed and pushed to alice/film as `main`, then a commit adding `notes.txt`
+/// with `notes` on top, not pushed: the repository, `main` and the unpushed commit.
+fn pushed_then_committed(
+    env: &TestEnv,
+    hub: &HubProcess,
+    notes: &str,
+) -> (PathBuf, String, String) {
+    let repo = env.repo("a");
+    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let main = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    std::fs::write(repo.join("notes.txt"), notes).unwrap();
+    env.git(&repo, &["add", "notes.txt"]);
+    env.git(&repo, &["commit", "-q", "-m", "notes"]);
+    let next = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    (repo, main, next)
+}
+
+/// A Git pack made by hand: `git pack-objects ARGS --stdout` in `repo`, fed `input`.
+fn pack_objects(env: &TestEnv, repo: &Path, args: &[&str], input: &str) -> Vec<u8> {
+    let mut full = vec!["pack-objects"];
+    full.extend_from_slice(args);
+    full.push("--stdout");
+    let mut child = env
+        .command("git", repo, &full)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{input}").unwrap();
+    }
+    let pack = child.wait_with_output().unwrap().stdout;
+    assert!(pack.starts_with(b"PACK"));
+    pack
+}
+
 /// A pack uploaded for an update that then failed (its old value was stale) is indexed
 /// into the hub's mirror but not made visible. A second update naming its commit without
 /// sending the pack again used to be accepted while clients were never sent that pack: the
@@ -163,27 +205,8 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
 fn a_ref_naming_a_commit_from_a_failed_updates_pack_stays_clonable() {
     let env = TestEnv::new();
     let (hub, token) = env.alice_hub();
-    let repo = env.repo("a");
-    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.git(&repo, &["push", "-q", "origin", "main"]);
-    let main = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
-    std::fs::write(repo.join("notes.txt"), "take 3\n").unwrap();
-    env.git(&repo, &["add", "notes.txt"]);
-    env.git(&repo, &["commit", "-q", "-m", "notes"]);
-    let next = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
-    let mut pack_objects = env
-        .command("git", &repo, &["pack-objects", "--revs", "--stdout"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = pack_objects.stdin.take().unwrap();
-        writeln!(stdin, "{next}\n^{main}").unwrap();
-    }
-    let pack = pack_objects.wait_with_output().unwrap().stdout;
+    let (repo, main, next) = pushed_then_committed(&env, &hub, "take 3\n");
+    let pack = pack_objects(&env, &repo, &["--revs"], &format!("{next}\n^{main}"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -463,30 +486,9 @@ fn idle_and_slow_https_connections_are_dropped_and_others_served() {
 fn garbage_git_packs_and_unknown_commits_are_refused_and_the_repository_stays_clonable() {
     let env = TestEnv::new();
     let (hub, token) = env.alice_hub();
-    let repo = env.repo("a");
-    env.commit_file(&repo, &dits_tests::media().path("base.mp4"), "clip.mp4");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.git(&repo, &["push", "-q", "origin", "main"]);
-    let main = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
-
+    let (repo, main, orphan) = pushed_then_committed(&env, &hub, "not pushed\n");
     // A commit whose pack leaves out its tree and blob.
-    std::fs::write(repo.join("notes.txt"), "not pushed\n").unwrap();
-    env.git(&repo, &["add", "notes.txt"]);
-    env.git(&repo, &["commit", "-q", "-m", "orphan"]);
-    let orphan = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
-    let mut pack_objects = env
-        .command("git", &repo, &["pack-objects", "--stdout"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = pack_objects.stdin.take().unwrap();
-        writeln!(stdin, "{orphan}").unwrap();
-    }
-    let commit_only = pack_objects.wait_with_output().unwrap().stdout;
-    assert!(commit_only.starts_with(b"PACK"));
+    let commit_only = pack_objects(&env, &repo, &[], &orphan);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
