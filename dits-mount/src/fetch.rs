@@ -112,6 +112,8 @@ pub struct Fetcher {
     /// `dits.cacheSize`: bytes of local store packs to keep (0: no bound).
     store_limit: u64,
     evicting: Arc<AtomicBool>,
+    /// Set by each request that stored something; cleared by the evictor that takes it.
+    evict_wanted: Arc<AtomicBool>,
 }
 
 impl Fetcher {
@@ -153,6 +155,7 @@ impl Fetcher {
             reads: Arc::new(Semaphore::new(READ_REQUESTS)),
             store_limit,
             evicting: Arc::default(),
+            evict_wanted: Arc::default(),
         })
     }
 
@@ -187,6 +190,7 @@ impl Fetcher {
                 },
                 store_limit: self.store_limit,
                 evicting: self.evicting.clone(),
+                evict_wanted: self.evict_wanted.clone(),
             };
             self.runtime.spawn(job.run());
         }
@@ -230,6 +234,8 @@ struct BatchJob {
     permits: Arc<Semaphore>,
     store_limit: u64,
     evicting: Arc<AtomicBool>,
+    /// Set by each request that stored something; cleared by the evictor that takes it.
+    evict_wanted: Arc<AtomicBool>,
 }
 
 /// Fails whatever of a batch is still pending when its job ends, however it ends (a panic,
@@ -322,9 +328,17 @@ impl BatchJob {
         }
         let keep = self.keeper();
         let _ = tokio::task::spawn_blocking(move || keep.keep(landed)).await;
-        if self.store_limit > 0 && !self.evicting.swap(true, Ordering::AcqRel) {
-            self.enforce_store_limit().await;
-            self.evicting.store(false, Ordering::Release);
+        if self.store_limit > 0 {
+            // One evictor at a time; one that finishes looks again, so what a request
+            // stored while it ran (and so could not start its own) is not left over.
+            self.evict_wanted.store(true, Ordering::SeqCst);
+            while self.evict_wanted.load(Ordering::SeqCst)
+                && !self.evicting.swap(true, Ordering::SeqCst)
+            {
+                self.evict_wanted.store(false, Ordering::SeqCst);
+                self.enforce_store_limit().await;
+                self.evicting.store(false, Ordering::SeqCst);
+            }
         }
     }
 
