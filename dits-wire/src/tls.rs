@@ -251,12 +251,52 @@ pub fn endpoint(
     )
 }
 
+/// The QUIC congestion controller, the same on client and hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    Bbr,
+    Cubic,
+    NewReno,
+}
+
+impl Congestion {
+    /// The controller used when nothing says otherwise.
+    pub const DEFAULT: Congestion = Congestion::Cubic;
+
+    /// `DITS_QUIC_CONGESTION` (`bbr`, `cubic`, `newreno`), for comparing them on a real
+    /// link (`bench/lossy.sh`); anything else, or nothing, is [`Congestion::DEFAULT`].
+    pub fn from_env() -> Congestion {
+        match std::env::var("DITS_QUIC_CONGESTION").as_deref() {
+            Ok("bbr") => Congestion::Bbr,
+            Ok("cubic") => Congestion::Cubic,
+            Ok("newreno") => Congestion::NewReno,
+            _ => Congestion::DEFAULT,
+        }
+    }
+
+    pub fn apply(self, transport: &mut quinn::TransportConfig) {
+        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+        match self {
+            Congestion::Bbr => {
+                transport.congestion_controller_factory(Arc::new(BbrConfig::default()))
+            }
+            Congestion::Cubic => {
+                transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
+            }
+            Congestion::NewReno => {
+                transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+            }
+        };
+    }
+}
+
 /// QUIC transport settings for moving media, shared by client and hub. Quinn's defaults
 /// size flow-control windows for ~100 ms at 100 Mb/s and cap datagrams at 1452 bytes;
 /// media transfers want windows of tens of MB and, where the path allows (loopback, LAN
 /// jumbo frames), larger datagrams, which MTU discovery finds and falls back from.
 pub fn bulk_transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
+    Congestion::from_env().apply(&mut transport);
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(std::time::Duration::from_secs(60)).expect("60 s fits"),
     ));

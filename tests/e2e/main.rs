@@ -9,6 +9,7 @@ mod hub;
 mod install;
 mod locks;
 mod mount;
+mod network;
 mod roundtrip;
 mod s3;
 mod scale;
