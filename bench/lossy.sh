@@ -9,7 +9,9 @@
 # run at the same round trip (targets: >= 50% at 0.5% and 2% loss, >= 25% at 5%).
 #
 # Usage: bench/lossy.sh [SECONDS_OF_VIDEO]    (default 7 s of the 80 Mb/s clip, ~70 MB)
-# Env:   BENCH_DIR (default target/bench), LINKS (default below: "LOSS:RTT_MS ..."),
+# Env:   BENCH_DIR (default target/bench), LINKS (default below: "LOSS:RTT_MS ..."; a link
+#        may be listed more than once, to see the spread; shares are of the last loss-free
+#        run at that RTT listed before it),
 #        DITS_QUIC_CONGESTION (bbr, cubic or newreno: both ends' controller; compare runs),
 #        STEP_TIMEOUT (seconds a push or clone may take before it is recorded as not
 #        finished; default 300).
@@ -55,7 +57,7 @@ timed() {
   fi
 }
 
-declare -A PUSH CLONE
+declare -A PUSH CLONE BASE
 n=0
 for link in $LINKS; do
   n=$((n + 1))
@@ -73,11 +75,12 @@ for link in $LINKS; do
   (cd "$src" && git dits track '*.mp4' >/dev/null && cp "$CLIP" clip.mp4 && git add . \
     && git commit -qm clip && git remote add origin "dits://127.0.0.1:$port/bench/link-$n")
   echo "== link $n: loss $loss, rtt ${rtt} ms" >>"$W/steps.log"
-  PUSH[$link]=$(cd "$src" && timed git push -q origin main)
-  CLONE[$link]=$(cd "$W" && timed git clone -q "dits://127.0.0.1:$port/bench/link-$n" "clone-$n")
-  if [ "${CLONE[$link]}" != "-" ] && ! cmp -s "$W/clone-$n/clip.mp4" "$CLIP"; then
-    CLONE[$link]="-"; echo "clone $n: bytes differ" >>"$W/steps.log"
+  PUSH[$n]=$(cd "$src" && GIT_DITS_LOG=${GIT_DITS_LOG:-} timed git push -q origin main)
+  CLONE[$n]=$(cd "$W" && timed git clone -q "dits://127.0.0.1:$port/bench/link-$n" "clone-$n")
+  if [ "${CLONE[$n]}" != "-" ] && ! cmp -s "$W/clone-$n/clip.mp4" "$CLIP"; then
+    CLONE[$n]="-"; echo "clone $n: bytes differ" >>"$W/steps.log"
   fi
+  [ "$loss" = 0 ] && BASE[$rtt]=$n
   kill "$relay" 2>/dev/null || true
   rm -rf "$W/clone-$n"
 done
@@ -88,10 +91,12 @@ share() { # SECONDS BASE_SECONDS -> BASE/SECONDS as a percentage
 printf 'clip: %s (%.1f MB); relay: %s; congestion: %s\n\n' "$(basename "$CLIP")" \
   "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')" "$(basename "$RELAY")" "${DITS_QUIC_CONGESTION:-default}"
 printf '%-8s %-8s %9s %9s %8s %9s %9s %8s\n' loss "rtt ms" "push s" "push MB/s" "of 0%" "clone s" "clone MB/s" "of 0%"
+n=0
 for link in $LINKS; do
+  n=$((n + 1))
   loss=${link%%:*} rtt=${link##*:}
-  base=0:$rtt
+  base=${BASE[$rtt]:-none}
   printf '%-8s %-8s %9s %9s %8s %9s %9s %8s\n' "$loss" "$rtt" \
-    "${PUSH[$link]}" "$(mbps "${PUSH[$link]}")" "$(share "${PUSH[$link]}" "${PUSH[$base]:-}")" \
-    "${CLONE[$link]}" "$(mbps "${CLONE[$link]}")" "$(share "${CLONE[$link]}" "${CLONE[$base]:-}")"
+    "${PUSH[$n]}" "$(mbps "${PUSH[$n]}")" "$(share "${PUSH[$n]}" "${PUSH[$base]:-}")" \
+    "${CLONE[$n]}" "$(mbps "${CLONE[$n]}")" "$(share "${CLONE[$n]}" "${CLONE[$base]:-}")"
 done

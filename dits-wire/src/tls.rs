@@ -261,7 +261,7 @@ pub enum Congestion {
 
 impl Congestion {
     /// The controller used when nothing says otherwise.
-    pub const DEFAULT: Congestion = Congestion::Cubic;
+    pub const DEFAULT: Congestion = Congestion::Bbr;
 
     /// `DITS_QUIC_CONGESTION` (`bbr`, `cubic`, `newreno`), for comparing them on a real
     /// link (`bench/lossy.sh`); anything else, or nothing, is [`Congestion::DEFAULT`].

@@ -11,7 +11,8 @@
 //!   [`MAX_HTTP_CONNECTIONS_PER_ADDRESS`]; the TLS handshake and each request's headers must
 //!   arrive within [`HTTP_HEADER_DEADLINE`], so an idle connection lasts no longer than that;
 //! - streams: at most [`MAX_STREAMS_PER_CONNECTION`] requests open on a connection at once,
-//!   with QUIC receive windows of [`STREAM_RECEIVE_WINDOW`] / [`RECEIVE_WINDOW`];
+//!   with QUIC receive windows of [`STREAM_RECEIVE_WINDOW`] / [`RECEIVE_WINDOW`], the
+//!   latter raised to [`MEMBER_RECEIVE_WINDOW`] once a request on the connection is served;
 //! - request headers: at most [`MAX_REQUEST_FRAME`] bytes, whole within
 //!   [`HEADER_DEADLINE`]; headers over [`SMALL_FRAME`] share one hub-wide budget of
 //!   [`HEADER_BUDGET`] bytes, and one that does not fit is refused at once (its client
@@ -62,11 +63,18 @@ pub const HTTP_HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// A connection with no request open for this long is closed. Long enough for a client's
 /// local work between requests (indexing a large Git pack during a clone).
 pub const CONNECTION_IDLE: Duration = Duration::from_secs(300);
-/// What a peer may send on one stream ahead of the hub reading it: a put stream at
-/// 100 ms round trip still moves 80 MB/s.
-pub const STREAM_RECEIVE_WINDOW: u32 = 8 << 20;
-/// The same for a whole connection.
+/// What a peer may send on one stream ahead of the hub reading it. Under loss a window
+/// also holds everything sent past a lost datagram until it is resent (about two round
+/// trips' worth): at 1 Gbit/s and 100 ms that is ~25 MB. The sum over a connection's
+/// streams is bounded by the connection's window below.
+pub const STREAM_RECEIVE_WINDOW: u32 = 32 << 20;
+/// What a peer may send on a whole connection ahead of the hub reading it, until one of
+/// its requests has been served (so it holds a valid token): all a stranger can make the
+/// hub buffer per connection.
 pub const RECEIVE_WINDOW: u32 = 32 << 20;
+/// The same once a request on the connection has been served: a member's push gets
+/// windows sized for a lossy long-haul link.
+pub const MEMBER_RECEIVE_WINDOW: u32 = 128 << 20;
 
 /// A QUIC handshake not finished this long after the peer's first packet is dropped, and
 /// its connection slot freed. Honest handshakes take a few round trips.

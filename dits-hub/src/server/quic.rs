@@ -3,7 +3,7 @@
 //! QUIC: it reads a request from any `AsyncRead` and answers on any `AsyncWrite`, so it
 //! is tested in memory (`tokio::io::duplex`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dits_wire::wire::{write_frame, Op, OpResult, Request, Response};
@@ -12,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::error::HubError;
 use crate::meta::Role;
 use crate::server::auth::authorize;
-use crate::server::limits::{Deadlined, CONNECTION_IDLE, HANDSHAKE_DEADLINE, STALL_DEADLINE};
+use crate::server::limits::{
+    Deadlined, CONNECTION_IDLE, HANDSHAKE_DEADLINE, MEMBER_RECEIVE_WINDOW, STALL_DEADLINE,
+};
 use crate::server::refs::RefUpdates;
 use crate::server::state::HubState;
 use crate::server::{git_packs, objects, refs};
@@ -59,14 +61,21 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<HubState>) {
 /// once it has had no request open for [`CONNECTION_IDLE`].
 async fn serve_connection(state: Arc<HubState>, connection: quinn::Connection) {
     let open_requests = Arc::new(AtomicUsize::new(0));
+    let member = Arc::new(AtomicBool::new(false));
     loop {
         match tokio::time::timeout(CONNECTION_IDLE, connection.accept_bi()).await {
             Ok(Ok((send, recv))) => {
                 let state = state.clone();
                 let open = OpenRequest::new(&open_requests);
+                let (connection, member) = (connection.clone(), member.clone());
                 tokio::spawn(async move {
                     let _open = open;
-                    serve_stream(state, send, recv).await;
+                    let handled = serve_stream(state, send, recv).await;
+                    // Served means its token was good: the peer is a member, and gets the
+                    // window a push over a long lossy link needs.
+                    if handled == Handled::Served && !member.swap(true, Ordering::SeqCst) {
+                        connection.set_receive_window(MEMBER_RECEIVE_WINDOW.into());
+                    }
                 });
             }
             Ok(Err(_)) => return,
@@ -98,7 +107,11 @@ impl Drop for OpenRequest {
 /// One QUIC stream: the request, then the QUIC-only part of finishing it (telling a
 /// refused client to stop sending, waiting for the answer to be delivered). Either side
 /// waiting [`STALL_DEADLINE`] on the peer ends it.
-async fn serve_stream(state: Arc<HubState>, send: quinn::SendStream, recv: quinn::RecvStream) {
+async fn serve_stream(
+    state: Arc<HubState>,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Handled {
     let mut send = Deadlined::new(send, STALL_DEADLINE);
     let mut recv = Deadlined::new(recv, STALL_DEADLINE);
     let handled = handle_request(&state, &mut recv, &mut send).await;
@@ -108,6 +121,7 @@ async fn serve_stream(state: Arc<HubState>, send: quinn::SendStream, recv: quinn
     let send = send.get_mut();
     let _ = send.finish();
     let _ = tokio::time::timeout(STALL_DEADLINE, send.stopped()).await;
+    handled
 }
 
 /// How a request ended.
