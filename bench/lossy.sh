@@ -9,7 +9,8 @@
 # run at the same round trip (targets: >= 50% at 0.5% and 2% loss, >= 25% at 5%).
 #
 # Usage: bench/lossy.sh [SECONDS_OF_VIDEO]    (default 7 s of the 80 Mb/s clip, ~70 MB)
-# Env:   BENCH_DIR (default target/bench), LINKS (default below: "LOSS:RTT_MS ..."; a link
+# Env:   BENCH_DIR (default target/bench), LINKS (default below: "LOSS:RTT_MS ..." or
+#        "direct", straight to the hub with no relay; a link
 #        may be listed more than once, to see the spread; shares are of the last loss-free
 #        run at that RTT listed before it),
 #        DITS_QUIC_CONGESTION (bbr, cubic or newreno: both ends' controller; compare runs),
@@ -62,9 +63,14 @@ n=0
 for link in $LINKS; do
   n=$((n + 1))
   loss=${link%%:*} rtt=${link##*:}
-  port=$(free_port)
-  python3 "$RELAY" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >"$W/relay-$n.log" 2>&1 &
-  relay=$!
+  if [ "$link" = direct ]; then
+    # Straight to the hub on loopback, no relay: the transport's own ceiling.
+    port=$HUB_PORT relay=
+  else
+    port=$(free_port)
+    python3 "$RELAY" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >"$W/relay-$n.log" 2>&1 &
+    relay=$!
+  fi
   # The relay's address is another hub to Git: trust and credentials for it too.
   git config --global "dits.dits://127.0.0.1:$port.fingerprint" "$HUB_FP"
   printf 'protocol=dits\nhost=127.0.0.1:%s\nusername=bench\npassword=%s\n\n' "$port" "$HUB_TOKEN" \
@@ -81,7 +87,7 @@ for link in $LINKS; do
     CLONE[$n]="-"; echo "clone $n: bytes differ" >>"$W/steps.log"
   fi
   [ "$loss" = 0 ] && BASE[$rtt]=$n
-  kill "$relay" 2>/dev/null || true
+  [ -z "$relay" ] || kill "$relay" 2>/dev/null || true
   rm -rf "$W/clone-$n"
 done
 
