@@ -275,18 +275,13 @@ impl Congestion {
     }
 
     pub fn apply(self, transport: &mut quinn::TransportConfig) {
-        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
-        match self {
-            Congestion::Bbr => {
-                transport.congestion_controller_factory(Arc::new(BbrConfig::default()))
-            }
-            Congestion::Cubic => {
-                transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
-            }
-            Congestion::NewReno => {
-                transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
-            }
+        use quinn::congestion::{BbrConfig, ControllerFactory, CubicConfig, NewRenoConfig};
+        let factory: Arc<dyn ControllerFactory + Send + Sync> = match self {
+            Congestion::Bbr => Arc::new(BbrConfig::default()),
+            Congestion::Cubic => Arc::new(CubicConfig::default()),
+            Congestion::NewReno => Arc::new(NewRenoConfig::default()),
         };
+        transport.congestion_controller_factory(factory);
     }
 }
 

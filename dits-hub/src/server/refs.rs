@@ -32,7 +32,7 @@ pub async fn update(
 ) -> Result<UpdateRefsResult, HubError> {
     let RefUpdates {
         updates,
-        packs,
+        mut packs,
         recipes,
         atomic,
     } = request;
@@ -55,10 +55,15 @@ pub async fn update(
     check_durable(state, repo, &parse_ids(&recipes)?).await?;
     // Every new value must be a commit the hub holds in this repository's packs (visible,
     // or uploaded for this push), or clients would be sent a ref they cannot fetch.
-    for u in updates.iter().filter(|u| u.new != ZERO_OID) {
-        ensure_mirrored(state, repo, &u.new, &packs).await?;
+    if updates.iter().any(|u| u.new != ZERO_OID) {
+        let stranded = mirror_packs(state, repo, &packs).await?;
+        for u in updates.iter().filter(|u| u.new != ZERO_OID) {
+            require_mirrored_commit(state, repo, &u.new).await?;
+        }
+        // The mirror also answers for the commits of packs indexed for an update that
+        // then failed (a stale old value): a ref naming one makes its pack visible too.
+        packs.extend(stranded);
     }
-    let packs = with_stranded_packs(state, repo, packs, &updates).await?;
     let refused = locked_paths_refusals(state, caller, &updates, &packs).await?;
     let allowed: Vec<RefUpdate> = updates
         .iter()
@@ -164,33 +169,6 @@ async fn locked_paths_refusals(
     Ok(refused)
 }
 
-/// `packs` and every pack of the repository that the mirror has indexed but clients are
-/// not sent: one uploaded and indexed for an update that then failed (a stale old value).
-/// The mirror answers for its commits, so a later update may name one without sending the
-/// pack again; that pack must become visible with the ref, or clones would be sent a ref
-/// whose commit they cannot fetch.
-async fn with_stranded_packs(
-    state: &HubState,
-    repo: i64,
-    mut packs: Vec<String>,
-    updates: &[RefUpdate],
-) -> Result<Vec<String>, HubError> {
-    if updates.iter().all(|u| u.new == ZERO_OID) {
-        return Ok(packs);
-    }
-    let visible = state.meta.git_packs(repo).await?;
-    let mut stranded: Vec<String> = state
-        .mirror
-        .indexed_packs(repo)
-        .await?
-        .into_iter()
-        .filter(|p| !visible.contains(p) && !packs.contains(p))
-        .collect();
-    stranded.sort();
-    packs.extend(stranded);
-    Ok(packs)
-}
-
 /// Makes sure the mirror holds every pack of the repository and of this push (a push's
 /// pack leaves out what the hub already had, so history needs the older packs too), and
 /// that `commit` is in one of them.
@@ -201,6 +179,15 @@ async fn ensure_mirrored(
     packs: &[String],
 ) -> Result<(), HubError> {
     mirror_packs(state, repo, packs).await?;
+    require_mirrored_commit(state, repo, commit).await
+}
+
+/// Refuses `commit` unless the mirror holds it.
+async fn require_mirrored_commit(
+    state: &HubState,
+    repo: i64,
+    commit: &str,
+) -> Result<(), HubError> {
     if state.mirror.has_commit(repo, commit).await? {
         return Ok(());
     }
@@ -210,8 +197,13 @@ async fn ensure_mirrored(
 }
 
 /// Indexes into the mirror each of the repository's visible packs, and of `packs`, that it
-/// lacks, streamed from storage.
-pub async fn mirror_packs(state: &HubState, repo: i64, packs: &[String]) -> Result<(), HubError> {
+/// lacks, streamed from storage. Returns the packs the mirror had indexed that are neither
+/// visible nor in `packs`: stranded by an update that failed after indexing them.
+pub async fn mirror_packs(
+    state: &HubState,
+    repo: i64,
+    packs: &[String],
+) -> Result<Vec<String>, HubError> {
     let mut all = state.meta.git_packs(repo).await?;
     all.extend(packs.iter().cloned());
     let done = state.mirror.indexed_packs(repo).await?;
@@ -233,7 +225,9 @@ pub async fn mirror_packs(state: &HubState, repo: i64, packs: &[String]) -> Resu
                 .map_err(|e| HubError::from(e.context(format!("indexing stored Git pack {id}"))))?;
         }
     }
-    Ok(())
+    let mut stranded: Vec<String> = done.into_iter().filter(|p| !all.contains(p)).collect();
+    stranded.sort();
+    Ok(stranded)
 }
 
 /// Bytes of a stored Git pack read at a time while indexing it.
