@@ -5,8 +5,16 @@
 # the round trip. Each link gets a fresh repository on the hub, so every push sends the
 # whole clip; the clone then fetches it back through the same link and is compared.
 #
-# Prints, for each link: push and clone seconds and MB/s, and the share of the loss-free
-# run at the same round trip (targets: >= 50% at 0.5% and 2% loss, >= 25% at 5%).
+# Prints, for each link: push and clone seconds and MB/s, the share of the loss-free run
+# at the same round trip (targets: >= 50% at 0.5% and 2% loss, >= 25% at 5%), and how
+# many object bytes the hub took in (push) and sent (clone) as a multiple of what the
+# transfer needed: above 1.00 is what was sent again after an outage (target: nothing
+# that had arrived, so about 1.00 plus what was in flight).
+#
+# A link "LOSS:RTT:BLACKOUT" also drops everything for BLACKOUT seconds, 1.5 s into the
+# push and again 1.5 s into the clone (each step gets a relay of its own on one port).
+# The default list ends with 10 s and 60 s blackouts at 100 ms; the 60 s one outlasts
+# the 60 s idle timeout, so the connection dies and the client must reconnect.
 #
 # Usage: bench/lossy.sh [SECONDS_OF_VIDEO]    (default 7 s of the 80 Mb/s clip, ~70 MB)
 # Env:   BENCH_DIR (default target/bench), LINKS (default below: "LOSS:RTT_MS ..." or
@@ -21,7 +29,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${1:-7}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
-LINKS=${LINKS:-"0:0 0:100 0.005:100 0:40 0.02:40 0:80 0.05:80"}
+LINKS=${LINKS:-"0:0 0:100 0.005:100 0:40 0.02:40 0:80 0.05:80 0:100:10 0:100:60"}
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}
 RELAY=${LOSSY_RELAY:-$ROOT/../shared/tools/lossy-udp.py}
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
@@ -46,6 +54,21 @@ bench_hub "$W/hub" "$W/hub.log"
 pids+=("$HUB_PID")
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# metric NAME: a counter from the hub's /metrics.
+metric() { curl -sk "https://127.0.0.1:$HUB_PORT/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# relay_for_step: a fresh relay on $port for one step (the blackout, if any, counts from
+# the step's first datagram).
+relay_for_step() {
+  [ "$link" = direct ] && return
+  [ -z "$relay" ] || { kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true; }
+  if [ -n "$blackout" ]; then
+    python3 "$RELAY" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" 1.5 "$blackout" >>"$W/relay-$n.log" 2>&1 &
+  else
+    python3 "$RELAY" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >>"$W/relay-$n.log" 2>&1 &
+  fi
+  relay=$!
+}
 mbps() { awk -v s="$SIZE" -v t="$1" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", s / 1e6 / t }'; }
 # timed CMD...: seconds CMD took, or "-" when it failed or ran past STEP_TIMEOUT.
 timed() {
@@ -58,18 +81,25 @@ timed() {
   fi
 }
 
-declare -A PUSH CLONE BASE
+# parse_link LINK: sets loss, rtt and blackout (empty for none).
+parse_link() {
+  local rest
+  loss=${1%%:*} rest=${1#*:}
+  rtt=${rest%%:*} blackout=
+  [ "$rest" = "$rtt" ] || blackout=${rest#*:}
+}
+
+declare -A PUSH CLONE BASE PUSH_SENT CLONE_SENT
 n=0
 for link in $LINKS; do
   n=$((n + 1))
-  loss=${link%%:*} rtt=${link##*:}
+  parse_link "$link"
+  relay=
   if [ "$link" = direct ]; then
     # Straight to the hub on loopback, no relay: the transport's own ceiling.
-    port=$HUB_PORT relay=
+    port=$HUB_PORT
   else
     port=$(free_port)
-    python3 "$RELAY" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >"$W/relay-$n.log" 2>&1 &
-    relay=$!
   fi
   # The relay's address is another hub to Git: trust and credentials for it too.
   git config --global "dits.dits://127.0.0.1:$port.fingerprint" "$HUB_FP"
@@ -80,13 +110,23 @@ for link in $LINKS; do
   git init -q "$src"
   (cd "$src" && git dits track '*.mp4' >/dev/null && cp "$CLIP" clip.mp4 && git add . \
     && git commit -qm clip && git remote add origin "dits://127.0.0.1:$port/bench/link-$n")
-  echo "== link $n: loss $loss, rtt ${rtt} ms" >>"$W/steps.log"
+  echo "== link $n: loss $loss, rtt ${rtt} ms, blackout ${blackout:-none}" >>"$W/steps.log"
+  relay_for_step
+  in0=$(metric dits_object_bytes_in_total)
   PUSH[$n]=$(cd "$src" && GIT_DITS_LOG=${GIT_DITS_LOG:-} timed git push -q origin main)
+  # What each step had to move: the bytes of the objects this push stored (a fresh
+  # repository each time, so all of the clip's).
+  stored=$(du -cb "$W/hub/objects/chunks"/*.pack 2>/dev/null | tail -1 | cut -f1)
+  need=$((stored - ${STORED:-0})) STORED=$stored
+  PUSH_SENT[$n]=$(ratio "$(( $(metric dits_object_bytes_in_total) - in0 ))" "$need")
+  relay_for_step
+  out0=$(metric dits_object_bytes_out_total)
   CLONE[$n]=$(cd "$W" && timed git clone -q "dits://127.0.0.1:$port/bench/link-$n" "clone-$n")
+  CLONE_SENT[$n]=$(ratio "$(( $(metric dits_object_bytes_out_total) - out0 ))" "$need")
   if [ "${CLONE[$n]}" != "-" ] && ! cmp -s "$W/clone-$n/clip.mp4" "$CLIP"; then
     CLONE[$n]="-"; echo "clone $n: bytes differ" >>"$W/steps.log"
   fi
-  [ "$loss" = 0 ] && BASE[$rtt]=$n
+  [ "$loss" = 0 ] && [ -z "$blackout" ] && BASE[$rtt]=$n
   [ -z "$relay" ] || kill "$relay" 2>/dev/null || true
   rm -rf "$W/clone-$n"
 done
@@ -96,13 +136,14 @@ share() { # SECONDS BASE_SECONDS -> BASE/SECONDS as a percentage
 }
 printf 'clip: %s (%.1f MB); relay: %s; congestion: %s\n\n' "$(basename "$CLIP")" \
   "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')" "$(basename "$RELAY")" "${DITS_QUIC_CONGESTION:-default}"
-printf '%-8s %-8s %9s %9s %8s %9s %9s %8s\n' loss "rtt ms" "push s" "push MB/s" "of 0%" "clone s" "clone MB/s" "of 0%"
+printf '%-8s %-6s %-8s %8s %9s %6s %5s %8s %10s %6s %5s\n' loss "rtt" "outage" "push s" "push MB/s" "of 0%" sent \
+  "clone s" "clone MB/s" "of 0%" sent
 n=0
 for link in $LINKS; do
   n=$((n + 1))
-  loss=${link%%:*} rtt=${link##*:}
+  parse_link "$link"
   base=${BASE[$rtt]:-none}
-  printf '%-8s %-8s %9s %9s %8s %9s %9s %8s\n' "$loss" "$rtt" \
-    "${PUSH[$n]}" "$(mbps "${PUSH[$n]}")" "$(share "${PUSH[$n]}" "${PUSH[$base]:-}")" \
-    "${CLONE[$n]}" "$(mbps "${CLONE[$n]}")" "$(share "${CLONE[$n]}" "${CLONE[$base]:-}")"
+  printf '%-8s %-6s %-8s %8s %9s %6s %5s %8s %10s %6s %5s\n' "$loss" "$rtt" "${blackout:--}" \
+    "${PUSH[$n]}" "$(mbps "${PUSH[$n]}")" "$(share "${PUSH[$n]}" "${PUSH[$base]:-}")" "${PUSH_SENT[$n]}" \
+    "${CLONE[$n]}" "$(mbps "${CLONE[$n]}")" "$(share "${CLONE[$n]}" "${CLONE[$base]:-}")" "${CLONE_SENT[$n]}"
 done

@@ -201,8 +201,13 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// A QUIC client configuration that trusts through `verifier`.
-pub fn quic_client_config(verifier: Arc<PinnedVerifier>) -> anyhow::Result<quinn::ClientConfig> {
+/// A QUIC client configuration that trusts through `verifier` and declares a connection
+/// dead after `idle` without a packet from the hub (QUIC uses the lower of the two
+/// peers' idle timeouts, and the hub's is 60 s).
+pub fn quic_client_config(
+    verifier: Arc<PinnedVerifier>,
+    idle: std::time::Duration,
+) -> anyhow::Result<quinn::ClientConfig> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -212,7 +217,11 @@ pub fn quic_client_config(verifier: Arc<PinnedVerifier>) -> anyhow::Result<quinn
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = bulk_transport();
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    let idle = idle.clamp(std::time::Duration::from_secs(1), IDLE_TIMEOUT);
+    transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle)?));
+    // Several keep-alives per idle period, so a quiet but healthy connection (a mount
+    // between reads) is never taken for a dead one.
+    transport.keep_alive_interval(Some((idle / 4).min(std::time::Duration::from_secs(10))));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -285,6 +294,10 @@ impl Congestion {
     }
 }
 
+/// How long a connection may go without a packet from its peer before it is dead: the
+/// hub's setting, and the most a client may ask for.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// QUIC transport settings for moving media, shared by client and hub. Quinn's defaults
 /// size flow-control windows for ~100 ms at 100 Mb/s and cap datagrams at 1452 bytes;
 /// media transfers want windows of tens of MB and, where the path allows (loopback, LAN
@@ -293,7 +306,7 @@ pub fn bulk_transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     Congestion::from_env().apply(&mut transport);
     transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(std::time::Duration::from_secs(60)).expect("60 s fits"),
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("60 s fits"),
     ));
     transport.stream_receive_window(quinn::VarInt::from_u32(32 << 20));
     transport.receive_window(quinn::VarInt::from_u32(128 << 20));

@@ -3,8 +3,9 @@
 //! transfers.
 
 use std::collections::BTreeMap;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
@@ -54,12 +55,56 @@ fn transport(e: impl std::fmt::Display) -> HubError {
     HubError::Transport(e.to_string())
 }
 
+/// How a client holds on to a hub across a bad link: how long silence means the
+/// connection is dead (`dits.idleTimeout`), and how long to keep trying to connect again
+/// after that before giving up (`dits.reconnectTimeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    pub idle_timeout: Duration,
+    pub reconnect_for: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            idle_timeout: dits_wire::tls::IDLE_TIMEOUT,
+            reconnect_for: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Most time one connection attempt may take (handshake included).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest pause between two attempts to reconnect.
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(8);
+
+/// The QUIC connection under a [`Hub`] and what it takes to make another one: clones of a
+/// `Hub` share it, so a reconnection made by one request serves them all.
+struct Link {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    settings: LinkSettings,
+    /// The live connection, and how many connections came before it.
+    current: std::sync::Mutex<(u64, quinn::Connection)>,
+    /// One reconnection at a time; requests that find the connection dead meanwhile wait
+    /// for it and use what it made.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+impl Link {
+    fn current(&self) -> (u64, quinn::Connection) {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 #[derive(Clone)]
 pub struct Hub {
     url: RemoteUrl,
     token: String,
-    connection: quinn::Connection,
-    _endpoint: quinn::Endpoint,
+    link: Arc<Link>,
     /// The certificate fingerprint the hub presented.
     pub fingerprint: Option<String>,
     /// What vouched for that certificate: only one trusted on first use is pinned.
@@ -72,11 +117,16 @@ impl Hub {
         trust: &TrustSettings,
         token: &str,
     ) -> Result<Hub, HubError> {
-        let addr = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| transport(format!("{}: cannot resolve {}: {e}", url, url.host)))?
-            .next()
-            .ok_or_else(|| transport(format!("{url}: {} has no address", url.host)))?;
+        Hub::connect_with(url, trust, token, LinkSettings::default()).await
+    }
+
+    pub async fn connect_with(
+        url: &RemoteUrl,
+        trust: &TrustSettings,
+        token: &str,
+        settings: LinkSettings,
+    ) -> Result<Hub, HubError> {
+        let addr = resolve(url)?;
         let ca = if trust.fingerprint.is_some() {
             None
         } else {
@@ -84,42 +134,134 @@ impl Hub {
                 .map_err(|e| transport(format!("{url}: {e:#}")))?
         };
         let verifier = PinnedVerifier::new(trust.fingerprint.clone(), trust.trust_on_first_use, ca);
-        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+        let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0".parse().unwrap()
         } else {
             "0.0.0.0:0".parse().unwrap()
         };
         let mut endpoint = dits_wire::tls::endpoint(bind, None).map_err(transport)?;
-        endpoint
-            .set_default_client_config(quic_client_config(verifier.clone()).map_err(transport)?);
-        // The URL's host (a name or an address) is what a CA-signed certificate must name;
-        // a pinned certificate is matched by fingerprint alone.
-        let connecting = endpoint.connect(addr, &url.host).map_err(transport)?;
-        let connection = match tokio::time::timeout(std::time::Duration::from_secs(15), connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
+        endpoint.set_default_client_config(
+            quic_client_config(verifier.clone(), settings.idle_timeout).map_err(transport)?,
+        );
+        let connection = match dial(&endpoint, addr, url).await {
+            Ok(c) => c,
+            Err(Dial::Refused(e)) => {
                 return Err(match verifier.seen() {
-                    Some(seen) if trust.fingerprint.is_none() || e.to_string().contains("pinned") => {
+                    Some(seen) if trust.fingerprint.is_none() || e.contains("pinned") => {
                         HubError::Untrusted(untrusted_message(url, &seen, trust.fingerprint.as_deref()))
                     }
                     _ => transport(format!("{url}: cannot connect: {e}")),
                 })
             }
-            Err(_) => {
+            Err(Dial::NoAnswer) => {
                 return Err(transport(format!(
-                    "{url}: no answer from the hub within 15 s (is `dits-hub serve` running and UDP port {} reachable?)",
+                    "{url}: no answer from the hub within {} s (is `dits-hub serve` running and UDP port {} reachable?)",
+                    CONNECT_TIMEOUT.as_secs(),
                     url.port
                 )))
             }
         };
+        let (fingerprint, trusted_by) = (verifier.seen(), verifier.trusted_by());
+        // A certificate accepted on first use is the only one a reconnection accepts: the
+        // verifier that took it would take any other.
+        if let (Some(TrustedBy::FirstUse), Some(seen)) = (trusted_by, &fingerprint) {
+            let pinned = PinnedVerifier::new(Some(seen.clone()), false, None);
+            endpoint.set_default_client_config(
+                quic_client_config(pinned, settings.idle_timeout).map_err(transport)?,
+            );
+        }
         Ok(Hub {
             url: url.clone(),
             token: token.to_string(),
-            connection,
-            _endpoint: endpoint,
-            fingerprint: verifier.seen(),
-            trusted_by: verifier.trusted_by(),
+            link: Arc::new(Link {
+                endpoint,
+                addr,
+                settings,
+                current: std::sync::Mutex::new((0, connection)),
+                reconnecting: tokio::sync::Mutex::new(()),
+            }),
+            fingerprint,
+            trusted_by,
         })
+    }
+
+    /// What to do after a request on connection `generation` ended with `result`: its
+    /// value, or `None` to send the request again because the connection died and a new
+    /// one is up (see [`Hub::recover`]), or the error. For requests that may be repeated
+    /// as they are.
+    pub async fn again<T>(
+        &self,
+        generation: u64,
+        result: Result<T, HubError>,
+    ) -> Result<Option<T>, HubError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(e @ HubError::Transport(_)) => {
+                self.recover(generation, e).await?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which connection requests go over now; pass it to [`Hub::recover`] after one fails.
+    pub fn generation(&self) -> u64 {
+        self.link.current().0
+    }
+
+    /// After `error` on connection `generation`: if that connection is dead (timed out,
+    /// reset, closed by the hub), waits until there is a new one, made here or by another
+    /// request, and returns so the caller can try again; otherwise returns `error`.
+    /// Reconnecting is tried for `dits.reconnectTimeout`, with pauses growing to 8 s.
+    pub async fn recover(&self, generation: u64, error: HubError) -> Result<(), HubError> {
+        let _one = self.link.reconnecting.lock().await;
+        let (now, connection) = self.link.current();
+        if now != generation {
+            return Ok(());
+        }
+        let reason = match connection.close_reason() {
+            None | Some(quinn::ConnectionError::LocallyClosed) => return Err(error),
+            Some(reason) => reason,
+        };
+        let settings = self.link.settings;
+        crate::progress::end_line();
+        eprintln!(
+            "dits: {}: connection lost ({reason}); reconnecting",
+            self.url
+        );
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match dial(&self.link.endpoint, self.link.addr, &self.url).await {
+                Ok(fresh) => {
+                    crate::progress::end_line();
+                    *self.link.current.lock().unwrap_or_else(|e| e.into_inner()) =
+                        (generation + 1, fresh);
+                    eprintln!(
+                        "dits: {}: reconnected after {:.1} s",
+                        self.url,
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                // A certificate that no longer passes is not the link's fault.
+                Err(Dial::Refused(e)) if e.contains("certificate") => {
+                    return Err(transport(format!("{}: reconnecting: {e}", self.url)))
+                }
+                Err(e) if started.elapsed() + pause < settings.reconnect_for => {
+                    tracing::debug!("reconnecting to {}: {e}", self.url);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECONNECT_PAUSE_MAX);
+                }
+                Err(e) => {
+                    return Err(transport(format!(
+                        "{}: connection lost ({reason}) and not made again within {} s ({e}); run the command again to resume, or raise dits.reconnectTimeout",
+                        self.url,
+                        settings.reconnect_for.as_secs()
+                    )))
+                }
+            }
+        }
     }
 
     pub fn url(&self) -> &RemoteUrl {
@@ -127,8 +269,8 @@ impl Hub {
     }
 
     async fn open(&self, op: Op) -> Result<(quinn::SendStream, quinn::RecvStream), HubError> {
-        let (mut send, recv) = self
-            .connection
+        let (_, connection) = self.link.current();
+        let (mut send, recv) = connection
             .open_bi()
             .await
             .map_err(|e| transport(format!("{}: {e}", self.url)))?;
@@ -159,6 +301,18 @@ impl Hub {
         }
     }
 
+    /// A request with no body and nothing after the answer's header, which may be asked
+    /// again as it is: asked again over a new connection if the connection dies.
+    async fn ask<T: OpResult>(&self, op: Op) -> Result<T, HubError> {
+        loop {
+            let generation = self.generation();
+            let answer = self.call::<T>(op.clone()).await.map(|(result, _)| result);
+            if let Some(result) = self.again(generation, answer).await? {
+                return Ok(result);
+            }
+        }
+    }
+
     /// A request with no body.
     async fn call<T: OpResult>(&self, op: Op) -> Result<(T, quinn::RecvStream), HubError> {
         let (mut send, mut recv) = self.open(op).await?;
@@ -168,7 +322,7 @@ impl Hub {
     }
 
     pub async fn refs(&self) -> Result<BTreeMap<String, String>, HubError> {
-        let (result, _) = self.call::<RefsResult>(Op::Refs).await?;
+        let result = self.ask::<RefsResult>(Op::Refs).await?;
         // Names go back to Git in the remote-helper protocol and values onto `git`
         // command lines: a hub that answers a name holding a newline or a value such as
         // `--output=FILE` is refused here, before either happens.
@@ -189,8 +343,8 @@ impl Hub {
     pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, HubError> {
         let mut out = Vec::new();
         for batch in ids.chunks(8192) {
-            let (result, _) = self
-                .call::<MissingResult>(Op::Missing {
+            let result = self
+                .ask::<MissingResult>(Op::Missing {
                     ids: ids_to_hex(batch),
                 })
                 .await?;
@@ -242,20 +396,59 @@ impl Hub {
         })
     }
 
-    /// Downloads `ids`, handing each (verified) object to `sink` as it arrives.
+    /// Downloads `ids`, handing each (verified) object to `sink` as it arrives. If the
+    /// connection dies, asks again over a new one for those not yet handed over.
     pub async fn get_objects<F>(&self, ids: &[ChunkId], mut sink: F) -> Result<(), HubError>
     where
         F: FnMut(ChunkId, Vec<u8>) -> Result<(), HubError>,
     {
+        let mut done = 0;
+        loop {
+            let generation = self.generation();
+            let answer = self
+                .get_objects_from(&ids[done..], &mut sink, &mut done)
+                .await;
+            if self.again(generation, answer).await?.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Downloads `ids` into `sink`, counting in `done` each object handed over.
+    async fn get_objects_from<F>(
+        &self,
+        ids: &[ChunkId],
+        sink: &mut F,
+        done: &mut usize,
+    ) -> Result<(), HubError>
+    where
+        F: FnMut(ChunkId, Vec<u8>) -> Result<(), HubError>,
+    {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut objects = self.get_object_stream(ids).await?;
         while let Some(object) = objects.next().await? {
             let bytes = object.open().map_err(|_| objects.corrupt(&object.id))?;
             sink(object.id, bytes)?;
+            *done += 1;
         }
         Ok(())
     }
 
+    /// Uploads a Git pack; again whole over a new connection if the connection dies (the
+    /// hub names a pack by its content, so a second copy is the same pack).
     pub async fn put_git_pack(&self, pack: &[u8]) -> Result<String, HubError> {
+        loop {
+            let generation = self.generation();
+            let answer = self.put_git_pack_once(pack).await;
+            if let Some(id) = self.again(generation, answer).await? {
+                return Ok(id);
+            }
+        }
+    }
+
+    async fn put_git_pack_once(&self, pack: &[u8]) -> Result<String, HubError> {
         let (mut send, mut recv) = self.open(Op::PutGitPack).await?;
         if let Err(e) = send.write_all(pack).await {
             return match self.answer::<PutGitPackResult>(&mut recv).await {
@@ -272,15 +465,27 @@ impl Hub {
     }
 
     pub async fn git_packs(&self, have: &[String]) -> Result<Vec<String>, HubError> {
-        let (result, _) = self
-            .call::<GitPacksResult>(Op::GitPacks {
+        let result = self
+            .ask::<GitPacksResult>(Op::GitPacks {
                 have: have.to_vec(),
             })
             .await?;
         Ok(result.packs)
     }
 
+    /// Git pack `id`, fetched again whole if the connection dies on the way (Git packs
+    /// hold commits, trees and pointers, not media, so they are small).
     pub async fn get_git_pack(&self, id: &str) -> Result<Vec<u8>, HubError> {
+        loop {
+            let generation = self.generation();
+            let answer = self.get_git_pack_once(id).await;
+            if let Some(pack) = self.again(generation, answer).await? {
+                return Ok(pack);
+            }
+        }
+    }
+
+    async fn get_git_pack_once(&self, id: &str) -> Result<Vec<u8>, HubError> {
         let (result, mut recv) = self
             .call::<GetGitPackResult>(Op::GetGitPack { id: id.to_string() })
             .await?;
@@ -336,8 +541,8 @@ impl Hub {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let (page, _) = self
-                .call::<LockListResult>(Op::LockList {
+            let page = self
+                .ask::<LockListResult>(Op::LockList {
                     path: path.map(str::to_string),
                     id: None,
                     owner: owner.map(str::to_string),
@@ -361,8 +566,8 @@ impl Hub {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let mut cursor = None;
         loop {
-            let (page, _) = self
-                .call::<LockVerifyResult>(Op::LockVerify {
+            let page = self
+                .ask::<LockVerifyResult>(Op::LockVerify {
                     paths: paths.clone(),
                     cursor: cursor.take(),
                     limit: Some(1000),
@@ -389,8 +594,9 @@ impl Hub {
     }
 
     pub async fn close(&self) {
-        self.connection.close(0u32.into(), b"done");
-        self._endpoint.wait_idle().await;
+        let (_, connection) = self.link.current();
+        connection.close(0u32.into(), b"done");
+        self.link.endpoint.wait_idle().await;
     }
 }
 
@@ -451,6 +657,49 @@ impl ObjectStream {
             self.url,
             id.short()
         ))
+    }
+}
+
+fn resolve(url: &RemoteUrl) -> Result<SocketAddr, HubError> {
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| transport(format!("{}: cannot resolve {}: {e}", url, url.host)))?
+        .next()
+        .ok_or_else(|| transport(format!("{url}: {} has no address", url.host)))
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+enum Dial {
+    /// The hub answered and the handshake failed (or the endpoint could not start one).
+    Refused(String),
+    /// Nothing within [`CONNECT_TIMEOUT`].
+    NoAnswer,
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dial::Refused(e) => f.write_str(e),
+            Dial::NoAnswer => write!(f, "no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        }
+    }
+}
+
+/// One connection attempt. The URL's host (a name or an address) is what a CA-signed
+/// certificate must name; a pinned certificate is matched by fingerprint alone.
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    url: &RemoteUrl,
+) -> Result<quinn::Connection, Dial> {
+    let connecting = endpoint
+        .connect(addr, &url.host)
+        .map_err(|e| Dial::Refused(e.to_string()))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(Dial::Refused(e.to_string())),
+        Err(_) => Err(Dial::NoAnswer),
     }
 }
 

@@ -1,7 +1,19 @@
 //! Progress on stderr in Git's style: `Uploading chunks:  45% (450/1000), 120.0 MiB | 310.0 MiB/s`.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether a progress line is on screen without its newline yet.
+static LINE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Ends a progress line left open, so a message (such as "reconnecting") starts on a line
+/// of its own; the progress line is drawn again below it on its next update.
+pub fn end_line() {
+    if LINE_OPEN.swap(false, Ordering::SeqCst) {
+        eprintln!();
+    }
+}
 
 pub struct Progress {
     title: &'static str,
@@ -41,10 +53,16 @@ impl Progress {
         }
     }
 
+    /// Sets how many items are done, for work that resumed and learnt what was done.
+    pub fn set_done(&mut self, items: u64) {
+        self.done = items;
+    }
+
     fn draw(&self, end: bool) {
         if !self.enabled {
             return;
         }
+        LINE_OPEN.store(!end, Ordering::SeqCst);
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         let mib = self.bytes as f64 / (1 << 20) as f64;
         let pct = (self.bytes * 100)

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::client::{Hub, HubError, TrustSettings};
+use crate::client::{Hub, HubError, LinkSettings, TrustSettings};
 use anyhow::{Context, Result};
 use dits_wire::tls::TrustedBy;
 use dits_wire::wire::ErrorCode;
@@ -96,7 +96,7 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
         .as_ref()
         .map(|c| c.token.clone())
         .unwrap_or_default();
-    let hub = Hub::connect(url, &trust, &token)
+    let hub = Hub::connect_with(url, &trust, &token, link_settings())
         .await
         .map_err(anyhow::Error::new)?;
     // Only a certificate nothing else vouched for is pinned, like an SSH known_hosts
@@ -116,6 +116,19 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
         url: url.clone(),
         credential,
     })
+}
+
+/// `dits.idleTimeout` (seconds of silence before a connection counts as dead, at most
+/// 60) and `dits.reconnectTimeout` (seconds to keep trying to connect again after that).
+fn link_settings() -> LinkSettings {
+    let defaults = LinkSettings::default();
+    let secs = |key: &str, default: std::time::Duration| {
+        std::time::Duration::from_secs(git::config_usize(key, default.as_secs() as usize) as u64)
+    };
+    LinkSettings {
+        idle_timeout: secs("dits.idleTimeout", defaults.idle_timeout),
+        reconnect_for: secs("dits.reconnectTimeout", defaults.reconnect_for),
+    }
 }
 
 impl Session {

@@ -62,34 +62,88 @@ impl crate::client::OutgoingObject for ReadAhead {
 /// Uploads `ids` (which the hub lacks) from the local store; returns bytes sent. Objects
 /// stream to the hub as they are read: a batch is one stream (one hub pack), and while it
 /// waits for the hub to make its pack durable the next batch is already sending.
+///
+/// When the connection dies the upload waits for a new one and goes on with what the hub
+/// still lacks: the hub keeps every object that arrived whole, even from a batch cut
+/// short, so only what was on the wire at that moment is sent again.
 pub async fn upload(
     session: &Session,
     store: &mut LocalStore,
     ids: &[ChunkId],
     show: bool,
 ) -> Result<u64> {
-    let tuning = Tuning::from_config();
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
+    let mut left = ids.to_vec();
+    let mut sent = 0u64;
+    loop {
+        let generation = session.hub.generation();
+        match upload_once(session, store, &left, &mut progress, &mut sent).await {
+            Ok(()) => break,
+            Err(Stopped::Hub(e @ HubError::Transport(_))) => {
+                session
+                    .hub
+                    .recover(generation, e)
+                    .await
+                    .map_err(|e| session.explain(e))?;
+                left = session
+                    .hub
+                    .missing(&left)
+                    .await
+                    .map_err(|e| session.explain(e))?;
+                progress.set_done((ids.len() - left.len()) as u64);
+            }
+            Err(Stopped::Hub(e)) => return Err(session.explain(e)),
+            Err(Stopped::Local(e)) => return Err(e),
+        }
+    }
+    progress.finish();
+    Ok(sent)
+}
+
+/// Why one pass of an upload stopped.
+enum Stopped {
+    /// The hub refused, or the connection failed.
+    Hub(HubError),
+    /// Reading the local store, or a task.
+    Local(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Stopped {
+    fn from(e: E) -> Self {
+        Stopped::Local(e.into())
+    }
+}
+
+/// One pass of [`upload`] over `ids`, adding the bytes the hub confirmed to `sent`.
+async fn upload_once(
+    session: &Session,
+    store: &mut LocalStore,
+    ids: &[ChunkId],
+    progress: &mut Progress,
+    sent: &mut u64,
+) -> Result<(), Stopped> {
+    let tuning = Tuning::from_config();
     let mut tasks: JoinSet<Result<PutResult, HubError>> = JoinSet::new();
     let mut batch: Option<tokio::sync::mpsc::Sender<ReadAhead>> = None;
     let read_ahead =
         std::sync::Arc::new(tokio::sync::Semaphore::new(UPLOAD_READ_AHEAD_BYTES / 1024));
     let mut batch_bytes = 0usize;
-    let mut sent = 0u64;
     let reap = |r: Result<Result<PutResult, HubError>, tokio::task::JoinError>,
-                progress: &mut Progress|
-     -> Result<u64> {
+                progress: &mut Progress,
+                sent: &mut u64|
+     -> Result<(), Stopped> {
         let answer = r
-            .map_err(|e| anyhow::anyhow!("upload task: {e}"))?
-            .map_err(|e| session.explain(e))?;
+            .map_err(|e| Stopped::Local(anyhow::anyhow!("upload task: {e}")))?
+            .map_err(Stopped::Hub)?;
         progress.add(answer.received, answer.bytes);
-        Ok(answer.bytes)
+        *sent += answer.bytes;
+        Ok(())
     };
     for (i, id) in ids.iter().enumerate() {
         if batch.is_none() {
             while tasks.len() >= tuning.parallel {
                 let r = tasks.join_next().await.expect("tasks pending");
-                sent += reap(r, &mut progress)?;
+                reap(r, progress, sent)?;
             }
             let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_READ_AHEAD);
             let hub = session.hub.clone();
@@ -118,20 +172,26 @@ pub async fn upload(
             // The stream ended early: its task holds the reason.
             drop(batch.take());
             while let Some(r) = tasks.join_next().await {
-                reap(r, &mut progress)?;
+                reap(r, progress, sent)?;
             }
-            anyhow::bail!("upload stream closed before all objects were sent");
+            return Err(
+                anyhow::anyhow!("upload stream closed before all objects were sent").into(),
+            );
         }
         if batch_bytes >= tuning.batch_bytes || i + 1 == ids.len() {
             batch = None;
         }
     }
     drop(batch);
+    // Every batch is waited for, even after one failed: each one the hub answers is
+    // counted, so a resumed upload knows what it already sent.
+    let mut first_error = None;
     while let Some(r) = tasks.join_next().await {
-        sent += reap(r, &mut progress)?;
+        if let Err(e) = reap(r, progress, sent) {
+            first_error.get_or_insert(e);
+        }
     }
-    progress.finish();
-    Ok(sent)
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Sealed bytes of downloaded objects waiting for the local store, across all streams.
@@ -192,33 +252,17 @@ pub async fn download(
                 let (hub, tx) = (hub.clone(), tx.clone());
                 let (queue, verifying) = (queue.clone(), verifying.clone());
                 tasks.spawn(async move {
-                    let mut objects = hub.get_object_stream(&batch).await?;
-                    while let Some(object) = objects.next().await? {
-                        let plain = object.plain_len as usize;
-                        let checking = verifying
-                            .clone()
-                            .acquire_many_owned(permits(plain, VERIFY_BYTES))
-                            .await
-                            .map_err(|e| HubError::Transport(e.to_string()))?;
-                        object.verify().map_err(|_| objects.corrupt(&object.id))?;
-                        drop(checking);
-                        let room = queue
-                            .clone()
-                            .acquire_many_owned(permits(object.sealed.len(), DOWNLOAD_QUEUE_BYTES))
-                            .await
-                            .map_err(|e| HubError::Transport(e.to_string()))?;
-                        let landed = Landed {
-                            id: object.id,
-                            plain_len: object.plain_len,
-                            sealed: object.sealed,
-                            _room: room,
-                        };
-                        if tx.send(landed).is_err() {
-                            // The writer stopped; it reports why.
+                    // Objects of `batch` already handed on; after a reconnection only
+                    // the rest are asked for.
+                    let mut done = 0;
+                    loop {
+                        let generation = hub.generation();
+                        let fetched =
+                            fetch_batch(&hub, &batch, &mut done, &tx, &queue, &verifying).await;
+                        if hub.again(generation, fetched).await?.is_some() {
                             return Ok(());
                         }
                     }
-                    Ok(())
                 });
             }
             match tasks.join_next().await {
@@ -255,6 +299,49 @@ pub async fn download(
         .map_err(|e| session.explain(e))?;
     progress.finish();
     Ok(received)
+}
+
+/// Reads `batch[*done..]` from the hub, verifies each object and hands it to the writer,
+/// counting it in `done` once it is handed on.
+async fn fetch_batch(
+    hub: &crate::client::Hub,
+    batch: &[ChunkId],
+    done: &mut usize,
+    tx: &tokio::sync::mpsc::UnboundedSender<Landed>,
+    queue: &std::sync::Arc<tokio::sync::Semaphore>,
+    verifying: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<(), HubError> {
+    if *done == batch.len() {
+        return Ok(());
+    }
+    let mut objects = hub.get_object_stream(&batch[*done..]).await?;
+    while let Some(object) = objects.next().await? {
+        let plain = object.plain_len as usize;
+        let checking = verifying
+            .clone()
+            .acquire_many_owned(permits(plain, VERIFY_BYTES))
+            .await
+            .map_err(|e| HubError::Transport(e.to_string()))?;
+        object.verify().map_err(|_| objects.corrupt(&object.id))?;
+        drop(checking);
+        let room = queue
+            .clone()
+            .acquire_many_owned(permits(object.sealed.len(), DOWNLOAD_QUEUE_BYTES))
+            .await
+            .map_err(|e| HubError::Transport(e.to_string()))?;
+        let landed = Landed {
+            id: object.id,
+            plain_len: object.plain_len,
+            sealed: object.sealed,
+            _room: room,
+        };
+        if tx.send(landed).is_err() {
+            // The writer stopped; it reports why.
+            return Ok(());
+        }
+        *done += 1;
+    }
+    Ok(())
 }
 
 /// Fetches whichever of `ids` the local store lacks.

@@ -63,7 +63,9 @@ async fn flood_headers(
     use dits_wire::wire::{read_frame, Response};
     let verifier = dits_wire::tls::PinnedVerifier::new(Some(fingerprint), false, None);
     let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
-    endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+    endpoint.set_default_client_config(
+        dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT).unwrap(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let connection = endpoint
@@ -139,7 +141,9 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
         let verifier =
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
         let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
-        endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+        endpoint.set_default_client_config(
+            dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT).unwrap(),
+        );
         let mut held = Vec::new();
         let mut refused = 0;
         for _ in 0..264 {
@@ -283,7 +287,9 @@ fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
         let verifier =
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
         let mut endpoint = dits_wire::tls::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+        endpoint.set_default_client_config(
+            dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT).unwrap(),
+        );
         for _ in 0..SPOOFED {
             let relay = one_way_relay(hub_address).await;
             let connecting = endpoint.connect(relay, "localhost").unwrap();
@@ -313,7 +319,9 @@ fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
         let verifier =
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
         let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
-        endpoint.set_default_client_config(dits_wire::tls::quic_client_config(verifier).unwrap());
+        endpoint.set_default_client_config(
+            dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT).unwrap(),
+        );
         let connecting = endpoint.connect(hub_address, "localhost").unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), connecting).await
     });

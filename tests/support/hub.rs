@@ -242,6 +242,27 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Trusts a relay on `port` in front of `hub` (see [`crate::lossy::LossyLink`]) as
+    /// the hub itself, and stores `token` for `user` there beside the credentials
+    /// already stored.
+    pub fn trust_relay(&self, hub: &HubProcess, port: u16, user: &str, token: &str) {
+        self.git(
+            self.dir.path(),
+            &[
+                "config",
+                "--global",
+                &format!("dits.dits://127.0.0.1:{port}.fingerprint"),
+                &hub.fingerprint,
+            ],
+        );
+        let credentials = self.home().join(".git-credentials");
+        let mut lines = std::fs::read_to_string(&credentials).unwrap_or_default();
+        lines.push_str(&format!("dits://{user}:{token}@127.0.0.1:{port}\n"));
+        std::fs::write(credentials, lines).unwrap();
+    }
+}
+
 /// GET `path` from the HTTPS side of the hub on `port`: the status and the body.
 pub fn https_get(port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")

@@ -53,7 +53,9 @@ pub async fn missing(
 const PUT_LOOKUP_BATCH: usize = 64;
 
 /// Reads objects until the client finishes its side; stores the ones this repository
-/// lacks as one pack. `stored` in the answer counts those.
+/// lacks as one pack. `stored` in the answer counts those. An upload cut short (the
+/// connection died) still stores the objects that arrived whole before it answers with
+/// the error.
 pub async fn put<R: AsyncRead + Unpin>(
     state: &HubState,
     repo: i64,
@@ -70,11 +72,17 @@ pub async fn put<R: AsyncRead + Unpin>(
     let mut in_batch = HashSet::new();
     let mut pending = Vec::with_capacity(PUT_LOOKUP_BATCH);
     let mut bytes_in = 0u64;
+    // Why the upload stopped before the client finished it (a dropped connection).
+    let mut interrupted = None;
     loop {
         let object = match read_object(reader).await {
             Ok(o) => o,
-            // A dropped upload commits nothing from this batch; earlier batches stay.
-            Err(e) => return Err(HubError::BadRequest(format!("upload interrupted: {e}"))),
+            // What arrived whole is kept (each object was verified against its id), so
+            // a client that reconnects sends only the rest; earlier batches stay too.
+            Err(e) => {
+                interrupted = Some(e);
+                None
+            }
         };
         let done = object.is_none();
         if let Some(object) = object {
@@ -144,6 +152,12 @@ pub async fn put<R: AsyncRead + Unpin>(
         .stats
         .objects_in
         .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    if let Some(e) = interrupted {
+        return Err(HubError::BadRequest(format!(
+            "upload interrupted: {e}; the {} objects that arrived whole were kept",
+            ids.len()
+        )));
+    }
     Ok(PutResult {
         stored: stored.len() as u64,
         received: ids.len() as u64,
