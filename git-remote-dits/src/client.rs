@@ -67,16 +67,25 @@ pub struct LinkSettings {
 impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
-            idle_timeout: dits_wire::tls::IDLE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             reconnect_for: Duration::from_secs(600),
         }
     }
 }
 
-/// Most time one connection attempt may take (handshake included).
+/// Silence after which a client takes its connection for dead. Well below the hub's 60 s:
+/// during an outage QUIC's retransmission timer backs off (0.3 s, 0.6 s, ... 9.6 s at
+/// 100 ms), so a connection that outlives a 10 s outage may then sit idle for up to 9 s
+/// more before its next probe finds the link back; a new connection is quicker. Keep-
+/// alives every quarter of it keep a healthy quiet connection from being taken for dead.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most time the first connection attempt may take (handshake included).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most time one attempt to reconnect may take: short, so that attempts keep coming and
+/// one of them soon follows the link's return.
+const RECONNECT_ATTEMPT: Duration = Duration::from_secs(5);
 /// Longest pause between two attempts to reconnect.
-const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(8);
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// The QUIC connection under a [`Hub`] and what it takes to make another one: clones of a
 /// `Hub` share it, so a reconnection made by one request serves them all.
@@ -143,7 +152,7 @@ impl Hub {
         endpoint.set_default_client_config(
             quic_client_config(verifier.clone(), settings.idle_timeout).map_err(transport)?,
         );
-        let connection = match dial(&endpoint, addr, url).await {
+        let connection = match dial(&endpoint, addr, url, CONNECT_TIMEOUT).await {
             Ok(c) => c,
             Err(Dial::Refused(e)) => {
                 return Err(match verifier.seen() {
@@ -153,7 +162,7 @@ impl Hub {
                     _ => transport(format!("{url}: cannot connect: {e}")),
                 })
             }
-            Err(Dial::NoAnswer) => {
+            Err(Dial::NoAnswer(_)) => {
                 return Err(transport(format!(
                     "{url}: no answer from the hub within {} s (is `dits-hub serve` running and UDP port {} reachable?)",
                     CONNECT_TIMEOUT.as_secs(),
@@ -212,7 +221,7 @@ impl Hub {
     /// After `error` on connection `generation`: if that connection is dead (timed out,
     /// reset, closed by the hub), waits until there is a new one, made here or by another
     /// request, and returns so the caller can try again; otherwise returns `error`.
-    /// Reconnecting is tried for `dits.reconnectTimeout`, with pauses growing to 8 s.
+    /// Reconnecting is tried for `dits.reconnectTimeout`, with pauses growing to 2 s.
     pub async fn recover(&self, generation: u64, error: HubError) -> Result<(), HubError> {
         let _one = self.link.reconnecting.lock().await;
         let (now, connection) = self.link.current();
@@ -232,7 +241,7 @@ impl Hub {
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(250);
         loop {
-            match dial(&self.link.endpoint, self.link.addr, &self.url).await {
+            match dial(&self.link.endpoint, self.link.addr, &self.url, RECONNECT_ATTEMPT).await {
                 Ok(fresh) => {
                     crate::progress::end_line();
                     *self.link.current.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -673,15 +682,15 @@ fn resolve(url: &RemoteUrl) -> Result<SocketAddr, HubError> {
 enum Dial {
     /// The hub answered and the handshake failed (or the endpoint could not start one).
     Refused(String),
-    /// Nothing within [`CONNECT_TIMEOUT`].
-    NoAnswer,
+    /// Nothing within the time given.
+    NoAnswer(Duration),
 }
 
 impl std::fmt::Display for Dial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Dial::Refused(e) => f.write_str(e),
-            Dial::NoAnswer => write!(f, "no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            Dial::NoAnswer(within) => write!(f, "no answer within {} s", within.as_secs()),
         }
     }
 }
@@ -692,14 +701,15 @@ async fn dial(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
     url: &RemoteUrl,
+    within: Duration,
 ) -> Result<quinn::Connection, Dial> {
     let connecting = endpoint
         .connect(addr, &url.host)
         .map_err(|e| Dial::Refused(e.to_string()))?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+    match tokio::time::timeout(within, connecting).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(Dial::Refused(e.to_string())),
-        Err(_) => Err(Dial::NoAnswer),
+        Err(_) => Err(Dial::NoAnswer(within)),
     }
 }
 
