@@ -201,12 +201,14 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// A QUIC client configuration that trusts through `verifier` and declares a connection
+/// A QUIC client configuration that trusts through `verifier`, paces with `congestion`
+/// and declares a connection
 /// dead after `idle` without a packet from the hub (QUIC uses the lower of the two
 /// peers' idle timeouts, and the hub's is 60 s).
 pub fn quic_client_config(
     verifier: Arc<PinnedVerifier>,
     idle: std::time::Duration,
+    congestion: Congestion,
 ) -> anyhow::Result<quinn::ClientConfig> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -217,6 +219,7 @@ pub fn quic_client_config(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = bulk_transport();
+    congestion.apply(&mut transport);
     let idle = idle.clamp(std::time::Duration::from_secs(1), IDLE_TIMEOUT);
     transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle)?));
     // Several keep-alives per idle period, so a quiet but healthy connection (a mount
@@ -275,11 +278,25 @@ impl Congestion {
     /// `DITS_QUIC_CONGESTION` (`bbr`, `cubic`, `newreno`), for comparing them on a real
     /// link (`bench/lossy.sh`); anything else, or nothing, is [`Congestion::DEFAULT`].
     pub fn from_env() -> Congestion {
-        match std::env::var("DITS_QUIC_CONGESTION").as_deref() {
-            Ok("bbr") => Congestion::Bbr,
-            Ok("cubic") => Congestion::Cubic,
-            Ok("newreno") => Congestion::NewReno,
-            _ => Congestion::DEFAULT,
+        Congestion::from_env_or(None)
+    }
+
+    /// `DITS_QUIC_CONGESTION` if set to a known name, else `configured` (a client's
+    /// `dits.congestion`) if that is one, else [`Congestion::DEFAULT`].
+    pub fn from_env_or(configured: Option<&str>) -> Congestion {
+        std::env::var("DITS_QUIC_CONGESTION")
+            .ok()
+            .and_then(|name| Congestion::from_name(&name))
+            .or_else(|| configured.and_then(Congestion::from_name))
+            .unwrap_or(Congestion::DEFAULT)
+    }
+
+    pub fn from_name(name: &str) -> Option<Congestion> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "bbr" => Some(Congestion::Bbr),
+            "cubic" => Some(Congestion::Cubic),
+            "newreno" => Some(Congestion::NewReno),
+            _ => None,
         }
     }
 

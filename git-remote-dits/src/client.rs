@@ -11,7 +11,7 @@ use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
 
 use dits_wire::refs::{valid_oid, valid_ref_name};
-use dits_wire::tls::{quic_client_config, PinnedVerifier, TrustedBy};
+use dits_wire::tls::{quic_client_config, Congestion, PinnedVerifier, TrustedBy};
 use dits_wire::url::RemoteUrl;
 use dits_wire::wire::{
     ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode,
@@ -31,7 +31,7 @@ pub struct TrustSettings {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HubError {
     /// The hub refused the request; `code` says why.
     #[error("{message}")]
@@ -62,6 +62,8 @@ fn transport(e: impl std::fmt::Display) -> HubError {
 pub struct LinkSettings {
     pub idle_timeout: Duration,
     pub reconnect_for: Duration,
+    /// The congestion controller for what this client sends (`dits.congestion`).
+    pub congestion: Congestion,
 }
 
 impl Default for LinkSettings {
@@ -69,6 +71,7 @@ impl Default for LinkSettings {
         LinkSettings {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             reconnect_for: Duration::from_secs(600),
+            congestion: Congestion::from_env(),
         }
     }
 }
@@ -150,7 +153,7 @@ impl Hub {
         };
         let mut endpoint = dits_wire::tls::endpoint(bind, None).map_err(transport)?;
         endpoint.set_default_client_config(
-            quic_client_config(verifier.clone(), settings.idle_timeout).map_err(transport)?,
+            quic_client_config(verifier.clone(), settings.idle_timeout, settings.congestion).map_err(transport)?,
         );
         let connection = match dial(&endpoint, addr, url, CONNECT_TIMEOUT).await {
             Ok(c) => c,
@@ -176,7 +179,7 @@ impl Hub {
         if let (Some(TrustedBy::FirstUse), Some(seen)) = (trusted_by, &fingerprint) {
             let pinned = PinnedVerifier::new(Some(seen.clone()), false, None);
             endpoint.set_default_client_config(
-                quic_client_config(pinned, settings.idle_timeout).map_err(transport)?,
+                quic_client_config(pinned, settings.idle_timeout, settings.congestion).map_err(transport)?,
             );
         }
         Ok(Hub {
@@ -211,6 +214,36 @@ impl Hub {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Another connection to the same hub, over the same UDP socket and trusting the same
+    /// certificate, with its own congestion controller and its own reconnection: for
+    /// spreading a transfer's batches so that one held back by loss or a stall does not
+    /// hold back the rest.
+    pub async fn another(&self) -> Result<Hub, HubError> {
+        let link = &self.link;
+        let connection = dial(&link.endpoint, link.addr, &self.url, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| transport(format!("{}: another connection: {e}", self.url)))?;
+        Ok(Hub {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            link: Arc::new(Link {
+                endpoint: link.endpoint.clone(),
+                addr: link.addr,
+                settings: link.settings,
+                current: std::sync::Mutex::new((0, connection)),
+                reconnecting: tokio::sync::Mutex::new(()),
+            }),
+            fingerprint: self.fingerprint.clone(),
+            trusted_by: self.trusted_by,
+        })
+    }
+
+    /// Whether connection `generation` is gone: dead, or already replaced.
+    pub fn lost(&self, generation: u64) -> bool {
+        let (now, connection) = self.link.current();
+        now != generation || connection.close_reason().is_some()
     }
 
     /// Which connection requests go over now; pass it to [`Hub::recover`] after one fails.
@@ -602,10 +635,18 @@ impl Hub {
         Ok((result.lock, result.forced_by))
     }
 
+    /// Closes the connection and waits until the hub has heard (every connection over
+    /// this hub's UDP socket: close those of [`Hub::another`] first, or this waits for
+    /// them to time out).
     pub async fn close(&self) {
+        self.close_connection();
+        self.link.endpoint.wait_idle().await;
+    }
+
+    /// Closes the connection without waiting.
+    pub fn close_connection(&self) {
         let (_, connection) = self.link.current();
         connection.close(0u32.into(), b"done");
-        self.link.endpoint.wait_idle().await;
     }
 }
 

@@ -86,7 +86,7 @@ async fn run(remote: &str, url: &str) -> Result<()> {
         }
     }
     if let Some(s) = session {
-        s.hub.close().await;
+        s.close().await;
     }
     Ok(())
 }

@@ -121,7 +121,7 @@ pub fn held_by_me(lockable: &[String]) -> HashSet<String> {
         let (ours, _) = runtime
             .block_on(session.hub.verify_locks(Some(lockable.to_vec())))
             .map_err(|e| session.explain(e))?;
-        runtime.block_on(session.hub.close());
+        runtime.block_on(session.close());
         Ok(ours.into_iter().map(|l| l.path).collect())
     };
     ask().unwrap_or_else(|_| load_mine())
@@ -142,7 +142,7 @@ pub fn hook_refresh() {
             eprintln!("warning: dits: could not check locks ({why}); lockable files use the last known locks");
         }
         if let Some(s) = session {
-            runtime.block_on(s.hub.close());
+            runtime.block_on(s.close());
         }
         Ok(())
     };

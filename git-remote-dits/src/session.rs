@@ -76,6 +76,8 @@ pub struct Session {
     pub hub: Hub,
     pub url: RemoteUrl,
     pub credential: Option<Credential>,
+    /// `hub` and the further connections transfers spread over, made on first need.
+    connections: tokio::sync::OnceCell<Vec<Hub>>,
 }
 
 pub async fn connect(url: &RemoteUrl) -> Result<Session> {
@@ -115,11 +117,13 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
         hub,
         url: url.clone(),
         credential,
+        connections: tokio::sync::OnceCell::new(),
     })
 }
 
 /// `dits.idleTimeout` (seconds of silence before a connection counts as dead, at most
-/// 60) and `dits.reconnectTimeout` (seconds to keep trying to connect again after that).
+/// 60), `dits.reconnectTimeout` (seconds to keep trying to connect again after that) and
+/// `dits.congestion` (`bbr`, `cubic` or `newreno`; `DITS_QUIC_CONGESTION` wins).
 fn link_settings() -> LinkSettings {
     let defaults = LinkSettings::default();
     let secs = |key: &str, default: std::time::Duration| {
@@ -128,10 +132,46 @@ fn link_settings() -> LinkSettings {
     LinkSettings {
         idle_timeout: secs("dits.idleTimeout", defaults.idle_timeout),
         reconnect_for: secs("dits.reconnectTimeout", defaults.reconnect_for),
+        congestion: dits_wire::tls::Congestion::from_env_or(
+            git::try_run(&["config", "--get", "dits.congestion"]).as_deref(),
+        ),
     }
 }
 
 impl Session {
+    /// Closes every connection of the session and waits until the hub has heard.
+    pub async fn close(&self) {
+        for hub in self.connections.get().into_iter().flatten() {
+            hub.close_connection();
+        }
+        self.hub.close().await;
+    }
+
+    /// The connections a transfer spreads its batches over: `hub` and `dits.connections`
+    /// − 1 more (default 1 in all), made together on first need. One that cannot be made
+    /// is left out (the transfer still has `hub`).
+    pub async fn connections(&self) -> &[Hub] {
+        self.connections
+            .get_or_init(|| async {
+                let wanted = git::config_usize("dits.connections", 1).clamp(1, 16);
+                let mut more = tokio::task::JoinSet::new();
+                for _ in 1..wanted {
+                    let hub = self.hub.clone();
+                    more.spawn(async move { hub.another().await });
+                }
+                let mut hubs = vec![self.hub.clone()];
+                while let Some(made) = more.join_next().await {
+                    match made {
+                        Ok(Ok(hub)) => hubs.push(hub),
+                        Ok(Err(e)) => tracing::debug!("{e}"),
+                        Err(e) => tracing::debug!("connecting: {e}"),
+                    }
+                }
+                hubs
+            })
+            .await
+    }
+
     /// Turns a hub refusal into a message that says what to do, and tells the
     /// credential helpers whether the token worked.
     pub fn explain(&self, e: HubError) -> anyhow::Error {

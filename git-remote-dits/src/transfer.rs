@@ -6,7 +6,7 @@
 //! (see [`download`]). Both are tunable (see [`Tuning`]). A batch that arrived stays;
 //! an interrupted transfer re-run sends only what the hub (or the local store) still lacks.
 
-use crate::client::HubError;
+use crate::client::{Hub, HubError};
 use anyhow::Result;
 use dits_core::{ChunkId, ChunkStore, LocalStore};
 use dits_wire::wire::PutResult;
@@ -75,16 +75,26 @@ pub async fn upload(
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
     let mut left = ids.to_vec();
     let mut sent = 0u64;
+    let hubs = session.connections().await;
     loop {
-        let generation = session.hub.generation();
-        match upload_once(session, store, &left, &mut progress, &mut sent).await {
+        let generations: Vec<u64> = hubs.iter().map(Hub::generation).collect();
+        match upload_once(hubs, store, &left, &mut progress, &mut sent).await {
             Ok(()) => break,
             Err(Stopped::Hub(e @ HubError::Transport(_))) => {
-                session
-                    .hub
-                    .recover(generation, e)
-                    .await
-                    .map_err(|e| session.explain(e))?;
+                // Whichever connections died come back; if none did, the error stands.
+                let lost: Vec<(&Hub, u64)> = hubs
+                    .iter()
+                    .zip(generations)
+                    .filter(|(hub, generation)| hub.lost(*generation))
+                    .collect();
+                if lost.is_empty() {
+                    return Err(session.explain(e));
+                }
+                for (hub, generation) in lost {
+                    hub.recover(generation, e.clone())
+                        .await
+                        .map_err(|e| session.explain(e))?;
+                }
                 left = session
                     .hub
                     .missing(&left)
@@ -114,9 +124,10 @@ impl<E: Into<anyhow::Error>> From<E> for Stopped {
     }
 }
 
-/// One pass of [`upload`] over `ids`, adding the bytes the hub confirmed to `sent`.
+/// One pass of [`upload`] over `ids`, batch after batch over `hubs` in turn, adding the
+/// bytes the hub confirmed to `sent`.
 async fn upload_once(
-    session: &Session,
+    hubs: &[Hub],
     store: &mut LocalStore,
     ids: &[ChunkId],
     progress: &mut Progress,
@@ -139,6 +150,7 @@ async fn upload_once(
         *sent += answer.bytes;
         Ok(())
     };
+    let mut batches = 0;
     for (i, id) in ids.iter().enumerate() {
         if batch.is_none() {
             while tasks.len() >= tuning.parallel {
@@ -146,7 +158,8 @@ async fn upload_once(
                 reap(r, progress, sent)?;
             }
             let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_READ_AHEAD);
-            let hub = session.hub.clone();
+            let hub = hubs[batches % hubs.len()].clone();
+            batches += 1;
             tasks.spawn(async move { hub.put_object_stream(rx).await });
             batch = Some(tx);
             batch_bytes = 0;
@@ -242,14 +255,14 @@ pub async fn download(
     let verifying = Arc::new(Semaphore::new(VERIFY_BYTES / 1024));
     let (tx, mut rx) = mpsc::unbounded_channel::<Landed>();
     let batches: Vec<Vec<ChunkId>> = ids.chunks(BATCH_IDS).map(<[ChunkId]>::to_vec).collect();
-    let hub = session.hub.clone();
+    let hubs = session.connections().await.to_vec();
     let driver = tokio::spawn(async move {
         let mut tasks: JoinSet<Result<(), HubError>> = JoinSet::new();
-        let mut batches = batches.into_iter();
+        let mut batches = batches.into_iter().enumerate();
         loop {
             while tasks.len() < parallel {
-                let Some(batch) = batches.next() else { break };
-                let (hub, tx) = (hub.clone(), tx.clone());
+                let Some((n, batch)) = batches.next() else { break };
+                let (hub, tx) = (hubs[n % hubs.len()].clone(), tx.clone());
                 let (queue, verifying) = (queue.clone(), verifying.clone());
                 tasks.spawn(async move {
                     // Objects of `batch` already handed on; after a reconnection only

@@ -11,10 +11,20 @@ use std::sync::atomic::Ordering;
 use dits_tests::lossy::LossyLink;
 use dits_tests::{media, same_bytes, TestEnv};
 
+/// Over two connections (`dits.connections`), so batches take turns between them.
 #[test]
 fn a_push_and_a_clone_through_five_percent_loss_arrive_byte_identical() {
     let env = TestEnv::new();
     let (hub, token) = env.alice_hub();
+    env.git(
+        env.dir.path(),
+        &["config", "--global", "dits.connections", "2"],
+    );
+    // Small batches, so even this short clip's upload and download use both connections.
+    env.git(
+        env.dir.path(),
+        &["config", "--global", "dits.transferBatchSize", "512k"],
+    );
     let link = LossyLink::start(
         ([127, 0, 0, 1], hub.port).into(),
         0.05,

@@ -41,7 +41,7 @@ fn with_session<T>(f: impl FnOnce(&Session, &tokio::runtime::Runtime) -> Result<
     let url = default_remote_url()?;
     let session = runtime.block_on(connect(&url))?;
     let out = f(&session, &runtime);
-    runtime.block_on(session.hub.close());
+    runtime.block_on(session.close());
     out
 }
 

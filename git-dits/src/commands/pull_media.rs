@@ -91,7 +91,7 @@ pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
     let received = runtime.block_on(async {
         let session = connect(&url).await?;
         let bytes = fetch_media(&session, &mut store, &pointers, !quiet).await;
-        session.hub.close().await;
+        session.close().await;
         bytes
     })?;
     // The transfer alone (connect, fetch, close), for comparing with reads through
