@@ -153,7 +153,8 @@ impl Hub {
         };
         let mut endpoint = dits_wire::tls::endpoint(bind, None).map_err(transport)?;
         endpoint.set_default_client_config(
-            quic_client_config(verifier.clone(), settings.idle_timeout, settings.congestion).map_err(transport)?,
+            quic_client_config(verifier.clone(), settings.idle_timeout, settings.congestion)
+                .map_err(transport)?,
         );
         let connection = match dial(&endpoint, addr, url, CONNECT_TIMEOUT).await {
             Ok(c) => c,
@@ -179,7 +180,8 @@ impl Hub {
         if let (Some(TrustedBy::FirstUse), Some(seen)) = (trusted_by, &fingerprint) {
             let pinned = PinnedVerifier::new(Some(seen.clone()), false, None);
             endpoint.set_default_client_config(
-                quic_client_config(pinned, settings.idle_timeout, settings.congestion).map_err(transport)?,
+                quic_client_config(pinned, settings.idle_timeout, settings.congestion)
+                    .map_err(transport)?,
             );
         }
         Ok(Hub {
@@ -646,6 +648,7 @@ impl Hub {
     /// Closes the connection without waiting.
     pub fn close_connection(&self) {
         let (_, connection) = self.link.current();
+        tracing::debug!("closing {}: {:?}", self.url, connection.stats());
         connection.close(0u32.into(), b"done");
     }
 }

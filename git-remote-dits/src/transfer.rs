@@ -147,6 +147,11 @@ async fn upload_once(
             .map_err(|e| Stopped::Local(anyhow::anyhow!("upload task: {e}")))?
             .map_err(Stopped::Hub)?;
         progress.add(answer.received, answer.bytes);
+        tracing::debug!(
+            objects = answer.received,
+            bytes = answer.bytes,
+            "batch stored"
+        );
         *sent += answer.bytes;
         Ok(())
     };
@@ -261,7 +266,9 @@ pub async fn download(
         let mut batches = batches.into_iter().enumerate();
         loop {
             while tasks.len() < parallel {
-                let Some((n, batch)) = batches.next() else { break };
+                let Some((n, batch)) = batches.next() else {
+                    break;
+                };
                 let (hub, tx) = (hubs[n % hubs.len()].clone(), tx.clone());
                 let (queue, verifying) = (queue.clone(), verifying.clone());
                 tasks.spawn(async move {

@@ -64,7 +64,12 @@ async fn flood_headers(
     let verifier = dits_wire::tls::PinnedVerifier::new(Some(fingerprint), false, None);
     let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
     endpoint.set_default_client_config(
-        dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT, dits_wire::tls::Congestion::DEFAULT).unwrap(),
+        dits_wire::tls::quic_client_config(
+            verifier,
+            dits_wire::tls::IDLE_TIMEOUT,
+            dits_wire::tls::Congestion::DEFAULT,
+        )
+        .unwrap(),
     );
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
@@ -142,7 +147,12 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
         let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
         endpoint.set_default_client_config(
-            dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT, dits_wire::tls::Congestion::DEFAULT).unwrap(),
+            dits_wire::tls::quic_client_config(
+                verifier,
+                dits_wire::tls::IDLE_TIMEOUT,
+                dits_wire::tls::Congestion::DEFAULT,
+            )
+            .unwrap(),
         );
         let mut held = Vec::new();
         let mut refused = 0;
@@ -288,7 +298,12 @@ fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
         let mut endpoint = dits_wire::tls::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
         endpoint.set_default_client_config(
-            dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT, dits_wire::tls::Congestion::DEFAULT).unwrap(),
+            dits_wire::tls::quic_client_config(
+                verifier,
+                dits_wire::tls::IDLE_TIMEOUT,
+                dits_wire::tls::Congestion::DEFAULT,
+            )
+            .unwrap(),
         );
         for _ in 0..SPOOFED {
             let relay = one_way_relay(hub_address).await;
@@ -320,7 +335,12 @@ fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
             dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
         let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
         endpoint.set_default_client_config(
-            dits_wire::tls::quic_client_config(verifier, dits_wire::tls::IDLE_TIMEOUT, dits_wire::tls::Congestion::DEFAULT).unwrap(),
+            dits_wire::tls::quic_client_config(
+                verifier,
+                dits_wire::tls::IDLE_TIMEOUT,
+                dits_wire::tls::Congestion::DEFAULT,
+            )
+            .unwrap(),
         );
         let connecting = endpoint.connect(hub_address, "localhost").unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), connecting).await

@@ -28,10 +28,13 @@ pub struct LossyLink {
     stop: Arc<AtomicBool>,
 }
 
-/// A planned blackout: everything is dropped for `lasts` once `after` bytes have passed.
+/// A planned blackout: everything is dropped for `lasts` once `after` bytes have passed,
+/// or once `at` has passed since the first datagram.
 #[derive(Default)]
 struct Outage {
     after: Option<u64>,
+    at: Option<Duration>,
+    first: Option<Instant>,
     lasts: Duration,
     started: Option<Instant>,
     /// Bytes passed toward clients when it started.
@@ -67,7 +70,10 @@ impl Shared {
         let mut outage = self.outage.lock().unwrap();
         let moved =
             self.to_clients.load(Ordering::Relaxed) + self.to_service.load(Ordering::Relaxed);
-        if outage.started.is_none() && outage.after.is_some_and(|after| moved >= after) {
+        let first = *outage.first.get_or_insert_with(Instant::now);
+        let due = outage.after.is_some_and(|after| moved >= after)
+            || outage.at.is_some_and(|at| first.elapsed() >= at);
+        if outage.started.is_none() && due {
             outage.started = Some(Instant::now());
             outage.to_clients_before = self.to_clients.load(Ordering::Relaxed);
             outage.to_service_before = self.to_service.load(Ordering::Relaxed);
@@ -110,8 +116,22 @@ impl Shared {
     }
 }
 
-fn relay_socket() -> UdpSocket {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// A relay socket on `port` (0: any) of 127.0.0.1. Large buffers, as the Python relay
+/// asks for: the kernel's default drops bursts, which would be loss nobody chose.
+fn relay_socket(port: u16) -> UdpSocket {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    let _ = socket.set_send_buffer_size(8 << 20);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket
+        .bind(&addr.into())
+        .unwrap_or_else(|e| panic!("relay: binding 127.0.0.1:{port}: {e}"));
+    let socket: UdpSocket = socket.into();
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
@@ -122,7 +142,12 @@ impl LossyLink {
     /// Relays between clients and the UDP service at `target`, dropping `loss` (0..1) of
     /// the datagrams each way and delaying each by `rtt / 2`.
     pub fn start(target: SocketAddr, loss: f64, rtt: Duration) -> LossyLink {
-        let front = Arc::new(relay_socket());
+        LossyLink::start_on(0, target, loss, rtt)
+    }
+
+    /// [`LossyLink::start`] with clients sending to `port` (0: any free one).
+    pub fn start_on(port: u16, target: SocketAddr, loss: f64, rtt: Duration) -> LossyLink {
+        let front = Arc::new(relay_socket(port));
         let port = front.local_addr().unwrap().port();
         let (queue, due) = mpsc::channel::<(Instant, Hop, Vec<u8>)>();
         let link = LossyLink {
@@ -158,7 +183,7 @@ impl LossyLink {
                     0x2545_f491_4f6c_dd1d,
                     |client| {
                         let back = backs.entry(client).or_insert_with(|| {
-                            let back = Arc::new(relay_socket());
+                            let back = Arc::new(relay_socket(0));
                             let (shared, reader) = (shared.clone(), back.clone());
                             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
                             let seed = seed | 1;
@@ -197,6 +222,13 @@ impl LossyLink {
     pub fn black_out_after(&self, bytes: u64, lasts: Duration) {
         let mut outage = self.outage.lock().unwrap();
         outage.after = Some(bytes);
+        outage.lasts = lasts;
+    }
+
+    /// Drops everything, both ways, for `lasts` from `at` after the first datagram.
+    pub fn black_out_at(&self, at: Duration, lasts: Duration) {
+        let mut outage = self.outage.lock().unwrap();
+        outage.at = Some(at);
         outage.lasts = lasts;
     }
 

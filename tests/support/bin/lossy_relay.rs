@@ -1,0 +1,37 @@
+//! `lossy-relay LISTEN_PORT TARGET_PORT LOSS DELAY_MS [BLACKOUT_AT_S BLACKOUT_S]`: the
+//! end-to-end tests' [`LossyLink`] as a program, with the arguments of
+//! `../shared/tools/lossy-udp.py`, for `bench/lossy.sh`. The Python relay tops out near
+//! 20–38 MB/s on this machine, so it, not the transfer, set the loss-free baseline.
+//! Runs until killed; prints what it dropped and passed every 10 s.
+
+use std::time::Duration;
+
+use dits_tests::lossy::LossyLink;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, what: &str| -> f64 {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("usage: lossy-relay LISTEN_PORT TARGET_PORT LOSS DELAY_MS [BLACKOUT_AT_S BLACKOUT_S] ({what})");
+                std::process::exit(2)
+            })
+    };
+    let listen = number(0, "listen port") as u16;
+    let target = number(1, "target port") as u16;
+    let loss = number(2, "loss");
+    let delay = Duration::from_secs_f64(number(3, "delay") / 1000.0);
+    let link = LossyLink::start_on(listen, ([127, 0, 0, 1], target).into(), loss, delay * 2);
+    if args.len() > 4 {
+        let at = Duration::from_secs_f64(number(4, "blackout start"));
+        let lasts = Duration::from_secs_f64(number(5, "blackout length"));
+        link.black_out_at(at, lasts);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        let dropped = link.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let passed = link.passed.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("lossy-relay: dropped {dropped}, passed {passed}");
+    }
+}
