@@ -8,10 +8,12 @@
 #
 # Prints, for each link: push and clone seconds and MB/s, the share of the loss-free run
 # at the same round trip (targets: >= 50% at 0.5% and 2% loss, >= 25% at 5%), and how
-# many object bytes the hub took in (push) and sent (clone) as a multiple of what the
-# transfer needed. Above 1.00 after an outage is what was sent again. The hub counts what
-# it wrote into its QUIC send buffers, so a clone's figure includes what was in flight
-# when the link died, which never arrived; the e2e tests count at the relay instead.
+# many bytes crossed the relay toward the hub (push) and the client (clone) as a multiple
+# of the media objects the transfer needed: about 1.03-1.08 is QUIC's headers,
+# retransmissions and the Git pack; well above that after an outage would be media sent
+# again. (With no relay report, direct or the Python relay, the hub's object byte
+# counters stand in; the hub counts what it wrote into its QUIC send buffers, so a
+# clone's figure then includes what was in flight when a link died.)
 #
 # A link "LOSS:RTT:BLACKOUT" also drops everything for BLACKOUT seconds, 1.5 s into the
 # push and again 1.5 s into the clone (each step gets a relay of its own on one port).
@@ -62,18 +64,30 @@ free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.
 # metric NAME: a counter from the hub's /metrics.
 metric() { curl -sk "https://127.0.0.1:$HUB_PORT/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-# relay_for_step: a fresh relay on $port for one step (the blackout, if any, counts from
-# the step's first datagram).
+# relay_for_step STEP: a fresh relay on $port for one step (the blackout, if any, counts
+# from the step's first datagram), logging to $RELAY_LOG.
 relay_for_step() {
   [ "$link" = direct ] && return
   [ -z "$relay" ] || { kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true; }
+  RELAY_LOG=$W/relay-$n-$1.log
   if [ -n "$blackout" ]; then
-    "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" 1.5 "$blackout" >>"$W/relay-$n.log" 2>&1 &
+    "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" 1.5 "$blackout" >"$RELAY_LOG" 2>&1 &
   else
-    "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >>"$W/relay-$n.log" 2>&1 &
+    "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >"$RELAY_LOG" 2>&1 &
   fi
   relay=$!
   pids+=("$relay")
+}
+# wire_bytes WAY FALLBACK: the bytes the relay passed WAY (to_clients, to_service) in this
+# step, from its once-a-second report; FALLBACK (the hub's count) with no report (a direct
+# link, or the Python relay).
+wire_bytes() {
+  local got=
+  if [ "$link" != direct ]; then
+    sleep 1.2
+    got=$(grep -o "$1 [0-9]*" "$RELAY_LOG" 2>/dev/null | tail -1 | cut -d' ' -f2)
+  fi
+  echo "${got:-$2}"
 }
 mbps() { awk -v s="$SIZE" -v t="$1" 'BEGIN { if (t == "-") print "-"; else printf "%.2f", s / 1e6 / t }'; }
 # timed CMD...: seconds CMD took, or "-" when it failed or ran past STEP_TIMEOUT.
@@ -117,7 +131,7 @@ for link in $LINKS; do
   (cd "$src" && git dits track '*.mp4' >/dev/null && cp "$CLIP" clip.mp4 && git add . \
     && git commit -qm clip && git remote add origin "dits://127.0.0.1:$port/bench/link-$n")
   echo "== link $n: loss $loss, rtt ${rtt} ms, blackout ${blackout:-none}" >>"$W/steps.log"
-  relay_for_step
+  relay_for_step push
   in0=$(metric dits_object_bytes_in_total)
   PUSH[$n]=$(cd "$src" && GIT_DITS_LOG=${GIT_DITS_LOG:-} timed git push -q origin main)
   # What each step had to move: the bytes of the objects the first push stored. Later
@@ -127,11 +141,11 @@ for link in $LINKS; do
     NEED=$(du -cb "$W/hub/objects/chunks"/*.pack 2>/dev/null | tail -1 | cut -f1)
   fi
   need=$NEED
-  PUSH_SENT[$n]=$(ratio "$(( $(metric dits_object_bytes_in_total) - in0 ))" "$need")
-  relay_for_step
+  PUSH_SENT[$n]=$(ratio "$(wire_bytes to_service "$(( $(metric dits_object_bytes_in_total) - in0 ))")" "$need")
+  relay_for_step clone
   out0=$(metric dits_object_bytes_out_total)
   CLONE[$n]=$(cd "$W" && timed git clone -q "dits://127.0.0.1:$port/bench/link-$n" "clone-$n")
-  CLONE_SENT[$n]=$(ratio "$(( $(metric dits_object_bytes_out_total) - out0 ))" "$need")
+  CLONE_SENT[$n]=$(ratio "$(wire_bytes to_clients "$(( $(metric dits_object_bytes_out_total) - out0 ))")" "$need")
   if [ "${CLONE[$n]}" != "-" ] && ! cmp -s "$W/clone-$n/clip.mp4" "$CLIP"; then
     CLONE[$n]="-"; echo "clone $n: bytes differ" >>"$W/steps.log"
   fi
