@@ -61,16 +61,7 @@ async fn flood_headers(
     streams: usize,
 ) -> Flood {
     use dits_wire::wire::{read_frame, Response};
-    let verifier = dits_wire::tls::PinnedVerifier::new(Some(fingerprint), false, None);
-    let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
-    endpoint.set_default_client_config(
-        dits_wire::tls::quic_client_config(
-            verifier,
-            dits_wire::tls::IDLE_TIMEOUT,
-            dits_wire::tls::Congestion::DEFAULT,
-        )
-        .unwrap(),
-    );
+    let endpoint = pinned_endpoint("127.0.0.2:0", fingerprint);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let connection = endpoint
@@ -143,17 +134,7 @@ fn a_flood_of_unauthenticated_headers_leaves_the_hub_small_and_serving() {
 
     // One address may hold 256 connections at once; the hub refuses the rest.
     let (admitted, refused) = rt.block_on(async {
-        let verifier =
-            dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
-        let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
-        endpoint.set_default_client_config(
-            dits_wire::tls::quic_client_config(
-                verifier,
-                dits_wire::tls::IDLE_TIMEOUT,
-                dits_wire::tls::Congestion::DEFAULT,
-            )
-            .unwrap(),
-        );
+        let endpoint = pinned_endpoint("127.0.0.2:0", hub.fingerprint.clone());
         let mut held = Vec::new();
         let mut refused = 0;
         for _ in 0..264 {
@@ -272,6 +253,21 @@ async fn one_way_relay(hub: std::net::SocketAddr) -> std::net::SocketAddr {
     address
 }
 
+/// A client endpoint on `addr` that trusts only the certificate `fingerprint`.
+fn pinned_endpoint(addr: &str, fingerprint: String) -> quinn::Endpoint {
+    let verifier = dits_wire::tls::PinnedVerifier::new(Some(fingerprint), false, None);
+    let mut endpoint = dits_wire::tls::endpoint(addr.parse().unwrap(), None).unwrap();
+    endpoint.set_default_client_config(
+        dits_wire::tls::quic_client_config(
+            verifier,
+            dits_wire::tls::IDLE_TIMEOUT,
+            dits_wire::tls::Congestion::DEFAULT,
+        )
+        .unwrap(),
+    );
+    endpoint
+}
+
 /// A number from the hub's `/metrics`.
 fn metric(port: u16, name: &str) -> u64 {
     let (status, body) = dits_tests::hub::https_get(port, "metrics");
@@ -294,17 +290,7 @@ fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     const SPOOFED: u64 = 300;
     let spoofer = rt.block_on(async {
-        let verifier =
-            dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
-        let mut endpoint = dits_wire::tls::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        endpoint.set_default_client_config(
-            dits_wire::tls::quic_client_config(
-                verifier,
-                dits_wire::tls::IDLE_TIMEOUT,
-                dits_wire::tls::Congestion::DEFAULT,
-            )
-            .unwrap(),
-        );
+        let endpoint = pinned_endpoint("127.0.0.1:0", hub.fingerprint.clone());
         for _ in 0..SPOOFED {
             let relay = one_way_relay(hub_address).await;
             let connecting = endpoint.connect(relay, "localhost").unwrap();
@@ -331,17 +317,7 @@ fn handshakes_from_spoofed_addresses_cannot_take_the_slots_of_real_clients() {
     );
 
     let honest = rt.block_on(async {
-        let verifier =
-            dits_wire::tls::PinnedVerifier::new(Some(hub.fingerprint.clone()), false, None);
-        let mut endpoint = dits_wire::tls::endpoint("127.0.0.2:0".parse().unwrap(), None).unwrap();
-        endpoint.set_default_client_config(
-            dits_wire::tls::quic_client_config(
-                verifier,
-                dits_wire::tls::IDLE_TIMEOUT,
-                dits_wire::tls::Congestion::DEFAULT,
-            )
-            .unwrap(),
-        );
+        let endpoint = pinned_endpoint("127.0.0.2:0", hub.fingerprint.clone());
         let connecting = endpoint.connect(hub_address, "localhost").unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), connecting).await
     });

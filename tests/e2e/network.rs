@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use dits_tests::lossy::LossyLink;
-use dits_tests::{media, same_bytes, TestEnv};
+use dits_tests::{media, same_bytes, HubProcess, TestEnv};
 
 /// Over two connections (`dits.connections`), so batches take turns between them.
 #[test]
@@ -59,12 +59,22 @@ fn a_push_and_a_clone_through_five_percent_loss_arrive_byte_identical() {
 /// set, so the connection dies and the client must make a new one.
 const BLACKOUT: Duration = Duration::from_secs(5);
 
-/// Sets the idle timeout to 2 s in this HOME, so a 5 s blackout kills the connection.
-fn short_idle_timeout(env: &TestEnv) {
+/// A loss-free relay in front of `hub`, trusted with alice's `token`, that blacks out for
+/// [`BLACKOUT`] once `after` bytes have passed; the idle timeout is set to 2 s in this
+/// HOME, so the blackout kills the connection.
+fn blacked_out_link(env: &TestEnv, hub: &HubProcess, token: &str, after: u64) -> LossyLink {
+    let link = LossyLink::start(
+        ([127, 0, 0, 1], hub.port).into(),
+        0.0,
+        Duration::from_millis(20),
+    );
+    link.black_out_after(after, BLACKOUT);
+    env.trust_relay(hub, link.port, "alice", token);
     env.git(
         env.dir.path(),
         &["config", "--global", "dits.idleTimeout", "2"],
     );
+    link
 }
 
 /// A clone whose link goes dark partway through the media, for longer than the idle
@@ -82,14 +92,7 @@ fn a_clone_cut_off_longer_than_the_idle_timeout_resumes_without_fetching_again_w
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
     env.git(&repo, &["push", "-q", "origin", "main"]);
 
-    let link = LossyLink::start(
-        ([127, 0, 0, 1], hub.port).into(),
-        0.0,
-        Duration::from_millis(20),
-    );
-    link.black_out_after(size * 2 / 5, BLACKOUT);
-    env.trust_relay(&hub, link.port, "alice", &token);
-    short_idle_timeout(&env);
+    let link = blacked_out_link(&env, &hub, &token, size * 2 / 5);
     let url = format!("dits://127.0.0.1:{}/alice/film", link.port);
     let clone = env.clone_with(&url, "b", &[]);
     let stderr = String::from_utf8_lossy(&clone.stderr);
@@ -118,14 +121,7 @@ fn a_push_cut_off_longer_than_the_idle_timeout_resumes_and_sends_only_what_had_n
     let (hub, token) = env.alice_hub();
     let clip = media().path("base.mp4");
     let size = std::fs::metadata(&clip).unwrap().len();
-    let link = LossyLink::start(
-        ([127, 0, 0, 1], hub.port).into(),
-        0.0,
-        Duration::from_millis(20),
-    );
-    link.black_out_after(size * 2 / 5, BLACKOUT);
-    env.trust_relay(&hub, link.port, "alice", &token);
-    short_idle_timeout(&env);
+    let link = blacked_out_link(&env, &hub, &token, size * 2 / 5);
     let repo = env.repo("a");
     env.commit_file(&repo, &clip, "clip.mp4");
     let url = format!("dits://127.0.0.1:{}/alice/film", link.port);
