@@ -15,8 +15,9 @@
 # counters stand in; the hub counts what it wrote into its QUIC send buffers, so a
 # clone's figure then includes what was in flight when a link died.)
 #
-# A link "LOSS:RTT:BLACKOUT" also drops everything for BLACKOUT seconds, 1.5 s into the
-# push and again 1.5 s into the clone (each step gets a relay of its own on one port).
+# A link "LOSS:RTT:BLACKOUT" also drops everything for BLACKOUT seconds, once half the
+# clip has crossed in the push and again in the clone (each step gets a relay of its own
+# on one port; the Python relay: 1.5 s into each step).
 # The default list ends with 10 s and 60 s blackouts at 100 ms; the 60 s one outlasts
 # the 60 s idle timeout, so the connection dies and the client must reconnect.
 #
@@ -43,12 +44,18 @@ bench_need ffmpeg git python3 curl
 cargo build --release -q -p git-dits -p git-remote-dits -p dits-hub -p dits-tests --bin git-dits \
   --bin git-remote-dits --bin dits-hub --bin lossy-relay
 [ -f "$RELAY" ] || { echo "no relay at $RELAY (set LOSSY_RELAY)" >&2; exit 1; }
-# The Python relay runs under python3; the Rust one (the default) on its own.
-case $RELAY in *.py) RUN_RELAY=(python3 "$RELAY") ;; *) RUN_RELAY=("$RELAY") ;; esac
+# The Python relay runs under python3 and blacks out at a time (1.5 s into the step); the
+# Rust one (the default) runs on its own and blacks out once half the clip has passed, so
+# the outage always falls in the middle of the media.
+case $RELAY in
+  *.py) RUN_RELAY=(python3 "$RELAY") BLACKOUT_AT=1.5 ;;
+  *) RUN_RELAY=("$RELAY") BLACKOUT_AT=half ;;
+esac
 export PATH=$ROOT/target/release:$PATH
 
 CLIP=$(bench_clip "$SECS")
 SIZE=$(stat -c %s "$CLIP")
+[ "$BLACKOUT_AT" != half ] || BLACKOUT_AT=$((SIZE / 2))b
 W=$BENCH_DIR/lossy
 rm -rf "$W"; mkdir -p "$W"
 BENCH_DIR=$W bench_git_home
@@ -71,7 +78,7 @@ relay_for_step() {
   [ -z "$relay" ] || { kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true; }
   RELAY_LOG=$W/relay-$n-$1.log
   if [ -n "$blackout" ]; then
-    "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" 1.5 "$blackout" >"$RELAY_LOG" 2>&1 &
+    "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" "$BLACKOUT_AT" "$blackout" >"$RELAY_LOG" 2>&1 &
   else
     "${RUN_RELAY[@]}" "$port" "$HUB_PORT" "$loss" "$((rtt / 2))" >"$RELAY_LOG" 2>&1 &
   fi
@@ -144,7 +151,7 @@ for link in $LINKS; do
   PUSH_SENT[$n]=$(ratio "$(wire_bytes to_service "$(( $(metric dits_object_bytes_in_total) - in0 ))")" "$need")
   relay_for_step clone
   out0=$(metric dits_object_bytes_out_total)
-  CLONE[$n]=$(cd "$W" && timed git clone -q "dits://127.0.0.1:$port/bench/link-$n" "clone-$n")
+  CLONE[$n]=$(cd "$W" && GIT_DITS_LOG=${GIT_DITS_LOG:-} timed git clone -q "dits://127.0.0.1:$port/bench/link-$n" "clone-$n")
   CLONE_SENT[$n]=$(ratio "$(wire_bytes to_clients "$(( $(metric dits_object_bytes_out_total) - out0 ))")" "$need")
   if [ "${CLONE[$n]}" != "-" ] && ! cmp -s "$W/clone-$n/clip.mp4" "$CLIP"; then
     CLONE[$n]="-"; echo "clone $n: bytes differ" >>"$W/steps.log"

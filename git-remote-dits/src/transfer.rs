@@ -334,6 +334,9 @@ async fn fetch_batch(
     if *done == batch.len() {
         return Ok(());
     }
+    if *done > 0 {
+        tracing::debug!(had = *done, asked = batch.len() - *done, "batch resumed");
+    }
     let mut objects = hub.get_object_stream(&batch[*done..]).await?;
     while let Some(object) = objects.next().await? {
         let plain = object.plain_len as usize;
