@@ -5,6 +5,7 @@
 pub mod chunk_id;
 pub mod chunker;
 pub mod clean;
+pub mod crypt;
 pub mod disk;
 pub mod envelope;
 pub mod inspect;

@@ -1,0 +1,295 @@
+//! Convergent encryption for encrypted repositories (issue 16; the primitives only, not
+//! yet wired into the filter, the wire or the hub).
+//!
+//! An object is sealed after compression: its stored envelope (see [`crate::envelope`])
+//! is padded to a size class, then encrypted with XChaCha20-Poly1305 under a key and nonce
+//! that HKDF-SHA256 derives from the repository secret and the object's content id. Equal
+//! content in one repository (or key group: repositories sharing a secret) therefore
+//! gives equal ciphertext, so dedup keeps working, while nothing without the secret can
+//! compute the ciphertext of a known chunk. Each derived key seals exactly one plaintext
+//! (the content its id names), so the fixed per-key nonce is never reused with a different
+//! message.
+//!
+//! The hub does not see content ids: an object is stored under its **locator**, a BLAKE3
+//! keyed hash of the id under a key derived from the secret, so nobody without it can tell
+//! whether a known file or chunk is stored.
+//!
+//! **Lengths.** A sealed object's length is its padded length plus a fixed overhead.
+//! Padding follows Padmé (Nikitin et al., "Reducing Metadata Leakage from Encrypted Files
+//! and Communication with PURBs", PETS 2019): a length of `L` bytes is rounded up so that
+//! only the top `⌊log2 ⌊log2 L⌋⌋ + 1` bits of it may be set. That costs at most 12%
+//! (less for large objects) and leaves O(log log L) bits of each length visible instead of
+//! log L. Chunk boundaries are still content-defined; keyed boundaries are not done yet.
+//!
+//! Sealed format: `magic "DE" | version u8 | ciphertext` where the ciphertext (with its
+//! 16-byte tag) encrypts `plain_len u32 LE | envelope | zero padding`.
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::chunk_id::ChunkId;
+
+pub const MAGIC: &[u8; 2] = b"DE";
+pub const VERSION: u8 = 1;
+const HEADER_LEN: usize = 3;
+const LENGTH_LEN: usize = 4;
+const TAG_LEN: usize = 16;
+
+/// Domain separation for what HKDF derives from the secret.
+const OBJECT_KEY_INFO: &[u8] = b"dits object key v1";
+const LOCATOR_KEY_INFO: &[u8] = b"dits locator key v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptError {
+    #[error("object {locator}: not a sealed Dits object (bad magic, version or length)")]
+    BadFormat { locator: ChunkId },
+    /// Wrong secret, wrong id, or bytes changed since sealing: AEAD cannot tell which.
+    #[error("object {locator}: does not open with this repository's key (corrupt, or sealed under another key)")]
+    Unauthentic { locator: ChunkId },
+    #[error("object {locator}: its padding is malformed")]
+    BadPadding { locator: ChunkId },
+}
+
+/// A repository's (or key group's) secret: 32 random bytes. Wiped from memory when
+/// dropped, and never printed.
+#[derive(Clone)]
+pub struct RepoSecret(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for RepoSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RepoSecret(..)")
+    }
+}
+
+impl RepoSecret {
+    /// A fresh secret from the operating system's random source.
+    pub fn generate() -> std::io::Result<RepoSecret> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(bytes.as_mut()).map_err(std::io::Error::other)?;
+        Ok(RepoSecret(bytes))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> RepoSecret {
+        RepoSecret(Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `len` bytes from HKDF-SHA256 over the secret, for `info` and `id`.
+    fn derive(&self, info: &[u8], id: &[u8], out: &mut [u8]) {
+        let hkdf = Hkdf::<Sha256>::new(None, self.0.as_ref());
+        // Only fails for outputs over 255 × 32 bytes; ours are at most 56.
+        hkdf.expand_multi_info(&[info, id], out)
+            .expect("HKDF output within its limit");
+    }
+
+    /// Where the hub keeps the object with content id `id`: a keyed hash of the id.
+    pub fn locator(&self, id: &ChunkId) -> ChunkId {
+        let mut key = Zeroizing::new([0u8; 32]);
+        self.derive(LOCATOR_KEY_INFO, &[], key.as_mut());
+        ChunkId(*blake3::keyed_hash(&key, &id.0).as_bytes())
+    }
+
+    /// The cipher and nonce that seal the object with content id `id`.
+    fn cipher(&self, id: &ChunkId) -> (XChaCha20Poly1305, XNonce) {
+        let mut okm = Zeroizing::new([0u8; 32 + 24]);
+        self.derive(OBJECT_KEY_INFO, &id.0, okm.as_mut());
+        let cipher = XChaCha20Poly1305::new_from_slice(&okm[..32]).expect("32-byte key");
+        (cipher, *XNonce::from_slice(&okm[32..]))
+    }
+
+    /// Seals `envelope` (an object's stored envelope), whose content id is `id`.
+    pub fn seal(&self, id: &ChunkId, envelope: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(envelope.len()).expect("objects are at most 64 MiB");
+        let size = padded_len(LENGTH_LEN + envelope.len());
+        let mut padded = Zeroizing::new(Vec::with_capacity(size));
+        padded.extend_from_slice(&len.to_le_bytes());
+        padded.extend_from_slice(envelope);
+        padded.resize(size, 0);
+        let (cipher, nonce) = self.cipher(id);
+        let sealed = cipher
+            .encrypt(&nonce, padded.as_slice())
+            .expect("XChaCha20-Poly1305 encrypts any length we hold in memory");
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`RepoSecret::seal`] made for content id `id`: the envelope, which the
+    /// caller then opens and checks against `id` as for any stored object.
+    pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
+        let locator = self.locator(id);
+        if sealed.len() < HEADER_LEN + TAG_LEN + LENGTH_LEN
+            || &sealed[..2] != MAGIC
+            || sealed[2] != VERSION
+        {
+            return Err(CryptError::BadFormat { locator });
+        }
+        let (cipher, nonce) = self.cipher(id);
+        let padded = Zeroizing::new(
+            cipher
+                .decrypt(&nonce, &sealed[HEADER_LEN..])
+                .map_err(|_| CryptError::Unauthentic { locator })?,
+        );
+        let len = u32::from_le_bytes(padded[..LENGTH_LEN].try_into().expect("4 bytes")) as usize;
+        let body = &padded[LENGTH_LEN..];
+        if len > body.len() || body[len..].iter().any(|&b| b != 0) {
+            return Err(CryptError::BadPadding { locator });
+        }
+        Ok(body[..len].to_vec())
+    }
+}
+
+/// Bytes a sealed object takes for an envelope of `envelope_len` bytes.
+pub fn sealed_len(envelope_len: usize) -> usize {
+    HEADER_LEN + padded_len(LENGTH_LEN + envelope_len) + TAG_LEN
+}
+
+/// Padmé: `len` rounded up so that only its top `⌊log2 ⌊log2 len⌋⌋ + 1` bits may be set.
+pub fn padded_len(len: usize) -> usize {
+    if len < 2 {
+        return len;
+    }
+    let e = usize::BITS - 1 - len.leading_zeros(); // ⌊log2 len⌋
+    let s = u32::BITS - 1 - e.leading_zeros() + 1; // ⌊log2 e⌋ + 1
+    let last_bits = e - s.min(e);
+    let mask = (1usize << last_bits) - 1;
+    (len + mask) & !mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{self, CompressionHint};
+    use proptest::prelude::*;
+
+    fn secret(byte: u8) -> RepoSecret {
+        RepoSecret::from_bytes([byte; 32])
+    }
+
+    fn object(plain: &[u8]) -> (ChunkId, Vec<u8>) {
+        (
+            ChunkId::of(plain),
+            envelope::seal(plain, CompressionHint::Try),
+        )
+    }
+
+    #[test]
+    fn an_object_opens_to_its_envelope_and_then_to_its_bytes() {
+        let s = secret(7);
+        for plain in [
+            &b""[..],
+            b"x",
+            &[3u8; 1000][..],
+            &crate::test_bytes::test_bytes(256 << 10, 1),
+        ] {
+            let (id, env) = object(plain);
+            let sealed = s.seal(&id, &env);
+            assert_eq!(sealed.len(), sealed_len(env.len()));
+            let opened = s.open(&id, &sealed).unwrap();
+            assert_eq!(opened, env);
+            assert_eq!(
+                envelope::open(&id, &opened, plain.len() as u64).unwrap(),
+                plain
+            );
+        }
+    }
+
+    #[test]
+    fn equal_content_under_one_secret_seals_equal_and_under_another_differently() {
+        let plain = crate::test_bytes::test_bytes(10_000, 2);
+        let (id, env) = object(&plain);
+        assert_eq!(secret(1).seal(&id, &env), secret(1).seal(&id, &env));
+        assert_eq!(secret(1).locator(&id), secret(1).locator(&id));
+        assert_ne!(secret(1).seal(&id, &env), secret(2).seal(&id, &env));
+        assert_ne!(secret(1).locator(&id), secret(2).locator(&id));
+        assert_ne!(
+            secret(1).locator(&id),
+            id,
+            "the hub never sees the content id"
+        );
+    }
+
+    #[test]
+    fn the_sealed_bytes_do_not_contain_the_plaintext() {
+        // Incompressible, so the envelope holds the bytes verbatim.
+        let plain = crate::test_bytes::test_bytes(64 << 10, 3);
+        let (id, env) = object(&plain);
+        let sealed = secret(1).seal(&id, &env);
+        assert!(env.windows(64).any(|w| w == &plain[..64]));
+        assert!(!sealed.windows(64).any(|w| w == &plain[..64]));
+    }
+
+    #[test]
+    fn a_wrong_secret_a_wrong_id_a_flipped_byte_or_a_cut_are_refused() {
+        let plain = crate::test_bytes::test_bytes(5_000, 4);
+        let (id, env) = object(&plain);
+        let sealed = secret(1).seal(&id, &env);
+        assert!(matches!(
+            secret(2).open(&id, &sealed),
+            Err(CryptError::Unauthentic { .. })
+        ));
+        let other = ChunkId::of(b"another object");
+        assert!(matches!(
+            secret(1).open(&other, &sealed),
+            Err(CryptError::Unauthentic { .. })
+        ));
+        for at in [0, 2, 3, sealed.len() / 2, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[at] ^= 1;
+            assert!(secret(1).open(&id, &bad).is_err(), "flip at {at}");
+        }
+        for len in [0, 2, 10, sealed.len() - 1] {
+            assert!(secret(1).open(&id, &sealed[..len]).is_err(), "cut to {len}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_locator_not_the_content_id() {
+        let (id, env) = object(b"clip bytes");
+        let sealed = secret(1).seal(&id, &env);
+        let message = secret(2).open(&id, &sealed).unwrap_err().to_string();
+        assert!(
+            message.contains(&secret(2).locator(&id).to_string()),
+            "{message}"
+        );
+        assert!(!message.contains(&id.to_string()), "{message}");
+        assert_eq!(format!("{:?}", secret(9)), "RepoSecret(..)");
+    }
+
+    #[test]
+    fn padme_costs_at_most_12_percent_and_leaves_few_distinct_lengths() {
+        let mut distinct = std::collections::BTreeSet::new();
+        for len in 1..=(1usize << 20) {
+            let padded = padded_len(len);
+            assert!(padded >= len);
+            assert!(
+                padded as f64 <= len as f64 * 1.12 + 1.0,
+                "{len} -> {padded}"
+            );
+            if len >= 1 << 19 {
+                distinct.insert(padded);
+            }
+        }
+        // Lengths 512 KiB..1 MiB (2^19 of them) fall into a handful of classes.
+        assert!(distinct.len() <= 64, "{} classes", distinct.len());
+        assert_eq!(padded_len(1 << 20), 1 << 20);
+        assert_eq!(padded_len((1 << 20) + 1), (1 << 20) + (1 << 15));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_round_trip(plain in proptest::collection::vec(any::<u8>(), 0..20_000), key in any::<[u8; 32]>()) {
+            let s = RepoSecret::from_bytes(key);
+            let (id, env) = object(&plain);
+            prop_assert_eq!(s.open(&id, &s.seal(&id, &env)).unwrap(), env);
+        }
+    }
+}
