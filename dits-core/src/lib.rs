@@ -17,6 +17,7 @@ pub mod smudge;
 pub mod store;
 #[cfg(test)]
 mod test_bytes;
+pub mod wrap;
 
 pub use chunk_id::ChunkId;
 pub use clean::{
