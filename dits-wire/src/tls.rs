@@ -202,9 +202,8 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 /// A QUIC client configuration that trusts through `verifier`, paces with `congestion`
-/// and declares a connection
-/// dead after `idle` without a packet from the hub (QUIC uses the lower of the two
-/// peers' idle timeouts, and the hub's is 60 s).
+/// and declares a connection dead after `idle` without a packet from the hub (QUIC uses
+/// the lower of the two peers' idle timeouts, and the hub's is 60 s).
 pub fn quic_client_config(
     verifier: Arc<PinnedVerifier>,
     idle: std::time::Duration,
@@ -218,8 +217,7 @@ pub fn quic_client_config(
     tls.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = bulk_transport();
-    congestion.apply(&mut transport);
+    let mut transport = bulk_transport(congestion);
     let idle = idle.clamp(std::time::Duration::from_secs(1), IDLE_TIMEOUT);
     transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle)?));
     // Several keep-alives per idle period, so a quiet but healthy connection (a mount
@@ -319,9 +317,9 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 /// size flow-control windows for ~100 ms at 100 Mb/s and cap datagrams at 1452 bytes;
 /// media transfers want windows of tens of MB and, where the path allows (loopback, LAN
 /// jumbo frames), larger datagrams, which MTU discovery finds and falls back from.
-pub fn bulk_transport() -> quinn::TransportConfig {
+pub fn bulk_transport(congestion: Congestion) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    Congestion::from_env().apply(&mut transport);
+    congestion.apply(&mut transport);
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("60 s fits"),
     ));

@@ -104,6 +104,21 @@ struct Link {
 }
 
 impl Link {
+    fn new(
+        endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        settings: LinkSettings,
+        connection: quinn::Connection,
+    ) -> Arc<Link> {
+        Arc::new(Link {
+            endpoint,
+            addr,
+            settings,
+            current: std::sync::Mutex::new((0, connection)),
+            reconnecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
     fn current(&self) -> (u64, quinn::Connection) {
         self.current
             .lock()
@@ -187,13 +202,7 @@ impl Hub {
         Ok(Hub {
             url: url.clone(),
             token: token.to_string(),
-            link: Arc::new(Link {
-                endpoint,
-                addr,
-                settings,
-                current: std::sync::Mutex::new((0, connection)),
-                reconnecting: tokio::sync::Mutex::new(()),
-            }),
+            link: Link::new(endpoint, addr, settings, connection),
             fingerprint,
             trusted_by,
         })
@@ -230,13 +239,7 @@ impl Hub {
         Ok(Hub {
             url: self.url.clone(),
             token: self.token.clone(),
-            link: Arc::new(Link {
-                endpoint: link.endpoint.clone(),
-                addr: link.addr,
-                settings: link.settings,
-                current: std::sync::Mutex::new((0, connection)),
-                reconnecting: tokio::sync::Mutex::new(()),
-            }),
+            link: Link::new(link.endpoint.clone(), link.addr, link.settings, connection),
             fingerprint: self.fingerprint.clone(),
             trusted_by: self.trusted_by,
         })

@@ -324,7 +324,7 @@ pub async fn download(
 /// Reads `batch[*done..]` from the hub, verifies each object and hands it to the writer,
 /// counting it in `done` once it is handed on.
 async fn fetch_batch(
-    hub: &crate::client::Hub,
+    hub: &Hub,
     batch: &[ChunkId],
     done: &mut usize,
     tx: &tokio::sync::mpsc::UnboundedSender<Landed>,

@@ -119,7 +119,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let quic_tls = crate::tls::server_config(&identity, &[ALPN])?;
     let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from((*quic_tls).clone())?;
     let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-    let mut transport = dits_wire::tls::bulk_transport();
+    let mut transport = dits_wire::tls::bulk_transport(dits_wire::tls::Congestion::from_env());
     transport.max_concurrent_bidi_streams(limits::MAX_STREAMS_PER_CONNECTION.into());
     transport.max_concurrent_uni_streams(0u32.into());
     transport.stream_receive_window(limits::STREAM_RECEIVE_WINDOW.into());
