@@ -22,9 +22,10 @@
 //! log L. Chunk boundaries are still content-defined; keyed boundaries are not done yet.
 //!
 //! Sealed format: `magic "DE" | version u8 | ciphertext` where the ciphertext (with its
-//! 16-byte tag) encrypts `plain_len u32 LE | envelope | zero padding`.
+//! 16-byte tag) encrypts `plain_len u32 LE | envelope_len u32 LE | envelope | zero
+//! padding`.
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -35,12 +36,17 @@ use crate::chunk_id::ChunkId;
 pub const MAGIC: &[u8; 2] = b"DE";
 pub const VERSION: u8 = 1;
 const HEADER_LEN: usize = 3;
-const LENGTH_LEN: usize = 4;
+/// `plain_len u32 | envelope_len u32` before the envelope.
+const LENGTHS_LEN: usize = 8;
 const TAG_LEN: usize = 16;
 
 /// Domain separation for what HKDF derives from the secret.
 const OBJECT_KEY_INFO: &[u8] = b"dits object key v1";
 const LOCATOR_KEY_INFO: &[u8] = b"dits locator key v1";
+const KEY_ID_INFO: &[u8] = b"dits key id v1";
+const FILE_TAG_INFO: &[u8] = b"dits file tag key v1";
+const POINTER_KEY_INFO: &[u8] = b"dits pointer key v1";
+const POINTER_NONCE_INFO: &[u8] = b"dits pointer nonce v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptError {
@@ -103,53 +109,122 @@ impl RepoSecret {
         (cipher, *XNonce::from_slice(&okm[32..]))
     }
 
-    /// Seals `envelope` (an object's stored envelope), whose content id is `id`.
-    pub fn seal(&self, id: &ChunkId, envelope: &[u8]) -> Vec<u8> {
+    /// Seals `envelope` (an object's stored envelope), whose content id is `id` and
+    /// plaintext `plain_len` bytes: the hub is told neither.
+    pub fn seal(&self, id: &ChunkId, plain_len: u32, envelope: &[u8]) -> Vec<u8> {
         let len = u32::try_from(envelope.len()).expect("objects are at most 64 MiB");
-        let size = padded_len(LENGTH_LEN + envelope.len());
-        let mut padded = Zeroizing::new(Vec::with_capacity(size));
+        let size = padded_len(LENGTHS_LEN + envelope.len());
+        let mut padded = Zeroizing::new(Vec::with_capacity(size + TAG_LEN));
+        padded.extend_from_slice(&plain_len.to_le_bytes());
         padded.extend_from_slice(&len.to_le_bytes());
         padded.extend_from_slice(envelope);
         padded.resize(size, 0);
         let (cipher, nonce) = self.cipher(id);
-        let sealed = cipher
-            .encrypt(&nonce, padded.as_slice())
-            .expect("XChaCha20-Poly1305 encrypts any length we hold in memory");
-        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + size + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
+        // In place: the padded copy is the only one of the plaintext made here.
+        cipher
+            .encrypt_in_place(&nonce, b"", &mut *padded)
+            .expect("XChaCha20-Poly1305 encrypts any length we hold in memory");
+        out.extend_from_slice(&padded);
+        out
+    }
+
+    /// Opens what [`RepoSecret::seal`] made for content id `id`: the plaintext length and
+    /// the envelope, which the caller then opens and checks against `id` as for any
+    /// stored object.
+    pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<(u32, Vec<u8>), CryptError> {
+        let locator = self.locator(id);
+        if !looks_sealed(sealed) {
+            return Err(CryptError::BadFormat { locator });
+        }
+        let (cipher, nonce) = self.cipher(id);
+        let mut padded = Zeroizing::new(sealed[HEADER_LEN..].to_vec());
+        cipher
+            .decrypt_in_place(&nonce, b"", &mut *padded)
+            .map_err(|_| CryptError::Unauthentic { locator })?;
+        let word = |at: usize| u32::from_le_bytes(padded[at..at + 4].try_into().expect("4 bytes"));
+        let (plain_len, len) = (word(0), word(4) as usize);
+        let body = &padded[LENGTHS_LEN..];
+        if len > body.len() || body[len..].iter().any(|&b| b != 0) {
+            return Err(CryptError::BadPadding { locator });
+        }
+        Ok((plain_len, body[..len].to_vec()))
+    }
+
+    /// A public name for this secret (16 hex digits): pointers and wrapped keys say which
+    /// secret they need by it. It reveals nothing of the secret.
+    pub fn key_id(&self) -> String {
+        let mut id = [0u8; 8];
+        self.derive(KEY_ID_INFO, &[], &mut id);
+        crate::hex::encode(&id)
+    }
+
+    /// The keyed hash an encrypted repository's pointer carries in place of the file's
+    /// BLAKE3 `oid`: equal files give equal pointers, but nobody without the secret can
+    /// tell which file a pointer is of.
+    pub fn file_tag(&self, oid: &ChunkId) -> ChunkId {
+        let mut key = Zeroizing::new([0u8; 32]);
+        self.derive(FILE_TAG_INFO, &[], key.as_mut());
+        ChunkId(*blake3::keyed_hash(&key, &oid.0).as_bytes())
+    }
+
+    /// `oid | recipe` sealed deterministically for a pointer (SIV-style: the nonce is a
+    /// keyed hash of the plaintext, so equal content gives an equal pointer and unequal
+    /// content never shares a nonce): `nonce 24 | ciphertext 64 | tag 16`.
+    pub fn seal_ids(&self, oid: &ChunkId, recipe: &ChunkId) -> Vec<u8> {
+        let mut plain = Zeroizing::new([0u8; 64]);
+        plain[..32].copy_from_slice(&oid.0);
+        plain[32..].copy_from_slice(&recipe.0);
+        let mut nonce = [0u8; 24];
+        self.derive(POINTER_NONCE_INFO, plain.as_ref(), &mut nonce);
+        let sealed = self
+            .pointer_cipher()
+            .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
+            .expect("encrypting 64 bytes");
+        let mut out = Vec::with_capacity(SEALED_IDS_LEN);
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         out
     }
 
-    /// Opens what [`RepoSecret::seal`] made for content id `id`: the envelope, which the
-    /// caller then opens and checks against `id` as for any stored object.
-    pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
-        let locator = self.locator(id);
-        if sealed.len() < HEADER_LEN + TAG_LEN + LENGTH_LEN
-            || &sealed[..2] != MAGIC
-            || sealed[2] != VERSION
-        {
-            return Err(CryptError::BadFormat { locator });
+    /// The `(oid, recipe)` [`RepoSecret::seal_ids`] sealed, or `None` when `sealed` was
+    /// not made with this secret or was changed.
+    pub fn open_ids(&self, sealed: &[u8]) -> Option<(ChunkId, ChunkId)> {
+        if sealed.len() != SEALED_IDS_LEN {
+            return None;
         }
-        let (cipher, nonce) = self.cipher(id);
-        let padded = Zeroizing::new(
-            cipher
-                .decrypt(&nonce, &sealed[HEADER_LEN..])
-                .map_err(|_| CryptError::Unauthentic { locator })?,
+        let plain = Zeroizing::new(
+            self.pointer_cipher()
+                .decrypt(XNonce::from_slice(&sealed[..24]), &sealed[24..])
+                .ok()?,
         );
-        let len = u32::from_le_bytes(padded[..LENGTH_LEN].try_into().expect("4 bytes")) as usize;
-        let body = &padded[LENGTH_LEN..];
-        if len > body.len() || body[len..].iter().any(|&b| b != 0) {
-            return Err(CryptError::BadPadding { locator });
-        }
-        Ok(body[..len].to_vec())
+        let id = |r: std::ops::Range<usize>| ChunkId(plain[r].try_into().expect("32 bytes"));
+        Some((id(0..32), id(32..64)))
     }
+
+    fn pointer_cipher(&self) -> XChaCha20Poly1305 {
+        let mut key = Zeroizing::new([0u8; 32]);
+        self.derive(POINTER_KEY_INFO, &[], key.as_mut());
+        XChaCha20Poly1305::new_from_slice(key.as_ref()).expect("32-byte key")
+    }
+}
+
+/// Bytes of [`RepoSecret::seal_ids`]' output.
+pub const SEALED_IDS_LEN: usize = 24 + 64 + TAG_LEN;
+
+/// Whether `sealed` has the shape of a sealed object (magic, version, room for the
+/// lengths and the tag): what a hub, which cannot open it, checks before storing it.
+pub fn looks_sealed(sealed: &[u8]) -> bool {
+    sealed.len() >= HEADER_LEN + TAG_LEN + LENGTHS_LEN
+        && &sealed[..2] == MAGIC
+        && sealed[2] == VERSION
 }
 
 /// Bytes a sealed object takes for an envelope of `envelope_len` bytes.
 pub fn sealed_len(envelope_len: usize) -> usize {
-    HEADER_LEN + padded_len(LENGTH_LEN + envelope_len) + TAG_LEN
+    HEADER_LEN + padded_len(LENGTHS_LEN + envelope_len) + TAG_LEN
 }
 
 /// Padmé: `len` rounded up so that only its top `⌊log2 ⌊log2 len⌋⌋ + 1` bits may be set.
@@ -191,10 +266,10 @@ mod tests {
             &crate::test_bytes::test_bytes(256 << 10, 1),
         ] {
             let (id, env) = object(plain);
-            let sealed = s.seal(&id, &env);
+            let sealed = s.seal(&id, plain.len() as u32, &env);
             assert_eq!(sealed.len(), sealed_len(env.len()));
-            let opened = s.open(&id, &sealed).unwrap();
-            assert_eq!(opened, env);
+            let (len, opened) = s.open(&id, &sealed).unwrap();
+            assert_eq!((len as usize, &opened), (plain.len(), &env));
             assert_eq!(
                 envelope::open(&id, &opened, plain.len() as u64).unwrap(),
                 plain
@@ -206,9 +281,9 @@ mod tests {
     fn equal_content_under_one_secret_seals_equal_and_under_another_differently() {
         let plain = crate::test_bytes::test_bytes(10_000, 2);
         let (id, env) = object(&plain);
-        assert_eq!(secret(1).seal(&id, &env), secret(1).seal(&id, &env));
+        assert_eq!(secret(1).seal(&id, 9, &env), secret(1).seal(&id, 9, &env));
         assert_eq!(secret(1).locator(&id), secret(1).locator(&id));
-        assert_ne!(secret(1).seal(&id, &env), secret(2).seal(&id, &env));
+        assert_ne!(secret(1).seal(&id, 9, &env), secret(2).seal(&id, 9, &env));
         assert_ne!(secret(1).locator(&id), secret(2).locator(&id));
         assert_ne!(
             secret(1).locator(&id),
@@ -222,7 +297,7 @@ mod tests {
         // Incompressible, so the envelope holds the bytes verbatim.
         let plain = crate::test_bytes::test_bytes(64 << 10, 3);
         let (id, env) = object(&plain);
-        let sealed = secret(1).seal(&id, &env);
+        let sealed = secret(1).seal(&id, 9, &env);
         assert!(env.windows(64).any(|w| w == &plain[..64]));
         assert!(!sealed.windows(64).any(|w| w == &plain[..64]));
     }
@@ -231,7 +306,7 @@ mod tests {
     fn a_wrong_secret_a_wrong_id_a_flipped_byte_or_a_cut_are_refused() {
         let plain = crate::test_bytes::test_bytes(5_000, 4);
         let (id, env) = object(&plain);
-        let sealed = secret(1).seal(&id, &env);
+        let sealed = secret(1).seal(&id, 9, &env);
         assert!(matches!(
             secret(2).open(&id, &sealed),
             Err(CryptError::Unauthentic { .. })
@@ -254,7 +329,7 @@ mod tests {
     #[test]
     fn errors_name_the_locator_not_the_content_id() {
         let (id, env) = object(b"clip bytes");
-        let sealed = secret(1).seal(&id, &env);
+        let sealed = secret(1).seal(&id, 9, &env);
         let message = secret(2).open(&id, &sealed).unwrap_err().to_string();
         assert!(
             message.contains(&secret(2).locator(&id).to_string()),
@@ -284,12 +359,28 @@ mod tests {
         assert_eq!(padded_len((1 << 20) + 1), (1 << 20) + (1 << 15));
     }
 
+    #[test]
+    fn pointer_ids_seal_deterministically_and_open_only_with_their_secret() {
+        let (oid, recipe) = (ChunkId::of(b"file"), ChunkId::of(b"recipe"));
+        let sealed = secret(1).seal_ids(&oid, &recipe);
+        assert_eq!(sealed, secret(1).seal_ids(&oid, &recipe));
+        assert_ne!(sealed, secret(1).seal_ids(&oid, &ChunkId::of(b"other")));
+        assert_eq!(secret(1).open_ids(&sealed), Some((oid, recipe)));
+        assert_eq!(secret(2).open_ids(&sealed), None);
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert_eq!(secret(1).open_ids(&bad), None);
+        assert_ne!(secret(1).file_tag(&oid), oid);
+        assert_ne!(secret(1).key_id(), secret(2).key_id());
+        assert_eq!(secret(1).key_id().len(), 16);
+    }
+
     proptest! {
         #[test]
         fn any_bytes_round_trip(plain in proptest::collection::vec(any::<u8>(), 0..20_000), key in any::<[u8; 32]>()) {
             let s = RepoSecret::from_bytes(key);
             let (id, env) = object(&plain);
-            prop_assert_eq!(s.open(&id, &s.seal(&id, &env)).unwrap(), env);
+            prop_assert_eq!(s.open(&id, &s.seal(&id, 9, &env)).unwrap(), (9, env));
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum PointerError {
     UnknownVersion(String),
     #[error("malformed Dits pointer: {0}")]
     Malformed(String),
+    /// An encrypted repository's pointer, read without its key.
+    #[error("encrypted with key {key_id}, which you do not hold: run `git dits key status` to see your access; an admin gives it with `git dits key grant <your hub user>`, then run `git dits pull-media`")]
+    Encrypted { key_id: String },
 }
 
 impl Pointer {
@@ -49,8 +52,57 @@ impl Pointer {
         bytes.starts_with(PREFIX.as_bytes())
     }
 
+    /// A plain pointer; an encrypted repository's pointer is [`PointerError::Encrypted`]
+    /// (open it with a `Keyring`).
     pub fn parse(bytes: &[u8]) -> Result<Pointer, PointerError> {
-        if !Self::looks_like_pointer(bytes) {
+        match AnyPointer::parse(bytes)? {
+            AnyPointer::Plain(p) => Ok(p),
+            AnyPointer::Sealed(s) => Err(PointerError::Encrypted { key_id: s.key_id }),
+        }
+    }
+}
+
+/// An encrypted repository's pointer: the file's keyed hash in place of its BLAKE3, and
+/// the file and recipe ids sealed under the secret named by `key_id`. Size and media
+/// summary stay readable (see docs/encryption.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPointer {
+    pub media: String,
+    /// The keyed hash of the file (`RepoSecret::file_tag`).
+    pub tag: ChunkId,
+    /// Which secret sealed it (`RepoSecret::key_id`).
+    pub key_id: String,
+    /// `RepoSecret::seal_ids` of the file and recipe ids.
+    pub sealed: Vec<u8>,
+    pub size: u64,
+}
+
+impl SealedPointer {
+    pub fn encode(&self) -> String {
+        let hex = crate::hex::encode(&self.sealed);
+        format!(
+            "{VERSION_LINE}\nmedia {}\noid {KEYED}{}\nrecipe {SEALED}{}:{hex}\nsize {}\n",
+            sanitize_summary(&self.media),
+            self.tag,
+            self.key_id,
+            self.size
+        )
+    }
+}
+
+const KEYED: &str = "keyed:";
+const SEALED: &str = "sealed:";
+
+/// A pointer of either kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyPointer {
+    Plain(Pointer),
+    Sealed(SealedPointer),
+}
+
+impl AnyPointer {
+    pub fn parse(bytes: &[u8]) -> Result<AnyPointer, PointerError> {
+        if !Pointer::looks_like_pointer(bytes) {
             return Err(PointerError::NotAPointer);
         }
         let bad = |m: String| PointerError::Malformed(m);
@@ -85,8 +137,8 @@ impl Pointer {
                 })
         };
         let media = field("media")?.to_string();
-        let oid = parse_hash(field("oid")?)?;
-        let recipe = parse_hash(field("recipe")?)?;
+        let oid = field("oid")?;
+        let recipe = field("recipe")?;
         let size_text = field("size")?;
         let size = size_text
             .parse::<u64>()
@@ -104,12 +156,32 @@ impl Pointer {
                 "media summary has characters a pointer may not hold".into()
             ));
         }
-        Ok(Pointer {
+        if let Some(tag) = oid.strip_prefix(KEYED) {
+            let tag = tag
+                .parse()
+                .map_err(|e: crate::chunk_id::ParseChunkIdError| bad(e.to_string()))?;
+            let (key_id, hex) = recipe
+                .strip_prefix(SEALED)
+                .and_then(|r| r.split_once(':'))
+                .ok_or_else(|| bad("an encrypted pointer's recipe is not `sealed:KEY:…`".into()))?;
+            let valid_key_id = key_id.len() == 16 && crate::hex::decode(key_id).is_some();
+            let sealed = crate::hex::decode(hex)
+                .filter(|s| s.len() == crate::crypt::SEALED_IDS_LEN && valid_key_id)
+                .ok_or_else(|| bad("an encrypted pointer's sealed ids are malformed".into()))?;
+            return Ok(AnyPointer::Sealed(SealedPointer {
+                media,
+                tag,
+                key_id: key_id.to_string(),
+                sealed,
+                size,
+            }));
+        }
+        Ok(AnyPointer::Plain(Pointer {
             media,
-            oid,
-            recipe,
+            oid: parse_hash(oid)?,
+            recipe: parse_hash(recipe)?,
             size,
-        })
+        }))
     }
 }
 

@@ -5,7 +5,9 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+use dits_core::keyring::Keyring;
 use dits_core::media::LayoutOptions;
+use dits_core::pointer::AnyPointer;
 use dits_core::pointer::MAX_POINTER_LEN;
 use dits_core::{
     clean, smudge, ChunkId, ChunkStore, CleanError, LocalStore, Pointer, PointerError, SmudgeError,
@@ -27,6 +29,12 @@ pub enum FilterError {
     Store { path: String, source: StoreError },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    /// The repository is encrypted and this user cannot seal new content.
+    #[error("{path}: {source}")]
+    Key {
+        path: String,
+        source: dits_core::keyring::KeyError,
+    },
     /// The pointer's file is bigger than the disk has room for; nothing was fetched.
     #[error("{path}: the file is {size} bytes but the disk holding the working tree has {free} bytes free; nothing was fetched. Free some space, or check out without media (GIT_DITS_SKIP_SMUDGE=1) and read it through `git dits mount`")]
     NoRoom { path: String, size: u64, free: u64 },
@@ -70,6 +78,10 @@ pub struct DitsFilter {
     /// Where Git's pathnames resolve (the top of the work tree), so clean can read the
     /// file a stream came from instead of copying the stream; `None` never looks.
     work_tree: Option<PathBuf>,
+    /// Seals pointers in an encrypted repository and opens them.
+    keyring: Keyring,
+    /// Whether a pointer this user holds no key for was already reported.
+    reported_keyless: bool,
 }
 
 impl DitsFilter {
@@ -80,7 +92,15 @@ impl DitsFilter {
             source: None,
             skip_smudge: false,
             work_tree: None,
+            keyring: Keyring::plain(),
+            reported_keyless: false,
         }
+    }
+
+    /// Seals and opens pointers with `keyring` (an encrypted repository's).
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     /// Lets clean read the working-tree file under `top` a stream came from (compared with
@@ -165,6 +185,45 @@ impl DitsFilter {
     pub fn store(&mut self) -> &mut LocalStore {
         &mut self.store
     }
+
+    /// The text Git commits for `pointer`. In an encrypted repository, content this
+    /// machine already committed or checked out keeps the sealed pointer it had (so it
+    /// keeps its key across a rotation, and a member who no longer holds the current key
+    /// still sees it unchanged); new content is sealed under the current key, which a
+    /// member without it cannot do.
+    fn pointer_text(&mut self, path: &str, pointer: &Pointer) -> Result<String, FilterError> {
+        if !self.keyring.is_encrypted() {
+            return Ok(pointer.encode());
+        }
+        let store_err = |source| FilterError::Store {
+            path: path.into(),
+            source,
+        };
+        let known = self
+            .store
+            .sealed_pointer(&pointer.oid, pointer.size)
+            .map_err(store_err)?;
+        if let Some(text) = known {
+            // Recorded here from a pointer this machine made or opened for this content.
+            if matches!(
+                AnyPointer::parse(text.as_bytes()),
+                Ok(AnyPointer::Sealed(_))
+            ) {
+                return Ok(text);
+            }
+        }
+        let text = self
+            .keyring
+            .encode_pointer(pointer)
+            .map_err(|source| FilterError::Key {
+                path: path.into(),
+                source,
+            })?;
+        self.store
+            .remember_sealed_pointer(&pointer.oid, pointer.size, &text)
+            .map_err(store_err)?;
+        Ok(text)
+    }
 }
 
 impl crate::Filter for DitsFilter {
@@ -184,7 +243,7 @@ impl crate::Filter for DitsFilter {
             })?;
         if head.len() <= MAX_POINTER_LEN
             && Pointer::looks_like_pointer(&head)
-            && Pointer::parse(&head).is_ok()
+            && AnyPointer::parse(&head).is_ok()
         {
             return Ok(head);
         }
@@ -222,7 +281,7 @@ impl crate::Filter for DitsFilter {
             source = ?outcome.source,
             "cleaned"
         );
-        Ok(outcome.pointer.encode().into_bytes())
+        Ok(self.pointer_text(path, &outcome.pointer)?.into_bytes())
     }
 
     fn smudge(
@@ -246,10 +305,35 @@ impl crate::Filter for DitsFilter {
             io::copy(content, out).map_err(io_err)?;
             return Ok(());
         }
-        let pointer = Pointer::parse(&head).map_err(|source| FilterError::Pointer {
-            path: path.into(),
-            source,
-        })?;
+        let pointer = match self.keyring.parse_pointer(&head) {
+            Ok(p) => p,
+            // Without the key the file checks out as its pointer (as with
+            // GIT_DITS_SKIP_SMUDGE), so a clone still completes; `pull-media` fills it
+            // in once the key is granted.
+            Err(source @ PointerError::Encrypted { .. }) => {
+                if !std::mem::replace(&mut self.reported_keyless, true) {
+                    eprintln!("dits: {path}: {source}");
+                }
+                return out.write_all(&head).map_err(io_err);
+            }
+            Err(source) => {
+                return Err(FilterError::Pointer {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        if self.keyring.is_encrypted()
+            && matches!(AnyPointer::parse(&head), Ok(AnyPointer::Sealed(_)))
+        {
+            let text = String::from_utf8_lossy(&head);
+            self.store
+                .remember_sealed_pointer(&pointer.oid, pointer.size, &text)
+                .map_err(|source| FilterError::Store {
+                    path: path.into(),
+                    source,
+                })?;
+        }
         if self.skip_smudge {
             return out.write_all(&head).map_err(io_err);
         }
@@ -265,7 +349,7 @@ impl crate::Filter for DitsFilter {
         if self.skip_smudge || self.source.is_none() || !Pointer::looks_like_pointer(content) {
             return false;
         }
-        match Pointer::parse(content) {
+        match self.keyring.parse_pointer(content) {
             // One with no room is refused by its smudge at once, not fetched first.
             Ok(pointer) => Self::check_room(path, &pointer).is_ok() && self.needs_fetch(&pointer),
             Err(_) => false,
@@ -280,7 +364,7 @@ impl crate::Filter for DitsFilter {
         };
         let pointers: Vec<Pointer> = delayed
             .iter()
-            .filter_map(|(_, c)| Pointer::parse(c).ok())
+            .filter_map(|(_, c)| self.keyring.parse_pointer(c).ok())
             .collect();
         let what = format!("{} delayed files", delayed.len());
         let fail = |source| FilterError::Fetch {

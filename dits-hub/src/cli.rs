@@ -186,7 +186,16 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum RepoCommand {
     /// Create OWNER/NAME; a user called OWNER becomes its admin.
-    Create { repo: String },
+    Create {
+        repo: String,
+        /// Encrypt its media: members' clients seal content under keys the hub only
+        /// stores wrapped (an admin makes the first with `git dits key init`).
+        #[arg(long)]
+        encrypted: bool,
+        /// Share the keys of key group NAME (implies --encrypted) [default: OWNER/NAME].
+        #[arg(long, value_name = "NAME")]
+        key_group: Option<String>,
+    },
     /// Give USER a role (read, write or admin) in OWNER/NAME.
     Member {
         repo: String,
@@ -216,6 +225,29 @@ fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
         }
         _ => anyhow::bail!("{repo:?}: expected OWNER/NAME (letters, digits, '-', '_', '.')"),
     }
+}
+
+/// A `--key-group` name: like a repository's, one or more names joined by '/'.
+fn valid_key_group(group: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        group.split('/').all(dits_wire::url::valid_name),
+        "{group:?}: key group names are letters, digits, '-', '_', '.' (parts joined by '/')"
+    );
+    Ok(group.to_string())
+}
+
+/// Puts the just-created OWNER/NAME into key group `group`.
+async fn set_key_group(
+    meta: &dyn crate::meta::MetaStore,
+    owner: &str,
+    name: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    let id = meta
+        .find_repo(owner, name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))?;
+    meta.set_key_group(id, group).await
 }
 
 /// The metadata store the settings name, for the admin commands.
@@ -287,14 +319,40 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Repo {
-            command: RepoCommand::Create { repo },
+            command:
+                RepoCommand::Create {
+                    repo,
+                    encrypted,
+                    key_group,
+                },
         } => {
             let (owner, name) = split_repo(repo)?;
+            let group = match key_group {
+                Some(group) => Some(valid_key_group(group)?),
+                None => encrypted.then(|| format!("{owner}/{name}")),
+            };
             let meta = metadata(&cli).await?.meta;
             meta.create_repo(owner, name).await?;
-            meta.audit(&AuditEntry::now(&actor(), "repo-create", repo, ""))
+            let keyed = match &group {
+                Some(group) => set_key_group(&*meta, owner, name, group).await,
+                None => Ok(()),
+            };
+            // The creation is audited even when making it encrypted failed.
+            let detail = match (&group, &keyed) {
+                (Some(group), Ok(())) => format!("encrypted, key group {group}"),
+                _ => String::new(),
+            };
+            meta.audit(&AuditEntry::now(&actor(), "repo-create", repo, &detail))
                 .await?;
-            println!("created {owner}/{name}");
+            keyed.map_err(|e| {
+                anyhow::anyhow!("created {owner}/{name}, but it is not encrypted: {e:#}")
+            })?;
+            match group {
+                Some(group) => println!(
+                    "created {owner}/{name} (encrypted, key group {group}; an admin runs `git dits key init` in a clone to make its first key)"
+                ),
+                None => println!("created {owner}/{name}"),
+            }
             Ok(())
         }
         Command::Repo {

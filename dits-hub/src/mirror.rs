@@ -385,8 +385,25 @@ impl GitMirror {
             );
             let Some(size) = size else { break };
             let body = rest.get(nl + 1..nl + 1 + size).unwrap_or_default();
-            if let Ok(p) = Pointer::parse(body) {
-                found.insert(oid, p);
+            match dits_core::pointer::AnyPointer::parse(body) {
+                Ok(dits_core::pointer::AnyPointer::Plain(p)) => {
+                    found.insert(oid, p);
+                }
+                // An encrypted repository's pointer: the hub cannot read its recipe, so
+                // the index keeps what it shows (size, media summary) under its keyed
+                // file hash.
+                Ok(dits_core::pointer::AnyPointer::Sealed(s)) => {
+                    found.insert(
+                        oid,
+                        Pointer {
+                            media: s.media,
+                            oid: s.tag,
+                            recipe: s.tag,
+                            size: s.size,
+                        },
+                    );
+                }
+                Err(_) => {}
             }
             rest = rest.get(nl + 2 + size..).unwrap_or_default();
         }

@@ -75,6 +75,17 @@ ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE TABLE admin_events (seq BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
 ",
     ),
+    (
+        5,
+        "
+-- Encryption: repositories of one key group share its secrets, each generation wrapped
+-- for each member's registered public key (the hub cannot open one).
+CREATE TABLE key_groups (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, generation INTEGER NOT NULL DEFAULT 0);
+ALTER TABLE repos ADD COLUMN key_group BIGINT REFERENCES key_groups(id);
+CREATE TABLE user_keys (user_id BIGINT PRIMARY KEY REFERENCES users(id), public_key TEXT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE wrapped_keys (group_id BIGINT NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id BIGINT NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BYTEA NOT NULL, PRIMARY KEY (group_id, generation, user_id));
+",
+    ),
 ];
 
 /// A pool on `url` (postgres://USER@HOST:PORT/DB?…) with the schema migrated.

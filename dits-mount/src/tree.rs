@@ -118,13 +118,16 @@ impl Tree {
             .map(|l| l.oid.clone())
             .collect();
         let contents = git::cat_file_small(&small, MAX_POINTER_LEN as u64)?;
+        // An encrypted repository's pointers open with the keys the last fetch brought;
+        // one this user holds no key for shows as its pointer text.
+        let keyring = git_remote_dits::keys::load_keyring()?;
         let pointers: std::collections::HashMap<String, Pointer> = small
             .into_iter()
             .zip(contents)
             .filter_map(|(oid, blob)| {
                 let blob = blob?;
                 Pointer::looks_like_pointer(&blob.content)
-                    .then(|| Pointer::parse(&blob.content).ok())
+                    .then(|| keyring.parse_pointer(&blob.content).ok())
                     .flatten()
                     .map(|p| (oid, p))
             })

@@ -54,6 +54,14 @@ pub enum Op {
         recipes: Vec<String>,
         atomic: bool,
     },
+    /// → [`KeysResult`]: whether the repository is encrypted, its key generation, the
+    /// caller's wrapped keys and who holds which generation.
+    Keys,
+    /// Records the caller's public key (`dits-x25519:…`). → `{}`
+    KeyRegister { public_key: String },
+    /// Admin only: grants wrapped keys, or makes a new generation (rotation, revoking
+    /// one member's). → `{}`
+    KeyChange { change: KeyChangeRequest },
     /// → `{"lock": Lock}`; a path someone holds is `rejected`, with `{"lock": holder}`.
     LockCreate {
         path: String,
@@ -91,6 +99,67 @@ pub enum Op {
         force: bool,
     },
 }
+
+/// A repository secret wrapped for one member (`wrapped` in hex; only that member's
+/// private key opens it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WrappedKeyInfo {
+    pub generation: u32,
+    pub key_id: String,
+    pub user: String,
+    pub wrapped: String,
+}
+
+/// What `key-change` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum KeyChangeRequest {
+    /// More members get existing generations.
+    Grant { wraps: Vec<WrappedKeyInfo> },
+    /// Generation `generation` (the current one + 1), wrapped for each remaining
+    /// member; `revoke` loses every wrapped key first. The first `rotate` of a repository
+    /// that is not encrypted makes it encrypted.
+    Rotate {
+        generation: u32,
+        wraps: Vec<WrappedKeyInfo>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revoke: Option<String>,
+    },
+}
+
+/// Who holds which generation of a key group (without the wrapped bytes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub user: String,
+    pub generation: u32,
+    pub key_id: String,
+}
+
+/// A member's registered public key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberKey {
+    pub user: String,
+    pub public_key: String,
+}
+
+/// `keys` → the repository's encryption as the caller may know it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeysResult {
+    pub encrypted: bool,
+    pub group: Option<String>,
+    /// The generation new content is sealed under (0: encrypted, no key made yet).
+    pub generation: u32,
+    /// The caller's hub user name.
+    pub user: String,
+    /// The caller's wrapped keys.
+    pub mine: Vec<WrappedKeyInfo>,
+    pub holders: Vec<KeyHolder>,
+    pub public_keys: Vec<MemberKey>,
+}
+
+/// `key-register`, `key-change` → nothing more than success.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Done {}
 
 /// A lock as the hub reports it (the shape of Git LFS's locking API).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -294,6 +363,8 @@ impl OpResult for LockResult {}
 impl OpResult for LockListResult {}
 impl OpResult for LockVerifyResult {}
 impl OpResult for UnlockResult {}
+impl OpResult for KeysResult {}
+impl OpResult for Done {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {

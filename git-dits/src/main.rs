@@ -135,12 +135,46 @@ enum Command {
     },
     /// Unmount what `git dits mount` mounted.
     Unmount { mountpoint: PathBuf },
+    /// An encrypted repository's keys: `init`, `grant USER`, `revoke USER`, `status`.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Entry point for the hooks `install` writes.
     #[command(hide = true)]
     Hook {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make your identity (once per machine) and register it with the hub; in a
+    /// repository with no key yet (admins only), make its first key: media pushed from
+    /// then on is encrypted.
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give USER (a hub user who ran `key init`) every key generation you hold.
+    Grant {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take USER's keys away and rotate: a new key for everyone else, so media pushed from
+    /// then on is unreadable to USER.
+    Revoke {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your identity, whether the repository is encrypted, and who holds which key.
+    Status {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -202,6 +236,13 @@ fn main() -> ExitCode {
             (false, None) => Err(anyhow::anyhow!("give a mount point")),
         },
         Command::Unmount { mountpoint } => dits_mount::unmount(&mountpoint).map(|_| 0),
+        Command::Key { command } => match command {
+            KeyCommand::Init { json } => commands::key::init(json),
+            KeyCommand::Grant { user, json } => commands::key::grant(&user, json),
+            KeyCommand::Revoke { user, json } => commands::key::revoke(&user, json),
+            KeyCommand::Status { json } => commands::key::status(json),
+        }
+        .map(|_| 0),
         Command::Locks { mine, path, json } => commands::locks::list(mine, path.as_deref(), json),
         Command::PullMedia { paths, quiet } => {
             commands::pull_media::pull_media(&paths, quiet).map(|_| 0)

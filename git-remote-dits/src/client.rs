@@ -7,6 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dits_core::crypt::RepoSecret;
+use dits_core::keyring::Keyring;
 use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
 
@@ -14,10 +16,11 @@ use dits_wire::refs::{valid_oid, valid_ref_name};
 use dits_wire::tls::{quic_client_config, Congestion, PinnedVerifier, TrustedBy};
 use dits_wire::url::RemoteUrl;
 use dits_wire::wire::{
-    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, ErrorCode,
-    GetGitPackResult, GitPacksResult, Lock, LockListResult, LockResult, LockVerifyResult,
-    MissingResult, Op, OpResult, PutGitPackResult, PutResult, RefResult, RefUpdate, RefsResult,
-    Request, Response, UnlockResult, UpdateRefsResult, WireObject,
+    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, Done, ErrorCode,
+    GetGitPackResult, GitPacksResult, KeyChangeRequest, KeysResult, Lock, LockListResult,
+    LockResult, LockVerifyResult, MissingResult, Op, OpResult, PutGitPackResult, PutResult,
+    RefResult, RefUpdate, RefsResult, Request, Response, UnlockResult, UpdateRefsResult,
+    WireObject,
 };
 
 /// How far to trust a hub's certificate.
@@ -40,6 +43,9 @@ pub enum HubError {
     Untrusted(String),
     #[error("{0}")]
     Transport(String),
+    /// The repository is encrypted and this user lacks the key the request needs.
+    #[error("{0}")]
+    NoKey(String),
 }
 
 impl HubError {
@@ -136,6 +142,9 @@ pub struct Hub {
     pub fingerprint: Option<String>,
     /// What vouched for that certificate: only one trusted on first use is pinned.
     pub trusted_by: Option<TrustedBy>,
+    /// An encrypted repository's keys: objects go to the hub sealed, under locators, and
+    /// come back opened. `None`: the repository is not encrypted.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl Hub {
@@ -205,6 +214,7 @@ impl Hub {
             link: Link::new(endpoint, addr, settings, connection),
             fingerprint,
             trusted_by,
+            keyring: None,
         })
     }
 
@@ -242,6 +252,7 @@ impl Hub {
             link: Link::new(link.endpoint.clone(), link.addr, link.settings, connection),
             fingerprint: self.fingerprint.clone(),
             trusted_by: self.trusted_by,
+            keyring: self.keyring.clone(),
         })
     }
 
@@ -386,8 +397,25 @@ impl Hub {
         Ok(result.refs)
     }
 
-    /// Which of `ids` the hub's repository lacks.
+    /// Which of `ids` the hub's repository lacks (under the current key, in an encrypted
+    /// repository: what is stored only under an older one is sent again).
     pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, HubError> {
+        let Some(secret) = self.sealing()? else {
+            return self.missing_on_hub(ids).await;
+        };
+        let locators: Vec<ChunkId> = ids.iter().map(|id| secret.locator(id)).collect();
+        let ids_of: std::collections::HashMap<ChunkId, ChunkId> =
+            locators.iter().copied().zip(ids.iter().copied()).collect();
+        Ok(self
+            .missing_on_hub(&locators)
+            .await?
+            .iter()
+            .filter_map(|l| ids_of.get(l).copied())
+            .collect())
+    }
+
+    /// Which of the ids the hub stores objects under (content ids, or locators) it lacks.
+    async fn missing_on_hub(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, HubError> {
         let mut out = Vec::new();
         for batch in ids.chunks(8192) {
             let result = self
@@ -410,12 +438,20 @@ impl Hub {
         &self,
         mut objects: tokio::sync::mpsc::Receiver<T>,
     ) -> Result<PutResult, HubError> {
+        let secret = self.sealing()?.cloned();
         let (mut send, mut recv) = self.open(Op::Put).await?;
         while let Some(object) = objects.recv().await {
-            let (id, plain_len, sealed) = object.parts();
+            let (id, plain_len, envelope) = object.parts();
             // `object` (and whatever it holds, such as a share of a read-ahead budget)
             // is dropped once it is on the wire.
-            if let Err(e) = write_object(&mut send, &id, plain_len, sealed).await {
+            let written = match &secret {
+                None => write_object(&mut send, &id, plain_len, envelope).await,
+                Some(secret) => {
+                    let sealed = secret.seal(&id, plain_len, envelope);
+                    write_object(&mut send, &secret.locator(&id), 0, &sealed).await
+                }
+            };
+            if let Err(e) = written {
                 // The hub may have refused early (auth); its answer says why.
                 return match self.answer::<PutResult>(&mut recv).await {
                     Err(refused @ HubError::Refused { .. }) => Err(refused),
@@ -430,17 +466,113 @@ impl Hub {
     /// Asks for `ids` and returns the answer as a stream of objects as sent, read one at
     /// a time: the caller decides how many it holds (see `transfer::download`).
     pub async fn get_object_stream(&self, ids: &[ChunkId]) -> Result<ObjectStream, HubError> {
+        let (want, opening) = match &self.keyring {
+            None => (ids.to_vec(), None),
+            Some(keyring) => {
+                let secrets = self.locate(keyring, ids).await?;
+                let want = ids
+                    .iter()
+                    .zip(&secrets)
+                    .map(|(id, s)| s.locator(id))
+                    .collect();
+                (want, Some(ids.iter().copied().zip(secrets).collect()))
+            }
+        };
         let (_, recv) = self
             .call::<dits_wire::wire::GetResult>(Op::Get {
-                ids: ids_to_hex(ids),
+                ids: ids_to_hex(&want),
             })
             .await?;
         Ok(ObjectStream {
             url: self.url.clone(),
             recv,
-            want: ids.to_vec(),
+            want,
+            opening,
             next: 0,
         })
+    }
+
+    /// The secret each of `ids` is stored under on the hub: with one generation held,
+    /// that one; with more, the newest the hub holds it under (one `missing` per
+    /// generation tried). One the hub holds under none is asked for under the newest, so
+    /// the hub's refusal names it.
+    async fn locate(
+        &self,
+        keyring: &Keyring,
+        ids: &[ChunkId],
+    ) -> Result<Vec<RepoSecret>, HubError> {
+        let held: Vec<&RepoSecret> = keyring.held().map(|(_, s)| s).collect();
+        let Some(newest) = held.first() else {
+            return Err(HubError::NoKey(
+                dits_core::keyring::KeyError::NoKey.to_string(),
+            ));
+        };
+        let mut found: Vec<Option<&RepoSecret>> = vec![None; ids.len()];
+        if held.len() > 1 {
+            let mut left: Vec<usize> = (0..ids.len()).collect();
+            for secret in &held {
+                if left.is_empty() {
+                    break;
+                }
+                let locators: Vec<ChunkId> =
+                    left.iter().map(|&i| secret.locator(&ids[i])).collect();
+                let absent: std::collections::HashSet<ChunkId> =
+                    self.missing_on_hub(&locators).await?.into_iter().collect();
+                let mut still = Vec::new();
+                for (i, locator) in left.into_iter().zip(&locators) {
+                    if absent.contains(locator) {
+                        still.push(i);
+                    } else {
+                        found[i] = Some(secret);
+                    }
+                }
+                left = still;
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|s| s.unwrap_or(newest).clone())
+            .collect())
+    }
+
+    /// The secret new objects are sealed under: `None` for an unencrypted repository.
+    fn sealing(&self) -> Result<Option<&RepoSecret>, HubError> {
+        match &self.keyring {
+            None => Ok(None),
+            Some(k) => k
+                .sealing()
+                .map_err(|e| HubError::NoKey(format!("{}: {e}", self.url))),
+        }
+    }
+
+    /// Seals and opens objects with `keyring` from now on (for this hub and the further
+    /// connections made from it).
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.keyring = keyring.is_encrypted().then(|| Arc::new(keyring));
+    }
+
+    pub fn keyring(&self) -> Keyring {
+        self.keyring
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(Keyring::plain)
+    }
+
+    /// The repository's encryption as this user may know it.
+    pub async fn keys(&self) -> Result<KeysResult, HubError> {
+        self.ask::<KeysResult>(Op::Keys).await
+    }
+
+    pub async fn register_key(&self, public_key: &str) -> Result<(), HubError> {
+        self.call::<Done>(Op::KeyRegister {
+            public_key: public_key.to_string(),
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn change_keys(&self, change: KeyChangeRequest) -> Result<(), HubError> {
+        self.call::<Done>(Op::KeyChange { change }).await.map(drop)
     }
 
     /// Downloads `ids`, handing each (verified) object to `sink` as it arrives. If the
@@ -557,6 +689,10 @@ impl Hub {
         recipes: Vec<ChunkId>,
         atomic: bool,
     ) -> Result<Vec<RefResult>, HubError> {
+        let recipes = match self.sealing()? {
+            None => recipes,
+            Some(secret) => recipes.iter().map(|id| secret.locator(id)).collect(),
+        };
         let (result, _) = self
             .call::<UpdateRefsResult>(Op::UpdateRefs {
                 updates,
@@ -672,6 +808,9 @@ pub struct ObjectStream {
     url: RemoteUrl,
     recv: quinn::RecvStream,
     want: Vec<ChunkId>,
+    /// In an encrypted repository, each wanted object's content id and the secret that
+    /// opens it (`want` then holds locators).
+    opening: Option<Vec<(ChunkId, RepoSecret)>>,
     /// How many of `want` have arrived.
     next: usize,
 }
@@ -703,7 +842,20 @@ impl ObjectStream {
                 want.short()
             )));
         }
-        Ok(Some(object))
+        let Some(opening) = &self.opening else {
+            return Ok(Some(object));
+        };
+        let (id, secret) = &opening[self.next - 1];
+        // Opening authenticates the bytes; the caller then checks the envelope against
+        // the content id as for any object.
+        let (plain_len, envelope) = secret
+            .open(id, &object.sealed)
+            .map_err(|e| transport(format!("{}: {e}", self.url)))?;
+        Ok(Some(WireObject {
+            id: *id,
+            plain_len,
+            sealed: envelope,
+        }))
     }
 
     /// The error for object `id` of this stream when its bytes fail verification.

@@ -145,7 +145,7 @@ async fn fetch(session: &Session, remote: &str, options: &HelperOptions) -> Resu
     if git::try_run(&["config", "--get", "dits.fetch"]).is_some_and(|v| v.trim() == "eager") {
         let refs = session.hub.refs().await.map_err(|e| session.explain(e))?;
         let tips: Vec<String> = refs.values().cloned().collect();
-        let pointers = pointers_in(&tips)?;
+        let pointers = pointers_in(&tips, &session.hub.keyring())?;
         let mut store = LocalStore::open(&git::store_dir()?)?;
         fetch_media(session, &mut store, &pointers, options.progress).await?;
     }
@@ -247,7 +247,7 @@ async fn send_objects(
         rev_args.push("--not".into());
         rev_args.extend(known.iter().cloned());
     }
-    let pointers = pointers_in(&rev_args)?;
+    let pointers = pointers_in(&rev_args, &session.hub.keyring())?;
     tracing::debug!(pointers = pointers.len(), "push: pointers found");
     let recipes = pointers.iter().map(|p| p.recipe).collect();
     let mut store = LocalStore::open(&git::store_dir()?)?;

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod git;
 pub mod helper;
+pub mod keys;
 pub mod locks;
 pub mod logging;
 pub mod media;

@@ -6,13 +6,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+use dits_core::keyring::Keyring;
 use dits_core::pointer::MAX_POINTER_LEN;
 use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
 
 use crate::git;
 
-/// Pointers in the blobs `git rev-list --objects ARGS` lists.
-pub fn pointers_in(rev_args: &[String]) -> Result<Vec<Pointer>> {
+/// Pointers in the blobs `git rev-list --objects ARGS` lists (those `keyring` opens, in an
+/// encrypted repository).
+pub fn pointers_in(rev_args: &[String], keyring: &Keyring) -> Result<Vec<Pointer>> {
     let mut args = vec!["rev-list".to_string(), "--objects".to_string()];
     args.extend(rev_args.iter().cloned());
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -21,11 +23,11 @@ pub fn pointers_in(rev_args: &[String]) -> Result<Vec<Pointer>> {
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
-    small_blobs(&oids)
+    small_blobs(&oids, keyring)
 }
 
 /// Parses the blobs among `oids` small enough to be pointers.
-fn small_blobs(oids: &[String]) -> Result<Vec<Pointer>> {
+fn small_blobs(oids: &[String], keyring: &Keyring) -> Result<Vec<Pointer>> {
     if oids.is_empty() {
         return Ok(Vec::new());
     }
@@ -62,7 +64,7 @@ fn small_blobs(oids: &[String]) -> Result<Vec<Pointer>> {
         .into_iter()
         .flatten()
         .filter(|b| Pointer::looks_like_pointer(&b.content))
-        .filter_map(|b| Pointer::parse(&b.content).ok())
+        .filter_map(|b| keyring.parse_pointer(&b.content).ok())
         .filter(|p| seen.insert(p.recipe))
         .collect())
 }

@@ -113,12 +113,14 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
             );
         }
     }
-    Ok(Session {
+    let mut session = Session {
         hub,
         url: url.clone(),
         credential,
         connections: tokio::sync::OnceCell::new(),
-    })
+    };
+    session.load_keys().await?;
+    Ok(session)
 }
 
 /// `dits.idleTimeout` (seconds of silence before a connection counts as dead, at most
@@ -139,6 +141,18 @@ fn link_settings() -> LinkSettings {
 }
 
 impl Session {
+    /// Asks the hub whether the repository is encrypted and for this user's wrapped keys,
+    /// remembers the answer for commands that run without the hub (the filter), and
+    /// seals and opens objects with the keys from now on.
+    async fn load_keys(&mut self) -> Result<()> {
+        let keys = self.hub.keys().await.map_err(|e| self.explain(e))?;
+        if let Err(e) = crate::keys::remember(&keys) {
+            tracing::debug!("not remembering the repository's keys: {e:#}");
+        }
+        self.hub.set_keyring(crate::keys::keyring_from(&keys)?);
+        Ok(())
+    }
+
     /// Closes every connection of the session and waits until the hub has heard.
     pub async fn close(&self) {
         for hub in self.connections.get().into_iter().flatten() {

@@ -4,6 +4,7 @@ mod attacks;
 mod bad_input;
 mod clean_working_file;
 mod dedup;
+mod encryption;
 mod hostile_hub;
 mod hub;
 mod install;

@@ -196,6 +196,36 @@ fn a_pointers_only_clone_mounts_and_reads_media_from_the_hub() {
     let _ = &p.hub;
 }
 
+#[test]
+fn an_encrypted_repository_mounts_and_reads_byte_identical() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    // A repository made without --encrypted is encrypted from its first key on.
+    let init = env.git(&repo, &["dits", "key", "init"]);
+    assert!(init.contains("Made key"), "{init}");
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    assert!(env
+        .git(&repo, &["show", "HEAD:clip.mp4"])
+        .contains("recipe sealed:"));
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let out = env.clone_with(
+        &hub.url("alice/film"),
+        "clone",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
+    );
+    assert!(out.status.success());
+    let clone = env.dir.path().join("clone");
+    let mut m = Mounted::start(&env, &clone, &env.dir.path().join("m"), "clip.mp4");
+    assert!(same_bytes(
+        &m.dir.join("clip.mp4"),
+        &media().path("base.mp4")
+    ));
+    let status = m.stop();
+    assert!(status.success(), "mount exit: {status:?}\n{}", m.log());
+}
+
 /// A hostile hub's file whose 24 bytes come from 24 distinct 64 MiB objects that compress
 /// to almost nothing: reading it through the mount used to fetch all 24 in one request and
 /// hold them until the request ended (1.5 GiB, on top of the RAM cache). Now a request's

@@ -99,6 +99,10 @@ impl Index {
                      oid BLOB NOT NULL, size INTEGER NOT NULL, pointer TEXT NOT NULL,
                      PRIMARY KEY(oid, size)
                  ) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS sealed_files(
+                     oid BLOB NOT NULL, size INTEGER NOT NULL, pointer TEXT NOT NULL,
+                     PRIMARY KEY(oid, size)
+                 ) WITHOUT ROWID;
                  CREATE TABLE IF NOT EXISTS file_stats(
                      path BLOB PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
                      size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
@@ -265,6 +269,34 @@ impl Index {
         self.release_snapshot()?;
         self.conn.execute(
             "INSERT OR REPLACE INTO files(oid, size, pointer) VALUES (?1, ?2, ?3)",
+            params![&oid.0[..], size, pointer],
+        )?;
+        Ok(())
+    }
+}
+
+impl Index {
+    /// The encrypted repository's pointer last committed or checked out for `(oid,
+    /// size)`.
+    pub fn sealed_pointer(&self, oid: &ChunkId, size: u64) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT pointer FROM sealed_files WHERE oid = ?1 AND size = ?2",
+                params![&oid.0[..], size],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    pub fn remember_sealed_pointer(
+        &self,
+        oid: &ChunkId,
+        size: u64,
+        pointer: &str,
+    ) -> rusqlite::Result<()> {
+        self.release_snapshot()?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO sealed_files(oid, size, pointer) VALUES (?1, ?2, ?3)",
             params![&oid.0[..], size, pointer],
         )?;
         Ok(())

@@ -315,6 +315,27 @@ impl LocalStore {
             .map_err(|e| self.index_err(e))
     }
 
+    /// An encrypted repository's pointer for `(oid, size)` as last committed or checked
+    /// out here: clean gives it back for unchanged content, so a file keeps the key it
+    /// was sealed with (after a rotation, or for a member who no longer holds the current
+    /// key) and `git status` stays clean.
+    pub fn sealed_pointer(&self, oid: &ChunkId, size: u64) -> Result<Option<String>, StoreError> {
+        self.index
+            .sealed_pointer(oid, size)
+            .map_err(|e| self.index_err(e))
+    }
+
+    pub fn remember_sealed_pointer(
+        &self,
+        oid: &ChunkId,
+        size: u64,
+        pointer: &str,
+    ) -> Result<(), StoreError> {
+        self.index
+            .remember_sealed_pointer(oid, size, pointer)
+            .map_err(|e| self.index_err(e))
+    }
+
     /// The stat and whole-file hash last recorded for the working file at `path`: a hint
     /// for clean, never a substitute for hashing what Git sends.
     pub fn recorded_stat(

@@ -134,6 +134,59 @@ pub trait MetaStore: Send + Sync {
     async fn audit(&self, event: &AuditEntry) -> anyhow::Result<()>;
     /// The audit log, newest first, at most `limit` entries.
     async fn audit_log(&self, limit: u32) -> anyhow::Result<Vec<AuditEntry>>;
+    /// The repository's encryption keys: its key group, current generation, every wrapped
+    /// key of the group and the public keys the members concerned registered.
+    async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState>;
+    /// Records (or replaces) the public key `user` unwraps repository secrets with.
+    async fn set_public_key(&self, user: &User, key: &str) -> anyhow::Result<()>;
+    /// Makes the repository encrypted, its secrets those of key group `group` (created,
+    /// at generation 0, when new). Refused when the repository already belongs to
+    /// another group; a no-op when it belongs to this one.
+    async fn set_key_group(&self, repo: i64, group: &str) -> anyhow::Result<()>;
+    /// Changes the wrapped keys of the repository's key group, in one transaction (see
+    /// [`KeyChange`]). Refused when the repository is not encrypted.
+    async fn change_keys(&self, repo: i64, change: &KeyChange) -> anyhow::Result<()>;
+}
+
+/// A repository (or key group) secret wrapped for one member's public key: only that
+/// member's private key opens it. The hub stores and hands these out; it cannot open one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// Which secret of the group: 1 for the first, one more at each rotation.
+    pub generation: u32,
+    /// The secret's public fingerprint (what pointers name it by).
+    pub key_id: String,
+    pub user: String,
+    pub wrapped: Vec<u8>,
+}
+
+/// What [`MetaStore::key_state`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// The key group; `None`: the repository is not encrypted.
+    pub group: Option<String>,
+    /// The generation new content is sealed under; 0 before the first key is made.
+    pub generation: u32,
+    /// Every wrapped key of the group, by generation then user.
+    pub wraps: Vec<WrappedKey>,
+    /// `(user, public key)` for each member of the repository, and each holder of a
+    /// wrapped key of the group, who registered a public key; by user.
+    pub public_keys: Vec<(String, String)>,
+}
+
+/// A change to a key group's wrapped keys.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    /// More members get existing generations (each wrap's generation is between 1 and
+    /// the current one, and its key id that generation's).
+    Grant { wraps: Vec<WrappedKey> },
+    /// A new secret, generation current + 1, wrapped for each of `wraps` (all of that
+    /// generation and key id). `revoke` first loses every wrapped key of the group.
+    Rotate {
+        generation: u32,
+        wraps: Vec<WrappedKey>,
+        revoke: Option<String>,
+    },
 }
 
 /// What an operator can change about accounts after creating them.

@@ -9,9 +9,10 @@ use deadpool_postgres::Pool;
 use dits_core::ChunkId;
 use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
+use crate::meta::sqlite::{check_grant, check_rotation};
 use crate::meta::{
     decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
-    IndexedCommit, Location, MetaStore, Role, User,
+    IndexedCommit, KeyChange, KeyState, Location, MetaStore, Role, User, WrappedKey,
 };
 use crate::pg::{classify, is_unique_violation, PgResult};
 
@@ -627,6 +628,244 @@ impl MetaStore for PgMeta {
             })
             .collect())
     }
+
+    async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState> {
+        let mut c = self.client().await?;
+        // One snapshot for the three reads: the wraps and the generation agree.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .pg()?;
+        let Some(group) = key_group(&tx, repo, false).await? else {
+            return Ok(KeyState::default());
+        };
+        let wraps = tx
+            .query(
+                "SELECT w.generation, w.key_id, u.name, w.wrapped FROM wrapped_keys w
+                 JOIN users u ON u.id = w.user_id WHERE w.group_id = $1 ORDER BY w.generation, u.name",
+                &[&group.id],
+            )
+            .await
+            .pg()?
+            .iter()
+            .map(|r| {
+                Ok(WrappedKey {
+                    generation: stored_generation(r.get(0))?,
+                    key_id: r.get(1),
+                    user: r.get(2),
+                    wrapped: r.get(3),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Members, and holders of wrapped keys who are not (or no longer) members: both
+        // matter to whoever wraps the next secret or decides whom to revoke.
+        let public_keys = tx
+            .query(
+                "SELECT u.name, k.public_key FROM user_keys k JOIN users u ON u.id = k.user_id
+                 WHERE k.user_id IN (SELECT user_id FROM members WHERE repo_id = $1
+                                     UNION SELECT user_id FROM wrapped_keys WHERE group_id = $2)
+                 ORDER BY u.name",
+                &[&repo, &group.id],
+            )
+            .await
+            .pg()?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.commit().await.pg()?;
+        Ok(KeyState {
+            group: Some(group.name),
+            generation: group.generation,
+            wraps,
+            public_keys,
+        })
+    }
+
+    async fn set_public_key(&self, user: &User, key: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(!key.trim().is_empty(), "the public key is empty");
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO user_keys (user_id, public_key, created) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id) DO UPDATE SET public_key = excluded.public_key, created = excluded.created",
+                &[&user.id, &key, &unix_now()],
+            )
+            .await
+            .pg()?;
+        Ok(())
+    }
+
+    async fn set_key_group(&self, repo: i64, group: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(!group.is_empty(), "the key group name is empty");
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        // DO UPDATE (a no-op) rather than DO NOTHING, so RETURNING names an existing row.
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO key_groups (name) VALUES ($1)
+                 ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
+                &[&group],
+            )
+            .await
+            .pg()?
+            .get(0);
+        // The repository's row lock: two hubs setting its group can't both see NULL.
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT key_group FROM repos WHERE id = $1 FOR UPDATE",
+                &[&repo],
+            )
+            .await
+            .pg()?
+            .ok_or_else(|| anyhow::anyhow!("repository id {repo} does not exist"))?
+            .get(0);
+        match current {
+            None => {
+                tx.execute(
+                    "UPDATE repos SET key_group = $2 WHERE id = $1",
+                    &[&repo, &id],
+                )
+                .await
+                .pg()?;
+            }
+            Some(current) if current == id => {}
+            Some(current) => {
+                let name: String = tx
+                    .query_one("SELECT name FROM key_groups WHERE id = $1", &[&current])
+                    .await
+                    .pg()?
+                    .get(0);
+                anyhow::bail!("repository is already encrypted under key group {name}");
+            }
+        }
+        tx.commit().await.pg()?;
+        Ok(())
+    }
+
+    async fn change_keys(&self, repo: i64, change: &KeyChange) -> anyhow::Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        // Locks the group's row: concurrent changes (through any hub, to any repository
+        // of the group) queue here, and each checks against the one before.
+        let group = key_group(&tx, repo, true)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("repository is not encrypted"))?;
+        let wraps = match change {
+            KeyChange::Grant { wraps } => {
+                for w in wraps {
+                    let stored: Option<String> = tx
+                        .query_opt(
+                            "SELECT key_id FROM wrapped_keys WHERE group_id = $1 AND generation = $2 LIMIT 1",
+                            &[&group.id, &db_generation(w.generation)?],
+                        )
+                        .await
+                        .pg()?
+                        .map(|r| r.get(0));
+                    check_grant(&group.name, group.generation, w, stored.as_deref())?;
+                }
+                wraps
+            }
+            KeyChange::Rotate {
+                generation,
+                wraps,
+                revoke,
+            } => {
+                check_rotation(
+                    &group.name,
+                    group.generation,
+                    *generation,
+                    wraps,
+                    revoke.as_deref(),
+                )?;
+                if let Some(user) = revoke {
+                    let id = user_id(&tx, user).await?;
+                    tx.execute(
+                        "DELETE FROM wrapped_keys WHERE group_id = $1 AND user_id = $2",
+                        &[&group.id, &id],
+                    )
+                    .await
+                    .pg()?;
+                }
+                tx.execute(
+                    "UPDATE key_groups SET generation = $2 WHERE id = $1",
+                    &[&group.id, &db_generation(*generation)?],
+                )
+                .await
+                .pg()?;
+                wraps
+            }
+        };
+        for w in wraps {
+            let user = user_id(&tx, &w.user).await?;
+            tx.execute(
+                "INSERT INTO wrapped_keys (group_id, generation, user_id, key_id, wrapped) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (group_id, generation, user_id) DO UPDATE SET key_id = excluded.key_id, wrapped = excluded.wrapped",
+                &[&group.id, &db_generation(w.generation)?, &user, &w.key_id, &w.wrapped],
+            )
+            .await
+            .pg()?;
+        }
+        tx.commit().await.pg()?;
+        Ok(())
+    }
+}
+
+/// A repository's key group, as stored.
+struct KeyGroup {
+    id: i64,
+    name: String,
+    generation: u32,
+}
+
+/// The key group of `repo` (its row locked for the transaction with `lock`); `None` when
+/// the repository is not encrypted.
+async fn key_group(
+    tx: &deadpool_postgres::Transaction<'_>,
+    repo: i64,
+    lock: bool,
+) -> anyhow::Result<Option<KeyGroup>> {
+    let id: Option<i64> = tx
+        .query_opt("SELECT key_group FROM repos WHERE id = $1", &[&repo])
+        .await
+        .pg()?
+        .ok_or_else(|| anyhow::anyhow!("repository id {repo} does not exist"))?
+        .get(0);
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let sql = if lock {
+        "SELECT name, generation FROM key_groups WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT name, generation FROM key_groups WHERE id = $1"
+    };
+    let row = tx.query_one(sql, &[&id]).await.pg()?;
+    Ok(Some(KeyGroup {
+        id,
+        name: row.get(0),
+        generation: stored_generation(row.get(1))?,
+    }))
+}
+
+/// The id of user `name`, who must exist.
+async fn user_id(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> anyhow::Result<i64> {
+    tx.query_opt("SELECT id FROM users WHERE name = $1", &[&name])
+        .await
+        .pg()?
+        .map(|r| r.get(0))
+        .ok_or_else(|| anyhow::anyhow!("user {name} does not exist"))
+}
+
+/// A key generation read from the database.
+fn stored_generation(n: i32) -> anyhow::Result<u32> {
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("stored key generation {n} is out of range"))
+}
+
+/// A key generation for an INTEGER column.
+fn db_generation(n: u32) -> anyhow::Result<i32> {
+    i32::try_from(n).map_err(|_| anyhow::anyhow!("key generation {n} is out of range"))
 }
 
 /// Appends an entry to the operators' audit log: at, actor, action, subject, detail.

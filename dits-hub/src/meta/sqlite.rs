@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
     decide_ref_updates, new_token, token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit,
-    Location, MetaStore, Role, User,
+    KeyChange, KeyState, Location, MetaStore, Role, User, WrappedKey,
 };
 use crate::sqlite::SqliteDb;
 
@@ -38,21 +38,39 @@ INSERT OR IGNORE INTO repo_assets SELECT p.repo_id, a.recipe, a.file_oid, a.size
 DELETE FROM assets;
 CREATE TABLE IF NOT EXISTS admin_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, repo_id INTEGER NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, committed INTEGER NOT NULL DEFAULT 0, UNIQUE(repo_id, id));
+-- Encryption: repositories of one key group share its secrets (repos.key_group), each
+-- generation wrapped for each member's registered public key.
+CREATE TABLE IF NOT EXISTS key_groups (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, generation INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS user_keys (user_id INTEGER PRIMARY KEY REFERENCES users(id), public_key TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS wrapped_keys (group_id INTEGER NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id INTEGER NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (group_id, generation, user_id)) WITHOUT ROWID;
 ";
+
+/// Columns added after the first release (CREATE TABLE IF NOT EXISTS keeps an old table
+/// as it was): table, column, and the statement that adds it.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    (
+        "users",
+        "disabled",
+        "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "repos",
+        "key_group",
+        "ALTER TABLE repos ADD COLUMN key_group INTEGER REFERENCES key_groups(id)",
+    ),
+];
 
 impl SqliteMeta {
     pub fn open(path: &Path) -> anyhow::Result<SqliteMeta> {
         let db = SqliteDb::open(path, SCHEMA)?;
-        // Columns added after the first release (CREATE TABLE IF NOT EXISTS keeps an old
-        // table as it was).
         db.with_conn(|conn| {
-            let has_disabled = conn
-                .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'disabled'")?
-                .exists([])?;
-            if !has_disabled {
-                conn.execute_batch(
-                    "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
-                )?;
+            for (table, column, add) in ADDED_COLUMNS {
+                let present = conn
+                    .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+                    .exists(params![table, column])?;
+                if !present {
+                    conn.execute_batch(add)?;
+                }
             }
             Ok(())
         })?;
@@ -586,6 +604,296 @@ impl MetaStore for SqliteMeta {
             })
             .await
     }
+
+    async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState> {
+        self.db
+            .run(move |db| {
+                let tx = db.transaction()?;
+                let state = key_state(&tx, repo)?;
+                tx.commit()?;
+                Ok(state)
+            })
+            .await
+    }
+
+    async fn set_public_key(&self, user: &User, key: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(!key.trim().is_empty(), "the public key is empty");
+        let (user, key) = (user.id, key.to_string());
+        self.db
+            .run(move |db| {
+                db.execute(
+                    "INSERT INTO user_keys (user_id, public_key, created) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user_id) DO UPDATE SET public_key = excluded.public_key, created = excluded.created",
+                    params![user, key, unix_now()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_key_group(&self, repo: i64, group: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(!group.is_empty(), "the key group name is empty");
+        let group = group.to_string();
+        self.db
+            .run(move |db| {
+                // IMMEDIATE: see record_objects.
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                set_key_group(&tx, repo, &group)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn change_keys(&self, repo: i64, change: &KeyChange) -> anyhow::Result<()> {
+        let change = change.clone();
+        self.db
+            .run(move |db| {
+                // IMMEDIATE: the generation read below is the one the change is checked
+                // against, and no other writer can move it before the commit.
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                change_keys(&tx, repo, &change)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// A repository's key group, as stored.
+struct KeyGroup {
+    id: i64,
+    name: String,
+    generation: u32,
+}
+
+/// The key group of `repo`; `None` when the repository is not encrypted.
+fn key_group(db: &Connection, repo: i64) -> anyhow::Result<Option<KeyGroup>> {
+    type Row = (Option<i64>, Option<String>, Option<i64>);
+    let row: Option<Row> = db
+        .query_row(
+            "SELECT g.id, g.name, g.generation FROM repos r LEFT JOIN key_groups g ON g.id = r.key_group
+             WHERE r.id = ?1",
+            params![repo],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match row {
+        None => anyhow::bail!("repository id {repo} does not exist"),
+        Some((Some(id), Some(name), Some(generation))) => Ok(Some(KeyGroup {
+            id,
+            name,
+            generation: stored_generation(generation)?,
+        })),
+        Some(_) => Ok(None),
+    }
+}
+
+/// A key generation read from the database.
+fn stored_generation(n: i64) -> anyhow::Result<u32> {
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("stored key generation {n} is out of range"))
+}
+
+/// See [`MetaStore::key_state`].
+fn key_state(db: &Connection, repo: i64) -> anyhow::Result<KeyState> {
+    let Some(group) = key_group(db, repo)? else {
+        return Ok(KeyState::default());
+    };
+    let wraps = db
+        .prepare(
+            "SELECT w.generation, w.key_id, u.name, w.wrapped FROM wrapped_keys w
+             JOIN users u ON u.id = w.user_id WHERE w.group_id = ?1 ORDER BY w.generation, u.name",
+        )?
+        .query_map(params![group.id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .map(|row| {
+            let (generation, key_id, user, wrapped) = row?;
+            Ok(WrappedKey {
+                generation: stored_generation(generation)?,
+                key_id,
+                user,
+                wrapped,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Members, and holders of wrapped keys who are not (or no longer) members: both
+    // matter to whoever wraps the next secret or decides whom to revoke.
+    let public_keys = db
+        .prepare(
+            "SELECT u.name, k.public_key FROM user_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.user_id IN (SELECT user_id FROM members WHERE repo_id = ?1
+                                 UNION SELECT user_id FROM wrapped_keys WHERE group_id = ?2)
+             ORDER BY u.name",
+        )?
+        .query_map(params![repo, group.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(KeyState {
+        group: Some(group.name),
+        generation: group.generation,
+        wraps,
+        public_keys,
+    })
+}
+
+/// See [`MetaStore::set_key_group`].
+fn set_key_group(db: &Connection, repo: i64, group: &str) -> anyhow::Result<()> {
+    db.execute(
+        "INSERT OR IGNORE INTO key_groups (name) VALUES (?1)",
+        params![group],
+    )?;
+    let id: i64 = db.query_row(
+        "SELECT id FROM key_groups WHERE name = ?1",
+        params![group],
+        |r| r.get(0),
+    )?;
+    match key_group(db, repo)? {
+        None => {
+            db.execute(
+                "UPDATE repos SET key_group = ?2 WHERE id = ?1",
+                params![repo, id],
+            )?;
+            Ok(())
+        }
+        Some(current) if current.id == id => Ok(()),
+        Some(current) => anyhow::bail!(
+            "repository is already encrypted under key group {}",
+            current.name
+        ),
+    }
+}
+
+/// See [`MetaStore::change_keys`].
+fn change_keys(db: &Connection, repo: i64, change: &KeyChange) -> anyhow::Result<()> {
+    let group =
+        key_group(db, repo)?.ok_or_else(|| anyhow::anyhow!("repository is not encrypted"))?;
+    let user_id = |name: &str| {
+        SqliteMeta::user_id(db, name)?.ok_or_else(|| anyhow::anyhow!("user {name} does not exist"))
+    };
+    let wraps = match change {
+        KeyChange::Grant { wraps } => {
+            for w in wraps {
+                let stored: Option<String> = db
+                    .query_row(
+                        "SELECT key_id FROM wrapped_keys WHERE group_id = ?1 AND generation = ?2 LIMIT 1",
+                        params![group.id, w.generation],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                check_grant(&group.name, group.generation, w, stored.as_deref())?;
+            }
+            wraps
+        }
+        KeyChange::Rotate {
+            generation,
+            wraps,
+            revoke,
+        } => {
+            check_rotation(
+                &group.name,
+                group.generation,
+                *generation,
+                wraps,
+                revoke.as_deref(),
+            )?;
+            if let Some(user) = revoke {
+                db.execute(
+                    "DELETE FROM wrapped_keys WHERE group_id = ?1 AND user_id = ?2",
+                    params![group.id, user_id(user)?],
+                )?;
+            }
+            db.execute(
+                "UPDATE key_groups SET generation = ?2 WHERE id = ?1",
+                params![group.id, generation],
+            )?;
+            wraps
+        }
+    };
+    let mut put = db.prepare_cached(
+        "INSERT INTO wrapped_keys (group_id, generation, user_id, key_id, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (group_id, generation, user_id) DO UPDATE SET key_id = excluded.key_id, wrapped = excluded.wrapped",
+    )?;
+    for w in wraps {
+        put.execute(params![
+            group.id,
+            w.generation,
+            user_id(&w.user)?,
+            w.key_id,
+            w.wrapped
+        ])?;
+    }
+    Ok(())
+}
+
+/// Checks one wrap of a [`KeyChange::Grant`] to key group `group` (at generation
+/// `current`): an existing generation, under that generation's key id (`stored`: the key
+/// id the group's wrapped keys of it have; `None` when it has none, so nothing can vouch
+/// for the key id). Shared by both backends.
+pub(super) fn check_grant(
+    group: &str,
+    current: u32,
+    wrap: &WrappedKey,
+    stored: Option<&str>,
+) -> anyhow::Result<()> {
+    let generation = wrap.generation;
+    anyhow::ensure!(
+        (1..=current).contains(&generation),
+        "key group {group} has no key generation {generation} (current is {current}); run `git dits key status` and try again"
+    );
+    match stored {
+        None => anyhow::bail!(
+            "key group {group} holds no wrapped key of generation {generation}, so it cannot be granted"
+        ),
+        Some(id) if id != wrap.key_id => anyhow::bail!(
+            "key id {} is not the one of generation {generation} in key group {group} ({id}); run `git dits key status` and try again",
+            wrap.key_id
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks a [`KeyChange::Rotate`] of key group `group` (at generation `current`): the
+/// next generation, one key id, wrapped at least once, once per member, and not for the
+/// member it revokes. Shared by both backends.
+pub(super) fn check_rotation(
+    group: &str,
+    current: u32,
+    generation: u32,
+    wraps: &[WrappedKey],
+    revoke: Option<&str>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        current.checked_add(1) == Some(generation),
+        "key generation {generation} is not the next one of key group {group} (current is {current}); run `git dits key status` and try again"
+    );
+    let Some(first) = wraps.first() else {
+        anyhow::bail!("a new key must be wrapped for at least one member");
+    };
+    let mut users = std::collections::BTreeSet::new();
+    for w in wraps {
+        anyhow::ensure!(
+            w.generation == generation,
+            "a rotation to generation {generation} cannot wrap a key of generation {}",
+            w.generation
+        );
+        anyhow::ensure!(
+            w.key_id == first.key_id,
+            "a rotation makes one key, but its wraps name two: {} and {}",
+            first.key_id,
+            w.key_id
+        );
+        anyhow::ensure!(
+            revoke != Some(w.user.as_str()),
+            "the new key cannot be wrapped for {}, whom the rotation revokes",
+            w.user
+        );
+        anyhow::ensure!(
+            users.insert(w.user.as_str()),
+            "the new key is wrapped twice for {}",
+            w.user
+        );
+    }
+    Ok(())
 }
 
 /// See [`MetaStore::commit_log`].
@@ -651,4 +959,192 @@ fn record_audit(db: &Connection, entry: &AuditEntry) -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    fn wrap(generation: u32, key_id: &str, user: &str) -> WrappedKey {
+        WrappedKey {
+            generation,
+            key_id: key_id.into(),
+            user: user.into(),
+            wrapped: format!("{key_id} for {user}").into_bytes(),
+        }
+    }
+
+    fn rotate(generation: u32, key_id: &str, users: &[&str], revoke: Option<&str>) -> KeyChange {
+        KeyChange::Rotate {
+            generation,
+            wraps: users.iter().map(|u| wrap(generation, key_id, u)).collect(),
+            revoke: revoke.map(str::to_string),
+        }
+    }
+
+    /// A hub with users alice (who owns alice/film, so is its admin) and bob, each with
+    /// a registered public key; returns the store and alice/film's id.
+    async fn hub(dir: &tempfile::TempDir) -> (SqliteMeta, i64) {
+        let meta = SqliteMeta::open(&dir.path().join("hub.sqlite")).unwrap();
+        for name in ["alice", "bob"] {
+            let token = meta.add_user(name).await.unwrap();
+            let user = meta.user_for_token(&token).await.unwrap().unwrap();
+            meta.set_public_key(&user, &format!("age1{name}"))
+                .await
+                .unwrap();
+        }
+        meta.create_repo("alice", "film").await.unwrap();
+        let repo = meta.find_repo("alice", "film").await.unwrap().unwrap();
+        (meta, repo)
+    }
+
+    #[tokio::test]
+    async fn unencrypted_repo_has_no_key_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, repo) = hub(&dir).await;
+        assert_eq!(meta.key_state(repo).await.unwrap(), KeyState::default());
+        let refused = meta
+            .change_keys(repo, &rotate(1, "k1", &["alice"], None))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("not encrypted"),
+            "{refused:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn first_rotation_wraps_are_reported_with_holders_public_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, repo) = hub(&dir).await;
+        let token = meta.add_user("carol").await.unwrap();
+        let carol = meta.user_for_token(&token).await.unwrap().unwrap();
+        meta.set_public_key(&carol, "age1carol").await.unwrap();
+        meta.set_key_group(repo, "alice/film").await.unwrap();
+        meta.set_key_group(repo, "alice/film").await.unwrap();
+        let fresh = meta.key_state(repo).await.unwrap();
+        assert_eq!(
+            (fresh.group.as_deref(), fresh.generation),
+            (Some("alice/film"), 0)
+        );
+        meta.change_keys(repo, &rotate(1, "k1", &["bob", "alice"], None))
+            .await
+            .unwrap();
+        let state = meta.key_state(repo).await.unwrap();
+        assert_eq!(state.generation, 1);
+        assert_eq!(
+            state.wraps,
+            vec![wrap(1, "k1", "alice"), wrap(1, "k1", "bob")]
+        );
+        // bob holds a wrap without being a member; carol is neither.
+        assert_eq!(
+            state.public_keys,
+            vec![
+                ("alice".to_string(), "age1alice".to_string()),
+                ("bob".to_string(), "age1bob".to_string()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn grant_under_another_key_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, repo) = hub(&dir).await;
+        meta.set_key_group(repo, "g").await.unwrap();
+        meta.change_keys(repo, &rotate(1, "k1", &["alice"], None))
+            .await
+            .unwrap();
+        let wrong = KeyChange::Grant {
+            wraps: vec![wrap(1, "k-other", "bob")],
+        };
+        let refused = meta.change_keys(repo, &wrong).await.unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("key id k-other"),
+            "{refused:#}"
+        );
+        let future = KeyChange::Grant {
+            wraps: vec![wrap(2, "k1", "bob")],
+        };
+        assert!(meta.change_keys(repo, &future).await.is_err());
+        let right = KeyChange::Grant {
+            wraps: vec![wrap(1, "k1", "bob")],
+        };
+        meta.change_keys(repo, &right).await.unwrap();
+        assert_eq!(meta.key_state(repo).await.unwrap().wraps.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn rotation_from_a_stale_generation_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, repo) = hub(&dir).await;
+        meta.set_key_group(repo, "g").await.unwrap();
+        meta.change_keys(repo, &rotate(1, "k1", &["alice"], None))
+            .await
+            .unwrap();
+        // A second admin who also saw generation 0.
+        let stale = meta
+            .change_keys(repo, &rotate(1, "k1b", &["bob"], None))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{stale:#}").contains("is not the next one"),
+            "{stale:#}"
+        );
+        assert!(meta
+            .change_keys(repo, &rotate(3, "k3", &["alice"], None))
+            .await
+            .is_err());
+        let state = meta.key_state(repo).await.unwrap();
+        assert_eq!(
+            (state.generation, state.wraps),
+            (1, vec![wrap(1, "k1", "alice")])
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_rotation_removes_every_wrap_of_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, repo) = hub(&dir).await;
+        meta.set_key_group(repo, "g").await.unwrap();
+        meta.change_keys(repo, &rotate(1, "k1", &["alice", "bob"], None))
+            .await
+            .unwrap();
+        let for_revoked = rotate(2, "k2", &["alice", "bob"], Some("bob"));
+        assert!(meta.change_keys(repo, &for_revoked).await.is_err());
+        meta.change_keys(repo, &rotate(2, "k2", &["alice"], Some("bob")))
+            .await
+            .unwrap();
+        let state = meta.key_state(repo).await.unwrap();
+        assert_eq!(state.generation, 2);
+        assert_eq!(
+            state.wraps,
+            vec![wrap(1, "k1", "alice"), wrap(2, "k2", "alice")]
+        );
+        // bob is neither a member nor a holder any more.
+        assert_eq!(state.public_keys.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn repos_of_one_key_group_share_its_wraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, film) = hub(&dir).await;
+        meta.create_repo("alice", "trailer").await.unwrap();
+        let trailer = meta.find_repo("alice", "trailer").await.unwrap().unwrap();
+        meta.set_key_group(film, "studio").await.unwrap();
+        meta.set_key_group(trailer, "studio").await.unwrap();
+        meta.change_keys(film, &rotate(1, "k1", &["alice"], None))
+            .await
+            .unwrap();
+        let state = meta.key_state(trailer).await.unwrap();
+        assert_eq!(state.group.as_deref(), Some("studio"));
+        assert_eq!(
+            (state.generation, state.wraps),
+            (1, vec![wrap(1, "k1", "alice")])
+        );
+        let moved = meta.set_key_group(trailer, "other").await.unwrap_err();
+        assert!(
+            format!("{moved:#}").contains("already encrypted under key group studio"),
+            "{moved:#}"
+        );
+    }
 }

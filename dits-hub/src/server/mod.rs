@@ -5,13 +5,14 @@
 //! - [`quic`]: the QUIC shell and the dispatch of a request to its op;
 //! - [`limits`]: what any peer may make the hub hold, and for how long;
 //! - [`auth`]: tokens and roles;
-//! - [`objects`], [`git_packs`], [`refs`]: the ops;
+//! - [`objects`], [`git_packs`], [`refs`], [`keys`]: the ops;
 //! - [`http`], [`status`]: the HTTPS routes.
 
 pub mod auth;
 pub mod git_packs;
 pub mod http;
 pub mod http_accept;
+pub mod keys;
 pub mod limits;
 pub mod objects;
 pub mod quic;

@@ -72,6 +72,7 @@ pub async fn put<R: AsyncRead + Unpin>(
     let mut in_batch = HashSet::new();
     let mut pending = Vec::with_capacity(PUT_LOOKUP_BATCH);
     let mut bytes_in = 0u64;
+    let encrypted = crate::server::keys::encrypted(state, repo).await?;
     // Why the upload stopped before the client finished it (a dropped connection).
     let mut interrupted = None;
     loop {
@@ -88,7 +89,16 @@ pub async fn put<R: AsyncRead + Unpin>(
         if let Some(object) = object {
             bytes_in += object.sealed.len() as u64;
             ids.push(object.id);
-            if let Err(e) = object.verify() {
+            if encrypted {
+                // The hub cannot open a sealed object: it checks its shape, and the
+                // client checks its contents when it opens it.
+                if object.plain_len != 0 || !dits_core::crypt::looks_sealed(&object.sealed) {
+                    return Err(HubError::Rejected(format!(
+                        "object {}: this repository is encrypted and the object is not sealed; the upload was refused and nothing from it was stored (run `git dits key status`, and upgrade git-dits if it does not know the command)",
+                        object.id.short()
+                    )));
+                }
+            } else if let Err(e) = object.verify() {
                 return Err(HubError::Rejected(format!(
                     "{e}; the upload was refused and nothing from it was stored"
                 )));
@@ -125,6 +135,11 @@ pub async fn put<R: AsyncRead + Unpin>(
                 w.write(&object.sealed)?;
                 pack_name.update(&object.id.0);
                 pack_name.update(&loc.stored_len.to_be_bytes());
+                if encrypted {
+                    // Unverified bytes name the pack too: two uploads under one locator
+                    // may differ, and must not share a pack name.
+                    pack_name.update(blake3::hash(&object.sealed).as_bytes());
+                }
                 stored.push((object.id, loc));
             }
         }

@@ -17,7 +17,7 @@ use crate::server::limits::{
 };
 use crate::server::refs::RefUpdates;
 use crate::server::state::HubState;
-use crate::server::{git_packs, objects, refs};
+use crate::server::{git_packs, keys, objects, refs};
 
 /// Accepts connections until the endpoint closes, within the limits on connections per
 /// address and in all and on handshakes under way; each connection is served on its own
@@ -240,6 +240,13 @@ where
             limit,
         } => reply(writer, &locks.verify(paths, cursor, limit).await?).await,
         Op::LockUnlock { id, force } => reply(writer, &locks.unlock(&id, force).await?).await,
+        Op::Keys => reply(writer, &keys::status(state, &caller).await?).await,
+        Op::KeyRegister { public_key } => {
+            reply(writer, &keys::register(state, &caller, &public_key).await?).await
+        }
+        Op::KeyChange { change } => {
+            reply(writer, &keys::change(state, &caller, change).await?).await
+        }
     }
 }
 
@@ -258,5 +265,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::LockList { .. } => "lock-list",
         Op::LockVerify { .. } => "lock-verify",
         Op::LockUnlock { .. } => "lock-unlock",
+        Op::Keys => "keys",
+        Op::KeyRegister { .. } => "key-register",
+        Op::KeyChange { .. } => "key-change",
     }
 }

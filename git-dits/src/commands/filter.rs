@@ -25,7 +25,8 @@ fn open_filter(read_work_tree: bool) -> Result<DitsFilter> {
     let skip = std::env::var("GIT_DITS_SKIP_SMUDGE").is_ok_and(|v| v == "1");
     let mut filter = DitsFilter::new(store, layout)
         .with_source(Box::new(git_remote_dits::source::HubSource::default()))
-        .skipping_smudge(skip);
+        .skipping_smudge(skip)
+        .with_keyring(git_remote_dits::keys::load_keyring()?);
     if read_work_tree {
         if let Ok(top) = std::env::current_dir() {
             filter = filter.reading_work_tree(top);

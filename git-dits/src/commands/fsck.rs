@@ -32,6 +32,7 @@ fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<Problem>)> {
     candidates.extend(git::staged_blobs()?);
     let specs: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
     let blobs = git::cat_file_small(&specs, dits_core::pointer::MAX_POINTER_LEN as u64)?;
+    let keyring = git_remote_dits::keys::load_keyring()?;
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     let mut malformed = Vec::new();
     for ((id, path), blob) in candidates.into_iter().zip(blobs) {
@@ -39,7 +40,7 @@ fn reachable_pointers() -> Result<(BTreeMap<String, Found>, Vec<Problem>)> {
         if blob.kind != "blob" || !Pointer::looks_like_pointer(&blob.content) {
             continue;
         }
-        match Pointer::parse(&blob.content) {
+        match keyring.parse_pointer(&blob.content) {
             Ok(pointer) => {
                 let entry = found.entry(id).or_insert(Found {
                     pointer,

@@ -2,7 +2,6 @@
 //! working tree holds the real content (`*`) or only a pointer (`-`), like `git lfs ls-files`.
 
 use anyhow::Result;
-use dits_core::Pointer;
 use serde_json::json;
 
 use crate::output::{human_size, print_json};
@@ -24,9 +23,10 @@ pub fn ls_files(json_out: bool) -> Result<()> {
     let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
     let blobs = git::cat_file_small(&ids, dits_core::pointer::MAX_POINTER_LEN as u64)?;
     let top = git::top_level()?;
+    let keyring = git_remote_dits::keys::load_keyring()?;
     let mut rows = Vec::new();
     for ((_, path), blob) in entries.iter().zip(blobs) {
-        let Some(pointer) = blob.and_then(|b| Pointer::parse(&b.content).ok()) else {
+        let Some(pointer) = blob.and_then(|b| keyring.parse_pointer(&b.content).ok()) else {
             continue;
         };
         let on_disk = std::fs::metadata(top.join(path))

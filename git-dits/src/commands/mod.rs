@@ -3,6 +3,7 @@
 pub mod filter;
 pub mod fsck;
 pub mod install;
+pub mod key;
 pub mod locks;
 pub mod ls_files;
 pub mod pull_media;

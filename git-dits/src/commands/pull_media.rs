@@ -5,16 +5,22 @@
 use std::io::{Read, Write};
 
 use anyhow::{Context, Result};
+use dits_core::keyring::Keyring;
 use dits_core::pointer::MAX_POINTER_LEN;
+use dits_core::pointer::{AnyPointer, PointerError};
 use dits_core::{LocalStore, Pointer};
 
 use git_remote_dits::git;
 use git_remote_dits::session::{connect, default_remote_url};
 use git_remote_dits::transfer::fetch_media;
 
-/// Index entries (path, pointer) under `paths` (all when empty) whose working-tree file is
-/// exactly that pointer's text.
-fn pointer_files(paths: &[String]) -> Result<Vec<(String, Pointer)>> {
+/// Index entries under `paths` (all when empty) whose working-tree file is exactly their
+/// pointer's text: `(path, pointer)` for those `keyring` opens, and the paths of those
+/// sealed under a key this user does not hold.
+///
+/// A sealed pointer that opens is remembered in `store` for its content, so that once the
+/// file is hydrated clean gives back that same pointer.
+fn pointer_files(paths: &[String], keyring: &Keyring, store: &LocalStore) -> Result<PointerFiles> {
     let mut entries = super::ls_files::dits_entries()?;
     if !paths.is_empty() {
         let mut args = vec!["ls-files", "-z", "--full-name", "--"];
@@ -27,11 +33,13 @@ fn pointer_files(paths: &[String]) -> Result<Vec<(String, Pointer)>> {
     let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
     let blobs = git::cat_file_small(&ids, MAX_POINTER_LEN as u64)?;
     let top = git::top_level()?;
-    let mut out = Vec::new();
+    let mut out = PointerFiles::default();
     for ((_, path), blob) in entries.into_iter().zip(blobs) {
         let Some(blob) = blob else { continue };
-        let Ok(pointer) = Pointer::parse(&blob.content) else {
-            continue;
+        let pointer = match keyring.parse_pointer(&blob.content) {
+            Ok(p) => Some(p),
+            Err(PointerError::Encrypted { .. }) => None,
+            Err(_) => continue,
         };
         let mut head = Vec::new();
         let Ok(file) = std::fs::File::open(top.join(&path)) else {
@@ -41,10 +49,25 @@ fn pointer_files(paths: &[String]) -> Result<Vec<(String, Pointer)>> {
             .read_to_end(&mut head)
             .with_context(|| format!("reading {path}"))?;
         if head == blob.content {
-            out.push((path, pointer));
+            match pointer {
+                Some(pointer) => {
+                    if matches!(AnyPointer::parse(&blob.content), Ok(AnyPointer::Sealed(_))) {
+                        let text = String::from_utf8_lossy(&blob.content);
+                        store.remember_sealed_pointer(&pointer.oid, pointer.size, &text)?;
+                    }
+                    out.readable.push((path, pointer))
+                }
+                None => out.keyless.push(path),
+            }
         }
     }
     Ok(out)
+}
+
+#[derive(Default)]
+struct PointerFiles {
+    readable: Vec<(String, Pointer)>,
+    keyless: Vec<String>,
 }
 
 /// Writes the file next to itself and renames it over the pointer, keeping its mode, so
@@ -76,24 +99,32 @@ fn hydrate(
 }
 
 pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
-    let files = pointer_files(paths)?;
-    if files.is_empty() {
+    let mut store = LocalStore::open(&git::store_dir()?)?;
+    let found = pointer_files(paths, &git_remote_dits::keys::load_keyring()?, &store)?;
+    if found.readable.is_empty() && found.keyless.is_empty() {
         if !quiet {
             eprintln!("Nothing to pull: every Dits file here already has its content.");
         }
         return Ok(());
     }
     let url = default_remote_url()?;
-    let mut store = LocalStore::open(&git::store_dir()?)?;
-    let pointers: Vec<Pointer> = files.iter().map(|(_, p)| p.clone()).collect();
     let runtime = git_remote_dits::runtime()?;
     let started = std::time::Instant::now();
-    let received = runtime.block_on(async {
+    let (received, found) = runtime.block_on(async {
         let session = connect(&url).await?;
+        // Connecting brought this user's keys as the hub has them now (a grant since the
+        // clone): files that were sealed to them may open now.
+        let found = if found.keyless.is_empty() {
+            found
+        } else {
+            pointer_files(paths, &session.hub.keyring(), &store)?
+        };
+        let pointers: Vec<Pointer> = found.readable.iter().map(|(_, p)| p.clone()).collect();
         let bytes = fetch_media(&session, &mut store, &pointers, !quiet).await;
         session.close().await;
-        bytes
+        anyhow::Ok((bytes?, found))
     })?;
+    let (files, keyless) = (found.readable, found.keyless);
     // The transfer alone (connect, fetch, close), for comparing with reads through
     // `git dits mount` (bench/mount.sh); writing the files and refreshing the index follow.
     tracing::debug!(
@@ -126,5 +157,12 @@ pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
         failed == 0,
         "{failed} files could not be hydrated (see above)"
     );
+    if let Some(first) = keyless.first() {
+        anyhow::bail!(
+            "{} files ({first}{}) are encrypted with a key you do not hold: run `git dits key status` to see your access; an admin gives it with `git dits key grant <your hub user>`, then run `git dits pull-media` again",
+            keyless.len(),
+            if keyless.len() > 1 { ", …" } else { "" }
+        );
+    }
     Ok(())
 }

@@ -23,7 +23,9 @@ fn pointer_at(spec: &str) -> Result<Option<Pointer>> {
         return Ok(None);
     }
     Ok(Some(
-        Pointer::parse(&blob.content).with_context(|| format!("{spec}: stored pointer"))?,
+        git_remote_dits::keys::load_keyring()?
+            .parse_pointer(&blob.content)
+            .with_context(|| format!("{spec}: stored pointer"))?,
     ))
 }
 
@@ -173,7 +175,12 @@ pub fn textconv(file: &Path) -> Result<()> {
         .take(dits_core::pointer::MAX_POINTER_LEN as u64 + 1)
         .read_to_end(&mut head)?;
     let pointer = if Pointer::looks_like_pointer(&head) {
-        Some(Pointer::parse(&head).with_context(|| format!("{}: stored pointer", file.display()))?)
+        let keyring = git_remote_dits::keys::load_keyring()?;
+        Some(
+            keyring
+                .parse_pointer(&head)
+                .with_context(|| format!("{}: stored pointer", file.display()))?,
+        )
     } else {
         // Real content: the store remembers the pointer of every file it cleaned.
         let oid = dits_core::ChunkId::from(
