@@ -384,9 +384,16 @@ fn repositories_in_one_key_group_deduplicate_and_separate_keys_do_not() {
         .admin(&["repo", "create", "alice/trailer", "--key-group", "studio"]);
     t.hub
         .admin(&["repo", "create", "alice/other", "--encrypted"]);
-    let db = t.alice.dir.path().join("hub-data/hub.sqlite");
+    // Distinct objects the hub stores, from its metadata (SQLite, or in the scale-out
+    // pass PostgreSQL).
+    let data = t.alice.dir.path().join("hub-data");
     let objects = || -> i64 {
-        rusqlite::Connection::open(&db)
+        if dits_tests::scale_out() {
+            let url = dits_tests::pg_database(&data);
+            let db = url.rsplit('/').next().unwrap();
+            return dits_tests::psql(db, "SELECT count(*) FROM objects").parse().unwrap();
+        }
+        rusqlite::Connection::open(data.join("hub.sqlite"))
             .unwrap()
             .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
             .unwrap()
