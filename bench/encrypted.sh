@@ -62,12 +62,16 @@ for run in $(seq "$RUNS"); do
     [ "$kind" = sealed ] && (cd "$src" && git dits key init >/dev/null)
     cp "$CLIP" "$src/clip.mp4"
     cat "$src/clip.mp4" >/dev/null
-    ADD[$kind]=$(min "$(cd "$src" && secs git add clip.mp4)" "${ADD[$kind]:-}")
+    a=$(cd "$src" && secs git add clip.mp4)
     (cd "$src" && git commit -qm base)
     m0=$(hub_media_in)
-    PUSH[$kind]=$(min "$(cd "$src" && secs git push -q origin main)" "${PUSH[$kind]:-}")
+    p=$(cd "$src" && secs git push -q origin main)
     STORED[$kind]=$(( $(hub_media_in) - m0 ))
-    CLONE[$kind]=$(min "$(cd "$W" && secs git clone -q "$BASE_URL/$repo" "clone-$kind-$run")" "${CLONE[$kind]:-}")
+    c=$(cd "$W" && secs git clone -q "$BASE_URL/$repo" "clone-$kind-$run")
+    printf 'run %s %-7s add %5s s  push %5s s  clone %5s s\n' "$run" "$kind" "$a" "$p" "$c"
+    ADD[$kind]=$(min "$a" "${ADD[$kind]:-}")
+    PUSH[$kind]=$(min "$p" "${PUSH[$kind]:-}")
+    CLONE[$kind]=$(min "$c" "${CLONE[$kind]:-}")
     cmp "$W/clone-$kind-$run/clip.mp4" "$CLIP"
     (cd "$src" && cp "$E/metadata.mp4" clip.mp4 && git add clip.mp4 && git commit -qm metadata)
     m0=$(hub_media_in)
@@ -78,7 +82,7 @@ for run in $(seq "$RUNS"); do
 done
 
 MB=$(awk -v s="$SIZE" 'BEGIN { printf "%.0f", s / 1e6 }')
-printf 'clip: %s (%.1f MB), loopback, one Dits hub (embedded), best of %s runs\n\n' "$(basename "$CLIP")" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')" "$RUNS"
+printf '\nclip: %s (%.1f MB), loopback, one Dits hub (embedded), best of %s runs\n\n' "$(basename "$CLIP")" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')" "$RUNS"
 printf '%-18s %9s %10s %11s %12s %8s %8s\n' "" "plain s" "plain MB/s" "encrypted s" "encr. MB/s" "share" "target"
 for what in add push clone; do
   case $what in

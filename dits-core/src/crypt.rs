@@ -26,7 +26,7 @@
 //! padding`.
 
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -114,20 +114,20 @@ impl RepoSecret {
     pub fn seal(&self, id: &ChunkId, plain_len: u32, envelope: &[u8]) -> Vec<u8> {
         let len = u32::try_from(envelope.len()).expect("objects are at most 64 MiB");
         let size = padded_len(LENGTHS_LEN + envelope.len());
-        let mut padded = Zeroizing::new(Vec::with_capacity(size + TAG_LEN));
-        padded.extend_from_slice(&plain_len.to_le_bytes());
-        padded.extend_from_slice(&len.to_le_bytes());
-        padded.extend_from_slice(envelope);
-        padded.resize(size, 0);
-        let (cipher, nonce) = self.cipher(id);
+        // Laid out in the output and encrypted there, in place: one copy of the envelope,
+        // and no plaintext left behind to wipe.
         let mut out = Vec::with_capacity(HEADER_LEN + size + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        // In place: the padded copy is the only one of the plaintext made here.
-        cipher
-            .encrypt_in_place(&nonce, b"", &mut *padded)
+        out.extend_from_slice(&plain_len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(envelope);
+        out.resize(HEADER_LEN + size, 0);
+        let (cipher, nonce) = self.cipher(id);
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, b"", &mut out[HEADER_LEN..])
             .expect("XChaCha20-Poly1305 encrypts any length we hold in memory");
-        out.extend_from_slice(&padded);
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -139,10 +139,11 @@ impl RepoSecret {
         if !looks_sealed(sealed) {
             return Err(CryptError::BadFormat { locator });
         }
+        let (ciphertext, tag) = sealed[HEADER_LEN..].split_at(sealed.len() - HEADER_LEN - TAG_LEN);
         let (cipher, nonce) = self.cipher(id);
-        let mut padded = Zeroizing::new(sealed[HEADER_LEN..].to_vec());
+        let mut padded = ciphertext.to_vec();
         cipher
-            .decrypt_in_place(&nonce, b"", &mut *padded)
+            .decrypt_in_place_detached(&nonce, b"", &mut padded, Tag::from_slice(tag))
             .map_err(|_| CryptError::Unauthentic { locator })?;
         let word = |at: usize| u32::from_le_bytes(padded[at..at + 4].try_into().expect("4 bytes"));
         let (plain_len, len) = (word(0), word(4) as usize);
@@ -150,7 +151,9 @@ impl RepoSecret {
         if len > body.len() || body[len..].iter().any(|&b| b != 0) {
             return Err(CryptError::BadPadding { locator });
         }
-        Ok((plain_len, body[..len].to_vec()))
+        padded.truncate(LENGTHS_LEN + len);
+        padded.drain(..LENGTHS_LEN);
+        Ok((plain_len, padded))
     }
 
     /// A public name for this secret (16 hex digits): pointers and wrapped keys say which

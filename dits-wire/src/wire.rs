@@ -17,6 +17,10 @@ pub const ALPN: &[u8] = b"dits/1";
 pub const MAX_FRAME: u32 = 64 << 20;
 /// Objects are chunks (≤ 256 KiB), boxes and recipes (≤ 64 MiB).
 pub const MAX_OBJECT: u32 = 64 << 20;
+/// Most bytes an object takes on the wire: its envelope (a few bytes over the plaintext
+/// when stored raw) or, in an encrypted repository, that envelope padded (Padmé adds at
+/// most 1/8 at this size) and sealed.
+pub const MAX_SEALED_OBJECT: u32 = MAX_OBJECT + MAX_OBJECT / 8 + 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
@@ -457,7 +461,7 @@ pub async fn read_object<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<WireO
     r.read_exact(&mut id[1..]).await?;
     let plain_len = r.read_u32().await?;
     let sealed_len = r.read_u32().await?;
-    if plain_len > MAX_OBJECT || sealed_len > MAX_OBJECT + 64 {
+    if plain_len > MAX_OBJECT || sealed_len > MAX_SEALED_OBJECT {
         return Err(WireError::Protocol(format!(
             "object of {plain_len} bytes is too large"
         )));
@@ -489,6 +493,14 @@ pub fn ids_from_hex(ids: &[String]) -> Result<Vec<ChunkId>, BadObjectId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_object_sealed_and_padded_fits_on_the_wire() {
+        let envelope = MAX_OBJECT as usize + dits_core::envelope::HEADER_LEN;
+        for len in [envelope, envelope - 1, (MAX_OBJECT / 2) as usize + 3] {
+            assert!(dits_core::crypt::sealed_len(len) <= MAX_SEALED_OBJECT as usize);
+        }
+    }
 
     #[test]
     fn a_result_missing_a_field_is_an_error_not_a_default() {

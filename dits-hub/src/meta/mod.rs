@@ -189,6 +189,79 @@ pub enum KeyChange {
     },
 }
 
+/// Checks one wrap of a [`KeyChange::Grant`] to key group `group` (at generation
+/// `current`): an existing generation, under that generation's key id (`stored`: the key
+/// id the group's wrapped keys of it have; `None` when it has none, so nothing can vouch
+/// for the key id). Shared by both backends and the
+/// `key-change` op, which checks a request before it reaches either.
+pub fn check_grant(
+    group: &str,
+    current: u32,
+    wrap: &WrappedKey,
+    stored: Option<&str>,
+) -> anyhow::Result<()> {
+    let generation = wrap.generation;
+    anyhow::ensure!(
+        (1..=current).contains(&generation),
+        "key group {group} has no key generation {generation} (current is {current}); run `git dits key status` and try again"
+    );
+    match stored {
+        None => anyhow::bail!(
+            "key group {group} holds no wrapped key of generation {generation}, so it cannot be granted"
+        ),
+        Some(id) if id != wrap.key_id => anyhow::bail!(
+            "key id {} is not the one of generation {generation} in key group {group} ({id}); run `git dits key status` and try again",
+            wrap.key_id
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks a [`KeyChange::Rotate`] of key group `group` (at generation `current`): the
+/// next generation, one key id, wrapped at least once, once per member, and not for the
+/// member it revokes. Shared by both backends and the
+/// `key-change` op, which checks a request before it reaches either.
+pub fn check_rotation(
+    group: &str,
+    current: u32,
+    generation: u32,
+    wraps: &[WrappedKey],
+    revoke: Option<&str>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        current.checked_add(1) == Some(generation),
+        "key generation {generation} is not the next one of key group {group} (current is {current}); run `git dits key status` and try again"
+    );
+    let Some(first) = wraps.first() else {
+        anyhow::bail!("a new key must be wrapped for at least one member");
+    };
+    let mut users = std::collections::BTreeSet::new();
+    for w in wraps {
+        anyhow::ensure!(
+            w.generation == generation,
+            "a rotation to generation {generation} cannot wrap a key of generation {}",
+            w.generation
+        );
+        anyhow::ensure!(
+            w.key_id == first.key_id,
+            "a rotation makes one key, but its wraps name two: {} and {}",
+            first.key_id,
+            w.key_id
+        );
+        anyhow::ensure!(
+            revoke != Some(w.user.as_str()),
+            "the new key cannot be wrapped for {}, whom the rotation revokes",
+            w.user
+        );
+        anyhow::ensure!(
+            users.insert(w.user.as_str()),
+            "the new key is wrapped twice for {}",
+            w.user
+        );
+    }
+    Ok(())
+}
+
 /// What an operator can change about accounts after creating them.
 #[derive(Debug, Clone)]
 pub enum AccountChange {

@@ -9,7 +9,7 @@ use deadpool_postgres::Pool;
 use dits_core::ChunkId;
 use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
-use crate::meta::sqlite::{check_grant, check_rotation};
+use crate::meta::{check_grant, check_rotation};
 use crate::meta::{
     decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
     IndexedCommit, KeyChange, KeyState, Location, MetaStore, Role, User, WrappedKey,

@@ -5,7 +5,7 @@
 use dits_wire::wire::{Done, KeyChangeRequest, KeyHolder, KeysResult, MemberKey, WrappedKeyInfo};
 
 use crate::error::HubError;
-use crate::meta::{KeyChange, KeyState, Role, WrappedKey};
+use crate::meta::{check_grant, check_rotation, KeyChange, KeyState, Role, WrappedKey};
 use crate::server::auth::Caller;
 use crate::server::state::HubState;
 
@@ -74,22 +74,21 @@ pub async fn change(
         )));
     }
     let mut keys = state.meta.key_state(caller.repo).await?;
+    // The metadata store checks the same again inside its transaction; checking here first
+    // answers a stale or malformed request with what to do, not an internal error.
+    let refused = |e: anyhow::Error| HubError::Rejected(format!("{e:#}"));
     let change = match request {
         KeyChangeRequest::Grant { wraps } => {
             let wraps = from_wire(&wraps)?;
+            let group = keys.group.clone().unwrap_or_default();
             for w in &wraps {
                 check_recipient(&keys, w)?;
-                let known = keys
+                let stored = keys
                     .wraps
                     .iter()
                     .find(|k| k.generation == w.generation)
                     .map(|k| k.key_id.as_str());
-                if known != Some(w.key_id.as_str()) {
-                    return Err(HubError::Rejected(format!(
-                        "key generation {} of {} is not key {}; run `git dits key status` and try again",
-                        w.generation, caller.repo_name, w.key_id
-                    )));
-                }
+                check_grant(&group, keys.generation, w, stored).map_err(refused)?;
             }
             KeyChange::Grant { wraps }
         }
@@ -101,17 +100,8 @@ pub async fn change(
             if keys.group.is_none() {
                 // `git dits key init` on a repository made without --encrypted: from now
                 // on it is, under a key group of its own.
-                state
-                    .meta
-                    .set_key_group(caller.repo, &caller.repo_name)
-                    .await?;
+                state.meta.set_key_group(caller.repo, &caller.repo_name).await?;
                 keys = state.meta.key_state(caller.repo).await?;
-            }
-            if generation != keys.generation + 1 {
-                return Err(HubError::Rejected(format!(
-                    "key generation {generation} is not the next one of {} (it is at {}); run `git dits key status` and try again",
-                    caller.repo_name, keys.generation
-                )));
             }
             let wraps = from_wire(&wraps)?;
             if !wraps.iter().any(|w| w.user == caller.user.name) {
@@ -121,19 +111,10 @@ pub async fn change(
             }
             for w in &wraps {
                 check_recipient(&keys, w)?;
-                if w.generation != generation || w.key_id != wraps[0].key_id {
-                    return Err(HubError::BadRequest(
-                        "a new key's wrapped copies must all be of its generation and key id"
-                            .into(),
-                    ));
-                }
-                if Some(&w.user) == revoke.as_ref() {
-                    return Err(HubError::BadRequest(format!(
-                        "{} is revoked and cannot be granted the new key",
-                        w.user
-                    )));
-                }
             }
+            let group = keys.group.clone().unwrap_or_default();
+            check_rotation(&group, keys.generation, generation, &wraps, revoke.as_deref())
+                .map_err(refused)?;
             KeyChange::Rotate {
                 generation,
                 wraps,
