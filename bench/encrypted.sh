@@ -4,16 +4,18 @@
 #   - first push: target >= 85% of the unencrypted throughput;
 #   - clone + checkout: target >= 85%;
 #   - bytes the hub stores for the clip and for a metadata edit (padding's cost).
-# Each step runs RUNS times (default 3) alternating plain and encrypted; the best time of
-# each counts. Dits hub: `dits-hub serve` (embedded default: SQLite + local directory).
+# Each step runs RUNS times (default 4), plain and encrypted in turn (which goes first
+# alternates); the best time of each counts. Dits hub: `dits-hub serve` (embedded default: SQLite + local directory).
 #
 # Usage: bench/encrypted.sh [SECONDS_OF_VIDEO]   (default 40 s ≈ 400 MB)
-# Env:   BENCH_DIR (default target/bench), RUNS
+# Env:   BENCH_DIR (default target/bench), RUNS, WORK (where repositories and the hub live;
+#        default $BENCH_DIR/encrypted; a tmpfs such as /dev/shm/dits-enc takes the disk's
+#        noise out and leaves the CPU cost, encryption's worst case)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${1:-40}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-4}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 export GIT_CEILING_DIRECTORIES=$BENCH_DIR
 mkdir -p "$BENCH_DIR"
@@ -27,7 +29,7 @@ bench_edit "$CLIP" "$SECS" metadata >/dev/null
 E=$(bench_edits_dir "$SECS")
 SIZE=$(stat -c %s "$CLIP")
 
-W=$BENCH_DIR/encrypted
+W=${WORK:-$BENCH_DIR/encrypted}
 rm -rf "$W"; mkdir -p "$W/home"
 export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
 git config --global user.name bench; git config --global user.email bench@dits.invalid
@@ -48,7 +50,9 @@ min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : 
 
 declare -A ADD PUSH CLONE STORED EDIT
 for run in $(seq "$RUNS"); do
-  for kind in plain sealed; do
+  # Which goes first alternates, so neither always follows the other's writes.
+  kinds="plain sealed"; [ $((run % 2)) = 0 ] && kinds="sealed plain"
+  for kind in $kinds; do
     repo=bench/$kind-$run
     if [ "$kind" = sealed ]; then
       dits-hub --data "$W/hub" repo create "$repo" --encrypted >/dev/null
@@ -77,7 +81,7 @@ for run in $(seq "$RUNS"); do
     m0=$(hub_media_in)
     (cd "$src" && git push -q origin main 2>"$W/last.log")
     EDIT[$kind]=$(( $(hub_media_in) - m0 ))
-    rm -rf "$W/clone-$kind-$run"
+    rm -rf "$W/clone-$kind-$run" "$src"
   done
 done
 

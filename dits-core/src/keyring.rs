@@ -177,9 +177,8 @@ mod tests {
         let keyless = Keyring::encrypted(1, []);
         assert!(matches!(keyless.sealing(), Err(KeyError::NoKey)));
         // A flipped digit in the sealed ids is refused, not misread.
-        let flipped = text.replacen("recipe sealed:", "recipe sealed:", 1);
-        let at = flipped.find("recipe sealed:").unwrap() + "recipe sealed:".len() + 20;
-        let mut bytes = flipped.into_bytes();
+        let at = text.find("recipe sealed:").unwrap() + "recipe sealed:".len() + 20;
+        let mut bytes = text.clone().into_bytes();
         bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
         assert!(k.parse_pointer(&bytes).is_err());
     }

@@ -391,7 +391,9 @@ fn repositories_in_one_key_group_deduplicate_and_separate_keys_do_not() {
         if dits_tests::scale_out() {
             let url = dits_tests::pg_database(&data);
             let db = url.rsplit('/').next().unwrap();
-            return dits_tests::psql(db, "SELECT count(*) FROM objects").parse().unwrap();
+            return dits_tests::psql(db, "SELECT count(*) FROM objects")
+                .parse()
+                .unwrap();
         }
         rusqlite::Connection::open(data.join("hub.sqlite"))
             .unwrap()

@@ -8,8 +8,9 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
-    check_grant, check_rotation, decide_ref_updates, new_token, token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit,
-    KeyChange, KeyState, Location, MetaStore, Role, User, WrappedKey,
+    check_grant, check_rotation, decide_ref_updates, new_token, token_hash, unix_now,
+    AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, Role, User,
+    WrappedKey,
 };
 use crate::sqlite::SqliteDb;
 
@@ -824,7 +825,6 @@ fn change_keys(db: &Connection, repo: i64, change: &KeyChange) -> anyhow::Result
     }
     Ok(())
 }
-
 
 /// See [`MetaStore::commit_log`].
 fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {

@@ -100,7 +100,10 @@ pub async fn change(
             if keys.group.is_none() {
                 // `git dits key init` on a repository made without --encrypted: from now
                 // on it is, under a key group of its own.
-                state.meta.set_key_group(caller.repo, &caller.repo_name).await?;
+                state
+                    .meta
+                    .set_key_group(caller.repo, &caller.repo_name)
+                    .await?;
                 keys = state.meta.key_state(caller.repo).await?;
             }
             let wraps = from_wire(&wraps)?;
@@ -113,8 +116,14 @@ pub async fn change(
                 check_recipient(&keys, w)?;
             }
             let group = keys.group.clone().unwrap_or_default();
-            check_rotation(&group, keys.generation, generation, &wraps, revoke.as_deref())
-                .map_err(refused)?;
+            check_rotation(
+                &group,
+                keys.generation,
+                generation,
+                &wraps,
+                revoke.as_deref(),
+            )
+            .map_err(refused)?;
             KeyChange::Rotate {
                 generation,
                 wraps,
