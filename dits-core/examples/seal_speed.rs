@@ -14,17 +14,14 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let total: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(256) << 20;
     let object: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(192) << 10;
-    let mut state = 0x9e3779b97f4a7c15u64;
+    // Incompressible bytes, as encoded media is: BLAKE3's output stream.
     let objects: Vec<Vec<u8>> = (0..total / object)
-        .map(|_| {
-            (0..object)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect()
+        .map(|i| {
+            let mut bytes = vec![0u8; object];
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&(i as u64).to_le_bytes());
+            hasher.finalize_xof().fill(&mut bytes);
+            bytes
         })
         .collect();
     let ids: Vec<ChunkId> = objects.iter().map(|o| ChunkId::of(o)).collect();

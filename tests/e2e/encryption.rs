@@ -49,6 +49,28 @@ fn repo_on(env: &TestEnv, hub: &HubProcess, name: &str, repo: &str) -> PathBuf {
     path
 }
 
+/// Alice's repository `name` with `origin` at `repo`, its key made (the first, or the
+/// key group's), and base.mp4 committed as clip.mp4 and pushed.
+fn alices_clip(t: &Team, name: &str, repo: &str) -> PathBuf {
+    let path = repo_on(&t.alice, &t.hub, name, repo);
+    ok(git_dits(&t.alice, &path, &["key", "init"]));
+    t.alice
+        .commit_file(&path, &media().path("base.mp4"), "clip.mp4");
+    push(&t.alice, &path);
+    path
+}
+
+/// `git clone` of alice/film into `name` under `env`'s directory, which must succeed.
+fn clone_ok(env: &TestEnv, hub: &HubProcess, name: &str) -> PathBuf {
+    let out = env.clone_with(&hub.url("alice/film"), name, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.dir.path().join(name)
+}
+
 fn git_dits(env: &TestEnv, cwd: &Path, args: &[&str]) -> Output {
     let mut full = vec!["dits"];
     full.extend_from_slice(args);
@@ -192,13 +214,7 @@ fn an_encrypted_push_leaves_no_clip_bytes_on_the_hub_or_in_its_bucket() {
     );
 
     // And the encrypted repository clones back byte-identical.
-    let out = t.alice.clone_with(&t.hub.url("alice/film"), "back", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let back = t.alice.dir.path().join("back");
+    let back = clone_ok(&t.alice, &t.hub, "back");
     assert!(same_bytes(
         &back.join("clip.mp4"),
         &media().path("base.mp4")
@@ -209,11 +225,7 @@ fn an_encrypted_push_leaves_no_clip_bytes_on_the_hub_or_in_its_bucket() {
 #[test]
 fn encrypted_edits_still_push_only_what_changed() {
     let t = team(&["--encrypted"], None);
-    let repo = repo_on(&t.alice, &t.hub, "a", "alice/film");
-    ok(git_dits(&t.alice, &repo, &["key", "init"]));
-    t.alice
-        .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&t.alice, &repo);
+    let repo = alices_clip(&t, "a", "alice/film");
 
     let edited = media().path("metadata.mp4");
     t.alice.commit_file(&repo, &edited, "clip.mp4");
@@ -238,11 +250,7 @@ fn encrypted_edits_still_push_only_what_changed() {
 #[test]
 fn a_member_without_a_key_gets_pointers_then_media_once_granted() {
     let t = team(&["--encrypted"], None);
-    let repo = repo_on(&t.alice, &t.hub, "a", "alice/film");
-    ok(git_dits(&t.alice, &repo, &["key", "init"]));
-    t.alice
-        .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&t.alice, &repo);
+    let repo = alices_clip(&t, "a", "alice/film");
 
     let out = t.bob.clone_with(&t.hub.url("alice/film"), "b", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -280,11 +288,7 @@ fn a_member_without_a_key_gets_pointers_then_media_once_granted() {
 #[test]
 fn after_a_revocation_the_revoked_member_cannot_read_what_is_pushed_next() {
     let t = team(&["--encrypted"], None);
-    let repo = repo_on(&t.alice, &t.hub, "a", "alice/film");
-    ok(git_dits(&t.alice, &repo, &["key", "init"]));
-    t.alice
-        .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&t.alice, &repo);
+    let repo = alices_clip(&t, "a", "alice/film");
     let b = t.bob.dir.path().join("b");
     assert!(t
         .bob
@@ -323,13 +327,7 @@ fn after_a_revocation_the_revoked_member_cannot_read_what_is_pushed_next() {
     assert!(!t.bob.git_output(&b, &["add", "mine.mp4"]).status.success());
 
     // Alice reads both generations: the first file under key 1, the second under key 2.
-    let out = t.alice.clone_with(&t.hub.url("alice/film"), "again", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again = t.alice.dir.path().join("again");
+    let again = clone_ok(&t.alice, &t.hub, "again");
     assert!(same_bytes(
         &again.join("clip.mp4"),
         &media().path("base.mp4")
@@ -343,11 +341,7 @@ fn after_a_revocation_the_revoked_member_cannot_read_what_is_pushed_next() {
 #[test]
 fn a_flipped_byte_in_a_stored_pack_fails_the_clone_naming_the_object() {
     let t = team(&["--encrypted"], None);
-    let repo = repo_on(&t.alice, &t.hub, "a", "alice/film");
-    ok(git_dits(&t.alice, &repo, &["key", "init"]));
-    t.alice
-        .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&t.alice, &repo);
+    let repo = alices_clip(&t, "a", "alice/film");
     let packs = t.alice.dir.path().join("hub-data/objects/chunks");
     let biggest = std::fs::read_dir(&packs)
         .unwrap()
@@ -406,11 +400,7 @@ fn repositories_in_one_key_group_deduplicate_and_separate_keys_do_not() {
         ("trailer", "alice/trailer"),
         ("other", "alice/other"),
     ] {
-        let repo = repo_on(&t.alice, &t.hub, name, remote);
-        ok(git_dits(&t.alice, &repo, &["key", "init"]));
-        t.alice
-            .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-        push(&t.alice, &repo);
+        alices_clip(&t, name, remote);
         counts.push(objects());
     }
     eprintln!("hub objects after film, trailer, other: {counts:?}");

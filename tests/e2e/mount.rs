@@ -115,6 +115,11 @@ fn pushed_and_cloned_without_media() -> Pushed {
 fn push_and_clone_pointers_only(env: &TestEnv, hub: &HubProcess, repo: &Path) -> PathBuf {
     env.git(repo, &["remote", "add", "origin", &hub.url("alice/film")]);
     env.git(repo, &["push", "-q", "origin", "main"]);
+    clone_pointers_only(env, hub)
+}
+
+/// A clone of alice/film with pointers only (no smudge).
+fn clone_pointers_only(env: &TestEnv, hub: &HubProcess) -> PathBuf {
     let out = env.clone_with(
         &hub.url("alice/film"),
         "clone",
@@ -210,13 +215,7 @@ fn an_encrypted_repository_mounts_and_reads_byte_identical() {
         .git(&repo, &["show", "HEAD:clip.mp4"])
         .contains("recipe sealed:"));
     env.git(&repo, &["push", "-q", "origin", "main"]);
-    let out = env.clone_with(
-        &hub.url("alice/film"),
-        "clone",
-        &[("GIT_DITS_SKIP_SMUDGE", "1")],
-    );
-    assert!(out.status.success());
-    let clone = env.dir.path().join("clone");
+    let clone = clone_pointers_only(&env, &hub);
     let mut m = Mounted::start(&env, &clone, &env.dir.path().join("m"), "clip.mp4");
     assert!(same_bytes(
         &m.dir.join("clip.mp4"),

@@ -68,6 +68,23 @@ pub struct IndexedObject {
     pub location: Location,
 }
 
+/// The two pointer caches keyed by `(oid, size)`: the plain pointer clean made, and an
+/// encrypted repository's sealed one.
+#[derive(Clone, Copy)]
+enum PointerTable {
+    Plain,
+    Sealed,
+}
+
+impl PointerTable {
+    fn name(self) -> &'static str {
+        match self {
+            PointerTable::Plain => "files",
+            PointerTable::Sealed => "sealed_files",
+        }
+    }
+}
+
 impl Index {
     pub fn open(path: &Path) -> rusqlite::Result<Index> {
         let conn = Connection::open(path)?;
@@ -251,13 +268,7 @@ impl Index {
     }
 
     pub fn cached_pointer(&self, oid: &ChunkId, size: u64) -> rusqlite::Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT pointer FROM files WHERE oid = ?1 AND size = ?2",
-                params![&oid.0[..], size],
-                |r| r.get(0),
-            )
-            .optional()
+        self.pointer_in(PointerTable::Plain, oid, size)
     }
 
     pub fn remember_pointer(
@@ -266,9 +277,40 @@ impl Index {
         size: u64,
         pointer: &str,
     ) -> rusqlite::Result<()> {
+        self.keep_pointer(PointerTable::Plain, oid, size, pointer)
+    }
+
+    fn pointer_in(
+        &self,
+        table: PointerTable,
+        oid: &ChunkId,
+        size: u64,
+    ) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT pointer FROM {} WHERE oid = ?1 AND size = ?2",
+                    table.name()
+                ),
+                params![&oid.0[..], size],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    fn keep_pointer(
+        &self,
+        table: PointerTable,
+        oid: &ChunkId,
+        size: u64,
+        pointer: &str,
+    ) -> rusqlite::Result<()> {
         self.release_snapshot()?;
         self.conn.execute(
-            "INSERT OR REPLACE INTO files(oid, size, pointer) VALUES (?1, ?2, ?3)",
+            &format!(
+                "INSERT OR REPLACE INTO {}(oid, size, pointer) VALUES (?1, ?2, ?3)",
+                table.name()
+            ),
             params![&oid.0[..], size, pointer],
         )?;
         Ok(())
@@ -279,13 +321,7 @@ impl Index {
     /// The encrypted repository's pointer last committed or checked out for `(oid,
     /// size)`.
     pub fn sealed_pointer(&self, oid: &ChunkId, size: u64) -> rusqlite::Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT pointer FROM sealed_files WHERE oid = ?1 AND size = ?2",
-                params![&oid.0[..], size],
-                |r| r.get(0),
-            )
-            .optional()
+        self.pointer_in(PointerTable::Sealed, oid, size)
     }
 
     pub fn remember_sealed_pointer(
@@ -294,12 +330,7 @@ impl Index {
         size: u64,
         pointer: &str,
     ) -> rusqlite::Result<()> {
-        self.release_snapshot()?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO sealed_files(oid, size, pointer) VALUES (?1, ?2, ?3)",
-            params![&oid.0[..], size, pointer],
-        )?;
-        Ok(())
+        self.keep_pointer(PointerTable::Sealed, oid, size, pointer)
     }
 }
 
