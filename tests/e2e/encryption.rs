@@ -341,7 +341,7 @@ fn after_a_revocation_the_revoked_member_cannot_read_what_is_pushed_next() {
 #[test]
 fn a_flipped_byte_in_a_stored_pack_fails_the_clone_naming_the_object() {
     let t = team(&["--encrypted"], None);
-    let repo = alices_clip(&t, "a", "alice/film");
+    alices_clip(&t, "a", "alice/film");
     let packs = t.alice.dir.path().join("hub-data/objects/chunks");
     let biggest = std::fs::read_dir(&packs)
         .unwrap()
