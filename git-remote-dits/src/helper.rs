@@ -145,7 +145,7 @@ async fn fetch(session: &Session, remote: &str, options: &HelperOptions) -> Resu
     if git::try_run(&["config", "--get", "dits.fetch"]).is_some_and(|v| v.trim() == "eager") {
         let refs = session.hub.refs().await.map_err(|e| session.explain(e))?;
         let tips: Vec<String> = refs.values().cloned().collect();
-        let pointers = pointers_in(&tips, &session.hub.keyring())?;
+        let (pointers, _) = pointers_in(&tips, &session.hub.keyring())?;
         let mut store = LocalStore::open(&git::store_dir()?)?;
         fetch_media(session, &mut store, &pointers, options.progress).await?;
     }
@@ -247,8 +247,17 @@ async fn send_objects(
         rev_args.push("--not".into());
         rev_args.extend(known.iter().cloned());
     }
-    let pointers = pointers_in(&rev_args, &session.hub.keyring())?;
+    let keyring = session.hub.keyring();
+    let (pointers, plain) = pointers_in(&rev_args, &keyring)?;
     tracing::debug!(pointers = pointers.len(), "push: pointers found");
+    if keyring.is_encrypted() && plain > 0 {
+        // Committed before this clone learned the repository is encrypted: their pointers
+        // name the files' BLAKE3 and recipe ids, which the hub must not see.
+        bail!(
+            "cannot push: {plain} files in the commits being pushed have unencrypted pointers, but {} is encrypted; re-add them sealed (`git add --renormalize .`), fold that into the unpushed commits that hold them (`git commit --amend`, or `git rebase -i`), then push again",
+            session.url
+        );
+    }
     let recipes = pointers.iter().map(|p| p.recipe).collect();
     let mut store = LocalStore::open(&git::store_dir()?)?;
     let (ids, absent) = objects_for(&mut store, &pointers)?;

@@ -7,14 +7,14 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use dits_core::keyring::Keyring;
-use dits_core::pointer::MAX_POINTER_LEN;
+use dits_core::pointer::{AnyPointer, MAX_POINTER_LEN};
 use dits_core::{ChunkId, ChunkStore, LocalStore, Pointer};
 
 use crate::git;
 
 /// Pointers in the blobs `git rev-list --objects ARGS` lists (those `keyring` opens, in an
-/// encrypted repository).
-pub fn pointers_in(rev_args: &[String], keyring: &Keyring) -> Result<Vec<Pointer>> {
+/// encrypted repository), and how many of them are plain pointers.
+pub fn pointers_in(rev_args: &[String], keyring: &Keyring) -> Result<(Vec<Pointer>, usize)> {
     let mut args = vec!["rev-list".to_string(), "--objects".to_string()];
     args.extend(rev_args.iter().cloned());
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -27,9 +27,9 @@ pub fn pointers_in(rev_args: &[String], keyring: &Keyring) -> Result<Vec<Pointer
 }
 
 /// Parses the blobs among `oids` small enough to be pointers.
-fn small_blobs(oids: &[String], keyring: &Keyring) -> Result<Vec<Pointer>> {
+fn small_blobs(oids: &[String], keyring: &Keyring) -> Result<(Vec<Pointer>, usize)> {
     if oids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let mut child = Command::new("git")
         .args([
@@ -60,13 +60,22 @@ fn small_blobs(oids: &[String], keyring: &Keyring) -> Result<Vec<Pointer>> {
     child.wait()?;
     let blobs = git::cat_file_small(&candidates, MAX_POINTER_LEN as u64)?;
     let mut seen = BTreeSet::new();
-    Ok(blobs
-        .into_iter()
-        .flatten()
-        .filter(|b| Pointer::looks_like_pointer(&b.content))
-        .filter_map(|b| keyring.parse_pointer(&b.content).ok())
-        .filter(|p| seen.insert(p.recipe))
-        .collect())
+    let mut plain = 0;
+    let mut pointers = Vec::new();
+    for blob in blobs.into_iter().flatten() {
+        if !Pointer::looks_like_pointer(&blob.content) {
+            continue;
+        }
+        if let Ok(AnyPointer::Plain(_)) = AnyPointer::parse(&blob.content) {
+            plain += 1;
+        }
+        if let Ok(p) = keyring.parse_pointer(&blob.content) {
+            if seen.insert(p.recipe) {
+                pointers.push(p);
+            }
+        }
+    }
+    Ok((pointers, plain))
 }
 
 /// Every object the pointers need (each recipe first, then what it lists), read from the

@@ -414,3 +414,39 @@ fn repositories_in_one_key_group_deduplicate_and_separate_keys_do_not() {
         "another key: every object again ({counts:?})"
     );
 }
+
+#[test]
+fn a_clone_that_missed_the_switch_to_encryption_cannot_push_plain_pointers() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let a = repo_on(&env, &hub, "a", "alice/film");
+    env.commit_file(&a, &media().path("base.mp4"), "clip.mp4");
+    push(&env, &a);
+    // A second clone, made while the repository was plain, keeps its plain keyring...
+    let b = env.dir.path().join("b");
+    assert!(env
+        .clone_with(&hub.url("alice/film"), "b", &[])
+        .status
+        .success());
+    ok(git_dits(&env, &a, &["key", "init"]));
+    // ...so media added there gets a plain pointer, which the push refuses to send.
+    env.commit_file(&b, &media().path("trim.mp4"), "take2.mp4");
+    assert!(!env.git(&b, &["show", "HEAD:take2.mp4"]).contains("sealed:"));
+    let out = env.git_output(&b, &["push", "origin", "main"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unencrypted pointers") && stderr.contains("--renormalize"),
+        "{stderr}"
+    );
+    // The push taught the clone the keys: re-added, the media is sealed and goes.
+    env.git(&b, &["add", "--renormalize", "."]);
+    env.git(&b, &["commit", "-q", "--amend", "--no-edit"]);
+    assert!(env
+        .git(&b, &["show", "HEAD:take2.mp4"])
+        .contains("recipe sealed:"));
+    push(&env, &b);
+    let c = clone_ok(&env, &hub, "c");
+    assert!(same_bytes(&c.join("take2.mp4"), &media().path("trim.mp4")));
+    assert!(same_bytes(&c.join("clip.mp4"), &media().path("base.mp4")));
+}
