@@ -23,7 +23,7 @@ pub struct Keyring {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("this repository is encrypted and you hold none of its keys: run `git dits key init` to register your key, ask an admin to run `git dits key grant <your hub user>`, then run `git dits fetch` or `git dits pull-media`")]
+    #[error("this repository is encrypted and you hold none of its keys: run `git dits key init` to register your key, ask an admin to run `git dits key grant <your hub user>`, then run `git dits pull-media`")]
     NoKey,
     #[error("this repository's key was rotated (generation {current}) and you hold only older ones: ask an admin to run `git dits key grant <your hub user>`")]
     NotCurrent { current: u32 },

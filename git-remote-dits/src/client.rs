@@ -400,6 +400,11 @@ impl Hub {
     /// Which of `ids` the hub's repository lacks (under the current key, in an encrypted
     /// repository: what is stored only under an older one is sent again).
     pub async fn missing(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, HubError> {
+        // Nothing to ask, so no key needed: a member without one still pushes commits
+        // that add no media.
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let Some(secret) = self.sealing()? else {
             return self.missing_on_hub(ids).await;
         };
@@ -539,9 +544,7 @@ impl Hub {
     fn sealing(&self) -> Result<Option<&RepoSecret>, HubError> {
         match &self.keyring {
             None => Ok(None),
-            Some(k) => k
-                .sealing()
-                .map_err(|e| HubError::NoKey(format!("{}: {e}", self.url))),
+            Some(k) => k.sealing().map_err(|e| HubError::NoKey(e.to_string())),
         }
     }
 
@@ -689,9 +692,15 @@ impl Hub {
         recipes: Vec<ChunkId>,
         atomic: bool,
     ) -> Result<Vec<RefResult>, HubError> {
-        let recipes = match self.sealing()? {
-            None => recipes,
-            Some(secret) => recipes.iter().map(|id| secret.locator(id)).collect(),
+        // Without recipes no key is needed (a member without one pushes commits that add
+        // no media).
+        let recipes = if recipes.is_empty() {
+            recipes
+        } else {
+            match self.sealing()? {
+                None => recipes,
+                Some(secret) => recipes.iter().map(|id| secret.locator(id)).collect(),
+            }
         };
         let (result, _) = self
             .call::<UpdateRefsResult>(Op::UpdateRefs {

@@ -272,6 +272,11 @@ fn a_member_without_a_key_gets_pointers_then_media_once_granted() {
     assert!(!add.status.success(), "a keyless member must not add media");
     assert!(String::from_utf8_lossy(&add.stderr).contains("key"));
     std::fs::remove_file(b.join("new.mp4")).unwrap();
+    // Commits that add no media still push without a key.
+    std::fs::write(b.join("notes.txt"), "keep take 3\n").unwrap();
+    t.bob.git(&b, &["add", "notes.txt"]);
+    t.bob.git(&b, &["commit", "-q", "-m", "notes"]);
+    push(&t.bob, &b);
 
     let init = ok(git_dits(&t.bob, &b, &["key", "init"]));
     assert!(init.contains("git dits key grant bob"), "{init}");
