@@ -216,6 +216,14 @@ enum RepoCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print OWNER/NAME's storage: media versions and their logical size, the objects it
+    /// holds and their stored size, and the dedup ratio between the two.
+    Stats {
+        repo: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn split_repo(repo: &str) -> anyhow::Result<(&str, &str)> {
@@ -382,6 +390,45 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                 .meta
                 .change_account(&change, &actor())
                 .await?;
+            Ok(())
+        }
+        Command::Repo {
+            command: RepoCommand::Stats { repo, json },
+        } => {
+            let (owner, name) = split_repo(repo)?;
+            let meta = metadata(&cli).await?.meta;
+            let id = meta
+                .find_repo(owner, name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
+            let s = meta.repo_stats(id).await?;
+            let ratio = if s.stored_bytes == 0 {
+                0.0
+            } else {
+                s.logical_bytes as f64 / s.stored_bytes as f64
+            };
+            if *json {
+                let doc = serde_json::json!({
+                    "repo": repo,
+                    "versions": s.versions,
+                    "logical_bytes": s.logical_bytes,
+                    "objects": s.objects,
+                    "stored_bytes": s.stored_bytes,
+                    "dedup_ratio": ratio,
+                    "bytes_per_class": { "standard": s.stored_bytes },
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "{repo}: {} media versions, {} bytes if each were stored whole",
+                    s.versions, s.logical_bytes
+                );
+                println!(
+                    "stored: {} objects, {} bytes (all in the standard class)",
+                    s.objects, s.stored_bytes
+                );
+                println!("dedup ratio: {ratio:.2}x");
+            }
             Ok(())
         }
         Command::Repo {

@@ -686,3 +686,37 @@ fn tokens_revoke_and_rotate_and_users_disable_and_go_with_an_audit_trail() {
         "a token reached the audit log"
     );
 }
+
+#[test]
+fn repo_stats_report_logical_and_stored_bytes_and_the_dedup_between_them() {
+    let w = world();
+    let repo = w.env.repo("a");
+    w.env.git(
+        &repo,
+        &["remote", "add", "origin", &w.hub.url("alice/film")],
+    );
+    w.env
+        .commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    w.env
+        .commit_file(&repo, &media().path("metadata.mp4"), "clip.mp4");
+    let out = push(&w.env, &repo, &["-q", "origin", "main"]);
+    assert!(out.status.success());
+    let stats = || -> serde_json::Value {
+        serde_json::from_str(&w.hub.admin(&["repo", "stats", "alice/film", "--json"])).unwrap()
+    };
+    // Pushed commits are indexed in the background.
+    dits_tests::wait_until("both versions indexed", || stats()["versions"] == 2);
+    let s = stats();
+    let size = |name: &str| std::fs::metadata(media().path(name)).unwrap().len();
+    let (base, edit) = (size("base.mp4"), size("metadata.mp4"));
+    assert_eq!(s["logical_bytes"].as_u64().unwrap(), base + edit, "{s}");
+    let stored = s["stored_bytes"].as_u64().unwrap();
+    // One copy of the media, plus the edit's few new objects (zstd may shave the boxes).
+    assert!(
+        stored * 100 >= base * 95 && stored * 100 <= base * 102,
+        "stored {stored} for a {base}-byte clip and its edit: {s}"
+    );
+    let ratio = s["dedup_ratio"].as_f64().unwrap();
+    assert!(ratio > 1.9, "{s}");
+    let _ = &w.token;
+}

@@ -134,6 +134,9 @@ pub trait MetaStore: Send + Sync {
     async fn audit(&self, event: &AuditEntry) -> anyhow::Result<()>;
     /// The audit log, newest first, at most `limit` entries.
     async fn audit_log(&self, limit: u32) -> anyhow::Result<Vec<AuditEntry>>;
+    /// What the repository holds: its media versions and their logical size (from the
+    /// commit index), and the objects it references and their stored size.
+    async fn repo_stats(&self, repo: i64) -> anyhow::Result<RepoStats>;
     /// The repository's encryption keys: its key group, current generation, every wrapped
     /// key of the group and the public keys the members concerned registered.
     async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState>;
@@ -146,6 +149,19 @@ pub trait MetaStore: Send + Sync {
     /// Changes the wrapped keys of the repository's key group, in one transaction (see
     /// [`KeyChange`]). Refused when the repository is not encrypted.
     async fn change_keys(&self, repo: i64, change: &KeyChange) -> anyhow::Result<()>;
+}
+
+/// [`MetaStore::repo_stats`]' answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepoStats {
+    /// Distinct media versions the commit index knows (one per recipe).
+    pub versions: u64,
+    /// Their file sizes added up: what storing every version whole would take.
+    pub logical_bytes: u64,
+    /// Objects (chunks, boxes, recipes) the repository holds.
+    pub objects: u64,
+    /// Their stored (compressed, and in an encrypted repository sealed) sizes added up.
+    pub stored_bytes: u64,
 }
 
 /// A repository (or key group) secret wrapped for one member's public key: only that

@@ -12,7 +12,7 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use crate::meta::{check_grant, check_rotation};
 use crate::meta::{
     decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
-    IndexedCommit, KeyChange, KeyState, Location, MetaStore, Role, User, WrappedKey,
+    IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User, WrappedKey,
 };
 use crate::pg::{classify, is_unique_violation, PgResult};
 
@@ -425,6 +425,33 @@ impl MetaStore for PgMeta {
         }
         tx.commit().await.pg()?;
         Ok(())
+    }
+
+    async fn repo_stats(&self, repo: i64) -> anyhow::Result<RepoStats> {
+        let c = self.client().await?;
+        // SUM over BIGINT is NUMERIC in PostgreSQL: cast back for the driver.
+        let sums = |sql: &'static str| {
+            let c = &c;
+            async move {
+                let row = c.query_one(sql, &[&repo]).await.pg()?;
+                anyhow::Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+            }
+        };
+        let (versions, logical_bytes) = sums(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0)::BIGINT FROM repo_assets WHERE repo_id = $1",
+        )
+        .await?;
+        let (objects, stored_bytes) = sums(
+            "SELECT COUNT(*), COALESCE(SUM(o.stored_len), 0)::BIGINT FROM repo_objects r
+             JOIN objects o ON o.id = r.id WHERE r.repo_id = $1",
+        )
+        .await?;
+        Ok(RepoStats {
+            versions,
+            logical_bytes,
+            objects,
+            stored_bytes,
+        })
     }
 
     async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {

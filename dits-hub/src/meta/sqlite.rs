@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
     check_grant, check_rotation, decide_ref_updates, new_token, token_hash, unix_now,
-    AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, Role, User,
-    WrappedKey,
+    AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats,
+    Role, User, WrappedKey,
 };
 use crate::sqlite::SqliteDb;
 
@@ -481,6 +481,31 @@ impl MetaStore for SqliteMeta {
 
     async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
         self.db.run(move |db| commit_log(db, repo, limit)).await
+    }
+
+    async fn repo_stats(&self, repo: i64) -> anyhow::Result<RepoStats> {
+        self.db
+            .run(move |db| {
+                let sums = |sql: &str| -> rusqlite::Result<(u64, u64)> {
+                    db.query_row(sql, params![repo], |r| {
+                        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                    })
+                };
+                let (versions, logical_bytes) = sums(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM repo_assets WHERE repo_id = ?1",
+                )?;
+                let (objects, stored_bytes) = sums(
+                    "SELECT COUNT(*), COALESCE(SUM(o.stored_len), 0) FROM repo_objects r
+                     JOIN objects o ON o.id = r.id WHERE r.repo_id = ?1",
+                )?;
+                Ok(RepoStats {
+                    versions,
+                    logical_bytes,
+                    objects,
+                    stored_bytes,
+                })
+            })
+            .await
     }
 
     async fn change_account(
