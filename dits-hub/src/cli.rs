@@ -244,18 +244,15 @@ fn valid_key_group(group: &str) -> anyhow::Result<String> {
     Ok(group.to_string())
 }
 
-/// Puts the just-created OWNER/NAME into key group `group`.
-async fn set_key_group(
+/// The id of OWNER/NAME, which must exist.
+async fn existing_repo(
     meta: &dyn crate::meta::MetaStore,
     owner: &str,
     name: &str,
-    group: &str,
-) -> anyhow::Result<()> {
-    let id = meta
-        .find_repo(owner, name)
+) -> anyhow::Result<i64> {
+    meta.find_repo(owner, name)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))?;
-    meta.set_key_group(id, group).await
+        .ok_or_else(|| anyhow::anyhow!("repository {owner}/{name} does not exist"))
 }
 
 /// The metadata store the settings name, for the admin commands.
@@ -342,7 +339,13 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let meta = metadata(&cli).await?.meta;
             meta.create_repo(owner, name).await?;
             let keyed = match &group {
-                Some(group) => set_key_group(&*meta, owner, name, group).await,
+                Some(group) => {
+                    async {
+                        let id = existing_repo(&*meta, owner, name).await?;
+                        meta.set_key_group(id, group).await
+                    }
+                    .await
+                }
                 None => Ok(()),
             };
             // The creation is audited even when making it encrypted failed.
@@ -397,10 +400,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (owner, name) = split_repo(repo)?;
             let meta = metadata(&cli).await?.meta;
-            let id = meta
-                .find_repo(owner, name)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
+            let id = existing_repo(&*meta, owner, name).await?;
             let s = meta.repo_stats(id).await?;
             let ratio = if s.stored_bytes == 0 {
                 0.0
@@ -436,11 +436,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (owner, name) = split_repo(repo)?;
             let metadata = metadata(&cli).await?;
-            let id = metadata
-                .meta
-                .find_repo(owner, name)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
+            let id = existing_repo(&*metadata.meta, owner, name).await?;
             for e in metadata.locks.events(id).await? {
                 println!(
                     "{}\t{}\tlock {}\t{}\towner {}\tby {}",
@@ -454,10 +450,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (owner, name) = split_repo(repo)?;
             let meta = metadata(&cli).await?.meta;
-            let id = meta
-                .find_repo(owner, name)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("repository {repo} does not exist"))?;
+            let id = existing_repo(&*meta, owner, name).await?;
             let commits = meta.commit_log(id, *limit).await?;
             if *json {
                 let doc: Vec<_> = commits

@@ -137,6 +137,9 @@ pub trait MetaStore: Send + Sync {
     /// What the repository holds: its media versions and their logical size (from the
     /// commit index), and the objects it references and their stored size.
     async fn repo_stats(&self, repo: i64) -> anyhow::Result<RepoStats>;
+    /// Whether the repository is encrypted (belongs to a key group): one small read, for
+    /// every upload and ref update.
+    async fn encrypted(&self, repo: i64) -> anyhow::Result<bool>;
     /// The repository's encryption keys: its key group, current generation, every wrapped
     /// key of the group and the public keys the members concerned registered.
     async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState>;

@@ -656,6 +656,19 @@ impl MetaStore for PgMeta {
             .collect())
     }
 
+    async fn encrypted(&self, repo: i64) -> anyhow::Result<bool> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT key_group IS NOT NULL FROM repos WHERE id = $1",
+                &[&repo],
+            )
+            .await
+            .pg()?;
+        Ok(row.get(0))
+    }
+
     async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState> {
         let mut c = self.client().await?;
         // One snapshot for the three reads: the wraps and the generation agree.

@@ -633,6 +633,18 @@ impl MetaStore for SqliteMeta {
             .await
     }
 
+    async fn encrypted(&self, repo: i64) -> anyhow::Result<bool> {
+        self.db
+            .run(move |db| {
+                Ok(db.query_row(
+                    "SELECT key_group IS NOT NULL FROM repos WHERE id = ?1",
+                    params![repo],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
     async fn key_state(&self, repo: i64) -> anyhow::Result<KeyState> {
         self.db
             .run(move |db| {

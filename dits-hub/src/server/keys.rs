@@ -12,7 +12,7 @@ use crate::server::state::HubState;
 /// Whether `repo` is encrypted: its objects must arrive sealed, and the hub cannot read
 /// its recipes.
 pub async fn encrypted(state: &HubState, repo: i64) -> Result<bool, HubError> {
-    Ok(state.meta.key_state(repo).await?.group.is_some())
+    Ok(state.meta.encrypted(repo).await?)
 }
 
 pub async fn status(state: &HubState, caller: &Caller) -> Result<KeysResult, HubError> {

@@ -113,7 +113,7 @@ async fn check_durable(state: &HubState, repo: i64, recipes: &[ChunkId]) -> Resu
     }
     if crate::server::keys::encrypted(state, repo).await? {
         // Sealed recipes cannot be read here: the client checked the objects they list
-        // against the hub before it sent them (see docs/encryption.md).
+        // against the hub before it sent them (see docs/threat-model.md).
         return Ok(());
     }
     for id in recipes {
