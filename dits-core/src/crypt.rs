@@ -62,7 +62,15 @@ pub enum CryptError {
 /// A repository's (or key group's) secret: 32 random bytes. Wiped from memory when
 /// dropped, and never printed.
 #[derive(Clone)]
-pub struct RepoSecret(Zeroizing<[u8; 32]>);
+pub struct RepoSecret {
+    secret: Zeroizing<[u8; 32]>,
+    // Derived once, not per object: locators and pointers are made for every chunk a
+    // push or fetch names.
+    locator_key: Zeroizing<[u8; 32]>,
+    file_tag_key: Zeroizing<[u8; 32]>,
+    pointer_key: Zeroizing<[u8; 32]>,
+    key_id: String,
+}
 
 impl std::fmt::Debug for RepoSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,30 +83,39 @@ impl RepoSecret {
     pub fn generate() -> std::io::Result<RepoSecret> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::getrandom(bytes.as_mut()).map_err(std::io::Error::other)?;
-        Ok(RepoSecret(bytes))
+        Ok(RepoSecret::from_bytes(*bytes))
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> RepoSecret {
-        RepoSecret(Zeroizing::new(bytes))
+        let secret = Zeroizing::new(bytes);
+        let key = |info: &[u8]| {
+            let mut key = Zeroizing::new([0u8; 32]);
+            derive(&secret, info, &[], key.as_mut());
+            key
+        };
+        let mut id = [0u8; 8];
+        derive(&secret, KEY_ID_INFO, &[], &mut id);
+        RepoSecret {
+            locator_key: key(LOCATOR_KEY_INFO),
+            file_tag_key: key(FILE_TAG_INFO),
+            pointer_key: key(POINTER_KEY_INFO),
+            key_id: crate::hex::encode(&id),
+            secret,
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.secret
     }
 
     /// `len` bytes from HKDF-SHA256 over the secret, for `info` and `id`.
     fn derive(&self, info: &[u8], id: &[u8], out: &mut [u8]) {
-        let hkdf = Hkdf::<Sha256>::new(None, self.0.as_ref());
-        // Only fails for outputs over 255 × 32 bytes; ours are at most 56.
-        hkdf.expand_multi_info(&[info, id], out)
-            .expect("HKDF output within its limit");
+        derive(&self.secret, info, id, out)
     }
 
     /// Where the hub keeps the object with content id `id`: a keyed hash of the id.
     pub fn locator(&self, id: &ChunkId) -> ChunkId {
-        let mut key = Zeroizing::new([0u8; 32]);
-        self.derive(LOCATOR_KEY_INFO, &[], key.as_mut());
-        ChunkId(*blake3::keyed_hash(&key, &id.0).as_bytes())
+        ChunkId(*blake3::keyed_hash(&self.locator_key, &id.0).as_bytes())
     }
 
     /// The cipher and nonce that seal the object with content id `id`.
@@ -158,19 +175,15 @@ impl RepoSecret {
 
     /// A public name for this secret (16 hex digits): pointers and wrapped keys say which
     /// secret they need by it. It reveals nothing of the secret.
-    pub fn key_id(&self) -> String {
-        let mut id = [0u8; 8];
-        self.derive(KEY_ID_INFO, &[], &mut id);
-        crate::hex::encode(&id)
+    pub fn key_id(&self) -> &str {
+        &self.key_id
     }
 
     /// The keyed hash an encrypted repository's pointer carries in place of the file's
     /// BLAKE3 `oid`: equal files give equal pointers, but nobody without the secret can
     /// tell which file a pointer is of.
     pub fn file_tag(&self, oid: &ChunkId) -> ChunkId {
-        let mut key = Zeroizing::new([0u8; 32]);
-        self.derive(FILE_TAG_INFO, &[], key.as_mut());
-        ChunkId(*blake3::keyed_hash(&key, &oid.0).as_bytes())
+        ChunkId(*blake3::keyed_hash(&self.file_tag_key, &oid.0).as_bytes())
     }
 
     /// `oid | recipe` sealed deterministically for a pointer (SIV-style: the nonce is a
@@ -208,10 +221,16 @@ impl RepoSecret {
     }
 
     fn pointer_cipher(&self) -> XChaCha20Poly1305 {
-        let mut key = Zeroizing::new([0u8; 32]);
-        self.derive(POINTER_KEY_INFO, &[], key.as_mut());
-        XChaCha20Poly1305::new_from_slice(key.as_ref()).expect("32-byte key")
+        XChaCha20Poly1305::new_from_slice(self.pointer_key.as_ref()).expect("32-byte key")
     }
+}
+
+/// `out.len()` bytes from HKDF-SHA256 over `secret`, for `info` and `id`.
+fn derive(secret: &[u8; 32], info: &[u8], id: &[u8], out: &mut [u8]) {
+    let hkdf = Hkdf::<Sha256>::new(None, secret);
+    // Only fails for outputs over 255 × 32 bytes; ours are at most 56.
+    hkdf.expand_multi_info(&[info, id], out)
+        .expect("HKDF output within its limit");
 }
 
 /// Bytes of [`RepoSecret::seal_ids`]' output.

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::chunk_id::ChunkId;
 use crate::crypt::RepoSecret;
 use crate::pointer::{AnyPointer, Pointer, PointerError, SealedPointer};
 
@@ -76,6 +75,11 @@ impl Keyring {
         self.secrets.iter().rev().map(|(g, s)| (*g, s))
     }
 
+    /// The secret of `generation`, if this user holds it.
+    pub fn secret(&self, generation: u32) -> Option<&RepoSecret> {
+        self.secrets.get(&generation)
+    }
+
     pub fn by_key_id(&self, key_id: &str) -> Option<&RepoSecret> {
         self.secrets.values().find(|s| s.key_id() == key_id)
     }
@@ -88,7 +92,7 @@ impl Keyring {
             Some(secret) => SealedPointer {
                 media: pointer.media.clone(),
                 tag: secret.file_tag(&pointer.oid),
-                key_id: secret.key_id(),
+                key_id: secret.key_id().to_string(),
                 sealed: secret.seal_ids(&pointer.oid, &pointer.recipe),
                 size: pointer.size,
             }
@@ -99,9 +103,14 @@ impl Keyring {
     /// A pointer of either kind, opened. One sealed under a secret this user lacks is
     /// [`PointerError::Encrypted`].
     pub fn parse_pointer(&self, bytes: &[u8]) -> Result<Pointer, PointerError> {
-        match AnyPointer::parse(bytes)? {
-            AnyPointer::Plain(p) => Ok(p),
-            AnyPointer::Sealed(s) => self.open_pointer(&s),
+        self.open(&AnyPointer::parse(bytes)?)
+    }
+
+    /// A parsed pointer of either kind, opened (for callers that also ask its kind).
+    pub fn open(&self, pointer: &AnyPointer) -> Result<Pointer, PointerError> {
+        match pointer {
+            AnyPointer::Plain(p) => Ok(p.clone()),
+            AnyPointer::Sealed(s) => self.open_pointer(s),
         }
     }
 
@@ -127,16 +136,12 @@ impl Keyring {
             size: sealed.size,
         })
     }
-
-    /// Where the hub keeps `id` under each held secret, newest first.
-    pub fn locators(&self, id: &ChunkId) -> Vec<(u32, ChunkId)> {
-        self.held().map(|(g, s)| (g, s.locator(id))).collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk_id::ChunkId;
 
     fn pointer() -> Pointer {
         Pointer {
@@ -195,7 +200,7 @@ mod tests {
         let k = Keyring::encrypted(2, [(1, s1.clone()), (2, s2.clone())]);
         let new = k.encode_pointer(&pointer()).unwrap();
         assert_ne!(old, new);
-        assert!(new.contains(&s2.key_id()));
+        assert!(new.contains(s2.key_id()));
         assert_eq!(k.parse_pointer(old.as_bytes()).unwrap(), pointer());
         let revoked = Keyring::encrypted(2, [(1, s1)]);
         assert!(matches!(

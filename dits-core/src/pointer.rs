@@ -64,7 +64,7 @@ impl Pointer {
 
 /// An encrypted repository's pointer: the file's keyed hash in place of its BLAKE3, and
 /// the file and recipe ids sealed under the secret named by `key_id`. Size and media
-/// summary stay readable (see docs/encryption.md).
+/// summary stay readable (see docs/threat-model.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedPointer {
     pub media: String,

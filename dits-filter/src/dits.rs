@@ -204,13 +204,9 @@ impl DitsFilter {
             .sealed_pointer(&pointer.oid, pointer.size)
             .map_err(store_err)?;
         if let Some(text) = known {
-            // Recorded here from a pointer this machine made or opened for this content.
-            if matches!(
-                AnyPointer::parse(text.as_bytes()),
-                Ok(AnyPointer::Sealed(_))
-            ) {
-                return Ok(text);
-            }
+            // Recorded here, only ever from a sealed pointer this machine made or opened
+            // for this content.
+            return Ok(text);
         }
         let text = self
             .keyring
@@ -305,7 +301,9 @@ impl crate::Filter for DitsFilter {
             io::copy(content, out).map_err(io_err)?;
             return Ok(());
         }
-        let pointer = match self.keyring.parse_pointer(&head) {
+        let parsed = AnyPointer::parse(&head);
+        let sealed = matches!(parsed, Ok(AnyPointer::Sealed(_)));
+        let pointer = match parsed.and_then(|any| self.keyring.open(&any)) {
             Ok(p) => p,
             // Without the key the file checks out as its pointer (as with
             // GIT_DITS_SKIP_SMUDGE), so a clone still completes; `pull-media` fills it
@@ -323,9 +321,7 @@ impl crate::Filter for DitsFilter {
                 })
             }
         };
-        if self.keyring.is_encrypted()
-            && matches!(AnyPointer::parse(&head), Ok(AnyPointer::Sealed(_)))
-        {
+        if sealed {
             let text = String::from_utf8_lossy(&head);
             self.store
                 .remember_sealed_pointer(&pointer.oid, pointer.size, &text)

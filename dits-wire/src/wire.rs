@@ -147,7 +147,7 @@ pub struct MemberKey {
 }
 
 /// `keys` → the repository's encryption as the caller may know it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeysResult {
     pub encrypted: bool,
     pub group: Option<String>,

@@ -474,13 +474,17 @@ impl Hub {
         let (want, opening) = match &self.keyring {
             None => (ids.to_vec(), None),
             Some(keyring) => {
-                let secrets = self.locate(keyring, ids).await?;
+                let generations = self.locate(keyring, ids).await?;
                 let want = ids
                     .iter()
-                    .zip(&secrets)
-                    .map(|(id, s)| s.locator(id))
+                    .zip(&generations)
+                    .map(|(id, &g)| keyring.secret(g).expect("a held generation").locator(id))
                     .collect();
-                (want, Some(ids.iter().copied().zip(secrets).collect()))
+                let opening = Opening {
+                    keyring: keyring.clone(),
+                    objects: ids.iter().copied().zip(generations).collect(),
+                };
+                (want, Some(opening))
             }
         };
         let (_, recv) = self
@@ -497,25 +501,21 @@ impl Hub {
         })
     }
 
-    /// The secret each of `ids` is stored under on the hub: with one generation held,
-    /// that one; with more, the newest the hub holds it under (one `missing` per
-    /// generation tried). One the hub holds under none is asked for under the newest, so
-    /// the hub's refusal names it.
-    async fn locate(
-        &self,
-        keyring: &Keyring,
-        ids: &[ChunkId],
-    ) -> Result<Vec<RepoSecret>, HubError> {
-        let held: Vec<&RepoSecret> = keyring.held().map(|(_, s)| s).collect();
-        let Some(newest) = held.first() else {
+    /// The key generation each of `ids` is stored under on the hub: with one held, that
+    /// one; with more, the newest the hub holds it under (one `missing` per generation
+    /// tried). One the hub holds under none is asked for under the newest, so the hub's
+    /// refusal names it.
+    async fn locate(&self, keyring: &Keyring, ids: &[ChunkId]) -> Result<Vec<u32>, HubError> {
+        let held: Vec<(u32, &RepoSecret)> = keyring.held().collect();
+        let Some(&(newest, _)) = held.first() else {
             return Err(HubError::NoKey(
                 dits_core::keyring::KeyError::NoKey.to_string(),
             ));
         };
-        let mut found: Vec<Option<&RepoSecret>> = vec![None; ids.len()];
+        let mut found: Vec<Option<u32>> = vec![None; ids.len()];
         if held.len() > 1 {
             let mut left: Vec<usize> = (0..ids.len()).collect();
-            for secret in &held {
+            for &(generation, secret) in &held {
                 if left.is_empty() {
                     break;
                 }
@@ -528,16 +528,13 @@ impl Hub {
                     if absent.contains(locator) {
                         still.push(i);
                     } else {
-                        found[i] = Some(secret);
+                        found[i] = Some(generation);
                     }
                 }
                 left = still;
             }
         }
-        Ok(found
-            .into_iter()
-            .map(|s| s.unwrap_or(newest).clone())
-            .collect())
+        Ok(found.into_iter().map(|g| g.unwrap_or(newest)).collect())
     }
 
     /// The secret new objects are sealed under: `None` for an unencrypted repository.
@@ -812,14 +809,20 @@ impl OutgoingObject for (ChunkId, u32, Vec<u8>) {
     }
 }
 
+/// The keys that open an encrypted repository's `get` answer, and each wanted object's
+/// content id and key generation.
+struct Opening {
+    keyring: Arc<Keyring>,
+    objects: Vec<(ChunkId, u32)>,
+}
+
 /// One `get` answer: the objects asked for, in the order asked for.
 pub struct ObjectStream {
     url: RemoteUrl,
     recv: quinn::RecvStream,
     want: Vec<ChunkId>,
-    /// In an encrypted repository, each wanted object's content id and the secret that
-    /// opens it (`want` then holds locators).
-    opening: Option<Vec<(ChunkId, RepoSecret)>>,
+    /// In an encrypted repository, how to open what arrives (`want` then holds locators).
+    opening: Option<Opening>,
     /// How many of `want` have arrived.
     next: usize,
 }
@@ -854,7 +857,11 @@ impl ObjectStream {
         let Some(opening) = &self.opening else {
             return Ok(Some(object));
         };
-        let (id, secret) = &opening[self.next - 1];
+        let (id, generation) = &opening.objects[self.next - 1];
+        let secret = opening
+            .keyring
+            .secret(*generation)
+            .expect("a held generation");
         // Opening authenticates the bytes; the caller then checks the envelope against
         // the content id as for any object.
         let (plain_len, envelope) = secret

@@ -66,10 +66,13 @@ fn small_blobs(oids: &[String], keyring: &Keyring) -> Result<(Vec<Pointer>, usiz
         if !Pointer::looks_like_pointer(&blob.content) {
             continue;
         }
-        if let Ok(AnyPointer::Plain(_)) = AnyPointer::parse(&blob.content) {
+        let Ok(any) = AnyPointer::parse(&blob.content) else {
+            continue;
+        };
+        if let AnyPointer::Plain(_) = any {
             plain += 1;
         }
-        if let Ok(p) = keyring.parse_pointer(&blob.content) {
+        if let Ok(p) = keyring.open(&any) {
             if seen.insert(p.recipe) {
                 pointers.push(p);
             }

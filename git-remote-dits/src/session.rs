@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use crate::client::{Hub, HubError, LinkSettings, TrustSettings};
 use anyhow::{Context, Result};
 use dits_wire::tls::TrustedBy;
-use dits_wire::wire::ErrorCode;
+use dits_wire::wire::{ErrorCode, KeysResult};
 use dits_wire::RemoteUrl;
 
 use crate::git;
@@ -76,6 +76,8 @@ pub struct Session {
     pub hub: Hub,
     pub url: RemoteUrl,
     pub credential: Option<Credential>,
+    /// What the hub said of the repository's keys when the session began (`keys`).
+    pub keys: KeysResult,
     /// `hub` and the further connections transfers spread over, made on first need.
     connections: tokio::sync::OnceCell<Vec<Hub>>,
 }
@@ -117,6 +119,7 @@ pub async fn connect(url: &RemoteUrl) -> Result<Session> {
         hub,
         url: url.clone(),
         credential,
+        keys: KeysResult::default(),
         connections: tokio::sync::OnceCell::new(),
     };
     session.load_keys().await?;
@@ -150,6 +153,7 @@ impl Session {
             tracing::debug!("not remembering the repository's keys: {e:#}");
         }
         self.hub.set_keyring(crate::keys::keyring_from(&keys)?);
+        self.keys = keys;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! `git dits key init | grant USER | revoke USER | status`: the keys of an encrypted
 //! repository. Each user has an identity (an X25519 key pair whose private half stays in
 //! a 0600 file on their machine); an admin wraps the repository's secret for members'
-//! public keys, and the hub keeps the wrapped copies. See docs/encryption.md.
+//! public keys, and the hub keeps the wrapped copies. See docs/threat-model.md.
 
 use anyhow::{Context, Result};
 use dits_core::crypt::RepoSecret;
@@ -45,7 +45,7 @@ fn wrap_for(
         .map_err(|e: String| anyhow::anyhow!("{user}'s public key: {e}"))?;
     Ok(WrappedKeyInfo {
         generation,
-        key_id: secret.key_id(),
+        key_id: secret.key_id().to_string(),
         user: user.to_string(),
         wrapped: dits_core::hex::encode(&wrap(secret, &public)?),
     })
@@ -74,7 +74,7 @@ async fn rotate(
         })
         .await
         .map_err(|e| session.explain(e))?;
-    Ok(secret.key_id())
+    Ok(secret.key_id().to_string())
 }
 
 /// Asks the hub again and remembers the answer (so the filter seals with what changed).
@@ -99,7 +99,8 @@ pub fn init(json_out: bool) -> Result<()> {
             .register_key(&public)
             .await
             .map_err(|e| session.explain(e))?;
-        let keys = refresh(session).await?;
+        // What the hub said as the session began (registering changes none of it).
+        let keys = session.keys.clone();
         if keys.encrypted && keys.generation > 0 {
             return Ok((keys, None));
         }
@@ -147,7 +148,7 @@ pub fn init(json_out: bool) -> Result<()> {
 
 pub fn grant(user: &str, json_out: bool) -> Result<()> {
     let granted = with_hub(async |session| {
-        let keys = refresh(session).await?;
+        let keys = &session.keys;
         anyhow::ensure!(
             keys.encrypted && keys.generation > 0,
             "this repository has no key yet: an admin makes the first with `git dits key init`"
@@ -160,7 +161,7 @@ pub fn grant(user: &str, json_out: bool) -> Result<()> {
         );
         let wraps = held
             .iter()
-            .map(|(g, s)| wrap_for(&keys, user, *g, s))
+            .map(|(g, s)| wrap_for(keys, user, *g, s))
             .collect::<Result<Vec<_>>>()?;
         session
             .hub
@@ -186,7 +187,7 @@ pub fn grant(user: &str, json_out: bool) -> Result<()> {
 
 pub fn revoke(user: &str, json_out: bool) -> Result<()> {
     let (key_id, generation, kept) = with_hub(async |session| {
-        let keys = refresh(session).await?;
+        let keys = &session.keys;
         anyhow::ensure!(
             keys.encrypted && keys.generation > 0,
             "this repository has no key to revoke"
@@ -205,7 +206,7 @@ pub fn revoke(user: &str, json_out: bool) -> Result<()> {
             .collect();
         kept.sort();
         kept.dedup();
-        let key_id = rotate(session, &keys, &kept, Some(user.to_string())).await?;
+        let key_id = rotate(session, keys, &kept, Some(user.to_string())).await?;
         refresh(session).await?;
         Ok((key_id, keys.generation + 1, kept))
     })?;
@@ -227,7 +228,7 @@ pub fn status(json_out: bool) -> Result<()> {
     let identity = keys::load_identity()?;
     let public = identity.as_ref().map(|k| k.public().to_string());
     let (keys, keyring): (KeysResult, Keyring) =
-        with_hub(async |session| Ok((refresh(session).await?, session.hub.keyring())))?;
+        with_hub(async |session| Ok((session.keys.clone(), session.hub.keyring())))?;
     let held: Vec<u32> = keyring.held().map(|(g, _)| g).collect();
     if json_out {
         let holders: Vec<_> = keys

@@ -36,7 +36,10 @@ fn pointer_files(paths: &[String], keyring: &Keyring, store: &LocalStore) -> Res
     let mut out = PointerFiles::default();
     for ((_, path), blob) in entries.into_iter().zip(blobs) {
         let Some(blob) = blob else { continue };
-        let pointer = match keyring.parse_pointer(&blob.content) {
+        let Ok(any) = AnyPointer::parse(&blob.content) else {
+            continue;
+        };
+        let pointer = match keyring.open(&any) {
             Ok(p) => Some(p),
             Err(PointerError::Encrypted { .. }) => None,
             Err(_) => continue,
@@ -51,7 +54,7 @@ fn pointer_files(paths: &[String], keyring: &Keyring, store: &LocalStore) -> Res
         if head == blob.content {
             match pointer {
                 Some(pointer) => {
-                    if matches!(AnyPointer::parse(&blob.content), Ok(AnyPointer::Sealed(_))) {
+                    if let AnyPointer::Sealed(_) = any {
                         let text = String::from_utf8_lossy(&blob.content);
                         store.remember_sealed_pointer(&pointer.oid, pointer.size, &text)?;
                     }
