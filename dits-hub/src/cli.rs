@@ -29,7 +29,7 @@ struct Cli {
     command: Command,
 }
 
-/// The serve settings, shared by `serve` and `check-config`.
+/// The serve settings, shared by `serve`, `check-config` and `gc`.
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (printed at start) [default: 127.0.0.1:7443].
@@ -49,6 +49,34 @@ struct ServeArgs {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, env = "DITS_HUB_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Collect garbage this often (e.g. 6h; see `dits-hub gc`) [default: never].
+    #[arg(long, env = "DITS_HUB_GC_EVERY", value_parser = parse_duration)]
+    gc_every: Option<i64>,
+    /// What garbage collection spares: objects seen, and blobs dead, more recently than
+    /// this (e.g. 1d, 12h, 30m, 90s).
+    #[arg(long, env = "DITS_HUB_GC_GRACE", value_parser = parse_duration, default_value = "1d")]
+    gc_grace: i64,
+}
+
+/// A duration in seconds from `90`, `90s`, `30m`, `12h` or `7d`.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d (e.g. 12h)"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// The TOML configuration file.
@@ -94,6 +122,8 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
         locks: args.locks.clone().or(file.locks),
         tls_cert: args.tls_cert.clone().or(file.tls_cert),
         tls_key: args.tls_key.clone().or(file.tls_key),
+        gc_every: args.gc_every.map(|s| s.max(1) as u64),
+        gc_grace: args.gc_grace,
     };
     anyhow::ensure!(
         options.tls_cert.is_some() == options.tls_key.is_some(),
@@ -117,6 +147,23 @@ enum Command {
     Repo {
         #[command(subcommand)]
         command: RepoCommand,
+    },
+    /// Delete what no ref of any repository reaches: objects, then packs (rewritten when
+    /// mostly garbage) and blobs dead for the grace period. One collector runs at a time
+    /// across every hub on the metadata store.
+    Gc {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print what would be freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only drop what OWNER/NAME's refs no longer reach (objects other repositories
+        /// hold stay).
+        #[arg(long)]
+        repo: Option<String>,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the certificate fingerprint clients pin (creates the certificate if needed).
     Fingerprint,
@@ -205,6 +252,14 @@ enum RepoCommand {
     },
     /// Take USER's role in OWNER/NAME away.
     RemoveMember { repo: String, user: String },
+    /// Delete OWNER/NAME: its refs, members, locks, history and Git packs now; the
+    /// objects only it held at the next `dits-hub gc`.
+    Delete {
+        repo: String,
+        /// Confirm: the repository cannot be restored.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print OWNER/NAME's lock history: who locked, unlocked and force-unlocked what.
     LockLog { repo: String },
     /// Print OWNER/NAME's indexed commits, newest first, with the media each adds or changes.
@@ -513,9 +568,89 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Gc {
+            serve,
+            dry_run,
+            repo,
+            json,
+        } => {
+            if let Some(repo) = repo {
+                split_repo(repo)?;
+            }
+            let options = serve_options(&cli, serve)?;
+            let state = crate::server::state::HubState::open(&options).await?;
+            let gc = crate::gc::GcOptions {
+                grace: options.gc_grace,
+                dry_run: *dry_run,
+                repo: repo.clone(),
+            };
+            let report = crate::gc::collect(&state, &gc).await?;
+            if !report.ran {
+                anyhow::bail!("another collector is running on this metadata store; try again when it has finished");
+            }
+            if !dry_run {
+                let detail = format!(
+                    "{} objects, {} bytes deleted; {} packs rewritten",
+                    report.objects_deleted, report.blob_bytes_deleted, report.packs_rewritten
+                );
+                state
+                    .meta
+                    .audit(&AuditEntry::now(&actor(), "gc", repo.as_deref().unwrap_or("*"), &detail))
+                    .await?;
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_gc_report(&report);
+            }
+            Ok(())
+        }
+        Command::Repo {
+            command: RepoCommand::Delete { repo, yes },
+        } => {
+            let (owner, name) = split_repo(repo)?;
+            anyhow::ensure!(
+                *yes,
+                "deleting {repo} cannot be undone; run again with --yes to confirm"
+            );
+            let meta = metadata(&cli).await?.meta;
+            let id = existing_repo(&*meta, owner, name).await?;
+            let mirror = crate::mirror::GitMirror::new(data.join("git"));
+            let keys = crate::gc::delete_repo(&*meta, &mirror, id).await?;
+            meta.audit(&AuditEntry::now(&actor(), "repo-delete", repo, &format!("{} Git packs", keys.len())))
+                .await?;
+            println!(
+                "deleted {repo}; `dits-hub gc` frees the objects only it held (after the grace period for its Git packs)"
+            );
+            Ok(())
+        }
         Command::Fingerprint => {
             println!("{}", crate::tls::load_or_create(&data)?.fingerprint);
             Ok(())
         }
     }
+}
+
+fn print_gc_report(r: &crate::gc::GcReport) {
+    let verb = if r.dry_run { "would drop" } else { "dropped" };
+    println!(
+        "{} repositories collected ({} encrypted kept whole): {} recipes and {} objects live",
+        r.repos_collected, r.repos_kept_encrypted, r.live_recipes, r.live_objects
+    );
+    println!(
+        "{verb} {} links and {} objects ({} stored bytes)",
+        r.links_dropped, r.objects_deleted, r.object_bytes_deleted
+    );
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+        return;
+    }
+    println!(
+        "rewrote {} packs ({} bytes copied); deleted {} blobs ({} bytes)",
+        r.packs_rewritten, r.bytes_copied, r.blobs_deleted, r.blob_bytes_deleted
+    );
+    println!(
+        "object store: {} bytes before, {} after; {} requests, {:.1} s",
+        r.stored_bytes_before, r.stored_bytes_after, r.storage_requests, r.seconds
+    );
 }

@@ -11,6 +11,7 @@ pub mod backends;
 pub mod blobs;
 pub mod cli;
 pub mod error;
+pub mod gc;
 pub mod locks;
 pub mod meta;
 pub mod metrics;

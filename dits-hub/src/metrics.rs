@@ -22,6 +22,9 @@ pub struct Stats {
     /// not sent) and missing (sent).
     pub object_hits: AtomicU64,
     pub object_misses: AtomicU64,
+    /// Bytes garbage collection deleted from the object store, and packs it rewrote.
+    pub gc_bytes_deleted: AtomicU64,
+    pub gc_packs_rewritten: AtomicU64,
     /// QUIC Retry packets sent: new peers asked to prove their address under load.
     pub quic_retries: AtomicU64,
 }
@@ -70,6 +73,16 @@ impl Stats {
                 "dits_quic_retries_total",
                 "QUIC Retries sent: new peers asked to prove their address while many handshakes were under way.",
                 &self.quic_retries,
+            ),
+            (
+                "dits_gc_bytes_deleted_total",
+                "Bytes garbage collection deleted from the object store.",
+                &self.gc_bytes_deleted,
+            ),
+            (
+                "dits_gc_packs_rewritten_total",
+                "Packs garbage collection rewrote to drop their garbage.",
+                &self.gc_packs_rewritten,
             ),
             (
                 "dits_git_bytes_in_total",

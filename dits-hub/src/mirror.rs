@@ -110,6 +110,106 @@ impl GitMirror {
             .await
     }
 
+    /// The contents of every blob of at most `max_len` bytes reachable from `tips`, each
+    /// once (the Dits pointers are among them), sent as `git cat-file` reads them: memory
+    /// holds a few at a time, however long the history.
+    pub fn small_blobs(
+        &self,
+        repo: i64,
+        tips: Vec<String>,
+        max_len: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<u8>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mirror = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = mirror.small_blobs_blocking(repo, &tips, max_len, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
+    }
+
+    fn small_blobs_blocking(
+        &self,
+        repo: i64,
+        tips: &[String],
+        max_len: usize,
+        tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>>>,
+    ) -> Result<()> {
+        use std::io::{BufRead, Read};
+        if tips.is_empty() {
+            return Ok(());
+        }
+        let dir = self.repo_dir(repo)?;
+        // Commits are always listed; of the rest only small blobs.
+        let mut list = self
+            .git(&dir)
+            .args(["rev-list", "--objects", "--no-object-names"])
+            .arg("--filter=object:type=blob")
+            .arg(format!("--filter=blob:limit={max_len}"))
+            .args(tips)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running git rev-list")?;
+        let listed = list.stdout.take().context("rev-list stdout")?;
+        let mut cat = self
+            .git(&dir)
+            .args(["cat-file", "--batch"])
+            .stdin(Stdio::from(listed))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("running git cat-file")?;
+        let mut out = std::io::BufReader::new(cat.stdout.take().context("cat-file stdout")?);
+        let mut header = String::new();
+        loop {
+            header.clear();
+            if out.read_line(&mut header)? == 0 {
+                break;
+            }
+            let mut parts = header.split_whitespace();
+            let (Some(oid), Some(kind), Some(size)) = (parts.next(), parts.next(), parts.next())
+            else {
+                bail!("git cat-file: unexpected line {header:?}");
+            };
+            let size: usize = size
+                .parse()
+                .with_context(|| format!("git cat-file: object {oid} size {size:?}"))?;
+            let mut body = vec![0u8; size + 1];
+            out.read_exact(&mut body)?;
+            body.pop();
+            if kind == "blob" && tx.blocking_send(Ok(body)).is_err() {
+                // The receiver stopped listening.
+                break;
+            }
+        }
+        // Closed first, so a cat-file cut short is not left writing to nobody.
+        drop(out);
+        let catted = cat.wait()?;
+        let listed = list.wait_with_output()?;
+        if !listed.status.success() {
+            bail!(
+                "git rev-list in mirror {repo}: {}",
+                String::from_utf8_lossy(&listed.stderr).trim()
+            );
+        }
+        if !catted.success() {
+            bail!("git cat-file in mirror {repo} failed");
+        }
+        Ok(())
+    }
+
+    /// Removes the mirror of a deleted repository.
+    pub async fn remove(&self, repo: i64) -> Result<()> {
+        let dir = self.root.join(format!("{repo}.git"));
+        self.blocking(move |_| match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
     fn repo_dir(&self, repo: i64) -> Result<PathBuf> {
         let dir = self.root.join(format!("{repo}.git"));
         if !dir.join("objects").exists() {

@@ -86,7 +86,26 @@ CREATE TABLE user_keys (user_id BIGINT PRIMARY KEY REFERENCES users(id), public_
 CREATE TABLE wrapped_keys (group_id BIGINT NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id BIGINT NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BYTEA NOT NULL, PRIMARY KEY (group_id, generation, user_id));
 ",
     ),
+    (
+        6,
+        "
+-- Garbage collection (meta::gc): when each link was last seen, when each Git pack was
+-- uploaded, the repositories a collection drops unreachable links of, what refs reach in
+-- each, and blobs no row names any more (deleted after the grace period).
+ALTER TABLE repo_objects ADD COLUMN seen BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE git_packs ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE gc_repos (repo_id BIGINT PRIMARY KEY);
+CREATE TABLE gc_live (repo_id BIGINT NOT NULL, id BYTEA NOT NULL, PRIMARY KEY (repo_id, id));
+CREATE TABLE dead_blobs (key TEXT PRIMARY KEY, since BIGINT NOT NULL);
+",
+    ),
 ];
+
+/// Advisory lock one collector holds for its whole run (session level).
+pub const COLLECTOR_LOCK: i64 = 7716400511;
+/// Advisory lock a sweep holds exclusively, and linking objects and moving refs hold
+/// shared, for their transactions (see `meta::gc`).
+pub const SWEEP_LOCK: i64 = 7716400512;
 
 /// A pool on `url` (postgres://USER@HOST:PORT/DB?…) with the schema migrated.
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {

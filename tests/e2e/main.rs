@@ -8,6 +8,7 @@ mod encryption;
 mod hostile_hub;
 mod hub;
 mod install;
+mod lifecycle;
 mod locks;
 mod mount;
 mod network;

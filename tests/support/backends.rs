@@ -71,6 +71,26 @@ pub fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Keys under `prefix` in `bucket` and their sizes (moto answers one page of up to
+/// 1,000; the tests store far fewer).
+pub fn s3_sizes(endpoint: &str, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
+    let out = Command::new("curl")
+        .arg("-s")
+        .arg(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"))
+        .output()
+        .expect("running curl");
+    let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |s: &str, tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let from = s.find(&open)? + open.len();
+        Some(s[from..].split(&format!("</{tag}>")).next()?.to_string())
+    };
+    xml.split("<Contents>")
+        .skip(1)
+        .filter_map(|c| Some((field(c, "Key")?, field(c, "Size")?.parse().ok()?)))
+        .collect()
+}
+
 /// An S3 bucket for `key` on the server at `endpoint` (made if missing).
 pub fn s3_bucket(endpoint: &str, key: &Path) -> String {
     let bucket = format!(

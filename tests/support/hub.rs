@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::backends::{s3_keys, scale_out_env};
+use crate::backends::{s3_keys, s3_sizes, scale_out_env};
 use crate::bins;
 use crate::env::TestEnv;
 
@@ -135,6 +135,55 @@ impl HubProcess {
             _ => std::fs::read_dir(self.data.join("objects/chunks"))
                 .map(|d| d.filter(|e| e.is_ok()).count())
                 .unwrap_or(0),
+        }
+    }
+
+    /// An admin command, not yet run (for ones a test expects to fail, or kills).
+    pub fn admin_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bins::dits_hub());
+        c.arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
+    /// Bytes of the blobs under `prefix` (`chunks/`, `git/`) in the hub's data directory
+    /// or its S3 bucket, read from storage itself.
+    pub fn stored_bytes(&self, prefix: &str) -> u64 {
+        let env = |k: &str| {
+            self.envs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        match (env("DITS_HUB_OBJECTS"), env("AWS_ENDPOINT_URL")) {
+            (Some(objects), Some(endpoint)) => {
+                let location = objects.trim_start_matches("s3://");
+                let (bucket, at) = match location.split_once('/') {
+                    Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
+                    None => (location, String::new()),
+                };
+                s3_sizes(&endpoint, bucket, &format!("{at}{prefix}"))
+                    .iter()
+                    .map(|(_, size)| size)
+                    .sum()
+            }
+            _ => {
+                let mut total = 0;
+                let mut dirs = vec![self.data.join("objects").join(prefix)];
+                while let Some(dir) = dirs.pop() {
+                    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                        let meta = entry.metadata().unwrap();
+                        if meta.is_dir() {
+                            dirs.push(entry.path());
+                        } else {
+                            total += meta.len();
+                        }
+                    }
+                }
+                total
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::blobs::{BlobStore, BlobWriter, Staging};
+use crate::blobs::{BlobInfo, BlobStore, BlobWriter, Staging};
 
 pub struct LocalBlobs {
     root: PathBuf,
@@ -82,6 +82,55 @@ impl BlobStore for LocalBlobs {
     async fn read(&self, key: &str) -> io::Result<Vec<u8>> {
         let path = self.path(key);
         blocking(move || fs::read(path)).await
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<BlobInfo>> {
+        let (root, prefix) = (self.root.clone(), prefix.to_string());
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![root.join(&prefix)];
+            while let Some(dir) = dirs.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let meta = entry.metadata()?;
+                    if meta.is_dir() {
+                        dirs.push(entry.path());
+                        continue;
+                    }
+                    let Ok(rel) = entry.path().strip_prefix(&root).map(Path::to_path_buf) else {
+                        continue;
+                    };
+                    let modified = meta
+                        .modified()?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
+                    out.push(BlobInfo {
+                        key: rel.to_string_lossy().into_owned(),
+                        size: meta.len(),
+                        modified,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        let path = self.path(key);
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
     }
 }
 

@@ -29,10 +29,23 @@ pub trait BlobStore: Send + Sync {
     async fn read_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// The whole of blob `key`.
     async fn read(&self, key: &str) -> io::Result<Vec<u8>>;
+    /// Every blob whose key starts with `prefix` (a directory: `chunks/`, `git/`).
+    async fn list(&self, prefix: &str) -> io::Result<Vec<BlobInfo>>;
+    /// Deletes blob `key`; one already gone is no error.
+    async fn delete(&self, key: &str) -> io::Result<()>;
     /// Write requests sent to remote storage (S3 PUTs and multipart parts); 0 locally.
     fn write_requests(&self) -> u64 {
         0
     }
+}
+
+/// A stored blob, as [`BlobStore::list`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub key: String,
+    pub size: u64,
+    /// When it was written, Unix seconds.
+    pub modified: i64,
 }
 
 /// How many first bytes of a blob its writer keeps, so a caller can check a format's

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 
-use crate::blobs::{BlobStore, BlobWriter, Staging};
+use crate::blobs::{BlobInfo, BlobStore, BlobWriter, Staging};
 use crate::error::Unavailable;
 
 /// Blobs up to this size are one PUT (a push's packs are ~32 MiB batches, so one request
@@ -170,6 +170,42 @@ impl BlobStore for S3Blobs {
         got.await
             .map(|b| b.to_vec())
             .map_err(|e| s3_err(&self.url, key, e))
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<BlobInfo>> {
+        use futures::TryStreamExt;
+        let path = self.remote_path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let found: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&path))
+            .try_collect()
+            .await
+            .map_err(|e| s3_err(&self.url, prefix, e))?;
+        let mut out: Vec<BlobInfo> = found
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.location.as_ref().strip_prefix(&strip)?.to_string();
+                Some(BlobInfo {
+                    key,
+                    size: m.size,
+                    modified: m.last_modified.timestamp(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        match self.store.delete(&self.remote_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_err(&self.url, key, e)),
+        }
     }
 
     fn write_requests(&self) -> u64 {

@@ -9,6 +9,7 @@
 //! is async: PostgreSQL is async by nature, and SQLite's blocking calls run on the
 //! blocking pool (`spawn_blocking`), never on the runtime's workers.
 
+pub mod gc;
 pub mod pg;
 pub mod sqlite;
 
@@ -108,14 +109,22 @@ pub trait MetaStore: Send + Sync {
     /// A Git pack's blob key, size and whether a ref update has made it visible.
     async fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>>;
     /// Moves refs by compare-and-swap and makes `packs` visible, in one transaction.
-    /// Without `atomic`, each ref succeeds or fails on its own.
+    /// Without `atomic`, each ref succeeds or fails on its own. Every object of
+    /// `required` must still be linked to the repository (each is then seen now), or no
+    /// ref moves ([`collected_refusal`]).
     async fn update_refs(
         &self,
         repo: i64,
         updates: &[RefUpdate],
         packs: &[String],
+        required: &[ChunkId],
         atomic: bool,
     ) -> anyhow::Result<Vec<RefResult>>;
+    /// Marks `ids`, where the repository holds them, as seen now: `missing` told a client
+    /// it need not upload them, so a collection must not drop them before its push ends.
+    async fn touch(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<()>;
+    /// The collector's side of the store.
+    fn gc(&self) -> &dyn gc::GcStore;
     /// Adds pushed commits (and the assets their pointers name) to the commit index;
     /// commits already indexed are left as they are.
     async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;
@@ -359,6 +368,22 @@ impl AuditEntry {
             detail: detail.to_string(),
         }
     }
+}
+
+/// Every update of `updates` failed because object `id`, which the new commits need,
+/// was collected between the hub's check and the update.
+pub fn collected_refusal(updates: &[RefUpdate], id: &ChunkId) -> Vec<RefResult> {
+    updates
+        .iter()
+        .map(|u| RefResult {
+            name: u.name.clone(),
+            ok: false,
+            error: Some(format!(
+                "object {} is no longer on the hub (collected as garbage while this push ran); push again",
+                id.short()
+            )),
+        })
+        .collect()
 }
 
 /// The compare-and-swap decision for `updates`, given each ref's current value (`None`:

@@ -11,10 +11,12 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
 use crate::meta::{check_grant, check_rotation};
 use crate::meta::{
-    decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
+    collected_refusal, decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
     IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User, WrappedKey,
 };
-use crate::pg::{classify, is_unique_violation, PgResult};
+use crate::pg::{classify, is_unique_violation, PgResult, SWEEP_LOCK};
+
+mod gc;
 
 /// Ids per statement when asking about many objects at once.
 const BATCH: usize = 10_000;
@@ -218,6 +220,27 @@ impl MetaStore for PgMeta {
             .collect())
     }
 
+    async fn touch(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<()> {
+        let mut ids = ids.to_vec();
+        ids.sort_by_key(|id| id.0);
+        ids.dedup();
+        let c = self.client().await?;
+        let now = unix_now();
+        for batch in ids.chunks(BATCH) {
+            c.execute(
+                "UPDATE repo_objects SET seen = $3 WHERE repo_id = $1 AND id = ANY($2) AND seen < $3",
+                &[&repo, &ids_bytes(batch), &now],
+            )
+            .await
+            .pg()?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self) -> &dyn crate::meta::gc::GcStore {
+        self
+    }
+
     async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>> {
         let c = self.client().await?;
         let stmt = c
@@ -261,6 +284,9 @@ impl MetaStore for PgMeta {
         ids.dedup();
         let mut c = self.client().await?;
         let tx = c.transaction().await.pg()?;
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&SWEEP_LOCK])
+            .await
+            .pg()?;
         let now = unix_now();
         for batch in stored.chunks(BATCH) {
             let id: Vec<&[u8]> = batch.iter().map(|(id, _)| &id.0[..]).collect();
@@ -285,10 +311,13 @@ impl MetaStore for PgMeta {
             .pg()?;
         }
         for batch in ids.chunks(BATCH) {
+            // Only objects the index still holds are linked: one a collection deleted
+            // since `missing` said the repository had it stays missing, and the ref
+            // update that needs it says so.
             tx.execute(
-                "INSERT INTO repo_objects (repo_id, id) SELECT $1, u FROM UNNEST($2::bytea[]) AS u
-                 ON CONFLICT DO NOTHING",
-                &[&repo, &ids_bytes(batch)],
+                "INSERT INTO repo_objects (repo_id, id, seen) SELECT $1, o.id, $3 FROM objects o WHERE o.id = ANY($2)
+                 ON CONFLICT (repo_id, id) DO UPDATE SET seen = excluded.seen",
+                &[&repo, &ids_bytes(batch), &now],
             )
             .await
             .pg()?;
@@ -301,8 +330,8 @@ impl MetaStore for PgMeta {
         self.client()
             .await?
             .execute(
-                "INSERT INTO git_packs (repo_id, id, key, size) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&repo, &id, &key, &(size as i64)],
+                "INSERT INTO git_packs (repo_id, id, key, size, created) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&repo, &id, &key, &(size as i64), &unix_now()],
             )
             .await
             .pg()?;
@@ -340,10 +369,37 @@ impl MetaStore for PgMeta {
         repo: i64,
         updates: &[RefUpdate],
         packs: &[String],
+        required: &[ChunkId],
         atomic: bool,
     ) -> anyhow::Result<Vec<RefResult>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.pg()?;
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&SWEEP_LOCK])
+            .await
+            .pg()?;
+        // Seen now, so no collection running drops them; gone, the update fails.
+        let now = unix_now();
+        let mut required = required.to_vec();
+        required.sort_by_key(|id| id.0);
+        required.dedup();
+        for batch in required.chunks(BATCH) {
+            let seen: Vec<Vec<u8>> = tx
+                .query(
+                    "UPDATE repo_objects SET seen = $3 WHERE repo_id = $1 AND id = ANY($2) RETURNING id",
+                    &[&repo, &ids_bytes(batch), &now],
+                )
+                .await
+                .pg()?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if seen.len() < batch.len() {
+                let seen: HashSet<Vec<u8>> = seen.into_iter().collect();
+                if let Some(gone) = batch.iter().find(|id| !seen.contains(&id.0[..])) {
+                    return Ok(collected_refusal(updates, gone));
+                }
+            }
+        }
         // The repository's row is the lock every ref update of it takes: the reads
         // below then see the previous update's commit, and nobody can interleave.
         tx.query_one("SELECT id FROM repos WHERE id = $1 FOR UPDATE", &[&repo])

@@ -8,11 +8,12 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
-    decide_ref_updates, new_token, token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit,
+    collected_refusal, decide_ref_updates, new_token, token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit,
     KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User,
 };
 use crate::sqlite::SqliteDb;
 
+mod gc;
 mod keys;
 use keys::{change_keys, key_state, set_key_group};
 
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS git_packs (seq INTEGER PRIMARY KEY AUTOINCREMENT, rep
 -- generation wrapped for each member's registered public key.
 CREATE TABLE IF NOT EXISTS key_groups (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, generation INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS user_keys (user_id INTEGER PRIMARY KEY REFERENCES users(id), public_key TEXT NOT NULL, created INTEGER NOT NULL);
+-- Garbage collection (meta::gc): the repositories a collection drops unreachable links
+-- of, what refs reach in each, and blobs no row names any more (deleted after the grace).
+CREATE INDEX IF NOT EXISTS repo_objects_by_id ON repo_objects (id);
+CREATE INDEX IF NOT EXISTS objects_by_pack ON objects (pack);
+CREATE TABLE IF NOT EXISTS gc_repos (repo_id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS gc_live (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_blobs (key TEXT PRIMARY KEY, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS wrapped_keys (group_id INTEGER NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id INTEGER NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (group_id, generation, user_id)) WITHOUT ROWID;
 ";
 
@@ -55,6 +63,16 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "users",
         "disabled",
         "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "repo_objects",
+        "seen",
+        "ALTER TABLE repo_objects ADD COLUMN seen INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "git_packs",
+        "created",
+        "ALTER TABLE git_packs ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
     ),
     (
         "repos",
@@ -269,6 +287,30 @@ impl MetaStore for SqliteMeta {
             .await
     }
 
+    async fn touch(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<()> {
+        let ids = ids.to_vec();
+        self.db
+            .run(move |db| {
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                {
+                    let mut seen = tx.prepare_cached(
+                        "UPDATE repo_objects SET seen = ?3 WHERE repo_id = ?1 AND id = ?2 AND seen < ?3",
+                    )?;
+                    let now = unix_now();
+                    for id in &ids {
+                        seen.execute(params![repo, &id.0[..], now])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    fn gc(&self) -> &dyn crate::meta::gc::GcStore {
+        self
+    }
+
     async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>> {
         let ids = ids.to_vec();
         self.db
@@ -325,11 +367,16 @@ impl MetaStore for SqliteMeta {
                             loc.len as i64
                         ])?;
                     }
+                    // Only objects the index still holds are linked: one a collection
+                    // deleted since `missing` said the repository had it stays missing,
+                    // and the ref update that needs it says so.
                     let mut link = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO repo_objects (repo_id, id) VALUES (?1, ?2)",
+                        "INSERT INTO repo_objects (repo_id, id, seen) SELECT ?1, id, ?3 FROM objects WHERE id = ?2
+                         ON CONFLICT (repo_id, id) DO UPDATE SET seen = excluded.seen",
                     )?;
+                    let now = unix_now();
                     for id in &ids {
-                        link.execute(params![repo, &id.0[..]])?;
+                        link.execute(params![repo, &id.0[..], now])?;
                     }
                 }
                 tx.commit()?;
@@ -343,8 +390,8 @@ impl MetaStore for SqliteMeta {
         self.db
             .run(move |db| {
                 db.execute(
-                    "INSERT OR IGNORE INTO git_packs (repo_id, id, key, size) VALUES (?1, ?2, ?3, ?4)",
-                    params![repo, id, key, size as i64],
+                    "INSERT OR IGNORE INTO git_packs (repo_id, id, key, size, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![repo, id, key, size as i64, unix_now()],
                 )?;
                 Ok(())
             })
@@ -389,13 +436,26 @@ impl MetaStore for SqliteMeta {
         repo: i64,
         updates: &[RefUpdate],
         packs: &[String],
+        required: &[ChunkId],
         atomic: bool,
     ) -> anyhow::Result<Vec<RefResult>> {
-        let (updates, packs) = (updates.to_vec(), packs.to_vec());
+        let (updates, packs, required) = (updates.to_vec(), packs.to_vec(), required.to_vec());
         self.db
             .run(move |db| {
                 // IMMEDIATE: see record_objects.
                 let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                {
+                    // Seen now, so no collection running drops them; gone, the update fails.
+                    let mut seen = tx.prepare_cached(
+                        "UPDATE repo_objects SET seen = ?3 WHERE repo_id = ?1 AND id = ?2",
+                    )?;
+                    let now = unix_now();
+                    for id in &required {
+                        if seen.execute(params![repo, &id.0[..], now])? == 0 {
+                            return Ok(collected_refusal(&updates, id));
+                        }
+                    }
+                }
                 let mut current = Vec::with_capacity(updates.len());
                 for u in &updates {
                     let oid: Option<String> = tx

@@ -57,7 +57,8 @@ pub async fn put<R: AsyncRead + Unpin>(
         )));
     }
     let size = writer.len();
-    let key = format!("git/{repo}/{id}.pack");
+    // A suffix of its own: see the chunk packs (server::objects).
+    let key = format!("git/{repo}/{id}.{}.pack", crate::meta::random_hex(6)?);
     state.blobs.commit(writer, &key).await?;
     state.meta.add_git_pack(repo, &id, &key, size).await?;
     state.stats.git_bytes_in.fetch_add(size, Ordering::Relaxed);

@@ -111,6 +111,9 @@ pub async fn check_config(options: &ServeOptions) -> bool {
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let state = HubState::open(&options).await?;
     let state = Arc::new(state);
+    if let Some(every) = options.gc_every {
+        collect_on_schedule(state.clone(), every, options.gc_grace);
+    }
     let identity = crate::tls::identity(
         &options.data,
         options.tls_cert.as_deref(),
@@ -209,4 +212,32 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
+}
+
+/// Runs garbage collection every `every` seconds (the first after one period), for as
+/// long as the hub serves. Where several hubs share the metadata, one collects at a time
+/// and the others skip their turn.
+fn collect_on_schedule(state: Arc<HubState>, every: u64, grace: i64) {
+    tokio::spawn(async move {
+        let options = crate::gc::GcOptions {
+            grace,
+            dry_run: false,
+            repo: None,
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match crate::gc::collect(&state, &options).await {
+                Ok(r) if r.ran => tracing::info!(
+                    bytes = r.blob_bytes_deleted,
+                    objects = r.objects_deleted,
+                    packs_rewritten = r.packs_rewritten,
+                    "garbage collection"
+                ),
+                Ok(_) => tracing::info!("garbage collection: another hub is collecting"),
+                Err(e) => tracing::warn!("garbage collection: {e:#}"),
+            }
+        }
+    });
 }

@@ -34,6 +34,8 @@ pub async fn missing(
     ids: &[String],
 ) -> Result<MissingResult, HubError> {
     let ids = parse_ids(ids)?;
+    // What the client is told it need not send must survive until its push ends.
+    state.meta.touch(repo, &ids).await?;
     let missing = state.meta.missing(repo, &ids).await?;
     let stats = &state.stats;
     stats
@@ -149,7 +151,13 @@ pub async fn put<R: AsyncRead + Unpin>(
     }
     let key = match writer {
         Some(w) => {
-            let key = format!("chunks/{}.pack", pack_name.finalize().to_hex());
+            // A suffix of its own: a blob key is never written twice, so a pack the
+            // collector found dead cannot come back under it (see meta::gc).
+            let key = format!(
+                "chunks/{}.{}.pack",
+                pack_name.finalize().to_hex(),
+                crate::meta::random_hex(6)?
+            );
             state.blobs.commit(w, &key).await?;
             Some(key)
         }

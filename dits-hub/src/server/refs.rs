@@ -52,7 +52,7 @@ pub async fn update(
             )));
         }
     }
-    check_durable(state, repo, &parse_ids(&recipes)?).await?;
+    let required = check_durable(state, repo, &parse_ids(&recipes)?).await?;
     // Every new value must be a commit the hub holds in this repository's packs (visible,
     // or uploaded for this push), or clients would be sent a ref they cannot fetch.
     if updates.iter().any(|u| u.new != ZERO_OID) {
@@ -82,7 +82,7 @@ pub async fn update(
     } else {
         state
             .meta
-            .update_refs(repo, &allowed, &packs, atomic)
+            .update_refs(repo, &allowed, &packs, &required, atomic)
             .await?
     };
     let moved: Vec<RefUpdate> = allowed
@@ -102,7 +102,13 @@ pub async fn update(
 }
 
 /// Every recipe, and every object each recipe lists, is stored for this repository.
-async fn check_durable(state: &HubState, repo: i64, recipes: &[ChunkId]) -> Result<(), HubError> {
+/// Returns them all: the ref update checks again, in its transaction, that no collection
+/// took one away since.
+async fn check_durable(
+    state: &HubState,
+    repo: i64,
+    recipes: &[ChunkId],
+) -> Result<Vec<ChunkId>, HubError> {
     let refuse = |m: String| {
         HubError::Rejected(format!(
             "refusing to update refs: {m}; nothing was changed, push again"
@@ -114,8 +120,9 @@ async fn check_durable(state: &HubState, repo: i64, recipes: &[ChunkId]) -> Resu
     if crate::server::keys::encrypted(state, repo).await? {
         // Sealed recipes cannot be read here: the client checked the objects they list
         // against the hub before it sent them (see docs/threat-model.md).
-        return Ok(());
+        return Ok(recipes.to_vec());
     }
+    let mut required = recipes.to_vec();
     for id in recipes {
         let bytes = read_plain(state, id).await?;
         let recipe =
@@ -128,8 +135,9 @@ async fn check_durable(state: &HubState, repo: i64, recipes: &[ChunkId]) -> Resu
                 missing.short()
             )));
         }
+        required.extend(ids);
     }
-    Ok(())
+    Ok(required)
 }
 
 /// Ref updates that change a path someone else has locked (for that ref's branch), each

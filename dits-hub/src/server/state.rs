@@ -39,7 +39,15 @@ pub struct ServeOptions {
     /// A CA-issued certificate chain and key (PEM); without them the hub is self-signed.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Run garbage collection this often (seconds); none: only `dits-hub gc` does.
+    pub gc_every: Option<u64>,
+    /// The collection's grace period (seconds).
+    pub gc_grace: i64,
 }
+
+/// Links not seen for a day, and blobs dead for a day, may be collected: far longer than
+/// any push or read in flight.
+pub const DEFAULT_GC_GRACE: i64 = 24 * 3600;
 
 impl ServeOptions {
     /// The embedded default on `data`: SQLite, a local object directory, locks in SQLite,
@@ -53,6 +61,8 @@ impl ServeOptions {
             locks: None,
             tls_cert: None,
             tls_key: None,
+            gc_every: None,
+            gc_grace: DEFAULT_GC_GRACE,
         }
     }
 }

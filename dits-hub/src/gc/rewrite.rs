@@ -1,0 +1,201 @@
+//! Getting the bytes out of storage: packs mostly garbage are rewritten (live objects
+//! copied into a new pack, the index moved to it in one transaction, the old pack dead),
+//! and blobs dead for the grace period are deleted.
+//!
+//! Crash-safe in every order: a new pack is recorded dead before it is written, and
+//! stops being dead in the transaction that moves objects into it, so a collector killed
+//! before that leaves a dead blob the next run deletes; killed after, the old pack is the
+//! dead one. A pack is never deleted while a row names it.
+
+use std::collections::{HashMap, HashSet};
+
+use dits_core::ChunkId;
+
+use crate::gc::{Requests, LEAK_AGE, REWRITE_BELOW};
+use crate::meta::{random_hex, unix_now, Location};
+use crate::server::state::HubState;
+
+/// The blob prefixes the collector looks after.
+const PREFIXES: [&str; 2] = ["chunks/", "git/"];
+/// Objects closer than this in the old pack are read together.
+const READ_SPAN: u64 = 8 << 20;
+
+/// What [`rewrite_packs`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rewritten {
+    pub packs: u64,
+    pub bytes_copied: u64,
+}
+
+/// What [`delete_dead`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deleted {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// Every blob under the collector's prefixes, by key.
+async fn listing(
+    state: &HubState,
+    requests: &mut Requests,
+) -> anyhow::Result<HashMap<String, crate::blobs::BlobInfo>> {
+    let mut all = HashMap::new();
+    for prefix in PREFIXES {
+        let found = state.blobs.list(prefix).await?;
+        requests.add(1 + found.len() as u64 / 1000);
+        all.extend(found.into_iter().map(|b| (b.key.clone(), b)));
+    }
+    Ok(all)
+}
+
+/// Bytes in the object store under the collector's prefixes.
+pub async fn stored_bytes(state: &HubState, requests: &mut Requests) -> anyhow::Result<u64> {
+    Ok(listing(state, requests).await?.values().map(|b| b.size).sum())
+}
+
+/// Rewrites each chunk pack whose live objects fill less than [`REWRITE_BELOW`] of it.
+pub async fn rewrite_packs(
+    state: &HubState,
+    requests: &mut Requests,
+) -> anyhow::Result<Rewritten> {
+    let gc = state.meta.gc();
+    let blobs = listing(state, requests).await?;
+    let mut done = Rewritten::default();
+    for usage in gc.pack_usage().await? {
+        let Some(blob) = blobs.get(&usage.pack) else {
+            tracing::warn!(pack = %usage.pack, "the index names a pack the object store lacks");
+            continue;
+        };
+        if (usage.live_bytes as f64) >= REWRITE_BELOW * blob.size as f64 {
+            continue;
+        }
+        let copied = rewrite_pack(state, &usage.pack, requests).await?;
+        done.packs += 1;
+        done.bytes_copied += copied;
+    }
+    Ok(done)
+}
+
+/// Copies `pack`'s objects into a new pack and moves the index to it; returns the bytes
+/// copied.
+async fn rewrite_pack(state: &HubState, pack: &str, requests: &mut Requests) -> anyhow::Result<u64> {
+    let gc = state.meta.gc();
+    let objects = gc.pack_objects(pack).await?;
+    let mut writer = state.blobs.writer()?;
+    let mut name = blake3::Hasher::new();
+    let mut moved: Vec<(ChunkId, Location)> = Vec::with_capacity(objects.len());
+    let mut i = 0;
+    while i < objects.len() {
+        // Neighbours in one ranged read.
+        let start = objects[i].1.offset;
+        let mut end = start + u64::from(objects[i].1.stored_len);
+        let mut j = i + 1;
+        while j < objects.len() {
+            let l = &objects[j].1;
+            let l_end = l.offset + u64::from(l.stored_len);
+            if l.offset > end + (256 << 10) || l_end - start > READ_SPAN {
+                break;
+            }
+            end = end.max(l_end);
+            j += 1;
+        }
+        let bytes = state
+            .blobs
+            .read_range(pack, start, (end - start) as usize)
+            .await?;
+        requests.add(1);
+        for (id, loc) in &objects[i..j] {
+            let from = (loc.offset - start) as usize;
+            let sealed = bytes
+                .get(from..from + loc.stored_len as usize)
+                .ok_or_else(|| anyhow::anyhow!("pack {pack} is shorter than its index says"))?;
+            let at = Location {
+                offset: writer.len(),
+                ..*loc
+            };
+            writer.write(sealed)?;
+            name.update(&id.0);
+            name.update(&loc.stored_len.to_be_bytes());
+            moved.push((*id, at));
+        }
+        i = j;
+    }
+    let copied = writer.len();
+    let key = format!(
+        "chunks/{}.{}.pack",
+        name.finalize().to_hex(),
+        random_hex(6)?
+    );
+    // Dead until the index moves into it: a collector killed before then leaves a blob
+    // the next run deletes.
+    gc.add_dead(std::slice::from_ref(&key)).await?;
+    if moved.is_empty() {
+        drop(writer);
+    } else {
+        state.blobs.commit(writer, &key).await?;
+    }
+    stall_for_tests("after-upload").await;
+    let left = gc.move_objects(pack, &key, &moved).await?;
+    stall_for_tests("after-move").await;
+    if left > 0 {
+        tracing::warn!(pack, left, "objects were added to a pack while it was rewritten");
+    }
+    Ok(copied)
+}
+
+/// Deletes blobs dead for `grace` seconds, and blobs no row names that are older than
+/// `grace` and [`LEAK_AGE`].
+pub async fn delete_dead(
+    state: &HubState,
+    grace: i64,
+    requests: &mut Requests,
+) -> anyhow::Result<Deleted> {
+    let gc = state.meta.gc();
+    let now = unix_now();
+    let blobs = listing(state, requests).await?;
+    let mut deleted = Deleted::default();
+    let dead = gc.dead_blobs().await?;
+    let dead_keys: HashSet<&str> = dead.iter().map(|d| d.key.as_str()).collect();
+    for d in dead.iter().filter(|d| d.since <= now - grace) {
+        if gc.referenced(&d.key).await? {
+            // Named again (a rewrite moved objects into it): not dead after all.
+            gc.forget_dead(&d.key).await?;
+            continue;
+        }
+        state.blobs.delete(&d.key).await?;
+        requests.add(1);
+        gc.forget_dead(&d.key).await?;
+        if let Some(blob) = blobs.get(&d.key) {
+            deleted.blobs += 1;
+            deleted.bytes += blob.size;
+        }
+    }
+    let referenced: HashSet<String> = gc.referenced_keys().await?.into_iter().collect();
+    let old = now - grace.max(LEAK_AGE);
+    for blob in blobs.values() {
+        if referenced.contains(&blob.key)
+            || dead_keys.contains(blob.key.as_str())
+            || blob.modified > old
+        {
+            continue;
+        }
+        if gc.referenced(&blob.key).await? {
+            continue;
+        }
+        tracing::info!(key = %blob.key, "deleting a blob no index row names");
+        state.blobs.delete(&blob.key).await?;
+        requests.add(1);
+        deleted.blobs += 1;
+        deleted.bytes += blob.size;
+    }
+    Ok(deleted)
+}
+
+/// With `DITS_HUB_GC_STALL` set to `point`, says so on standard error and waits for
+/// ever: the crash tests kill the collector there (`kill -9` between two steps).
+async fn stall_for_tests(point: &str) {
+    if std::env::var("DITS_HUB_GC_STALL").as_deref() == Ok(point) {
+        eprintln!("dits-hub: gc stalled {point}");
+        std::future::pending::<()>().await;
+    }
+}

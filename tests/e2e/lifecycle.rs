@@ -1,0 +1,291 @@
+//! The lifecycle of stored media on the hub: `dits-hub gc` deletes what no ref reaches
+//! (and rewrites packs that are mostly garbage), safely beside pushes, after a crash, with
+//! two collectors at once; `repo delete` frees what only that repository held.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::Stdio;
+
+use dits_tests::{media, same_bytes, HubProcess, TestEnv};
+
+fn push(env: &TestEnv, repo: &Path, args: &[&str]) {
+    let mut full = vec!["push", "-q"];
+    full.extend_from_slice(args);
+    let out = env.git_output(repo, &full);
+    assert!(
+        out.status.success(),
+        "git {}: {}",
+        full.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `dits-hub gc --json ARGS`: its report.
+fn gc(hub: &HubProcess, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["gc", "--json"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&hub.admin(&full)).unwrap()
+}
+
+fn stats(hub: &HubProcess, repo: &str) -> serde_json::Value {
+    serde_json::from_str(&hub.admin(&["repo", "stats", repo, "--json"])).unwrap()
+}
+
+/// What storing `files` (as committed by one push to a fresh hub) takes: the oracle for
+/// what the live refs need. Returns the hub's chunk bytes and its repository stats.
+fn fresh_hub_storing(files: &[(&str, &str)]) -> (u64, serde_json::Value) {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    for (src, name) in files {
+        env.commit_file(&repo, &media().path(src), name);
+    }
+    push(&env, &repo, &["origin", "main"]);
+    (hub.stored_bytes("chunks/"), stats(&hub, "alice/film"))
+}
+
+/// A repository on `hub` whose pushed history held base.mp4 and noise.mp4 (one push,
+/// so in shared packs) and, on a branch since deleted, an edit of base.mp4; main was then
+/// forced back to the commit with base.mp4 alone. Returns the repository.
+fn history_with_garbage(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    let first = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    env.commit_file(&repo, &media().path("noise.mp4"), "other.mp4");
+    push(&env, &repo, &["origin", "main"]);
+    env.git(&repo, &["checkout", "-q", "-b", "alt"]);
+    env.commit_file(&repo, &media().path("metadata.mp4"), "clip.mp4");
+    push(env, &repo, &["origin", "alt"]);
+    push(env, &repo, &["origin", ":alt"]);
+    env.git(&repo, &["checkout", "-q", "main"]);
+    env.git(&repo, &["reset", "-q", "--hard", &first]);
+    push(env, &repo, &["-f", "origin", "main"]);
+    repo
+}
+
+/// Clones `branch` of alice/film into `name` and checks clip.mp4 is base.mp4, other.mp4
+/// is gone and `git dits fsck` is clean.
+fn clone_holds_only_base(env: &TestEnv, hub: &HubProcess, name: &str) {
+    let out = env.clone_with(&hub.url("alice/film"), name, &[]);
+    assert!(
+        out.status.success(),
+        "clone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = env.dir.path().join(name);
+    assert!(same_bytes(&dir.join("clip.mp4"), &media().path("base.mp4")));
+    assert!(!dir.join("other.mp4").exists());
+    let fsck = env.command("git", &dir, &["dits", "fsck"]).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}
+
+#[test]
+fn gc_frees_exactly_what_a_deleted_branch_and_a_forced_away_commit_held() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    history_with_garbage(&env, &hub);
+    let before = hub.stored_bytes("chunks/");
+
+    // Within the grace period (a day by default) nothing is collected.
+    let kept = gc(&hub, &[]);
+    assert_eq!(kept["objects_deleted"], 0, "{kept}");
+    assert_eq!(hub.stored_bytes("chunks/"), before);
+
+    let dry = gc(&hub, &["--dry-run", "--gc-grace", "0s"]);
+    assert_eq!(hub.stored_bytes("chunks/"), before, "a dry run changes nothing");
+    let report = gc(&hub, &["--gc-grace", "0s"]);
+    assert_eq!(report["objects_deleted"], dry["objects_deleted"], "{report}");
+    assert!(report["objects_deleted"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["packs_rewritten"].as_u64().unwrap() >= 1, "{report}");
+
+    // The oracle: a fresh hub given only what main now holds.
+    let (live_bytes, live_stats) = fresh_hub_storing(&[("base.mp4", "clip.mp4")]);
+    let after = hub.stored_bytes("chunks/");
+    assert_eq!(
+        after, live_bytes,
+        "chunk bytes after gc {after} (before {before}) against {live_bytes} for the live refs: {report}"
+    );
+    let s = stats(&hub, "alice/film");
+    assert_eq!(s["objects"], live_stats["objects"], "{s} vs {live_stats}");
+    assert_eq!(s["stored_bytes"], live_stats["stored_bytes"]);
+    assert!(report["stored_bytes_before"].as_u64().unwrap() >= before);
+
+    clone_holds_only_base(&env, &hub, "after-gc");
+    // A second run finds nothing more.
+    let again = gc(&hub, &["--gc-grace", "0s"]);
+    assert_eq!(again["objects_deleted"], 0, "{again}");
+    assert_eq!(hub.stored_bytes("chunks/"), after);
+}
+
+#[test]
+fn pushes_racing_gc_never_leave_a_ref_naming_a_collected_object() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    push(&env, &repo, &["origin", "main"]);
+    for round in 0..4 {
+        // The edit's objects become garbage candidates: pushed, their branch deleted,
+        // then left longer than the grace period.
+        let gone = format!("gone{round}");
+        env.git(&repo, &["checkout", "-q", "-b", &gone, "main"]);
+        env.commit_file(&repo, &media().path("metadata.mp4"), "clip.mp4");
+        push(&env, &repo, &["origin", &gone]);
+        push(&env, &repo, &["origin", &format!(":{gone}")]);
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+
+        // A push of the same content on a new branch, while a collection runs.
+        let take = format!("take{round}");
+        env.git(&repo, &["checkout", "-q", "-b", &take, "main"]);
+        env.commit_file(&repo, &media().path("metadata.mp4"), "clip.mp4");
+        let mut collector = hub
+            .admin_command(&["gc", "--gc-grace", "1s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pushed = env.git_output(&repo, &["push", "-q", "origin", &take]);
+        assert!(collector.wait().unwrap().success());
+        if !pushed.status.success() {
+            // Refused, never half-done: the only refusal allowed is the one that says
+            // an object went while the push ran, and pushing again works.
+            let why = String::from_utf8_lossy(&pushed.stderr);
+            assert!(why.contains("push again"), "round {round}: {why}");
+            push(&env, &repo, &["origin", &take]);
+        }
+        // Whatever the order, the ref names only what the hub holds.
+        let name = format!("clone{round}");
+        let out = env
+            .command(
+                "git",
+                env.dir.path(),
+                &["clone", "-q", "-b", &take, &hub.url("alice/film"), &name],
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: clone: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(same_bytes(
+            &env.dir.path().join(&name).join("clip.mp4"),
+            &media().path("metadata.mp4")
+        ));
+        push(&env, &repo, &["origin", &format!(":{take}")]);
+        env.git(&repo, &["checkout", "-q", "main"]);
+    }
+}
+
+#[test]
+fn a_collector_killed_mid_rewrite_loses_and_leaks_nothing_once_run_again() {
+    let (live_bytes, _) = fresh_hub_storing(&[("base.mp4", "clip.mp4")]);
+    for point in ["after-upload", "after-move"] {
+        let env = TestEnv::new();
+        let (hub, _) = env.alice_hub();
+        history_with_garbage(&env, &hub);
+        let mut collector = hub
+            .admin_command(&["gc", "--gc-grace", "0s"])
+            .env("DITS_HUB_GC_STALL", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(collector.stderr.take().unwrap());
+        let mut lines = stderr.lines();
+        let stalled = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("gc stalled"));
+        assert!(stalled, "{point}: the collector never reached its stall point");
+        collector.kill().unwrap(); // SIGKILL
+        collector.wait().unwrap();
+
+        // The history is whole before the next run...
+        clone_holds_only_base(&env, &hub, &format!("killed-{point}"));
+        // ...and after it, with nothing left over.
+        gc(&hub, &["--gc-grace", "0s"]);
+        assert_eq!(
+            hub.stored_bytes("chunks/"),
+            live_bytes,
+            "{point}: chunk bytes after the second run"
+        );
+        clone_holds_only_base(&env, &hub, &format!("again-{point}"));
+    }
+}
+
+#[test]
+fn two_collectors_at_once_one_does_the_work() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    history_with_garbage(&env, &hub);
+    // A second hub process on the same metadata and storage (on the scale-out backends,
+    // one PostgreSQL; embedded, one data directory).
+    let second = HubProcess::start_configured(&hub.data, 0, &[], &hub.envs);
+    let mut first = hub
+        .admin_command(&["gc", "--gc-grace", "0s"])
+        .env("DITS_HUB_GC_STALL", "after-move")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(first.stderr.take().unwrap()).lines();
+    assert!(lines.map_while(Result::ok).any(|l| l.contains("gc stalled")));
+    let other = second
+        .admin_command(&["gc", "--gc-grace", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("another collector is running"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The lock went with the process.
+    let report = gc(&second, &["--gc-grace", "0s"]);
+    assert_eq!(report["ran"], true);
+    clone_holds_only_base(&env, &hub, "after");
+}
+
+#[test]
+fn deleting_a_repository_frees_what_only_it_held() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    push(&env, &repo, &["origin", "main"]);
+    let one = hub.stored_bytes("chunks/");
+
+    // A second repository with the same clip and one of its own.
+    hub.admin(&["repo", "create", "alice/scratch"]);
+    let scratch = env.repo("scratch");
+    env.git(&scratch, &["remote", "add", "origin", &hub.url("alice/scratch")]);
+    env.commit_file(&scratch, &media().path("base.mp4"), "clip.mp4");
+    env.commit_file(&scratch, &media().path("noise.mp4"), "other.mp4");
+    push(&env, &scratch, &["origin", "main"]);
+    assert!(hub.stored_bytes("chunks/") > one);
+    assert!(hub.stored_bytes("git/") > 0);
+    let git_before = hub.stored_bytes("git/");
+
+    let refused = hub
+        .admin_command(&["repo", "delete", "alice/scratch"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "deleting asks for --yes");
+    hub.admin(&["repo", "delete", "alice/scratch", "--yes"]);
+    gc(&hub, &["--gc-grace", "0s"]);
+    assert_eq!(hub.stored_bytes("chunks/"), one, "the shared clip stays once");
+    assert!(hub.stored_bytes("git/") < git_before);
+    let gone = env.clone_with(&hub.url("alice/scratch"), "gone", &[]);
+    assert!(!gone.status.success());
+    clone_holds_only_base(&env, &hub, "film");
+}
