@@ -46,11 +46,14 @@ fn fresh_hub_storing(files: &[(&str, &str)]) -> (u64, serde_json::Value) {
 }
 
 /// A repository on `hub` whose pushed history held base.mp4 and noise.mp4 (one push,
-/// so in shared packs) and, on a branch since deleted, an edit of base.mp4; main was then
+/// in one pack) and, on a branch since deleted, an edit of base.mp4; main was then
 /// forced back to the commit with base.mp4 alone. Returns the repository.
 fn history_with_garbage(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
     let repo = env.repo("a");
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    // One upload stream: the first push's objects share one pack (28 MB, under an upload
+    // batch's 48 MiB), so dropping noise.mp4 leaves a pack that must be rewritten.
+    env.git(&repo, &["config", "dits.concurrentTransfers", "1"]);
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     let first = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
     env.commit_file(&repo, &media().path("noise.mp4"), "other.mp4");
@@ -62,6 +65,9 @@ fn history_with_garbage(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
     env.git(&repo, &["checkout", "-q", "main"]);
     env.git(&repo, &["reset", "-q", "--hard", &first]);
     push(env, &repo, &["-f", "origin", "main"]);
+    // The hub keeps time in whole seconds: what was seen this second is not yet older
+    // than a grace period of 0 s.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     repo
 }
 
