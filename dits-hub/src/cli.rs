@@ -595,7 +595,12 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                 );
                 state
                     .meta
-                    .audit(&AuditEntry::now(&actor(), "gc", repo.as_deref().unwrap_or("*"), &detail))
+                    .audit(&AuditEntry::now(
+                        &actor(),
+                        "gc",
+                        repo.as_deref().unwrap_or("*"),
+                        &detail,
+                    ))
                     .await?;
             }
             if *json {
@@ -617,8 +622,13 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let id = existing_repo(&*meta, owner, name).await?;
             let mirror = crate::mirror::GitMirror::new(data.join("git"));
             let keys = crate::gc::delete_repo(&*meta, &mirror, id).await?;
-            meta.audit(&AuditEntry::now(&actor(), "repo-delete", repo, &format!("{} Git packs", keys.len())))
-                .await?;
+            meta.audit(&AuditEntry::now(
+                &actor(),
+                "repo-delete",
+                repo,
+                &format!("{} Git packs", keys.len()),
+            ))
+            .await?;
             println!(
                 "deleted {repo}; `dits-hub gc` frees the objects only it held (after the grace period for its Git packs)"
             );

@@ -57,7 +57,7 @@ fn history_with_garbage(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
     env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     let first = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
     env.commit_file(&repo, &media().path("noise.mp4"), "other.mp4");
-    push(&env, &repo, &["origin", "main"]);
+    push(env, &repo, &["origin", "main"]);
     env.git(&repo, &["checkout", "-q", "-b", "alt"]);
     env.commit_file(&repo, &media().path("metadata.mp4"), "clip.mp4");
     push(env, &repo, &["origin", "alt"]);
@@ -83,7 +83,10 @@ fn clone_holds_only_base(env: &TestEnv, hub: &HubProcess, name: &str) {
     let dir = env.dir.path().join(name);
     assert!(same_bytes(&dir.join("clip.mp4"), &media().path("base.mp4")));
     assert!(!dir.join("other.mp4").exists());
-    let fsck = env.command("git", &dir, &["dits", "fsck"]).output().unwrap();
+    let fsck = env
+        .command("git", &dir, &["dits", "fsck"])
+        .output()
+        .unwrap();
     assert!(
         fsck.status.success(),
         "fsck: {}",
@@ -104,9 +107,16 @@ fn gc_frees_exactly_what_a_deleted_branch_and_a_forced_away_commit_held() {
     assert_eq!(hub.stored_bytes("chunks/"), before);
 
     let dry = gc(&hub, &["--dry-run", "--gc-grace", "0s"]);
-    assert_eq!(hub.stored_bytes("chunks/"), before, "a dry run changes nothing");
+    assert_eq!(
+        hub.stored_bytes("chunks/"),
+        before,
+        "a dry run changes nothing"
+    );
     let report = gc(&hub, &["--gc-grace", "0s"]);
-    assert_eq!(report["objects_deleted"], dry["objects_deleted"], "{report}");
+    assert_eq!(
+        report["objects_deleted"], dry["objects_deleted"],
+        "{report}"
+    );
     assert!(report["objects_deleted"].as_u64().unwrap() > 0, "{report}");
     assert!(report["packs_rewritten"].as_u64().unwrap() >= 1, "{report}");
 
@@ -209,7 +219,10 @@ fn a_collector_killed_mid_rewrite_loses_and_leaks_nothing_once_run_again() {
             .by_ref()
             .map_while(Result::ok)
             .any(|l| l.contains("gc stalled"));
-        assert!(stalled, "{point}: the collector never reached its stall point");
+        assert!(
+            stalled,
+            "{point}: the collector never reached its stall point"
+        );
         collector.kill().unwrap(); // SIGKILL
         collector.wait().unwrap();
 
@@ -242,7 +255,9 @@ fn two_collectors_at_once_one_does_the_work() {
         .spawn()
         .unwrap();
     let lines = std::io::BufReader::new(first.stderr.take().unwrap()).lines();
-    assert!(lines.map_while(Result::ok).any(|l| l.contains("gc stalled")));
+    assert!(lines
+        .map_while(Result::ok)
+        .any(|l| l.contains("gc stalled")));
     let other = second
         .admin_command(&["gc", "--gc-grace", "0s"])
         .output()
@@ -274,7 +289,10 @@ fn deleting_a_repository_frees_what_only_it_held() {
     // A second repository with the same clip and one of its own.
     hub.admin(&["repo", "create", "alice/scratch"]);
     let scratch = env.repo("scratch");
-    env.git(&scratch, &["remote", "add", "origin", &hub.url("alice/scratch")]);
+    env.git(
+        &scratch,
+        &["remote", "add", "origin", &hub.url("alice/scratch")],
+    );
     env.commit_file(&scratch, &media().path("base.mp4"), "clip.mp4");
     env.commit_file(&scratch, &media().path("noise.mp4"), "other.mp4");
     push(&env, &scratch, &["origin", "main"]);
@@ -289,7 +307,11 @@ fn deleting_a_repository_frees_what_only_it_held() {
     assert_eq!(refused.status.code(), Some(2), "deleting asks for --yes");
     hub.admin(&["repo", "delete", "alice/scratch", "--yes"]);
     gc(&hub, &["--gc-grace", "0s"]);
-    assert_eq!(hub.stored_bytes("chunks/"), one, "the shared clip stays once");
+    assert_eq!(
+        hub.stored_bytes("chunks/"),
+        one,
+        "the shared clip stays once"
+    );
     assert!(hub.stored_bytes("git/") < git_before);
     let gone = env.clone_with(&hub.url("alice/scratch"), "gone", &[]);
     assert!(!gone.status.success());

@@ -395,7 +395,7 @@ fn hubs_starting_together_migrate_the_schema_once() {
     });
     let versions = backends
         .query("SELECT string_agg(version::text, ',' ORDER BY version) FROM dits_migrations");
-    assert_eq!(versions, "1,2,3,4,5");
+    assert_eq!(versions, "1,2,3,4,5,6");
     let data = hubs[0].data.clone();
     drop(hubs);
     let again = HubProcess::start_configured(&data, 0, &[], &backends.envs);

@@ -58,16 +58,9 @@ pub fn create_bucket(endpoint: &str, bucket: &str) -> String {
 
 /// Keys under `prefix` in `bucket` on the S3 server at `endpoint`.
 pub fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
-    let out = Command::new("curl")
-        .arg("-s")
-        .arg(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"))
-        .output()
-        .expect("running curl");
-    let xml = String::from_utf8_lossy(&out.stdout).into_owned();
-    xml.split("<Key>")
-        .skip(1)
-        .filter_map(|s| s.split("</Key>").next())
-        .map(str::to_string)
+    s3_sizes(endpoint, bucket, prefix)
+        .into_iter()
+        .map(|(key, _)| key)
         .collect()
 }
 

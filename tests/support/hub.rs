@@ -117,25 +117,32 @@ impl HubProcess {
     /// Chunk packs the hub has made durable so far (one per upload batch), in its data
     /// directory or its S3 bucket.
     pub fn chunk_packs(&self) -> usize {
+        match self.s3_location() {
+            Some((endpoint, bucket, at)) => {
+                s3_keys(&endpoint, &bucket, &format!("{at}chunks/")).len()
+            }
+            None => std::fs::read_dir(self.data.join("objects/chunks"))
+                .map(|d| d.filter(|e| e.is_ok()).count())
+                .unwrap_or(0),
+        }
+    }
+
+    /// The S3 endpoint, bucket and key prefix the hub keeps blobs under, if it uses S3.
+    fn s3_location(&self) -> Option<(String, String, String)> {
         let env = |k: &str| {
             self.envs
                 .iter()
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        match (env("DITS_HUB_OBJECTS"), env("AWS_ENDPOINT_URL")) {
-            (Some(objects), Some(endpoint)) => {
-                let location = objects.trim_start_matches("s3://");
-                let (bucket, prefix) = match location.split_once('/') {
-                    Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
-                    None => (location, String::new()),
-                };
-                s3_keys(&endpoint, bucket, &format!("{prefix}chunks/")).len()
-            }
-            _ => std::fs::read_dir(self.data.join("objects/chunks"))
-                .map(|d| d.filter(|e| e.is_ok()).count())
-                .unwrap_or(0),
-        }
+        let objects = env("DITS_HUB_OBJECTS")?;
+        let endpoint = env("AWS_ENDPOINT_URL")?;
+        let location = objects.trim_start_matches("s3://");
+        let (bucket, at) = match location.split_once('/') {
+            Some((b, p)) => (b.to_string(), format!("{}/", p.trim_matches('/'))),
+            None => (location.to_string(), String::new()),
+        };
+        Some((endpoint, bucket, at))
     }
 
     /// An admin command, not yet run (for ones a test expects to fail, or kills).
@@ -151,40 +158,25 @@ impl HubProcess {
     /// Bytes of the blobs under `prefix` (`chunks/`, `git/`) in the hub's data directory
     /// or its S3 bucket, read from storage itself.
     pub fn stored_bytes(&self, prefix: &str) -> u64 {
-        let env = |k: &str| {
-            self.envs
+        if let Some((endpoint, bucket, at)) = self.s3_location() {
+            return s3_sizes(&endpoint, &bucket, &format!("{at}{prefix}"))
                 .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
-        match (env("DITS_HUB_OBJECTS"), env("AWS_ENDPOINT_URL")) {
-            (Some(objects), Some(endpoint)) => {
-                let location = objects.trim_start_matches("s3://");
-                let (bucket, at) = match location.split_once('/') {
-                    Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
-                    None => (location, String::new()),
-                };
-                s3_sizes(&endpoint, bucket, &format!("{at}{prefix}"))
-                    .iter()
-                    .map(|(_, size)| size)
-                    .sum()
-            }
-            _ => {
-                let mut total = 0;
-                let mut dirs = vec![self.data.join("objects").join(prefix)];
-                while let Some(dir) = dirs.pop() {
-                    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                        let meta = entry.metadata().unwrap();
-                        if meta.is_dir() {
-                            dirs.push(entry.path());
-                        } else {
-                            total += meta.len();
-                        }
-                    }
+                .map(|(_, size)| size)
+                .sum();
+        }
+        let mut total = 0;
+        let mut dirs = vec![self.data.join("objects").join(prefix)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else {
+                    total += meta.len();
                 }
-                total
             }
         }
+        total
     }
 
     pub fn url(&self, repo: &str) -> String {

@@ -41,9 +41,7 @@ pub async fn mark_repo(state: &HubState, repo: &RepoEntry) -> anyhow::Result<Mar
     let tips: Vec<String> = state.meta.refs(repo.id).await?.into_values().collect();
     gc.collect_repo(repo.id).await?;
     let mut recipes: HashSet<ChunkId> = HashSet::new();
-    let mut blobs = state
-        .mirror
-        .small_blobs(repo.id, tips, MAX_POINTER_LEN);
+    let mut blobs = state.mirror.small_blobs(repo.id, tips, MAX_POINTER_LEN);
     while let Some(blob) = blobs.recv().await {
         // Small blobs that are not pointers (text files) are not media.
         if let Ok(pointer) = Pointer::parse(&blob.with_context(context)?) {

@@ -13,11 +13,12 @@ use dits_core::ChunkId;
 
 use crate::gc::{Requests, LEAK_AGE, REWRITE_BELOW};
 use crate::meta::{random_hex, unix_now, Location};
+use crate::server::objects::{groups_by_size, read_coalesced};
 use crate::server::state::HubState;
 
 /// The blob prefixes the collector looks after.
 const PREFIXES: [&str; 2] = ["chunks/", "git/"];
-/// Objects closer than this in the old pack are read together.
+/// Stored bytes of the old pack read at a time.
 const READ_SPAN: u64 = 8 << 20;
 
 /// What [`rewrite_packs`] did.
@@ -50,14 +51,15 @@ async fn listing(
 
 /// Bytes in the object store under the collector's prefixes.
 pub async fn stored_bytes(state: &HubState, requests: &mut Requests) -> anyhow::Result<u64> {
-    Ok(listing(state, requests).await?.values().map(|b| b.size).sum())
+    Ok(listing(state, requests)
+        .await?
+        .values()
+        .map(|b| b.size)
+        .sum())
 }
 
 /// Rewrites each chunk pack whose live objects fill less than [`REWRITE_BELOW`] of it.
-pub async fn rewrite_packs(
-    state: &HubState,
-    requests: &mut Requests,
-) -> anyhow::Result<Rewritten> {
+pub async fn rewrite_packs(state: &HubState, requests: &mut Requests) -> anyhow::Result<Rewritten> {
     let gc = state.meta.gc();
     let blobs = listing(state, requests).await?;
     let mut done = Rewritten::default();
@@ -78,47 +80,34 @@ pub async fn rewrite_packs(
 
 /// Copies `pack`'s objects into a new pack and moves the index to it; returns the bytes
 /// copied.
-async fn rewrite_pack(state: &HubState, pack: &str, requests: &mut Requests) -> anyhow::Result<u64> {
+async fn rewrite_pack(
+    state: &HubState,
+    pack: &str,
+    requests: &mut Requests,
+) -> anyhow::Result<u64> {
     let gc = state.meta.gc();
     let objects = gc.pack_objects(pack).await?;
     let mut writer = state.blobs.writer()?;
     let mut name = blake3::Hasher::new();
     let mut moved: Vec<(ChunkId, Location)> = Vec::with_capacity(objects.len());
-    let mut i = 0;
-    while i < objects.len() {
-        // Neighbours in one ranged read.
-        let start = objects[i].1.offset;
-        let mut end = start + u64::from(objects[i].1.stored_len);
-        let mut j = i + 1;
-        while j < objects.len() {
-            let l = &objects[j].1;
-            let l_end = l.offset + u64::from(l.stored_len);
-            if l.offset > end + (256 << 10) || l_end - start > READ_SPAN {
-                break;
-            }
-            end = end.max(l_end);
-            j += 1;
-        }
-        let bytes = state
-            .blobs
-            .read_range(pack, start, (end - start) as usize)
-            .await?;
+    // A few MiB at a time, neighbours in one ranged read (as `get` reads them).
+    let located: Vec<(String, Location)> = objects
+        .iter()
+        .map(|(_, l)| (pack.to_string(), *l))
+        .collect();
+    for group in groups_by_size(&located, READ_SPAN) {
+        let read = read_coalesced(state, &located[group.clone()]).await?;
         requests.add(1);
-        for (id, loc) in &objects[i..j] {
-            let from = (loc.offset - start) as usize;
-            let sealed = bytes
-                .get(from..from + loc.stored_len as usize)
-                .ok_or_else(|| anyhow::anyhow!("pack {pack} is shorter than its index says"))?;
+        for ((id, loc), (_, sealed)) in objects[group].iter().zip(read) {
             let at = Location {
                 offset: writer.len(),
                 ..*loc
             };
-            writer.write(sealed)?;
+            writer.write(&sealed)?;
             name.update(&id.0);
             name.update(&loc.stored_len.to_be_bytes());
             moved.push((*id, at));
         }
-        i = j;
     }
     let copied = writer.len();
     let key = format!(
@@ -138,7 +127,11 @@ async fn rewrite_pack(state: &HubState, pack: &str, requests: &mut Requests) -> 
     let left = gc.move_objects(pack, &key, &moved).await?;
     stall_for_tests("after-move").await;
     if left > 0 {
-        tracing::warn!(pack, left, "objects were added to a pack while it was rewritten");
+        tracing::warn!(
+            pack,
+            left,
+            "objects were added to a pack while it was rewritten"
+        );
     }
     Ok(copied)
 }

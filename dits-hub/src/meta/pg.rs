@@ -11,8 +11,9 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
 use crate::meta::{check_grant, check_rotation};
 use crate::meta::{
-    collected_refusal, decide_ref_updates, new_token, random_hex, token_hash, unix_now, AccountChange, AuditEntry,
-    IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User, WrappedKey,
+    collected_refusal, decide_ref_updates, new_token, random_hex, token_hash, unix_now,
+    AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats,
+    Role, User, WrappedKey,
 };
 use crate::pg::{classify, is_unique_violation, PgResult, SWEEP_LOCK};
 

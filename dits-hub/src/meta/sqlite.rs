@@ -8,8 +8,8 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
-    collected_refusal, decide_ref_updates, new_token, token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit,
-    KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User,
+    collected_refusal, decide_ref_updates, new_token, token_hash, unix_now, AccountChange,
+    AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User,
 };
 use crate::sqlite::SqliteDb;
 

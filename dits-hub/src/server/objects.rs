@@ -284,7 +284,10 @@ async fn locate(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec<(String
 
 /// Splits `located` into consecutive ranges of at most `budget` stored bytes each; an
 /// object larger than `budget` is a range of its own.
-fn groups_by_size(located: &[(String, Location)], budget: u64) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn groups_by_size(
+    located: &[(String, Location)],
+    budget: u64,
+) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, (_, location)) in located.iter().enumerate() {
@@ -303,7 +306,7 @@ fn groups_by_size(located: &[(String, Location)], budget: u64) -> Vec<std::ops::
 
 /// The plain length and sealed bytes of each located object, in order, read with as few
 /// ranged reads as possible.
-async fn read_coalesced(
+pub(crate) async fn read_coalesced(
     state: &HubState,
     located: &[(String, Location)],
 ) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {

@@ -97,12 +97,9 @@ impl GcStore for PgMeta {
             "gc_repos",
             "gc_live",
         ] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE repo_id = $1"),
-                &[&repo],
-            )
-            .await
-            .pg()?;
+            tx.execute(&format!("DELETE FROM {table} WHERE repo_id = $1"), &[&repo])
+                .await
+                .pg()?;
         }
         tx.execute("DELETE FROM repos WHERE id = $1", &[&repo])
             .await

@@ -26,7 +26,8 @@ fn chunk_id(bytes: Vec<u8>) -> rusqlite::Result<ChunkId> {
 }
 
 fn add_dead(db: &Connection, keys: &[String], now: i64) -> rusqlite::Result<()> {
-    let mut put = db.prepare_cached("INSERT OR IGNORE INTO dead_blobs (key, since) VALUES (?1, ?2)")?;
+    let mut put =
+        db.prepare_cached("INSERT OR IGNORE INTO dead_blobs (key, since) VALUES (?1, ?2)")?;
     for key in keys {
         put.execute(params![key, now])?;
     }
