@@ -86,6 +86,19 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Delete local media no longer needed here (old versions the hub holds); keeps what
+    /// every worktree's HEAD, the index, the stash, the last `dits.pruneRecentDays` days
+    /// (default 7) and unpushed commits need.
+    Prune {
+        /// Print what would be freed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Ask the hub which objects it holds and keep the ones it lacks.
+        #[arg(long)]
+        verify_remote: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Lock files on the hub so nobody else can push changes to them.
     Lock {
         #[arg(required = true)]
@@ -244,6 +257,11 @@ fn main() -> ExitCode {
         }
         .map(|_| 0),
         Command::Locks { mine, path, json } => commands::locks::list(mine, path.as_deref(), json),
+        Command::Prune {
+            dry_run,
+            verify_remote,
+            json,
+        } => commands::prune::prune(dry_run, verify_remote, json),
         Command::PullMedia { paths, quiet } => {
             commands::pull_media::pull_media(&paths, quiet).map(|_| 0)
         }

@@ -317,3 +317,99 @@ fn deleting_a_repository_frees_what_only_it_held() {
     assert!(!gone.status.success());
     clone_holds_only_base(&env, &hub, "film");
 }
+
+/// `git dits prune ARGS --json` in `repo`: its report.
+fn prune(env: &TestEnv, repo: &Path, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["dits", "prune", "--json"];
+    full.extend_from_slice(args);
+    let out = env.command("git", repo, &full).output().unwrap();
+    assert!(
+        out.status.success(),
+        "git dits prune: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn prune_frees_old_pushed_versions_and_keeps_head_unpushed_work_and_what_the_hub_lacks() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    // An old version (every commit here is dated 2026-01-01, long past the 7 recent days),
+    // then the current one, both pushed.
+    env.commit_file(&repo, &media().path("noise.mp4"), "clip.mp4");
+    let old = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    push(&env, &repo, &["origin", "main"]);
+    // Unpushed work on a branch.
+    env.git(&repo, &["checkout", "-q", "-b", "side"]);
+    env.commit_file(&repo, &media().path("trim.mp4"), "clip.mp4");
+    // A version a remote-tracking ref names that the hub never got (a push elsewhere, a
+    // hand-set ref): without asking the hub it would look pushed.
+    env.git(&repo, &["checkout", "-q", "-b", "ghost", "main"]);
+    env.commit_file(&repo, &media().path("audio-swap.mp4"), "clip.mp4");
+    let ghost = env.git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    env.git(&repo, &["update-ref", "refs/remotes/origin/ghost", &ghost]);
+    env.git(&repo, &["checkout", "-q", "main"]);
+    env.git(&repo, &["branch", "-q", "-D", "ghost"]);
+
+    let before = dits_tests::store_bytes(&repo);
+    let dry = prune(&env, &repo, &["--dry-run"]);
+    assert_eq!(
+        dits_tests::store_bytes(&repo),
+        before,
+        "a dry run deletes nothing"
+    );
+    let report = prune(&env, &repo, &["--verify-remote"]);
+    assert!(report["kept_not_on_hub"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["objects"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        dry["objects"].as_u64() >= report["objects"].as_u64(),
+        "{dry} {report}"
+    );
+    let after = dits_tests::store_bytes(&repo);
+    let noise = std::fs::metadata(media().path("noise.mp4")).unwrap().len();
+    assert!(
+        before - after >= noise * 9 / 10,
+        "freed {} of {before} bytes; the old version alone is {noise}: {report}",
+        before - after
+    );
+    assert_eq!(
+        report["bytes"].as_u64().unwrap(),
+        before - after,
+        "{report}"
+    );
+    assert!(same_bytes(
+        &repo.join("clip.mp4"),
+        &media().path("base.mp4")
+    ));
+    let status = env.git(&repo, &["status", "--porcelain"]);
+    assert!(status.trim().is_empty(), "{status}");
+
+    // The old version comes back from the hub.
+    env.git(&repo, &["checkout", "-q", &old, "--", "clip.mp4"]);
+    assert!(same_bytes(
+        &repo.join("clip.mp4"),
+        &media().path("noise.mp4")
+    ));
+    env.git(&repo, &["checkout", "-q", "main", "--", "clip.mp4"]);
+    // With the hub gone, what was kept is all still here.
+    hub.kill();
+    env.git(&repo, &["checkout", "-q", "side"]);
+    assert!(same_bytes(
+        &repo.join("clip.mp4"),
+        &media().path("trim.mp4")
+    ));
+    env.git(&repo, &["checkout", "-q", &ghost]);
+    assert!(same_bytes(
+        &repo.join("clip.mp4"),
+        &media().path("audio-swap.mp4")
+    ));
+    env.git(&repo, &["checkout", "-q", "main"]);
+    assert!(same_bytes(
+        &repo.join("clip.mp4"),
+        &media().path("base.mp4")
+    ));
+}

@@ -244,6 +244,46 @@ impl Index {
         tx.commit()
     }
 
+    /// Moves `moved` (objects of pack `from`, now copied into pack `to`) to `to` and
+    /// forgets `from` with whatever else it held, in one transaction (before `from`'s
+    /// file is deleted).
+    pub fn move_pack(
+        &mut self,
+        from: &str,
+        to: &str,
+        moved: &[(ChunkId, Location)],
+    ) -> rusqlite::Result<()> {
+        self.release_snapshot()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("INSERT OR IGNORE INTO packs(name) VALUES (?1)", params![to])?;
+        let to_id: i64 =
+            tx.query_row("SELECT id FROM packs WHERE name = ?1", params![to], |r| {
+                r.get(0)
+            })?;
+        {
+            let mut mv = tx.prepare_cached(
+                "UPDATE objects SET pack = ?2, offset = ?3, stored_len = ?4, plain_len = ?5 WHERE id = ?1",
+            )?;
+            for (id, loc) in moved {
+                mv.execute(params![
+                    &id.0[..],
+                    to_id,
+                    loc.offset,
+                    loc.stored_len,
+                    loc.plain_len
+                ])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM objects WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
+            params![from],
+        )?;
+        tx.execute("DELETE FROM packs WHERE name = ?1", params![from])?;
+        tx.commit()
+    }
+
     /// The end of the last indexed record of each known pack.
     pub fn pack_ends(&self) -> rusqlite::Result<Vec<(String, u64)>> {
         let mut stmt = self.conn.prepare(&format!("{PACK_ENDS} GROUP BY p.id"))?;

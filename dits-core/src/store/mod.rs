@@ -175,6 +175,52 @@ impl LocalStore {
         Ok(bytes)
     }
 
+    /// Keeps only the objects of closed pack `name` that `keep` selects: none kept, the
+    /// pack is dropped; some, they are copied into a new pack (made durable first) and the
+    /// index moves to it in one transaction before the old file goes. A crash anywhere
+    /// leaves one of the two indexed and the other for the next open to remove. Returns
+    /// the bytes freed. The caller must know what it drops can be had again.
+    pub fn rewrite_pack(
+        &mut self,
+        name: &str,
+        keep: &dyn Fn(&ChunkId) -> bool,
+    ) -> Result<u64, StoreError> {
+        if self.writer.as_ref().is_some_and(|w| w.name == name) {
+            return Ok(0);
+        }
+        let ids = self.pack_object_ids(name)?;
+        let kept: Vec<ChunkId> = ids.iter().filter(|id| keep(id)).copied().collect();
+        if kept.is_empty() {
+            return self.evict_pack(name);
+        }
+        if kept.len() == ids.len() {
+            return Ok(0);
+        }
+        let dir = self.packs_dir();
+        let mut writer = PackWriter::create(&dir).map_err(|e| Self::io_err(&dir, e))?;
+        let new_path = writer.path().to_path_buf();
+        let mut moved = Vec::with_capacity(kept.len());
+        for id in &kept {
+            let (plain_len, sealed) = self.get_sealed(id)?;
+            let loc = writer
+                .append(id, plain_len, &sealed)
+                .map_err(|e| Self::io_err(&new_path, e))?;
+            moved.push((*id, loc));
+        }
+        writer.sync().map_err(|e| Self::io_err(&new_path, e))?;
+        let new_len = writer.len();
+        self.index
+            .move_pack(name, &writer.name, &moved)
+            .map_err(|e| self.index_err(e))?;
+        drop(writer);
+        let path = dir.join(name);
+        let old_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.readers.remove(name);
+        self.used.remove(name);
+        std::fs::remove_file(&path).map_err(|e| Self::io_err(&path, e))?;
+        Ok(old_len.saturating_sub(new_len))
+    }
+
     /// Where callers may put temporary files on the same file system as the store.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
@@ -503,6 +549,42 @@ mod tests {
         let mut s = LocalStore::open(dir.path()).unwrap();
         assert_eq!(s.get(&id).unwrap(), data);
         assert_eq!(s.object_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_rewritten_pack_keeps_what_was_kept_across_a_reopen_and_frees_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects: Vec<Vec<u8>> = (0..6u8)
+            .map(|i| crate::test_bytes::test_bytes(50_000, u64::from(i)))
+            .collect();
+        let ids: Vec<ChunkId> = objects.iter().map(|o| ChunkId::of(o)).collect();
+        {
+            let mut s = LocalStore::open(dir.path()).unwrap();
+            for (id, o) in ids.iter().zip(&objects) {
+                s.put(id, o, CompressionHint::Try).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        let pack = s.packs().unwrap()[0].name.clone();
+        let keep: std::collections::HashSet<ChunkId> = ids.iter().step_by(2).copied().collect();
+        let freed = s.rewrite_pack(&pack, &|id| keep.contains(id)).unwrap();
+        assert!(freed >= 3 * 50_000, "freed {freed}");
+        drop(s);
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.packs().unwrap().len(), 1);
+        assert_ne!(s.packs().unwrap()[0].name, pack);
+        for (id, o) in ids.iter().zip(&objects) {
+            match keep.contains(id) {
+                true => assert_eq!(&s.get(id).unwrap(), o),
+                false => assert!(matches!(s.get(id), Err(StoreError::Missing { .. }))),
+            }
+        }
+        // Nothing kept: the pack goes whole.
+        let pack = s.packs().unwrap()[0].name.clone();
+        s.rewrite_pack(&pack, &|_| false).unwrap();
+        assert_eq!(s.object_count().unwrap(), 0);
+        assert!(s.packs().unwrap().is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod install;
 pub mod key;
 pub mod locks;
 pub mod ls_files;
+pub mod prune;
 pub mod pull_media;
 pub mod show;
 pub mod track;
