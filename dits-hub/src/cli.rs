@@ -52,6 +52,9 @@ struct ServeArgs {
     /// Collect garbage this often (e.g. 6h; see `dits-hub gc`) [default: never].
     #[arg(long, env = "DITS_HUB_GC_EVERY", value_parser = parse_duration)]
     gc_every: Option<i64>,
+    /// Run the cold-tier reaper this often (e.g. 1d; see `dits-hub reaper`) [default: never].
+    #[arg(long, env = "DITS_HUB_REAPER_EVERY", value_parser = parse_duration)]
+    reaper_every: Option<i64>,
     /// What garbage collection spares: objects seen, and blobs dead, more recently than
     /// this (e.g. 1d, 12h, 30m, 90s).
     #[arg(long, env = "DITS_HUB_GC_GRACE", value_parser = parse_duration, default_value = "1d")]
@@ -124,6 +127,7 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
         tls_key: args.tls_key.clone().or(file.tls_key),
         gc_every: args.gc_every.map(|s| s.max(1) as u64),
         gc_grace: args.gc_grace,
+        reaper_every: args.reaper_every.map(|s| s.max(60) as u64),
     };
     anyhow::ensure!(
         options.tls_cert.is_some() == options.tls_key.is_some(),
@@ -161,6 +165,18 @@ enum Command {
         /// hold stay).
         #[arg(long)]
         repo: Option<String>,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move packs nobody has read for their repositories' policy age (`repo cold`) to the
+    /// policy's storage class.
+    Reaper {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// One JSON document.
         #[arg(long)]
         json: bool,
@@ -259,6 +275,19 @@ enum RepoCommand {
         /// Confirm: the repository cannot be restored.
         #[arg(long)]
         yes: bool,
+    },
+    /// Set OWNER/NAME's cold-tier policy: objects not read for AGE move to CLASS
+    /// (STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING or GLACIER_IR) when the reaper runs.
+    Cold {
+        repo: String,
+        /// e.g. 30d.
+        #[arg(long, value_parser = parse_duration, required_unless_present = "off")]
+        after: Option<i64>,
+        #[arg(long, default_value = "STANDARD_IA")]
+        class: String,
+        /// Remove the policy (what has moved stays where it is).
+        #[arg(long, conflicts_with = "after")]
+        off: bool,
     },
     /// Print OWNER/NAME's lock history: who locked, unlocked and force-unlocked what.
     LockLog { repo: String },
@@ -457,6 +486,12 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let meta = metadata(&cli).await?.meta;
             let id = existing_repo(&*meta, owner, name).await?;
             let s = meta.repo_stats(id).await?;
+            let classes: std::collections::BTreeMap<String, u64> = meta
+                .tier()
+                .bytes_by_class(Some(id))
+                .await?
+                .into_iter()
+                .collect();
             let ratio = if s.stored_bytes == 0 {
                 0.0
             } else {
@@ -470,7 +505,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                     "objects": s.objects,
                     "stored_bytes": s.stored_bytes,
                     "dedup_ratio": ratio,
-                    "bytes_per_class": { "standard": s.stored_bytes },
+                    "bytes_per_class": classes,
                 });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -478,9 +513,15 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                     "{repo}: {} media versions, {} bytes if each were stored whole",
                     s.versions, s.logical_bytes
                 );
+                let per_class: Vec<String> = classes
+                    .iter()
+                    .map(|(class, bytes)| format!("{bytes} in {class}"))
+                    .collect();
                 println!(
-                    "stored: {} objects, {} bytes (all in the standard class)",
-                    s.objects, s.stored_bytes
+                    "stored: {} objects, {} bytes ({})",
+                    s.objects,
+                    s.stored_bytes,
+                    per_class.join(", ")
                 );
                 println!("dedup ratio: {ratio:.2}x");
             }
@@ -632,6 +673,52 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "deleted {repo}; `dits-hub gc` frees the objects only it held (after the grace period for its Git packs)"
             );
+            Ok(())
+        }
+        Command::Reaper {
+            serve,
+            dry_run,
+            json,
+        } => {
+            let state = crate::server::state::HubState::open(&serve_options(&cli, serve)?).await?;
+            let report = crate::tier::reap(&state, *dry_run).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let verb = if *dry_run { "would move" } else { "moved" };
+                println!(
+                    "{verb} {} packs ({} bytes) to colder classes",
+                    report.packs, report.bytes
+                );
+                for (class, bytes) in &report.bytes_per_class {
+                    println!("{class}: {bytes} bytes");
+                }
+            }
+            Ok(())
+        }
+        Command::Repo {
+            command:
+                RepoCommand::Cold {
+                    repo,
+                    after,
+                    class,
+                    off,
+                },
+        } => {
+            let (owner, name) = split_repo(repo)?;
+            let policy = match after {
+                Some(after) if !off => Some(crate::tier::policy(*after, class)?),
+                _ => None,
+            };
+            let meta = metadata(&cli).await?.meta;
+            let id = existing_repo(&*meta, owner, name).await?;
+            meta.tier().set_policy(id, policy.as_ref()).await?;
+            let detail = match &policy {
+                Some(p) => format!("after {} s to {}", p.after, p.class),
+                None => "off".to_string(),
+            };
+            meta.audit(&AuditEntry::now(&actor(), "repo-cold", repo, &detail))
+                .await?;
             Ok(())
         }
         Command::Fingerprint => {

@@ -22,4 +22,5 @@ pub mod pg_tls;
 pub mod private;
 pub mod server;
 pub mod sqlite;
+pub mod tier;
 pub mod tls;

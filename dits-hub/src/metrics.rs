@@ -25,6 +25,8 @@ pub struct Stats {
     /// Bytes garbage collection deleted from the object store, and packs it rewrote.
     pub gc_bytes_deleted: AtomicU64,
     pub gc_packs_rewritten: AtomicU64,
+    /// Stored bytes per storage class, as the last reaper run in this process found them.
+    pub bytes_per_class: Mutex<BTreeMap<String, u64>>,
     /// QUIC Retry packets sent: new peers asked to prove their address under load.
     pub quic_retries: AtomicU64,
 }
@@ -33,6 +35,20 @@ impl Stats {
     /// The Prometheus text exposition of the counters.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
+        let classes = self
+            .bytes_per_class
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !classes.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP dits_stored_bytes Stored bytes per storage class (as of the last reaper run).\n# TYPE dits_stored_bytes gauge"
+            );
+            for (class, bytes) in classes {
+                let _ = writeln!(out, "dits_stored_bytes{{class=\"{class}\"}} {bytes}");
+            }
+        }
         for (name, help, v) in [
             (
                 "dits_object_bytes_in_total",

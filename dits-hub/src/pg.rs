@@ -97,6 +97,10 @@ ALTER TABLE git_packs ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE gc_repos (repo_id BIGINT PRIMARY KEY);
 CREATE TABLE gc_live (repo_id BIGINT NOT NULL, id BYTEA NOT NULL, PRIMARY KEY (repo_id, id));
 CREATE TABLE dead_blobs (key TEXT PRIMARY KEY, since BIGINT NOT NULL);
+-- The cold tier (meta::tier): each repository's policy, and packs moved out of the
+-- standard class.
+CREATE TABLE repo_policies (repo_id BIGINT PRIMARY KEY REFERENCES repos(id), cold_after BIGINT NOT NULL, class TEXT NOT NULL);
+CREATE TABLE pack_classes (key TEXT PRIMARY KEY, class TEXT NOT NULL);
 ",
     ),
 ];

@@ -413,3 +413,81 @@ fn prune_frees_old_pushed_versions_and_keeps_head_unpushed_work_and_what_the_hub
         &media().path("base.mp4")
     ));
 }
+
+#[test]
+fn the_reaper_moves_packs_nobody_read_to_the_policys_class_and_clones_still_read_them() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    push(&env, &repo, &["origin", "main"]);
+    let reaper = || -> serde_json::Value {
+        serde_json::from_str(&hub.admin(&["reaper", "--json"])).unwrap()
+    };
+
+    // Archive classes would need a restore before every read: refused, saying why.
+    let archive = hub
+        .admin_command(&[
+            "repo",
+            "cold",
+            "alice/film",
+            "--after",
+            "0s",
+            "--class",
+            "GLACIER",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(archive.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&archive.stderr).contains("archive class"));
+
+    // Without a policy nothing moves.
+    assert_eq!(reaper()["packs"], 0);
+    assert!(hub.chunk_pack_classes().iter().all(|c| c == "STANDARD"));
+
+    hub.admin(&[
+        "repo",
+        "cold",
+        "alice/film",
+        "--after",
+        "0s",
+        "--class",
+        "STANDARD_IA",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dry: serde_json::Value =
+        serde_json::from_str(&hub.admin(&["reaper", "--dry-run", "--json"])).unwrap();
+    assert!(dry["packs"].as_u64().unwrap() >= 1, "{dry}");
+    assert!(hub.chunk_pack_classes().iter().all(|c| c == "STANDARD"));
+    let moved = reaper();
+    assert_eq!(moved["packs"], dry["packs"], "{moved}");
+    let cold = if dits_tests::scale_out() {
+        "STANDARD_IA"
+    } else {
+        "cold"
+    };
+    let classes = hub.chunk_pack_classes();
+    assert!(
+        !classes.is_empty() && classes.iter().all(|c| c == cold),
+        "{classes:?}"
+    );
+    let stats = stats(&hub, "alice/film");
+    assert_eq!(
+        stats["bytes_per_class"]["STANDARD_IA"], stats["stored_bytes"],
+        "{stats}"
+    );
+    // Reading a cold pack is transparent.
+    let out = env.clone_with(&hub.url("alice/film"), "b", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same_bytes(
+        &env.dir.path().join("b/clip.mp4"),
+        &media().path("base.mp4")
+    ));
+    // Moved once: a second run finds nothing left to move.
+    assert_eq!(reaper()["packs"], 0);
+}

@@ -399,7 +399,7 @@ fn hubs_starting_together_migrate_the_schema_once() {
     let data = hubs[0].data.clone();
     drop(hubs);
     let again = HubProcess::start_configured(&data, 0, &[], &backends.envs);
-    assert_eq!(backends.query("SELECT count(*) FROM dits_migrations"), "5");
+    assert_eq!(backends.query("SELECT count(*) FROM dits_migrations"), "6");
     again.admin(&["user", "add", "carol"]);
 }
 

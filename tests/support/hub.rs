@@ -179,6 +179,39 @@ impl HubProcess {
         total
     }
 
+    /// The storage class of each chunk pack: on S3 what a HEAD request says (absent:
+    /// `STANDARD`); in the data directory `cold` for packs under `objects/cold/`, else
+    /// `STANDARD`.
+    pub fn chunk_pack_classes(&self) -> Vec<String> {
+        if let Some((endpoint, bucket, at)) = self.s3_location() {
+            return s3_keys(&endpoint, &bucket, &format!("{at}chunks/"))
+                .iter()
+                .map(|key| {
+                    let out = Command::new("curl")
+                        .args(["-sI", &format!("{endpoint}/{bucket}/{key}")])
+                        .output()
+                        .expect("running curl");
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("x-amz-storage-class")
+                                .then(|| value.trim().to_string())
+                        })
+                        .unwrap_or_else(|| "STANDARD".to_string())
+                })
+                .collect();
+        }
+        let count = |dir: &str| {
+            std::fs::read_dir(self.data.join(dir))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let mut classes = vec!["STANDARD".to_string(); count("objects/chunks")];
+        classes.extend(vec!["cold".to_string(); count("objects/cold/chunks")]);
+        classes
+    }
+
     pub fn url(&self, repo: &str) -> String {
         format!("dits://127.0.0.1:{}/{repo}", self.port)
     }

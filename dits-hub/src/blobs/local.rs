@@ -27,6 +27,25 @@ impl LocalBlobs {
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
+
+    /// Where a blob moved to a colder class lives.
+    fn cold_path(&self, key: &str) -> PathBuf {
+        self.root.join("cold").join(key)
+    }
+
+    /// The blob's file, in the hot directory or the cold one.
+    fn existing_path(&self, key: &str) -> PathBuf {
+        let hot = self.path(key);
+        if hot.exists() {
+            return hot;
+        }
+        let cold = self.cold_path(key);
+        if cold.exists() {
+            cold
+        } else {
+            hot
+        }
+    }
 }
 
 /// Runs a file system call on the blocking pool.
@@ -69,7 +88,7 @@ impl BlobStore for LocalBlobs {
     }
 
     async fn read_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let path = self.path(key);
+        let path = self.existing_path(key);
         blocking(move || {
             let file = File::open(path)?;
             let mut buf = vec![0u8; len];
@@ -80,7 +99,7 @@ impl BlobStore for LocalBlobs {
     }
 
     async fn read(&self, key: &str) -> io::Result<Vec<u8>> {
-        let path = self.path(key);
+        let path = self.existing_path(key);
         blocking(move || fs::read(path)).await
     }
 
@@ -88,34 +107,8 @@ impl BlobStore for LocalBlobs {
         let (root, prefix) = (self.root.clone(), prefix.to_string());
         blocking(move || {
             let mut out = Vec::new();
-            let mut dirs = vec![root.join(&prefix)];
-            while let Some(dir) = dirs.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                for entry in entries {
-                    let entry = entry?;
-                    let meta = entry.metadata()?;
-                    if meta.is_dir() {
-                        dirs.push(entry.path());
-                        continue;
-                    }
-                    let Ok(rel) = entry.path().strip_prefix(&root).map(Path::to_path_buf) else {
-                        continue;
-                    };
-                    let modified = meta
-                        .modified()?
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0);
-                    out.push(BlobInfo {
-                        key: rel.to_string_lossy().into_owned(),
-                        size: meta.len(),
-                        modified,
-                    });
-                }
+            for base in [root.clone(), root.join("cold")] {
+                list_under(&base, &prefix, &mut out)?;
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
@@ -124,14 +117,67 @@ impl BlobStore for LocalBlobs {
     }
 
     async fn delete(&self, key: &str) -> io::Result<()> {
-        let path = self.path(key);
-        blocking(move || match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+        let paths = [self.path(key), self.cold_path(key)];
+        blocking(move || {
+            for path in paths {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
         })
         .await
     }
+
+    async fn set_class(&self, key: &str, _class: &str) -> io::Result<()> {
+        let (hot, cold) = (self.path(key), self.cold_path(key));
+        blocking(move || {
+            let dir = cold
+                .parent()
+                .ok_or_else(|| io::Error::other("a blob key has a directory"))?;
+            fs::create_dir_all(dir)?;
+            fs::rename(&hot, &cold)?;
+            File::open(dir)?.sync_all()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Appends the blobs under `base/prefix` to `out`, keyed relative to `base`.
+fn list_under(base: &Path, prefix: &str, out: &mut Vec<BlobInfo>) -> io::Result<()> {
+    let mut dirs = vec![base.join(prefix)];
+    while let Some(dir) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(base).map(Path::to_path_buf) else {
+                continue;
+            };
+            let modified = meta
+                .modified()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            out.push(BlobInfo {
+                key: rel.to_string_lossy().into_owned(),
+                size: meta.len(),
+                modified,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

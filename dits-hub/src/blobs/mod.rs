@@ -33,6 +33,10 @@ pub trait BlobStore: Send + Sync {
     async fn list(&self, prefix: &str) -> io::Result<Vec<BlobInfo>>;
     /// Deletes blob `key`; one already gone is no error.
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Moves blob `key` to storage class `class` (an S3 class name), keeping its key:
+    /// on S3 it is written again with that class; locally it moves to the `cold/`
+    /// directory, where reads still find it.
+    async fn set_class(&self, key: &str, class: &str) -> io::Result<()>;
     /// Write requests sent to remote storage (S3 PUTs and multipart parts); 0 locally.
     fn write_requests(&self) -> u64 {
         0

@@ -208,7 +208,40 @@ impl BlobStore for S3Blobs {
         }
     }
 
+    async fn set_class(&self, key: &str, class: &str) -> io::Result<()> {
+        use object_store::{Attribute, Attributes, PutOptions};
+        let path = self.remote_path(key);
+        let err = |e| s3_err(&self.url, key, e);
+        let got = self.store.get(&path).await.map_err(err)?;
+        check_single_put(key, got.meta.size)?;
+        let bytes = got.bytes().await.map_err(err)?;
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::StorageClass, class.to_string().into());
+        let options = PutOptions {
+            attributes,
+            ..PutOptions::default()
+        };
+        // The same bytes under the same key: a reader meanwhile gets one copy or the other.
+        self.store
+            .put_opts(&path, bytes.into(), options)
+            .await
+            .map_err(err)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn write_requests(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
+}
+
+/// Refuses to rewrite a blob larger than one PUT may carry (S3: 5 GiB); packs are far
+/// smaller.
+fn check_single_put(key: &str, size: u64) -> io::Result<()> {
+    if size > 5 << 30 {
+        return Err(io::Error::other(format!(
+            "{key} is {size} bytes, more than one PUT may write to change its storage class"
+        )));
+    }
+    Ok(())
 }

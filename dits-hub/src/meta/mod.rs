@@ -12,6 +12,7 @@
 pub mod gc;
 pub mod pg;
 pub mod sqlite;
+pub mod tier;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -125,6 +126,8 @@ pub trait MetaStore: Send + Sync {
     async fn touch(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<()>;
     /// The collector's side of the store.
     fn gc(&self) -> &dyn gc::GcStore;
+    /// The cold-tier reaper's side of the store.
+    fn tier(&self) -> &dyn tier::TierStore;
     /// Adds pushed commits (and the assets their pointers name) to the commit index;
     /// commits already indexed are left as they are.
     async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;

@@ -18,6 +18,7 @@ use crate::meta::{
 use crate::pg::{classify, is_unique_violation, PgResult, SWEEP_LOCK};
 
 mod gc;
+mod tier;
 
 /// Ids per statement when asking about many objects at once.
 const BATCH: usize = 10_000;
@@ -239,6 +240,10 @@ impl MetaStore for PgMeta {
     }
 
     fn gc(&self) -> &dyn crate::meta::gc::GcStore {
+        self
+    }
+
+    fn tier(&self) -> &dyn crate::meta::tier::TierStore {
         self
     }
 

@@ -15,6 +15,7 @@ use crate::sqlite::SqliteDb;
 
 mod gc;
 mod keys;
+mod tier;
 use keys::{change_keys, key_state, set_key_group};
 
 pub struct SqliteMeta {
@@ -53,6 +54,10 @@ CREATE INDEX IF NOT EXISTS objects_by_pack ON objects (pack);
 CREATE TABLE IF NOT EXISTS gc_repos (repo_id INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS gc_live (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_blobs (key TEXT PRIMARY KEY, since INTEGER NOT NULL);
+-- The cold tier (meta::tier): each repository's policy, and packs moved out of the
+-- standard class.
+CREATE TABLE IF NOT EXISTS repo_policies (repo_id INTEGER PRIMARY KEY, cold_after INTEGER NOT NULL, class TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pack_classes (key TEXT PRIMARY KEY, class TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wrapped_keys (group_id INTEGER NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id INTEGER NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (group_id, generation, user_id)) WITHOUT ROWID;
 ";
 
@@ -68,6 +73,16 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "repo_objects",
         "seen",
         "ALTER TABLE repo_objects ADD COLUMN seen INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "objects",
+        "created",
+        "ALTER TABLE objects ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "objects",
+        "last_access",
+        "ALTER TABLE objects ADD COLUMN last_access INTEGER NOT NULL DEFAULT 0",
     ),
     (
         "git_packs",
@@ -311,6 +326,10 @@ impl MetaStore for SqliteMeta {
         self
     }
 
+    fn tier(&self) -> &dyn crate::meta::tier::TierStore {
+        self
+    }
+
     async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>> {
         let ids = ids.to_vec();
         self.db
@@ -356,15 +375,17 @@ impl MetaStore for SqliteMeta {
                 let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 {
                     let mut put = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO objects (id, pack, offset, stored_len, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR IGNORE INTO objects (id, pack, offset, stored_len, len, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
+                    let now = unix_now();
                     for (id, loc) in &stored {
                         put.execute(params![
                             &id.0[..],
                             pack,
                             loc.offset as i64,
                             loc.stored_len as i64,
-                            loc.len as i64
+                            loc.len as i64,
+                            now
                         ])?;
                     }
                     // Only objects the index still holds are linked: one a collection

@@ -114,6 +114,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     if let Some(every) = options.gc_every {
         collect_on_schedule(state.clone(), every, options.gc_grace);
     }
+    tier_on_schedule(state.clone(), options.reaper_every);
     let identity = crate::tls::identity(
         &options.data,
         options.tls_cert.as_deref(),
@@ -237,6 +238,30 @@ fn collect_on_schedule(state: Arc<HubState>, every: u64, grace: i64) {
                 ),
                 Ok(_) => tracing::info!("garbage collection: another hub is collecting"),
                 Err(e) => tracing::warn!("garbage collection: {e:#}"),
+            }
+        }
+    });
+}
+
+/// Writes the reads noted in memory to the index every minute and, with `reaper_every`,
+/// runs the cold-tier reaper that often.
+fn tier_on_schedule(state: Arc<HubState>, reaper_every: Option<u64>) {
+    tokio::spawn(async move {
+        let mut flush = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut last_reap = std::time::Instant::now();
+        loop {
+            flush.tick().await;
+            if let Err(e) = crate::tier::flush_access(&state).await {
+                tracing::warn!("recording reads: {e:#}");
+            }
+            let Some(every) = reaper_every else { continue };
+            if last_reap.elapsed().as_secs() < every {
+                continue;
+            }
+            last_reap = std::time::Instant::now();
+            match crate::tier::reap(&state, false).await {
+                Ok(r) => tracing::info!(packs = r.packs, bytes = r.bytes, "cold-tier reaper"),
+                Err(e) => tracing::warn!("cold-tier reaper: {e:#}"),
             }
         }
     });

@@ -224,6 +224,11 @@ pub async fn get<W: AsyncWrite + Unpin>(
     let located = locate(state, &ids)
         .await
         .map_err(|e| HubError::from(e.context("serving objects")))?;
+    if state.access.note(&ids) {
+        if let Err(e) = crate::tier::flush_access(state).await {
+            tracing::warn!("recording reads: {e:#}");
+        }
+    }
     let mut groups = groups_by_size(&located, GET_GROUP_BYTES).into_iter();
     // The first group is read before the header (neighbouring objects of one pack in one
     // ranged read: one GET on S3), so a storage error can still be a proper refusal.

@@ -24,6 +24,8 @@ pub struct HubState {
     pub metrics: Metrics,
     /// What any peer may make the hub hold (connections, header bytes).
     pub limits: Limits,
+    /// Objects read since the access times were last written.
+    pub access: crate::tier::AccessLog,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.
@@ -43,6 +45,8 @@ pub struct ServeOptions {
     pub gc_every: Option<u64>,
     /// The collection's grace period (seconds).
     pub gc_grace: i64,
+    /// Run the cold-tier reaper this often (seconds); none: only `dits-hub reaper` does.
+    pub reaper_every: Option<u64>,
 }
 
 /// Links not seen for a day, and blobs dead for a day, may be collected: far longer than
@@ -63,6 +67,7 @@ impl ServeOptions {
             tls_key: None,
             gc_every: None,
             gc_grace: DEFAULT_GC_GRACE,
+            reaper_every: None,
         }
     }
 }
@@ -82,6 +87,7 @@ impl HubState {
             metrics: Default::default(),
             stats: Stats::default(),
             limits: Limits::default(),
+            access: Default::default(),
         })
     }
 }

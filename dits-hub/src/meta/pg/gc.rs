@@ -96,6 +96,7 @@ impl GcStore for PgMeta {
             "lock_events",
             "gc_repos",
             "gc_live",
+            "repo_policies",
         ] {
             tx.execute(&format!("DELETE FROM {table} WHERE repo_id = $1"), &[&repo])
                 .await
@@ -334,9 +335,11 @@ impl GcStore for PgMeta {
     }
 
     async fn forget_dead(&self, key: &str) -> anyhow::Result<()> {
-        self.client()
-            .await?
-            .execute("DELETE FROM dead_blobs WHERE key = $1", &[&key])
+        let c = self.client().await?;
+        c.execute("DELETE FROM dead_blobs WHERE key = $1", &[&key])
+            .await
+            .pg()?;
+        c.execute("DELETE FROM pack_classes WHERE key = $1", &[&key])
             .await
             .pg()?;
         Ok(())

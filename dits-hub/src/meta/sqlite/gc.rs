@@ -89,6 +89,7 @@ impl GcStore for SqliteMeta {
                     "locks",
                     "gc_repos",
                     "gc_live",
+                    "repo_policies",
                 ] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE repo_id = ?1"),
@@ -331,6 +332,7 @@ impl GcStore for SqliteMeta {
         self.db
             .run(move |db| {
                 db.execute("DELETE FROM dead_blobs WHERE key = ?1", params![key])?;
+                db.execute("DELETE FROM pack_classes WHERE key = ?1", params![key])?;
                 Ok(())
             })
             .await
