@@ -43,6 +43,9 @@ pub enum HubError {
         what: &'static str,
         cause: anyhow::Error,
     },
+    /// The data asked for is in an archive storage class; a restore has been started.
+    #[error("{0}")]
+    Restoring(String),
     /// A bug, or a backend failing in a way retrying will not fix.
     #[error("internal hub error; the hub's log has the details")]
     Internal(anyhow::Error),
@@ -64,6 +67,7 @@ impl HubError {
             HubError::Unavailable { .. } => {
                 (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
             }
+            HubError::Restoring(_) => (ErrorCode::Restoring, StatusCode::SERVICE_UNAVAILABLE),
             HubError::Internal(_) => (ErrorCode::Internal, StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -135,6 +139,9 @@ impl From<anyhow::Error> for HubError {
     /// A backend failure: [`HubError::Unavailable`] when an [`Unavailable`] is anywhere in
     /// its chain (also inside an I/O error), otherwise [`HubError::Internal`].
     fn from(cause: anyhow::Error) -> HubError {
+        if let Some(restoring) = marker_in::<Restoring>(&cause) {
+            return HubError::Restoring(restoring.to_string());
+        }
         match unavailable_in(&cause) {
             Some(what) => HubError::Unavailable { what, cause },
             None => HubError::Internal(cause),
@@ -178,17 +185,34 @@ impl Unavailable {
     }
 }
 
+/// Blob `key` is in an archive storage class and a restore of it is under way: reads
+/// fail until it is done.
+#[derive(Debug, thiserror::Error)]
+#[error("media is in archive storage ({key}); the hub has started restoring it, which takes {estimate}: try again then")]
+pub struct Restoring {
+    pub key: String,
+    pub estimate: &'static str,
+}
+
 /// Which backend an [`Unavailable`] in `e`'s chain names, also when wrapped in an I/O
 /// error.
 pub fn unavailable_in(e: &anyhow::Error) -> Option<&'static str> {
+    marker_in::<Unavailable>(e).map(|u| u.what)
+}
+
+/// Whether `e` is (or wraps) a [`Restoring`]: data in archive storage, being restored.
+pub fn restoring_in(e: &anyhow::Error) -> bool {
+    marker_in::<Restoring>(e).is_some()
+}
+
+/// The first `M` in `e`'s chain, also when wrapped in an I/O error.
+fn marker_in<M: std::error::Error + Send + Sync + 'static>(e: &anyhow::Error) -> Option<&M> {
     e.chain().find_map(|e| {
-        e.downcast_ref::<Unavailable>()
-            .or_else(|| {
-                e.downcast_ref::<std::io::Error>()
-                    .and_then(|io| io.get_ref())
-                    .and_then(|inner| inner.downcast_ref::<Unavailable>())
-            })
-            .map(|u| u.what)
+        e.downcast_ref::<M>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<M>())
+        })
     })
 }
 

@@ -1,8 +1,8 @@
 //! The cold tier: packs whose objects nobody has read for a repository policy's age move
 //! to that policy's storage class (`dits-hub reaper`, or `serve --reaper-every`). Reads
 //! are noted in memory ([`AccessLog`]) and written to the index in batches, at most once
-//! an hour per object. Only classes that read at once are accepted: archive classes
-//! (GLACIER, DEEP_ARCHIVE) need a restore before each read, which the hub does not make.
+//! an hour per object. Archive classes (GLACIER, DEEP_ARCHIVE) cannot be read at once: a
+//! read starts a restore and is answered "restoring" (see `blobs::s3`).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -13,29 +13,25 @@ use crate::meta::tier::ColdPolicy;
 use crate::meta::unix_now;
 use crate::server::state::HubState;
 
-/// Storage classes a policy may name: S3's classes that serve a GET at once.
+/// Storage classes a policy may name (S3's names; the local backend keeps every one of
+/// them in its `cold/` directory).
 pub const CLASSES: &[&str] = &[
     "STANDARD_IA",
     "ONEZONE_IA",
     "INTELLIGENT_TIERING",
     "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
 ];
 
-/// Checks a policy's class, saying what to use instead of an archive class.
+/// Checks a policy's class.
 pub fn check_class(class: &str) -> anyhow::Result<()> {
-    if CLASSES.contains(&class) {
-        return Ok(());
-    }
-    if matches!(class, "GLACIER" | "DEEP_ARCHIVE") {
-        anyhow::bail!(
-            "{class} is an archive class: each read would need a restore first, which this hub does not make yet; use one of {}",
-            CLASSES.join(", ")
-        );
-    }
-    anyhow::bail!(
+    anyhow::ensure!(
+        CLASSES.contains(&class),
         "{class:?} is not a storage class the hub knows; use one of {}",
         CLASSES.join(", ")
-    )
+    );
+    Ok(())
 }
 
 /// A repository policy from the command line.

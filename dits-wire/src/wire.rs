@@ -217,6 +217,9 @@ pub enum ErrorCode {
     /// A backend the hub needs (database, lock store, object storage) did not answer:
     /// retry later.
     Unavailable,
+    /// The data is in archive storage; the hub has started a restore: retry once it is
+    /// done (the message says about when), not at once.
+    Restoring,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

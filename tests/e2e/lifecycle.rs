@@ -415,7 +415,7 @@ fn prune_frees_old_pushed_versions_and_keeps_head_unpushed_work_and_what_the_hub
 }
 
 #[test]
-fn the_reaper_moves_packs_nobody_read_to_the_policys_class_and_clones_still_read_them() {
+fn the_reaper_moves_unread_packs_to_the_policys_class_and_archived_ones_restore_on_read() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
     let repo = env.repo("a");
@@ -426,8 +426,7 @@ fn the_reaper_moves_packs_nobody_read_to_the_policys_class_and_clones_still_read
         serde_json::from_str(&hub.admin(&["reaper", "--json"])).unwrap()
     };
 
-    // Archive classes would need a restore before every read: refused, saying why.
-    let archive = hub
+    let unknown = hub
         .admin_command(&[
             "repo",
             "cold",
@@ -435,12 +434,11 @@ fn the_reaper_moves_packs_nobody_read_to_the_policys_class_and_clones_still_read
             "--after",
             "0s",
             "--class",
-            "GLACIER",
+            "COLD",
         ])
         .output()
         .unwrap();
-    assert_eq!(archive.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&archive.stderr).contains("archive class"));
+    assert_eq!(unknown.status.code(), Some(2));
 
     // Without a policy nothing moves.
     assert_eq!(reaper()["packs"], 0);
@@ -490,4 +488,46 @@ fn the_reaper_moves_packs_nobody_read_to_the_policys_class_and_clones_still_read
     ));
     // Moved once: a second run finds nothing left to move.
     assert_eq!(reaper()["packs"], 0);
+
+    // An archive class: the first read starts a restore and is answered "restoring",
+    // which the client prints; once restored (moto restores at once) it reads.
+    hub.admin(&["repo", "create", "alice/vault"]);
+    let vault = env.repo("vault");
+    env.git(
+        &vault,
+        &["remote", "add", "origin", &hub.url("alice/vault")],
+    );
+    env.commit_file(&vault, &media().path("audio-swap.mp4"), "clip.mp4");
+    push(&env, &vault, &["origin", "main"]);
+    hub.admin(&[
+        "repo",
+        "cold",
+        "alice/vault",
+        "--after",
+        "0s",
+        "--class",
+        "GLACIER",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(reaper()["packs"].as_u64().unwrap() >= 1);
+    if dits_tests::scale_out() {
+        assert!(hub.chunk_pack_classes().iter().any(|c| c == "GLACIER"));
+        let first = env.clone_with(&hub.url("alice/vault"), "v1", &[]);
+        let said = String::from_utf8_lossy(&first.stderr);
+        assert!(
+            said.contains("archive storage") && said.contains("try again"),
+            "{said}"
+        );
+        // moto restores at once, so the checkout's own second attempt may already read it.
+    }
+    let again = env.clone_with(&hub.url("alice/vault"), "v2", &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(same_bytes(
+        &env.dir.path().join("v2/clip.mp4"),
+        &media().path("audio-swap.mp4")
+    ));
 }

@@ -187,8 +187,11 @@ impl HubProcess {
             return s3_keys(&endpoint, &bucket, &format!("{at}chunks/"))
                 .iter()
                 .map(|key| {
+                    // A signed HEAD (moto refuses an anonymous one), with the test keys.
                     let out = Command::new("curl")
-                        .args(["-sI", &format!("{endpoint}/{bucket}/{key}")])
+                        .args(["-sI", "--aws-sigv4", "aws:amz:us-east-1:s3"])
+                        .args(["--user", "test:test"])
+                        .arg(format!("{endpoint}/{bucket}/{key}"))
                         .output()
                         .expect("running curl");
                     String::from_utf8_lossy(&out.stdout)

@@ -11,7 +11,13 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 
 use crate::blobs::{BlobInfo, BlobStore, BlobWriter, Staging};
-use crate::error::Unavailable;
+use crate::error::{Restoring, Unavailable};
+
+/// How long a restored copy of an archived blob stays readable.
+const RESTORE_DAYS: u32 = 7;
+/// What a standard-tier restore takes from S3 Glacier Flexible Retrieval (Deep Archive:
+/// up to 12 hours).
+const RESTORE_ESTIMATE: &str = "about 3 to 5 hours (up to 12 from Deep Archive)";
 
 /// Blobs up to this size are one PUT (a push's packs are ~32 MiB batches, so one request
 /// each: ~32 PUTs per GB); larger ones go up in parts of [`PART`] bytes.
@@ -23,6 +29,12 @@ const PARTS_IN_FLIGHT: usize = 4;
 
 pub struct S3Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The same client, for its credentials (restore requests).
+    s3: Arc<object_store::aws::AmazonS3>,
+    /// Where restore requests go: the endpoint (path-style), bucket and region.
+    endpoint: String,
+    bucket: String,
+    region: String,
     prefix: String,
     /// What `--objects` said, for messages.
     url: String,
@@ -81,11 +93,23 @@ impl S3Blobs {
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             builder = builder.with_endpoint(endpoint);
         }
-        let store = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("--objects {url}: {e}"))?;
+        let region = builder
+            .get_config_value(&object_store::aws::AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let endpoint = builder
+            .get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let store = Arc::new(
+            builder
+                .build()
+                .map_err(|e| anyhow::anyhow!("--objects {url}: {e}"))?,
+        );
         Ok(S3Blobs {
-            store: Arc::new(store),
+            s3: store.clone(),
+            store,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            bucket: bucket.to_string(),
+            region,
             prefix: prefix.trim_matches('/').to_string(),
             url: url.to_string(),
             staging,
@@ -99,6 +123,59 @@ impl S3Blobs {
         } else {
             object_store::path::Path::from(format!("{}/{key}", self.prefix))
         }
+    }
+
+    /// A read of `key` failed with `e`: when the blob is in an archive class, starts a
+    /// restore and says so ([`Restoring`]); otherwise the error as it is.
+    async fn read_failed(&self, key: &str, e: object_store::Error) -> io::Error {
+        if !format!("{e:?}").contains("InvalidObjectState") {
+            return s3_err(&self.url, key, e);
+        }
+        if let Err(e) = self.start_restore(key).await {
+            return io::Error::other(format!(
+                "object store {}: {key} is in archive storage and a restore could not be started: {e:#}",
+                self.url
+            ));
+        }
+        io::Error::other(Restoring {
+            key: key.to_string(),
+            estimate: RESTORE_ESTIMATE,
+        })
+    }
+
+    /// Asks S3 to restore archived blob `key` for [`RESTORE_DAYS`] days (a restore already
+    /// under way is no error).
+    async fn start_restore(&self, key: &str) -> anyhow::Result<()> {
+        use object_store::aws::AwsAuthorizer;
+        use object_store::client::{HttpConnector, ReqwestConnector};
+        let credential = self.s3.credentials().get_credential().await?;
+        let uri = format!(
+            "{}/{}/{}?restore",
+            self.endpoint,
+            self.bucket,
+            self.remote_path(key)
+        );
+        let body = format!(
+            "<RestoreRequest xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Days>{RESTORE_DAYS}</Days><GlacierJobParameters><Tier>Standard</Tier></GlacierJobParameters></RestoreRequest>"
+        );
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(&uri)
+            .body(body.into())?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .with_sign_payload(true)
+            .authorize(&mut request, None);
+        let client = ReqwestConnector::default()
+            .connect(&object_store::ClientOptions::new().with_allow_http(true))?;
+        let response = client.execute(request).await?;
+        let status = response.status();
+        // 202: started; 200: already restored; 409: already under way.
+        anyhow::ensure!(
+            status.is_success() || status.as_u16() == 409,
+            "RestoreObject answered {status}"
+        );
+        tracing::info!(key, %status, "started restoring an archived blob");
+        Ok(())
     }
 
     /// Uploads the staged blob under `key`; returns the write requests it took.
@@ -157,19 +234,18 @@ impl BlobStore for S3Blobs {
 
     async fn read_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let range = offset..offset + len as u64;
-        let bytes = self
-            .store
-            .get_range(&self.remote_path(key), range)
-            .await
-            .map_err(|e| s3_err(&self.url, key, e))?;
-        Ok(bytes.to_vec())
+        match self.store.get_range(&self.remote_path(key), range).await {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(e) => Err(self.read_failed(key, e).await),
+        }
     }
 
     async fn read(&self, key: &str) -> io::Result<Vec<u8>> {
         let got = async { self.store.get(&self.remote_path(key)).await?.bytes().await };
-        got.await
-            .map(|b| b.to_vec())
-            .map_err(|e| s3_err(&self.url, key, e))
+        match got.await {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(e) => Err(self.read_failed(key, e).await),
+        }
     }
 
     async fn list(&self, prefix: &str) -> io::Result<Vec<BlobInfo>> {

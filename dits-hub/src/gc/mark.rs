@@ -28,7 +28,7 @@ pub struct Marked {
     pub objects: u64,
 }
 
-/// Records `repo` as collected and its live set. Fails (and the collection with it)
+/// Records `repo`'s live set and then the repository as collected. Fails (and the collection with it)
 /// when a ref reaches a recipe the hub cannot read: a live set with holes would delete
 /// what a ref needs.
 pub async fn mark_repo(state: &HubState, repo: &RepoEntry) -> anyhow::Result<Marked> {
@@ -39,7 +39,6 @@ pub async fn mark_repo(state: &HubState, repo: &RepoEntry) -> anyhow::Result<Mar
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(context)?;
     let tips: Vec<String> = state.meta.refs(repo.id).await?.into_values().collect();
-    gc.collect_repo(repo.id).await?;
     let mut recipes: HashSet<ChunkId> = HashSet::new();
     let mut blobs = state.mirror.small_blobs(repo.id, tips, MAX_POINTER_LEN);
     while let Some(blob) = blobs.recv().await {
@@ -83,5 +82,8 @@ pub async fn mark_repo(state: &HubState, repo: &RepoEntry) -> anyhow::Result<Mar
     if !batch.is_empty() {
         gc.mark_live(repo.id, &batch).await?;
     }
+    // Only a whole live set lets the sweep drop this repository's links: a marking cut
+    // short (a recipe in archive storage, say) leaves them all.
+    gc.collect_repo(repo.id).await?;
     Ok(marked)
 }

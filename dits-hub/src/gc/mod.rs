@@ -55,6 +55,8 @@ pub struct GcReport {
     pub repos_collected: u64,
     /// Encrypted repositories, whose objects are all kept.
     pub repos_kept_encrypted: u64,
+    /// Repositories whose recipes are in archive storage, kept whole this time.
+    pub repos_kept_archived: u64,
     pub live_recipes: u64,
     pub live_objects: u64,
     pub links_dropped: u64,
@@ -97,7 +99,17 @@ pub async fn collect(state: &HubState, options: &GcOptions) -> anyhow::Result<Gc
             report.repos_kept_encrypted += 1;
             continue;
         }
-        let marked = mark::mark_repo(state, repo).await?;
+        let marked = match mark::mark_repo(state, repo).await {
+            Ok(marked) => marked,
+            Err(e) if crate::error::restoring_in(&e) => {
+                // Its recipes are in archive storage (a restore is now under way): keep
+                // all it holds this time.
+                tracing::info!(repo = %repo.name, "kept whole: {e:#}");
+                report.repos_kept_archived += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         report.repos_collected += 1;
         report.live_recipes += marked.recipes;
         report.live_objects += marked.objects;

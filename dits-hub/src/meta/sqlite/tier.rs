@@ -141,3 +141,70 @@ impl TierStore for SqliteMeta {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{unix_now, Location, MetaStore};
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId([n; 32])
+    }
+
+    #[tokio::test]
+    async fn a_pack_goes_cold_only_when_every_object_is_unread_for_the_policy_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("hub.sqlite")).unwrap();
+        meta.create_repo("a", "film").await.unwrap();
+        meta.create_repo("a", "other").await.unwrap();
+        let film = meta.find_repo("a", "film").await.unwrap().unwrap();
+        let other = meta.find_repo("a", "other").await.unwrap().unwrap();
+        let loc = |offset| Location {
+            offset,
+            stored_len: 10,
+            len: 10,
+        };
+        let stored = [(id(1), loc(0)), (id(2), loc(10))];
+        meta.record_objects(film, Some("chunks/p1"), &stored, &[id(1), id(2)])
+            .await
+            .unwrap();
+        let now = unix_now();
+        let tier: &dyn TierStore = &meta;
+        // No policy: nothing moves.
+        assert!(tier.cold_candidates(now + 1000).await.unwrap().is_empty());
+        let policy = ColdPolicy {
+            after: 100,
+            class: "STANDARD_IA".into(),
+        };
+        tier.set_policy(film, Some(&policy)).await.unwrap();
+        assert!(
+            tier.cold_candidates(now).await.unwrap().is_empty(),
+            "too new"
+        );
+        let later = tier.cold_candidates(now + 200).await.unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(
+            (later[0].bytes, later[0].class.as_str()),
+            (20, "STANDARD_IA")
+        );
+        // One object read since (batched reads land as one write) keeps the whole pack.
+        tier.record_access(&[id(2)], now + 150).await.unwrap();
+        assert!(tier.cold_candidates(now + 200).await.unwrap().is_empty());
+        assert_eq!(tier.cold_candidates(now + 300).await.unwrap().len(), 1);
+        // Held by a repository without a policy: it stays.
+        meta.record_objects(other, None, &[], &[id(1)])
+            .await
+            .unwrap();
+        assert!(tier.cold_candidates(now + 1000).await.unwrap().is_empty());
+        tier.set_policy(other, Some(&policy)).await.unwrap();
+        tier.set_pack_class("chunks/p1", "STANDARD_IA")
+            .await
+            .unwrap();
+        assert!(
+            tier.cold_candidates(now + 1000).await.unwrap().is_empty(),
+            "moved already"
+        );
+        let classes = tier.bytes_by_class(Some(film)).await.unwrap();
+        assert_eq!(classes, vec![("STANDARD_IA".to_string(), 20)]);
+    }
+}
