@@ -199,6 +199,59 @@ impl GitMirror {
         Ok(())
     }
 
+    /// Writes to `writer` one whole (not thin) Git pack of everything reachable from
+    /// `tips`, and records it as indexed (the mirror has its objects already). Returns
+    /// the writer and the pack's id (BLAKE3 of its bytes, as uploads are named).
+    pub async fn pack_reachable(
+        &self,
+        repo: i64,
+        tips: Vec<String>,
+        mut writer: crate::blobs::BlobWriter,
+    ) -> Result<(crate::blobs::BlobWriter, String)> {
+        self.blocking(move |m| {
+            use std::io::Read;
+            let dir = m.repo_dir(repo)?;
+            let mut child = m
+                .git(&dir)
+                .args(["pack-objects", "--revs", "--stdout", "-q"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("running git pack-objects")?;
+            let mut stdin = child.stdin.take().context("pack-objects stdin")?;
+            let list: String = tips.iter().map(|t| format!("{t}\n")).collect();
+            let feeder = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+            let mut out = child.stdout.take().context("pack-objects stdout")?;
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = out.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                writer.write(&buf[..n])?;
+                hasher.update(&buf[..n]);
+            }
+            let _ = feeder.join();
+            let done = child.wait_with_output()?;
+            if !done.status.success() {
+                bail!(
+                    "git pack-objects in mirror {repo}: {}",
+                    String::from_utf8_lossy(&done.stderr).trim()
+                );
+            }
+            let id = hasher.finalize().to_hex().to_string();
+            let mut list = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(INDEXED_LIST))?;
+            writeln!(list, "{id}")?;
+            Ok((writer, id))
+        })
+        .await
+    }
+
     /// Removes the mirror of a deleted repository.
     pub async fn remove(&self, repo: i64) -> Result<()> {
         let dir = self.root.join(format!("{repo}.git"));

@@ -90,10 +90,11 @@ CREATE TABLE wrapped_keys (group_id BIGINT NOT NULL REFERENCES key_groups(id), g
         6,
         "
 -- Garbage collection (meta::gc): when each link was last seen, when each Git pack was
--- uploaded, the repositories a collection drops unreachable links of, what refs reach in
+-- uploaded and each repository's refs last moved, the repositories a collection drops unreachable links of, what refs reach in
 -- each, and blobs no row names any more (deleted after the grace period).
 ALTER TABLE repo_objects ADD COLUMN seen BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE git_packs ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE repos ADD COLUMN refs_changed BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE gc_repos (repo_id BIGINT PRIMARY KEY);
 CREATE TABLE gc_live (repo_id BIGINT NOT NULL, id BYTEA NOT NULL, PRIMARY KEY (repo_id, id));
 CREATE TABLE dead_blobs (key TEXT PRIMARY KEY, since BIGINT NOT NULL);

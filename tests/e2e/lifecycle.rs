@@ -45,6 +45,15 @@ fn fresh_hub_storing(files: &[(&str, &str)]) -> (u64, serde_json::Value) {
     (hub.stored_bytes("chunks/"), stats(&hub, "alice/film"))
 }
 
+/// A repository on `hub` (alice/film) whose main, pushed, holds base.mp4 as clip.mp4.
+fn film_with_base(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    push(env, &repo, &["origin", "main"]);
+    repo
+}
+
 /// A repository on `hub` whose pushed history held base.mp4 and noise.mp4 (one push,
 /// in one pack) and, on a branch since deleted, an edit of base.mp4; main was then
 /// forced back to the commit with base.mp4 alone. Returns the repository.
@@ -98,8 +107,9 @@ fn clone_holds_only_base(env: &TestEnv, hub: &HubProcess, name: &str) {
 fn gc_frees_exactly_what_a_deleted_branch_and_a_forced_away_commit_held() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
-    history_with_garbage(&env, &hub);
+    let repo = history_with_garbage(&env, &hub);
     let before = hub.stored_bytes("chunks/");
+    let git_before = hub.stored_bytes("git/");
 
     // Within the grace period (a day by default) nothing is collected.
     let kept = gc(&hub, &[]);
@@ -132,21 +142,47 @@ fn gc_frees_exactly_what_a_deleted_branch_and_a_forced_away_commit_held() {
     assert_eq!(s["stored_bytes"], live_stats["stored_bytes"]);
     assert!(report["stored_bytes_before"].as_u64().unwrap() >= before);
 
+    // The Git packs, mostly commits no ref reaches now, became one pack of main.
+    assert!(
+        report["git_packs_replaced"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert!(hub.stored_bytes("git/") < git_before);
     clone_holds_only_base(&env, &hub, "after-gc");
+    // A clone from before fetches the new pack and pushes on top of it.
+    let fetched = env.git_output(&repo, &["fetch", "origin"]);
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    env.commit_file(&repo, &media().path("trim.mp4"), "other.mp4");
+    push(&env, &repo, &["origin", "main"]);
     // A second run finds nothing more.
     let again = gc(&hub, &["--gc-grace", "0s"]);
     assert_eq!(again["objects_deleted"], 0, "{again}");
-    assert_eq!(hub.stored_bytes("chunks/"), after);
+    assert!(
+        hub.stored_bytes("chunks/") > after,
+        "the new push's objects stay"
+    );
+    let out = env.clone_with(&hub.url("alice/film"), "last", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = env.dir.path().join("last");
+    assert!(same_bytes(
+        &last.join("other.mp4"),
+        &media().path("trim.mp4")
+    ));
 }
 
 #[test]
 fn pushes_racing_gc_never_leave_a_ref_naming_a_collected_object() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&env, &repo, &["origin", "main"]);
+    let repo = film_with_base(&env, &hub);
     for round in 0..4 {
         // The edit's objects become garbage candidates: pushed, their branch deleted,
         // then left longer than the grace period.
@@ -280,10 +316,7 @@ fn two_collectors_at_once_one_does_the_work() {
 fn deleting_a_repository_frees_what_only_it_held() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&env, &repo, &["origin", "main"]);
+    let repo = film_with_base(&env, &hub);
     let one = hub.stored_bytes("chunks/");
 
     // A second repository with the same clip and one of its own.
@@ -418,10 +451,7 @@ fn prune_frees_old_pushed_versions_and_keeps_head_unpushed_work_and_what_the_hub
 fn the_reaper_moves_unread_packs_to_the_policys_class_and_archived_ones_restore_on_read() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    push(&env, &repo, &["origin", "main"]);
+    let repo = film_with_base(&env, &hub);
     let reaper = || -> serde_json::Value {
         serde_json::from_str(&hub.admin(&["reaper", "--json"])).unwrap()
     };

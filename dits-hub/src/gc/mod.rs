@@ -12,12 +12,15 @@
 //!    pushes).
 //! 3. **Rewrite** ([`rewrite`]): packs mostly garbage have their live objects copied into
 //!    a new pack; the index moves to it in one transaction and the old pack is dead.
-//! 4. **Delete**: blobs dead for the grace period go from storage, and so do blobs no
+//! 4. **Git packs** ([`git_packs`]): a repository's Git packs, when mostly unreachable
+//!    commits, are replaced by one pack of what its refs reach.
+//! 5. **Delete**: blobs dead for the grace period go from storage, and so do blobs no
 //!    row names that are older than the grace and [`LEAK_AGE`] (left by a killed process).
 //!
 //! Encrypted repositories are not marked: the hub cannot read their pointers or recipes,
 //! so it keeps every object they hold (until `repo delete`).
 
+pub mod git_packs;
 pub mod mark;
 pub mod rewrite;
 
@@ -65,6 +68,9 @@ pub struct GcReport {
     pub object_bytes_deleted: u64,
     pub packs_rewritten: u64,
     pub bytes_copied: u64,
+    /// Git packs replaced by one pack of what the refs reach, and the bytes that saved.
+    pub git_packs_replaced: u64,
+    pub git_bytes_freed: u64,
     pub blobs_deleted: u64,
     /// Bytes that left the object store.
     pub blob_bytes_deleted: u64,
@@ -125,6 +131,11 @@ pub async fn collect(state: &HubState, options: &GcOptions) -> anyhow::Result<Gc
     report.object_bytes_deleted = bytes;
 
     if !options.dry_run {
+        for repo in &repos {
+            let repacked = git_packs::repack(state, repo, cutoff).await?;
+            report.git_packs_replaced += repacked.packs_replaced;
+            report.git_bytes_freed += repacked.bytes_before - repacked.bytes_after;
+        }
         let rewritten = rewrite::rewrite_packs(state, &mut requests).await?;
         report.packs_rewritten = rewritten.packs;
         report.bytes_copied = rewritten.bytes_copied;

@@ -24,6 +24,8 @@ pub struct RepoEntry {
     /// OWNER/NAME.
     pub name: String,
     pub encrypted: bool,
+    /// When a ref of it last moved (Unix seconds).
+    pub refs_changed: i64,
 }
 
 /// What a sweep dropped (or, dry, would drop).
@@ -94,6 +96,16 @@ pub trait GcStore: Send + Sync {
     async fn referenced(&self, key: &str) -> anyhow::Result<bool>;
     /// Every blob key an index row names.
     async fn referenced_keys(&self) -> anyhow::Result<Vec<String>>;
+    /// Replaces the repository's visible Git packs `old` (all still visible, or nothing
+    /// changes and this answers false) with `new` (id, blob key, size; none when no ref is
+    /// left), which takes the place of the oldest, so a client fetching packs in order
+    /// gets it before any later (thin) pack. The old packs' blobs become dead.
+    async fn replace_git_packs(
+        &self,
+        repo: i64,
+        old: &[String],
+        new: Option<(&str, &str, u64)>,
+    ) -> anyhow::Result<bool>;
     /// Forgets dead blob `key` (deleted).
     async fn forget_dead(&self, key: &str) -> anyhow::Result<()>;
 }

@@ -453,6 +453,12 @@ impl MetaStore for PgMeta {
         )
         .await
         .pg()?;
+        tx.execute(
+            "UPDATE repos SET refs_changed = $2 WHERE id = $1",
+            &[&repo, &unix_now()],
+        )
+        .await
+        .pg()?;
         tx.commit().await.pg()?;
         Ok(results)
     }

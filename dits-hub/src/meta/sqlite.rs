@@ -85,6 +85,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "ALTER TABLE objects ADD COLUMN last_access INTEGER NOT NULL DEFAULT 0",
     ),
     (
+        "repos",
+        "refs_changed",
+        "ALTER TABLE repos ADD COLUMN refs_changed INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
         "git_packs",
         "created",
         "ALTER TABLE git_packs ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
@@ -514,6 +519,10 @@ impl MetaStore for SqliteMeta {
                         params![repo, p],
                     )?;
                 }
+                tx.execute(
+                    "UPDATE repos SET refs_changed = ?2 WHERE id = ?1",
+                    params![repo, unix_now()],
+                )?;
                 tx.commit()?;
                 Ok(results)
             })

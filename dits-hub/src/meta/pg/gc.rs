@@ -56,7 +56,7 @@ impl GcStore for PgMeta {
             .client()
             .await?
             .query(
-                "SELECT id, owner || '/' || name, key_group IS NOT NULL FROM repos ORDER BY id",
+                "SELECT id, owner || '/' || name, key_group IS NOT NULL, refs_changed FROM repos ORDER BY id",
                 &[],
             )
             .await
@@ -67,6 +67,7 @@ impl GcStore for PgMeta {
                 id: r.get(0),
                 name: r.get(1),
                 encrypted: r.get(2),
+                refs_changed: r.get(3),
             })
             .collect())
     }
@@ -332,6 +333,55 @@ impl GcStore for PgMeta {
             .await
             .pg()?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn replace_git_packs(
+        &self,
+        repo: i64,
+        old: &[String],
+        new: Option<(&str, &str, u64)>,
+    ) -> anyhow::Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        // The lock every ref update of the repository takes.
+        tx.query_one("SELECT id FROM repos WHERE id = $1 FOR UPDATE", &[&repo])
+            .await
+            .pg()?;
+        let rows = tx
+            .query(
+                "SELECT seq, key FROM git_packs WHERE repo_id = $1 AND id = ANY($2) AND committed",
+                &[&repo, &old],
+            )
+            .await
+            .pg()?;
+        if rows.len() != old.len() {
+            return Ok(false);
+        }
+        let first: i64 = rows
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .min()
+            .unwrap_or(i64::MAX);
+        let keys: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+        tx.execute(
+            "DELETE FROM git_packs WHERE repo_id = $1 AND id = ANY($2)",
+            &[&repo, &old],
+        )
+        .await
+        .pg()?;
+        if let Some((id, key, size)) = new {
+            let seq = if first == i64::MAX { None } else { Some(first) };
+            tx.execute(
+                "INSERT INTO git_packs (seq, repo_id, id, key, size, committed, created)
+                 VALUES (COALESCE($1, nextval('git_packs_seq_seq')), $2, $3, $4, $5, TRUE, $6)",
+                &[&seq, &repo, &id, &key, &(size as i64), &unix_now()],
+            )
+            .await
+            .pg()?;
+        }
+        add_dead(&tx, &keys).await?;
+        tx.commit().await.pg()?;
+        Ok(true)
     }
 
     async fn forget_dead(&self, key: &str) -> anyhow::Result<()> {

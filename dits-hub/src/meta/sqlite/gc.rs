@@ -56,13 +56,14 @@ impl GcStore for SqliteMeta {
         self.db
             .run(|db| {
                 let mut stmt = db.prepare(
-                    "SELECT id, owner || '/' || name, key_group IS NOT NULL FROM repos ORDER BY id",
+                    "SELECT id, owner || '/' || name, key_group IS NOT NULL, refs_changed FROM repos ORDER BY id",
                 )?;
                 let rows = stmt.query_map([], |r| {
                     Ok(RepoEntry {
                         id: r.get(0)?,
                         name: r.get(1)?,
                         encrypted: r.get(2)?,
+                        refs_changed: r.get(3)?,
                     })
                 })?;
                 Ok(rows.collect::<Result<_, _>>()?)
@@ -323,6 +324,59 @@ impl GcStore for SqliteMeta {
                 )?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn replace_git_packs(
+        &self,
+        repo: i64,
+        old: &[String],
+        new: Option<(&str, &str, u64)>,
+    ) -> anyhow::Result<bool> {
+        let old = old.to_vec();
+        let new = new.map(|(id, key, size)| (id.to_string(), key.to_string(), size));
+        self.db
+            .run(move |db| {
+                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut first = i64::MAX;
+                let mut keys = Vec::new();
+                for id in &old {
+                    let row: Option<(i64, String)> = tx
+                        .query_row(
+                            "SELECT seq, key FROM git_packs WHERE repo_id = ?1 AND id = ?2 AND committed = 1",
+                            params![repo, id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    let Some((seq, key)) = row else {
+                        return Ok(false);
+                    };
+                    first = first.min(seq);
+                    keys.push(key);
+                }
+                for id in &old {
+                    tx.execute(
+                        "DELETE FROM git_packs WHERE repo_id = ?1 AND id = ?2",
+                        params![repo, id],
+                    )?;
+                }
+                if let Some((id, key, size)) = &new {
+                    tx.execute(
+                        "INSERT INTO git_packs (seq, repo_id, id, key, size, committed, created) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                        params![
+                            (first != i64::MAX).then_some(first),
+                            repo,
+                            id,
+                            key,
+                            *size as i64,
+                            unix_now()
+                        ],
+                    )?;
+                }
+                add_dead(&tx, &keys, unix_now())?;
+                tx.commit()?;
+                Ok(true)
             })
             .await
     }
