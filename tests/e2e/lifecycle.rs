@@ -316,7 +316,7 @@ fn two_collectors_at_once_one_does_the_work() {
 fn deleting_a_repository_frees_what_only_it_held() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
-    let repo = film_with_base(&env, &hub);
+    film_with_base(&env, &hub);
     let one = hub.stored_bytes("chunks/");
 
     // A second repository with the same clip and one of its own.
@@ -451,7 +451,7 @@ fn prune_frees_old_pushed_versions_and_keeps_head_unpushed_work_and_what_the_hub
 fn the_reaper_moves_unread_packs_to_the_policys_class_and_archived_ones_restore_on_read() {
     let env = TestEnv::new();
     let (hub, _) = env.alice_hub();
-    let repo = film_with_base(&env, &hub);
+    film_with_base(&env, &hub);
     let reaper = || -> serde_json::Value {
         serde_json::from_str(&hub.admin(&["reaper", "--json"])).unwrap()
     };
