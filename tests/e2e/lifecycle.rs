@@ -80,16 +80,21 @@ fn history_with_garbage(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
     repo
 }
 
-/// Clones `branch` of alice/film into `name` and checks clip.mp4 is base.mp4, other.mp4
-/// is gone and `git dits fsck` is clean.
-fn clone_holds_only_base(env: &TestEnv, hub: &HubProcess, name: &str) {
-    let out = env.clone_with(&hub.url("alice/film"), name, &[]);
+/// `git clone URL NAME` in the test directory, which must succeed; the clone's path.
+fn cloned(env: &TestEnv, url: &str, name: &str) -> std::path::PathBuf {
+    let out = env.clone_with(url, name, &[]);
     assert!(
         out.status.success(),
-        "clone: {}",
+        "clone {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = env.dir.path().join(name);
+    env.dir.path().join(name)
+}
+
+/// Clones alice/film into `name` and checks clip.mp4 is base.mp4, other.mp4
+/// is gone and `git dits fsck` is clean.
+fn clone_holds_only_base(env: &TestEnv, hub: &HubProcess, name: &str) {
+    let dir = cloned(env, &hub.url("alice/film"), name);
     assert!(same_bytes(&dir.join("clip.mp4"), &media().path("base.mp4")));
     assert!(!dir.join("other.mp4").exists());
     let fsck = env
@@ -165,13 +170,7 @@ fn gc_frees_exactly_what_a_deleted_branch_and_a_forced_away_commit_held() {
         hub.stored_bytes("chunks/") > after,
         "the new push's objects stay"
     );
-    let out = env.clone_with(&hub.url("alice/film"), "last", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = env.dir.path().join("last");
+    let last = cloned(&env, &hub.url("alice/film"), "last");
     assert!(same_bytes(
         &last.join("other.mp4"),
         &media().path("trim.mp4")
@@ -506,16 +505,8 @@ fn the_reaper_moves_unread_packs_to_the_policys_class_and_archived_ones_restore_
         "{stats}"
     );
     // Reading a cold pack is transparent.
-    let out = env.clone_with(&hub.url("alice/film"), "b", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(same_bytes(
-        &env.dir.path().join("b/clip.mp4"),
-        &media().path("base.mp4")
-    ));
+    let b = cloned(&env, &hub.url("alice/film"), "b");
+    assert!(same_bytes(&b.join("clip.mp4"), &media().path("base.mp4")));
     // Moved once: a second run finds nothing left to move.
     assert_eq!(reaper()["packs"], 0);
 
@@ -550,14 +541,9 @@ fn the_reaper_moves_unread_packs_to_the_policys_class_and_archived_ones_restore_
         );
         // moto restores at once, so the checkout's own second attempt may already read it.
     }
-    let again = env.clone_with(&hub.url("alice/vault"), "v2", &[]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let again = cloned(&env, &hub.url("alice/vault"), "v2");
     assert!(same_bytes(
-        &env.dir.path().join("v2/clip.mp4"),
+        &again.join("clip.mp4"),
         &media().path("audio-swap.mp4")
     ));
 }

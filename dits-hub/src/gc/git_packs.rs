@@ -9,6 +9,8 @@
 //! Packs uploaded and made visible after the refs were read stay: their commits are not
 //! in the new pack, and any delta base they need is (it was reachable then).
 
+use anyhow::Context;
+
 use crate::gc::REWRITE_BELOW;
 use crate::meta::gc::RepoEntry;
 use crate::meta::random_hex;
@@ -32,7 +34,7 @@ pub async fn repack(state: &HubState, repo: &RepoEntry, cutoff: i64) -> anyhow::
     }
     mirror_packs(state, repo.id, &[])
         .await
-        .map_err(|e| anyhow::anyhow!("{}: indexing Git packs: {e}", repo.name))?;
+        .with_context(|| format!("{}: indexing Git packs", repo.name))?;
     let old = state.meta.git_packs(repo.id).await?;
     if old.is_empty() {
         return Ok(Repacked::default());

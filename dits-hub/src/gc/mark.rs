@@ -36,7 +36,6 @@ pub async fn mark_repo(state: &HubState, repo: &RepoEntry) -> anyhow::Result<Mar
     let context = || format!("marking what the refs of {} reach", repo.name);
     mirror_packs(state, repo.id, &[])
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(context)?;
     let tips: Vec<String> = state.meta.refs(repo.id).await?.into_values().collect();
     let mut recipes: HashSet<ChunkId> = HashSet::new();

@@ -96,7 +96,8 @@ pub async fn collect(state: &HubState, options: &GcOptions) -> anyhow::Result<Gc
     report.ran = true;
     let cutoff = unix_now() - options.grace;
     let mut requests = Requests::new(state);
-    report.stored_bytes_before = rewrite::stored_bytes(state, &mut requests).await?;
+    let before = rewrite::listing(state, &mut requests).await?;
+    report.stored_bytes_before = rewrite::stored_bytes(&before);
 
     let repos = chosen_repos(state, options.repo.as_deref()).await?;
     gc.reset_marks().await?;
@@ -136,13 +137,13 @@ pub async fn collect(state: &HubState, options: &GcOptions) -> anyhow::Result<Gc
             report.git_packs_replaced += repacked.packs_replaced;
             report.git_bytes_freed += repacked.bytes_before - repacked.bytes_after;
         }
-        let rewritten = rewrite::rewrite_packs(state, &mut requests).await?;
+        let rewritten = rewrite::rewrite_packs(state, &before, &mut requests).await?;
         report.packs_rewritten = rewritten.packs;
         report.bytes_copied = rewritten.bytes_copied;
         let deleted = rewrite::delete_dead(state, options.grace, &mut requests).await?;
         report.blobs_deleted = deleted.blobs;
         report.blob_bytes_deleted = deleted.bytes;
-        report.stored_bytes_after = rewrite::stored_bytes(state, &mut requests).await?;
+        report.stored_bytes_after = deleted.bytes_left;
         let stats = &state.stats;
         stats
             .gc_bytes_deleted

@@ -33,13 +33,15 @@ pub struct Rewritten {
 pub struct Deleted {
     pub blobs: u64,
     pub bytes: u64,
+    /// Bytes left under the collector's prefixes afterwards.
+    pub bytes_left: u64,
 }
 
 /// Every blob under the collector's prefixes, by key.
-async fn listing(
-    state: &HubState,
-    requests: &mut Requests,
-) -> anyhow::Result<HashMap<String, crate::blobs::BlobInfo>> {
+pub type Listing = HashMap<String, crate::blobs::BlobInfo>;
+
+/// Lists every blob under the collector's prefixes.
+pub async fn listing(state: &HubState, requests: &mut Requests) -> anyhow::Result<Listing> {
     let mut all = HashMap::new();
     for prefix in PREFIXES {
         let found = state.blobs.list(prefix).await?;
@@ -49,19 +51,19 @@ async fn listing(
     Ok(all)
 }
 
-/// Bytes in the object store under the collector's prefixes.
-pub async fn stored_bytes(state: &HubState, requests: &mut Requests) -> anyhow::Result<u64> {
-    Ok(listing(state, requests)
-        .await?
-        .values()
-        .map(|b| b.size)
-        .sum())
+/// Bytes a listing's blobs hold.
+pub fn stored_bytes(blobs: &Listing) -> u64 {
+    blobs.values().map(|b| b.size).sum()
 }
 
-/// Rewrites each chunk pack whose live objects fill less than [`REWRITE_BELOW`] of it.
-pub async fn rewrite_packs(state: &HubState, requests: &mut Requests) -> anyhow::Result<Rewritten> {
+/// Rewrites each chunk pack whose live objects fill less than [`REWRITE_BELOW`] of it;
+/// `blobs` lists the chunk packs as they are (nothing but a rewrite changes them).
+pub async fn rewrite_packs(
+    state: &HubState,
+    blobs: &Listing,
+    requests: &mut Requests,
+) -> anyhow::Result<Rewritten> {
     let gc = state.meta.gc();
-    let blobs = listing(state, requests).await?;
     let mut done = Rewritten::default();
     for usage in gc.pack_usage().await? {
         let Some(blob) = blobs.get(&usage.pack) else {
@@ -189,6 +191,7 @@ pub async fn delete_dead(
         deleted.blobs += 1;
         deleted.bytes += blob.size;
     }
+    deleted.bytes_left = stored_bytes(&blobs) - deleted.bytes;
     Ok(deleted)
 }
 
