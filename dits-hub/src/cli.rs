@@ -620,12 +620,12 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             }
             let options = serve_options(&cli, serve)?;
             let state = crate::server::state::HubState::open(&options).await?;
-            let gc = crate::gc::GcOptions {
+            let gc = crate::server::gc::GcOptions {
                 grace: options.gc_grace,
                 dry_run: *dry_run,
                 repo: repo.clone(),
             };
-            let report = crate::gc::collect(&state, &gc).await?;
+            let report = crate::server::gc::collect(&state, &gc).await?;
             if !report.ran {
                 anyhow::bail!("another collector is running on this metadata store; try again when it has finished");
             }
@@ -662,7 +662,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let meta = metadata(&cli).await?.meta;
             let id = existing_repo(&*meta, owner, name).await?;
             let mirror = crate::mirror::GitMirror::new(data.join("git"));
-            let keys = crate::gc::delete_repo(&*meta, &mirror, id).await?;
+            let keys = crate::server::gc::delete_repo(&*meta, &mirror, id).await?;
             meta.audit(&AuditEntry::now(
                 &actor(),
                 "repo-delete",
@@ -681,7 +681,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let state = crate::server::state::HubState::open(&serve_options(&cli, serve)?).await?;
-            let report = crate::tier::reap(&state, *dry_run).await?;
+            let report = crate::server::tier::reap(&state, *dry_run).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -707,7 +707,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (owner, name) = split_repo(repo)?;
             let policy = match after {
-                Some(after) if !off => Some(crate::tier::policy(*after, class)?),
+                Some(after) if !off => Some(crate::server::tier::policy(*after, class)?),
                 _ => None,
             };
             let meta = metadata(&cli).await?.meta;
@@ -728,7 +728,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn print_gc_report(r: &crate::gc::GcReport) {
+fn print_gc_report(r: &crate::server::gc::GcReport) {
     let verb = if r.dry_run { "would drop" } else { "dropped" };
     println!(
         "{} repositories collected ({} encrypted kept whole): {} recipes and {} objects live",

@@ -6,9 +6,12 @@
 //! - [`limits`]: what any peer may make the hub hold, and for how long;
 //! - [`auth`]: tokens and roles;
 //! - [`objects`], [`git_packs`], [`refs`], [`keys`]: the ops;
-//! - [`http`], [`status`]: the HTTPS routes.
+//! - [`http`], [`status`]: the HTTPS routes;
+//! - [`gc`], [`tier`]: garbage collection and the cold-tier reaper, run by `serve` on a
+//!   schedule or by their commands, on the same backends and helpers as the ops.
 
 pub mod auth;
+pub mod gc;
 pub mod git_packs;
 pub mod http;
 pub mod http_accept;
@@ -19,6 +22,7 @@ pub mod quic;
 pub mod refs;
 pub mod state;
 pub mod status;
+pub mod tier;
 #[cfg(test)]
 mod wire_tests;
 
@@ -220,7 +224,7 @@ async fn shutdown_signal() {
 /// and the others skip their turn.
 fn collect_on_schedule(state: Arc<HubState>, every: u64, grace: i64) {
     tokio::spawn(async move {
-        let options = crate::gc::GcOptions {
+        let options = crate::server::gc::GcOptions {
             grace,
             dry_run: false,
             repo: None,
@@ -229,7 +233,7 @@ fn collect_on_schedule(state: Arc<HubState>, every: u64, grace: i64) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            match crate::gc::collect(&state, &options).await {
+            match crate::server::gc::collect(&state, &options).await {
                 Ok(r) if r.ran => tracing::info!(
                     bytes = r.blob_bytes_deleted,
                     objects = r.objects_deleted,
@@ -251,7 +255,7 @@ fn tier_on_schedule(state: Arc<HubState>, reaper_every: Option<u64>) {
         let mut last_reap = std::time::Instant::now();
         loop {
             flush.tick().await;
-            if let Err(e) = crate::tier::flush_access(&state).await {
+            if let Err(e) = crate::server::tier::flush_access(&state).await {
                 tracing::warn!("recording reads: {e:#}");
             }
             let Some(every) = reaper_every else { continue };
@@ -259,7 +263,7 @@ fn tier_on_schedule(state: Arc<HubState>, reaper_every: Option<u64>) {
                 continue;
             }
             last_reap = std::time::Instant::now();
-            match crate::tier::reap(&state, false).await {
+            match crate::server::tier::reap(&state, false).await {
                 Ok(r) => tracing::info!(packs = r.packs, bytes = r.bytes, "cold-tier reaper"),
                 Err(e) => tracing::warn!("cold-tier reaper: {e:#}"),
             }

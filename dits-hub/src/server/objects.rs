@@ -225,7 +225,7 @@ pub async fn get<W: AsyncWrite + Unpin>(
         .await
         .map_err(|e| HubError::from(e.context("serving objects")))?;
     if state.access.note(&ids) {
-        if let Err(e) = crate::tier::flush_access(state).await {
+        if let Err(e) = crate::server::tier::flush_access(state).await {
             tracing::warn!("recording reads: {e:#}");
         }
     }

@@ -25,7 +25,7 @@ pub struct HubState {
     /// What any peer may make the hub hold (connections, header bytes).
     pub limits: Limits,
     /// Objects read since the access times were last written.
-    pub access: crate::tier::AccessLog,
+    pub access: crate::server::tier::AccessLog,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use dits_core::ChunkId;
 
-use crate::gc::{Requests, LEAK_AGE, REWRITE_BELOW};
 use crate::meta::{random_hex, unix_now, Location};
+use crate::server::gc::{Requests, LEAK_AGE, REWRITE_BELOW};
 use crate::server::objects::{groups_by_size, read_coalesced};
 use crate::server::state::HubState;
 

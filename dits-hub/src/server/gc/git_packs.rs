@@ -11,9 +11,9 @@
 
 use anyhow::Context;
 
-use crate::gc::REWRITE_BELOW;
 use crate::meta::gc::RepoEntry;
 use crate::meta::random_hex;
+use crate::server::gc::REWRITE_BELOW;
 use crate::server::refs::mirror_packs;
 use crate::server::state::HubState;
 
