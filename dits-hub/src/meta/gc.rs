@@ -96,15 +96,19 @@ pub trait GcStore: Send + Sync {
     async fn referenced(&self, key: &str) -> anyhow::Result<bool>;
     /// Every blob key an index row names.
     async fn referenced_keys(&self) -> anyhow::Result<Vec<String>>;
-    /// Replaces the repository's visible Git packs `old` (all still visible, or nothing
-    /// changes and this answers false) with `new` (id, blob key, size; none when no ref is
-    /// left), which takes the place of the oldest, so a client fetching packs in order
-    /// gets it before any later (thin) pack. The old packs' blobs become dead.
+    /// Replaces the repository's visible Git packs `old` with `new` (id, blob key, size;
+    /// none when no ref is left), which takes the place of the oldest, so a client
+    /// fetching packs in order gets it before any later (thin) pack. The old packs' blobs
+    /// become dead. Nothing changes, and this answers false, when one of `old` is no
+    /// longer visible or a ref moved at or after `quiet_since` (Unix seconds, taken
+    /// before `old` and the refs were read): a push may have named one of them again
+    /// (an identical pack is stored once) for a commit `new` lacks.
     async fn replace_git_packs(
         &self,
         repo: i64,
         old: &[String],
         new: Option<(&str, &str, u64)>,
+        quiet_since: i64,
     ) -> anyhow::Result<bool>;
     /// Forgets dead blob `key` (deleted).
     async fn forget_dead(&self, key: &str) -> anyhow::Result<()>;

@@ -110,7 +110,8 @@ pub trait MetaStore: Send + Sync {
     /// A Git pack's blob key, size and whether a ref update has made it visible.
     async fn git_pack(&self, repo: i64, id: &str) -> anyhow::Result<Option<(String, u64, bool)>>;
     /// Moves refs by compare-and-swap and makes `packs` visible, in one transaction.
-    /// Without `atomic`, each ref succeeds or fails on its own. Every object of
+    /// Without `atomic`, each ref succeeds or fails on its own. Every pack of `packs`
+    /// must still be stored ([`replaced_pack_refusal`]), and every object of
     /// `required` must still be linked to the repository (each is then seen now), or no
     /// ref moves ([`collected_refusal`]).
     async fn update_refs(
@@ -384,6 +385,21 @@ pub fn collected_refusal(updates: &[RefUpdate], id: &ChunkId) -> Vec<RefResult> 
             error: Some(format!(
                 "object {} is no longer on the hub (collected as garbage while this push ran); push again",
                 id.short()
+            )),
+        })
+        .collect()
+}
+
+/// Every update of `updates` failed because Git pack `id`, which they name, was replaced
+/// by garbage collection between the hub's check and the update.
+pub fn replaced_pack_refusal(updates: &[RefUpdate], id: &str) -> Vec<RefResult> {
+    updates
+        .iter()
+        .map(|u| RefResult {
+            name: u.name.clone(),
+            ok: false,
+            error: Some(format!(
+                "Git pack {id} is no longer on the hub (replaced by garbage collection while this push ran); push again"
             )),
         })
         .collect()

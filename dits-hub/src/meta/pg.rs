@@ -11,9 +11,9 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 
 use crate::meta::{check_grant, check_rotation};
 use crate::meta::{
-    collected_refusal, decide_ref_updates, new_token, random_hex, token_hash, unix_now,
-    AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats,
-    Role, User, WrappedKey,
+    collected_refusal, decide_ref_updates, new_token, random_hex, replaced_pack_refusal,
+    token_hash, unix_now, AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location,
+    MetaStore, RepoStats, Role, User, WrappedKey,
 };
 use crate::pg::{classify, is_unique_violation, PgResult, SWEEP_LOCK};
 
@@ -447,12 +447,20 @@ impl MetaStore for PgMeta {
                 .pg()?;
             }
         }
-        tx.execute(
-            "UPDATE git_packs SET committed = TRUE WHERE repo_id = $1 AND id = ANY($2)",
-            &[&repo, &packs],
-        )
-        .await
-        .pg()?;
+        let named: Vec<String> = tx
+            .query(
+                "UPDATE git_packs SET committed = TRUE WHERE repo_id = $1 AND id = ANY($2) RETURNING id",
+                &[&repo, &packs],
+            )
+            .await
+            .pg()?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(gone) = packs.iter().find(|p| !named.contains(p)) {
+            // Rolled back with the transaction.
+            return Ok(replaced_pack_refusal(updates, gone));
+        }
         tx.execute(
             "UPDATE repos SET refs_changed = $2 WHERE id = $1",
             &[&repo, &unix_now()],

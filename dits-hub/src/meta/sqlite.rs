@@ -8,8 +8,9 @@ use dits_wire::wire::{RefResult, RefUpdate, ZERO_OID};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::meta::{
-    collected_refusal, decide_ref_updates, new_token, token_hash, unix_now, AccountChange,
-    AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats, Role, User,
+    collected_refusal, decide_ref_updates, new_token, replaced_pack_refusal, token_hash, unix_now,
+    AccountChange, AuditEntry, IndexedCommit, KeyChange, KeyState, Location, MetaStore, RepoStats,
+    Role, User,
 };
 use crate::sqlite::SqliteDb;
 
@@ -514,10 +515,14 @@ impl MetaStore for SqliteMeta {
                     }
                 }
                 for p in &packs {
-                    tx.execute(
+                    let named = tx.execute(
                         "UPDATE git_packs SET committed = 1 WHERE repo_id = ?1 AND id = ?2",
                         params![repo, p],
                     )?;
+                    if named == 0 {
+                        // Rolled back with the transaction.
+                        return Ok(replaced_pack_refusal(&updates, p));
+                    }
                 }
                 tx.execute(
                     "UPDATE repos SET refs_changed = ?2 WHERE id = ?1",

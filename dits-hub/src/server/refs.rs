@@ -238,7 +238,13 @@ pub async fn mirror_packs(
                 .map_err(|e| HubError::from(e.context(format!("indexing stored Git pack {id}"))))?;
         }
     }
-    let mut stranded: Vec<String> = done.into_iter().filter(|p| !all.contains(p)).collect();
+    let mut stranded = Vec::new();
+    for id in done.into_iter().filter(|p| !all.contains(p)) {
+        // One garbage collection replaced is gone for good.
+        if state.meta.git_pack(repo, &id).await?.is_some() {
+            stranded.push(id);
+        }
+    }
     stranded.sort();
     Ok(stranded)
 }

@@ -340,13 +340,22 @@ impl GcStore for PgMeta {
         repo: i64,
         old: &[String],
         new: Option<(&str, &str, u64)>,
+        quiet_since: i64,
     ) -> anyhow::Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.pg()?;
         // The lock every ref update of the repository takes.
-        tx.query_one("SELECT id FROM repos WHERE id = $1 FOR UPDATE", &[&repo])
+        let refs_changed: i64 = tx
+            .query_one(
+                "SELECT refs_changed FROM repos WHERE id = $1 FOR UPDATE",
+                &[&repo],
+            )
             .await
-            .pg()?;
+            .pg()?
+            .get(0);
+        if refs_changed >= quiet_since {
+            return Ok(false);
+        }
         let rows = tx
             .query(
                 "SELECT seq, key FROM git_packs WHERE repo_id = $1 AND id = ANY($2) AND committed",

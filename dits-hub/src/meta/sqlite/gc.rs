@@ -333,12 +333,21 @@ impl GcStore for SqliteMeta {
         repo: i64,
         old: &[String],
         new: Option<(&str, &str, u64)>,
+        quiet_since: i64,
     ) -> anyhow::Result<bool> {
         let old = old.to_vec();
         let new = new.map(|(id, key, size)| (id.to_string(), key.to_string(), size));
         self.db
             .run(move |db| {
                 let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let refs_changed: i64 = tx.query_row(
+                    "SELECT refs_changed FROM repos WHERE id = ?1",
+                    params![repo],
+                    |r| r.get(0),
+                )?;
+                if refs_changed >= quiet_since {
+                    return Ok(false);
+                }
                 let mut first = i64::MAX;
                 let mut keys = Vec::new();
                 for id in &old {

@@ -12,7 +12,7 @@
 use anyhow::Context;
 
 use crate::meta::gc::RepoEntry;
-use crate::meta::random_hex;
+use crate::meta::{random_hex, unix_now};
 use crate::server::gc::REWRITE_BELOW;
 use crate::server::refs::mirror_packs;
 use crate::server::state::HubState;
@@ -32,6 +32,8 @@ pub async fn repack(state: &HubState, repo: &RepoEntry, cutoff: i64) -> anyhow::
     if repo.refs_changed >= cutoff {
         return Ok(Repacked::default());
     }
+    // Any ref update from now on calls the replacement off (see replace_git_packs).
+    let quiet_since = unix_now();
     mirror_packs(state, repo.id, &[])
         .await
         .with_context(|| format!("{}: indexing Git packs", repo.name))?;
@@ -56,7 +58,7 @@ pub async fn repack(state: &HubState, repo: &RepoEntry, cutoff: i64) -> anyhow::
         if state
             .meta
             .gc()
-            .replace_git_packs(repo.id, &old, None)
+            .replace_git_packs(repo.id, &old, None, quiet_since)
             .await?
         {
             done.packs_replaced = old.len() as u64;
@@ -75,14 +77,14 @@ pub async fn repack(state: &HubState, repo: &RepoEntry, cutoff: i64) -> anyhow::
     if state
         .meta
         .gc()
-        .replace_git_packs(repo.id, &old, Some((&id, &key, size)))
+        .replace_git_packs(repo.id, &old, Some((&id, &key, size)), quiet_since)
         .await?
     {
         done.packs_replaced = old.len() as u64;
         done.bytes_after = size;
     } else {
-        // A pack went away meanwhile (the repository was deleted): ours is a leak the
-        // next run deletes.
+        // A ref moved meanwhile, or a pack went away (the repository was deleted): ours
+        // is dead, for the next run to delete.
         state.meta.gc().add_dead(&[key]).await?;
     }
     Ok(done)
