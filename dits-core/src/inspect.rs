@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use crate::chunk_id::ChunkId;
 use crate::media::sample_table::{parse_moov, MovieInfo};
+use crate::media::{matroska, mxf};
 use crate::pointer::Pointer;
 use crate::recipe::{EntryKind, Recipe};
 use crate::smudge::{load_recipe, SmudgeError};
@@ -28,18 +29,38 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
     let recipe = load_recipe(store, pointer)?;
     let mut boxes = Vec::new();
     let mut movie = None;
+    let mut matroska_info = None;
+    // Which structure objects describe the tracks depends on the container.
+    let container = pointer.media.split(' ').next().unwrap_or("");
+    let matroska = matches!(container, "mkv" | "webm");
     for e in &recipe.entries {
         if let EntryKind::Box { fourcc } = e.kind {
             boxes.push(crate::media::boxes::fourcc_str(&fourcc));
-            if &fourcc == b"moov" && movie.is_none() {
-                // The object is the whole box; the payload starts after its header.
-                if let Ok(bytes) = store.get(&e.id) {
-                    let span = crate::media::boxes::parse_header(&bytes, 0, bytes.len() as u64);
-                    movie = span
-                        .ok()
-                        .and_then(|h| bytes.get(h.header_len as usize..))
-                        .map(|moov| parse_moov(moov, pointer.size));
+            if movie.is_some() {
+                continue;
+            }
+            // Each object is the whole structure element, header included.
+            match &fourcc {
+                b"moov" if !matroska && container != "mxf" => {
+                    if let Ok(bytes) = store.get(&e.id) {
+                        let span =
+                            crate::media::boxes::parse_header(&bytes, 0, bytes.len() as u64);
+                        movie = span
+                            .ok()
+                            .and_then(|h| bytes.get(h.header_len as usize..))
+                            .map(|moov| parse_moov(moov, pointer.size));
+                    }
                 }
+                b"hmet" if container == "mxf" => movie = store.get(&e.id).ok().map(|b| mxf::movie_from_header_metadata(&b)),
+                // Info comes before Tracks in the files muxers write.
+                b"info" if matroska && matroska_info.is_none() => matroska_info = store.get(&e.id).ok(),
+                b"trks" if matroska => {
+                    movie = store
+                        .get(&e.id)
+                        .ok()
+                        .map(|b| matroska::movie_from_elements(matroska_info.as_deref(), &b))
+                }
+                _ => {}
             }
         }
     }

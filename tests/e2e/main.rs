@@ -3,6 +3,7 @@
 mod attacks;
 mod bad_input;
 mod clean_working_file;
+mod containers;
 mod dedup;
 mod encryption;
 mod hostile_hub;

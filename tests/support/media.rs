@@ -259,3 +259,126 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// MXF and Matroska media and their edits, made once per target directory: for each of
+/// `op1a.mxf` (MPEG-2 + PCM), `mkv.mkv` (H.264 + AAC) and `webm.webm` (VP9 + Opus), a
+/// base and its metadata remux (`-meta`), audio swap (`-swap`), audio removal
+/// (`-noaudio`) and head trim by stream copy (`-trim`); plus `atom.mxf`, a clip-wrapped
+/// OP-Atom DNxHD file, and its metadata remux `atom-meta.mxf`.
+pub fn containers() -> &'static Media {
+    static MEDIA: OnceLock<Media> = OnceLock::new();
+    MEDIA.get_or_init(|| {
+        let dir = crate::bins::target_tmp().join("dits-media-containers-v2");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+        let make = |name: &str, args: &[&str]| {
+            if !dir.join(name).exists() {
+                let tmp = p(&format!("tmp-{name}"));
+                let mut full: Vec<&str> = args.to_vec();
+                full.push(&tmp);
+                ffmpeg(&full);
+                std::fs::rename(&tmp, dir.join(name)).unwrap();
+            }
+        };
+        let source = |rate: &'static str| -> Vec<&'static str> {
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                rate,
+                "-t",
+                "8",
+            ]
+        };
+        let tone = "sine=frequency=880:sample_rate=48000:duration=8";
+        let formats: [(&str, &str, Vec<&str>, Vec<&str>); 3] = [
+            (
+                "op1a",
+                "mxf",
+                vec![
+                    "-c:v", "mpeg2video", "-b:v", "5M", "-g", "12", "-c:a", "pcm_s16le",
+                ],
+                vec!["-c:a", "pcm_s16le"],
+            ),
+            (
+                "mkv",
+                "matroska",
+                vec![
+                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "25",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
+                ],
+                vec!["-c:a", "aac", "-b:a", "96k"],
+            ),
+            (
+                "webm",
+                "webm",
+                vec![
+                    "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v",
+                    "3M", "-g", "25", "-c:a", "libopus", "-b:a", "128k",
+                ],
+                vec!["-c:a", "libopus", "-b:a", "96k"],
+            ),
+        ];
+        for (stem, muxer, codecs, new_audio) in formats {
+            let ext = if stem == "op1a" { "mxf" } else { stem };
+            let base = p(&format!("{stem}.{ext}"));
+            let mut args = source("sine=frequency=440:sample_rate=48000");
+            args.extend_from_slice(&codecs);
+            args.extend_from_slice(&["-shortest", "-f", muxer]);
+            make(&format!("{stem}.{ext}"), &args);
+            make(
+                &format!("{stem}-meta.{ext}"),
+                &[
+                    "-i", &base, "-map", "0", "-c", "copy", "-metadata", "title=Director's cut",
+                    "-f", muxer,
+                ],
+            );
+            let mut swap = vec![
+                "-i", &base, "-f", "lavfi", "-i", tone, "-map", "0:v", "-map", "1:a", "-c:v",
+                "copy",
+            ];
+            swap.extend_from_slice(&new_audio);
+            swap.extend_from_slice(&["-shortest", "-f", muxer]);
+            make(&format!("{stem}-swap.{ext}"), &swap);
+            make(
+                &format!("{stem}-noaudio.{ext}"),
+                &["-i", &base, "-map", "0:v", "-c", "copy", "-f", muxer],
+            );
+            make(
+                &format!("{stem}-trim.{ext}"),
+                &["-ss", "2", "-i", &base, "-map", "0", "-c", "copy", "-f", muxer],
+            );
+        }
+        make(
+            "atom.mxf",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=25",
+                "-t",
+                "1",
+                "-c:v",
+                "dnxhd",
+                "-b:v",
+                "60M",
+                "-pix_fmt",
+                "yuv422p",
+                "-f",
+                "mxf_opatom",
+            ],
+        );
+        let atom = p("atom.mxf");
+        make(
+            "atom-meta.mxf",
+            &[
+                "-i", &atom, "-c", "copy", "-metadata", "title=Director's cut", "-f", "mxf_opatom",
+            ],
+        );
+        Media { dir }
+    })
+}

@@ -6,8 +6,11 @@
 
 pub mod boxes;
 pub mod fragments;
+pub mod matroska;
+pub mod mxf;
 pub mod sample_table;
 pub mod streams;
+mod window;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -33,6 +36,10 @@ pub enum LayoutError {
     MoofTooLarge,
     #[error(transparent)]
     Fragment(#[from] FragmentError),
+    #[error(transparent)]
+    Mxf(#[from] mxf::MxfError),
+    #[error(transparent)]
+    Matroska(#[from] matroska::MatroskaError),
 }
 
 /// Structure boxes bigger than this are chunked like payload rather than kept whole,
@@ -65,6 +72,9 @@ pub enum Container {
     Mp4,
     Mov,
     FragmentedMp4,
+    Mxf,
+    Matroska,
+    WebM,
     Other,
 }
 
@@ -74,6 +84,9 @@ impl Container {
             Container::Mp4 => "mp4",
             Container::Mov => "mov",
             Container::FragmentedMp4 => "fmp4",
+            Container::Mxf => "mxf",
+            Container::Matroska => "mkv",
+            Container::WebM => "webm",
             Container::Other => "binary",
         }
     }
@@ -136,6 +149,8 @@ impl Layout {
             .movie
             .tracks
             .iter()
+            // MXF system items are laid out like a track but are not one for people.
+            .filter(|t| t.handler != mxf::SYSTEM_HANDLER)
             .map(|t| {
                 let mut s = format!("{}:{}", clean_token(&t.handler), clean_token(&t.codec));
                 if t.width > 0 && t.height > 0 {
@@ -170,43 +185,87 @@ fn clean_token(s: &str) -> String {
     }
 }
 
+/// A stretch of a file as a container parser sees it; a parser's pieces tile the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Structure stored as one object (a box, a partition's metadata, an EBML element);
+    /// `label` names it in recipes and `git dits show`.
+    Object { offset: u64, len: u64, label: [u8; 4] },
+    /// Bytes the tracks' samples lie in (an `mdat` payload, a run of MXF essence
+    /// elements, a run of Matroska clusters), with whatever headers sit between samples.
+    Media { offset: u64, len: u64 },
+    /// Bytes the parser did not understand (a truncated or damaged tail): chunked as
+    /// bytes, so the add goes on with what was understood before them.
+    Bytes { offset: u64, len: u64 },
+}
+
+/// What a container parser learnt: the file's pieces and its tracks with their samples.
+pub(crate) struct Parsed {
+    pub container: Container,
+    pub movie: MovieInfo,
+    pub pieces: Vec<Piece>,
+}
+
 /// Works out the layout of a seekable file of `len` bytes.
 pub fn analyze<R: Read + Seek>(file: &mut R, len: u64, options: LayoutOptions) -> Layout {
-    match analyze_iso_bmff(file, len, options) {
-        Ok(layout) => layout,
-        Err(reason) => Layout::plain(len, Some(reason.to_string())),
+    let mut budget = SampleBudget::for_file(len);
+    let parsed = match sniff(file, len) {
+        Ok(Sniffed::Mxf) => mxf::parse(file, len, &mut budget).map_err(LayoutError::from),
+        Ok(Sniffed::Matroska) => {
+            matroska::parse(file, len, &mut budget).map_err(LayoutError::from)
+        }
+        Ok(Sniffed::IsoBmff) => parse_iso_bmff(file, len, &mut budget),
+        Err(e) => Err(e),
+    };
+    match parsed {
+        Ok(parsed) => layout_of(parsed, options, budget.refused().cloned()),
+        Err(reason) => {
+            let mut layout = Layout::plain(len, Some(reason.to_string()));
+            layout.sample_limit = budget.refused().cloned();
+            layout
+        }
     }
 }
 
-fn analyze_iso_bmff<R: Read + Seek>(
-    file: &mut R,
-    len: u64,
-    options: LayoutOptions,
-) -> Result<Layout, LayoutError> {
+enum Sniffed {
+    IsoBmff,
+    Mxf,
+    Matroska,
+}
+
+/// Which parser a file's first bytes call for; ISO BMFF has no fixed magic, so it is the
+/// default.
+fn sniff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Sniffed, LayoutError> {
     if len < 16 {
         return Err(LayoutError::TooSmall);
     }
-    let boxes = top_level_boxes(file, len)?;
-    let container = container_of(file, &boxes)?;
-    let mut movie = MovieInfo::default();
-    let mut defaults = HashMap::new();
-    // One allowance of samples for the whole file, moov and fragments together.
-    let mut budget = SampleBudget::for_file(len);
-    if let Some(moov) = boxes.iter().find(|b| &b.fourcc == b"moov") {
-        if moov.payload_len() <= MAX_OBJECT_BOX {
-            let payload = read_span(file, moov)?;
-            movie = parse_moov_within(&payload, &mut budget);
-            defaults = fragments::track_defaults(&payload);
-        }
-    }
-    if container == Container::FragmentedMp4 {
-        add_fragment_samples(file, &boxes, &defaults, &mut movie, &mut budget);
-    }
+    let mut head = [0u8; 16];
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut head)?;
+    Ok(if mxf::is_header_partition(&head) {
+        Sniffed::Mxf
+    } else if matroska::is_ebml(&head) {
+        Sniffed::Matroska
+    } else {
+        Sniffed::IsoBmff
+    })
+}
 
-    let payloads: Vec<(u64, u64)> = boxes
+/// Lays out a parsed file: structure pieces as objects (or as payload when too big to
+/// keep whole), media pieces as per-track streams when the samples tile them (else as
+/// payload cut at video keyframes), and what the parser did not understand as payload.
+fn layout_of(parsed: Parsed, options: LayoutOptions, sample_limit: Option<sample_table::SampleLimit>) -> Layout {
+    let Parsed {
+        container,
+        movie,
+        pieces,
+    } = parsed;
+    let payloads: Vec<(u64, u64)> = pieces
         .iter()
-        .filter(|b| &b.fourcc == b"mdat")
-        .map(|b| (b.payload_offset(), b.payload_len()))
+        .filter_map(|p| match p {
+            Piece::Media { offset, len } => Some((*offset, *len)),
+            _ => None,
+        })
         .collect();
     let (streams, track_split_fallback) = if options.split_tracks {
         match build_streams(&movie.tracks, &payloads) {
@@ -225,52 +284,99 @@ fn analyze_iso_bmff<R: Read + Seek>(
     keyframes.sort_unstable();
     keyframes.dedup();
 
-    let mut regions = Vec::with_capacity(boxes.len() + 1);
-    for b in &boxes {
-        if &b.fourcc == b"mdat" {
-            regions.push(Region::Object {
-                offset: b.offset,
-                len: b.header_len,
-                fourcc: b.fourcc,
-            });
-            let start = b.payload_offset();
-            let end = b.end();
-            if !streams.is_empty() {
-                regions.push(Region::Streamed {
-                    offset: start,
-                    len: b.payload_len(),
-                });
-                continue;
+    let mut regions = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match piece {
+            Piece::Object { offset, len, label } if len <= MAX_OBJECT_BOX => {
+                regions.push(Region::Object {
+                    offset,
+                    len,
+                    fourcc: label,
+                })
             }
-            let lo = keyframes.partition_point(|&k| k < start);
-            let hi = keyframes.partition_point(|&k| k < end);
-            regions.push(Region::Payload {
-                offset: start,
-                len: b.payload_len(),
-                cuts: keyframes[lo..hi].to_vec(),
-            });
-        } else if b.len <= MAX_OBJECT_BOX {
-            regions.push(Region::Object {
-                offset: b.offset,
-                len: b.len,
-                fourcc: b.fourcc,
-            });
-        } else {
-            regions.push(Region::Payload {
-                offset: b.offset,
-                len: b.len,
-                cuts: Vec::new(),
-            });
+            Piece::Object { offset, len, .. } | Piece::Bytes { offset, len } => {
+                regions.push(Region::Payload {
+                    offset,
+                    len,
+                    cuts: Vec::new(),
+                })
+            }
+            Piece::Media { offset, len } if !streams.is_empty() => {
+                regions.push(Region::Streamed { offset, len })
+            }
+            Piece::Media { offset, len } => {
+                let end = offset + len;
+                let lo = keyframes.partition_point(|&k| k < offset);
+                let hi = keyframes.partition_point(|&k| k < end);
+                regions.push(Region::Payload {
+                    offset,
+                    len,
+                    cuts: keyframes[lo..hi].to_vec(),
+                });
+            }
         }
     }
-    Ok(Layout {
+    // Empty pieces (an `mdat` with no payload) would be zero-length regions.
+    regions.retain(|r| match r {
+        Region::Object { len, .. } | Region::Payload { len, .. } | Region::Streamed { len, .. } => {
+            *len > 0
+        }
+    });
+    Layout {
         container,
         movie,
         regions,
         streams,
         fallback_reason: None,
         track_split_fallback,
-        sample_limit: budget.refused().cloned(),
+        sample_limit,
+    }
+}
+
+fn parse_iso_bmff<R: Read + Seek>(
+    file: &mut R,
+    len: u64,
+    budget: &mut SampleBudget,
+) -> Result<Parsed, LayoutError> {
+    let boxes = top_level_boxes(file, len)?;
+    let container = container_of(file, &boxes)?;
+    let mut movie = MovieInfo::default();
+    let mut defaults = HashMap::new();
+    // One allowance of samples for the whole file, moov and fragments together.
+    if let Some(moov) = boxes.iter().find(|b| &b.fourcc == b"moov") {
+        if moov.payload_len() <= MAX_OBJECT_BOX {
+            let payload = read_span(file, moov)?;
+            movie = parse_moov_within(&payload, budget);
+            defaults = fragments::track_defaults(&payload);
+        }
+    }
+    if container == Container::FragmentedMp4 {
+        add_fragment_samples(file, &boxes, &defaults, &mut movie, budget);
+    }
+    let mut pieces = Vec::with_capacity(boxes.len() + 1);
+    for b in &boxes {
+        if &b.fourcc == b"mdat" {
+            pieces.push(Piece::Object {
+                offset: b.offset,
+                len: b.header_len,
+                label: b.fourcc,
+            });
+            pieces.push(Piece::Media {
+                offset: b.payload_offset(),
+                len: b.payload_len(),
+            });
+        } else {
+            pieces.push(Piece::Object {
+                offset: b.offset,
+                len: b.len,
+                label: b.fourcc,
+            });
+        }
+    }
+    Ok(Parsed {
+        container,
+        movie,
+        pieces,
     })
 }
 
