@@ -354,3 +354,144 @@ proptest! {
         }
     }
 }
+
+/// Real MXF (OP1a with MPEG-2 + PCM, OP-Atom PCM), Matroska (H.264 + AAC) and WebM (VP9 +
+/// Opus) files from ffmpeg, each parsed by its structure-aware layout.
+fn container_fixtures() -> &'static Vec<Vec<u8>> {
+    static FIXTURES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let video = ["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25"];
+        let audio = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"];
+        let clips: [(&str, Vec<&str>); 4] = [
+            (
+                "op1a.mxf",
+                [
+                    &video[..],
+                    &audio,
+                    &["-c:v", "mpeg2video", "-g", "6", "-c:a", "pcm_s16le", "-f", "mxf"],
+                ]
+                .concat(),
+            ),
+            (
+                "opatom.mxf",
+                [&audio[..], &["-c:a", "pcm_s16le", "-f", "mxf_opatom"]].concat(),
+            ),
+            (
+                "clip.mkv",
+                [
+                    &video[..],
+                    &audio,
+                    &["-c:v", "libx264", "-preset", "ultrafast", "-g", "6", "-c:a", "aac"],
+                ]
+                .concat(),
+            ),
+            (
+                "clip.webm",
+                [
+                    &video[..],
+                    &audio,
+                    &[
+                        "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g",
+                        "6", "-c:a", "libopus",
+                    ],
+                ]
+                .concat(),
+            ),
+        ];
+        clips
+            .into_iter()
+            .map(|(name, args)| {
+                let path = dir.path().join(name);
+                let done = std::process::Command::new("ffmpeg")
+                    .args(["-y", "-loglevel", "error"])
+                    .args(&args)
+                    .args(["-t", "1", "-shortest"])
+                    .arg(&path)
+                    .output()
+                    .expect("ffmpeg must be installed (scripts/test-deps.sh)");
+                assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+                let bytes = std::fs::read(&path).unwrap();
+                let layout = analyze(
+                    &mut Cursor::new(&bytes[..]),
+                    bytes.len() as u64,
+                    LayoutOptions::default(),
+                );
+                assert!(layout.fallback_reason.is_none(), "{name} was not parsed");
+                assert!(!layout.streams.is_empty(), "{name} was not split by track");
+                bytes
+            })
+            .collect()
+    })
+}
+
+/// The byte ranges a container's layout keeps as structure objects, where edits hurt most.
+fn structure_objects(file: &[u8]) -> Vec<(usize, usize)> {
+    analyze(&mut Cursor::new(file), file.len() as u64, LayoutOptions::default())
+        .regions
+        .iter()
+        .filter_map(|r| match r {
+            Region::Object { offset, len, .. } => {
+                Some((*offset as usize, (*offset + *len) as usize))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_real_mxf_and_matroska_are_laid_out_without_panicking(
+        which in 0usize..4,
+        edits in edits(),
+    ) {
+        let base = &container_fixtures()[which];
+        let file = mutate(base, &edits, &structure_objects(base));
+        check_layout(&file)?;
+        let _ = dits_core::media::mxf::movie_from_header_metadata(&file);
+        let half = file.len() / 2;
+        let _ = dits_core::media::matroska::movie_from_elements(Some(&file[..half]), &file[half..]);
+    }
+
+    #[test]
+    fn arbitrary_bytes_behind_mxf_and_ebml_magic_are_laid_out_without_panicking(
+        bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+        mxf in any::<bool>(),
+    ) {
+        let mut file = if mxf {
+            // A header partition pack key.
+            vec![0x06, 0x0e, 0x2b, 0x34, 0x02, 0x05, 0x01, 0x01, 0x0d, 0x01, 0x02, 0x01, 0x01, 0x02, 0x04, 0x00]
+        } else {
+            vec![0x1a, 0x45, 0xdf, 0xa3]
+        };
+        file.extend(bytes);
+        check_layout(&file)?;
+    }
+}
+
+/// A KLV or EBML element claiming more than the file holds, or a huge count of tiny
+/// elements, is refused or bounded: the layout stays consistent and the add can't be made
+/// to allocate by a claim.
+#[test]
+fn lying_lengths_fall_back_without_allocating_what_they_claim() {
+    // An MXF header partition pack claiming 2^56 bytes.
+    let mut mxf = vec![0x06, 0x0e, 0x2b, 0x34, 0x02, 0x05, 0x01, 0x01, 0x0d, 0x01, 0x02, 0x01, 0x01, 0x02, 0x04, 0x00, 0x88];
+    mxf.extend_from_slice(&(1u64 << 56).to_be_bytes());
+    mxf.extend_from_slice(&[0u8; 64]);
+    let layout = analyze(&mut Cursor::new(&mxf[..]), mxf.len() as u64, LayoutOptions::default());
+    assert!(layout.fallback_reason.is_some(), "{layout:?}");
+    // An EBML header, then a Segment of unknown size holding a Cluster claiming 2^50 bytes.
+    let mut mkv = vec![0x1a, 0x45, 0xdf, 0xa3, 0x80];
+    mkv.extend_from_slice(&[0x18, 0x53, 0x80, 0x67, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    mkv.extend_from_slice(&[0x1f, 0x43, 0xb6, 0x75, 0x01, 0x04, 0, 0, 0, 0, 0, 0]);
+    mkv.extend_from_slice(&[0u8; 64]);
+    let layout = analyze(&mut Cursor::new(&mkv[..]), mkv.len() as u64, LayoutOptions::default());
+    check_layout(&mkv).unwrap();
+    assert!(layout.streams.is_empty());
+    assert!(layout
+        .regions
+        .iter()
+        .any(|r| matches!(r, Region::Payload { len, .. } if *len > 64)));
+}

@@ -100,6 +100,12 @@ impl Seeds {
 fn media_seeds(seeds: &mut Seeds, name: &str, file: &[u8]) -> std::io::Result<()> {
     seeds.write("box_walker", name, file)?;
     seeds.write("stream_builder", name, file)?;
+    if name.ends_with(".mxf") {
+        seeds.write("mxf", name, file)?;
+    }
+    if name.ends_with(".mkv") || name.ends_with(".webm") {
+        seeds.write("matroska", name, file)?;
+    }
     let Ok(boxes) = top_level_boxes(&mut std::io::Cursor::new(file), file.len() as u64) else {
         return Ok(());
     };

@@ -204,6 +204,27 @@ pub fn stream_builder(data: &[u8]) {
     assert!(runs.peek().is_none(), "a run outside every mdat");
 }
 
+/// MXF: `media::analyze` over a whole file (the KLV walk, index tables, header
+/// metadata, streams), with the layout checks of [`stream_builder`]; and the header
+/// metadata reader `git dits show` runs over a stored `hmet` object.
+pub fn mxf(data: &[u8]) {
+    stream_builder(data);
+    let movie = dits_core::media::mxf::movie_from_header_metadata(data);
+    assert!(movie.tracks.len() <= 1024);
+    assert!(movie.tracks.iter().all(|t| t.samples.is_empty()));
+}
+
+/// Matroska/WebM: `media::analyze` over a whole file (the EBML walk, clusters, blocks,
+/// Info and Tracks), with the layout checks of [`stream_builder`]; and the Info/Tracks
+/// reader `git dits show` runs over stored `info` and `trks` objects.
+pub fn matroska(data: &[u8]) {
+    stream_builder(data);
+    let half = data.len() / 2;
+    let movie = dits_core::media::matroska::movie_from_elements(Some(&data[..half]), &data[half..]);
+    assert!(movie.tracks.len() <= 1024);
+    assert!(movie.duration_secs.is_finite());
+}
+
 // ---------------------------------------------------------------------------------------
 // Formats at rest: pointer, recipe, envelope.
 
