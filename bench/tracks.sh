@@ -33,6 +33,8 @@ else
   cargo build -q -p git-dits
 fi
 DITS=$ROOT/target/${PROFILE:-release}/git-dits
+# The repositories' hooks call `git dits`.
+export PATH=$ROOT/target/${PROFILE:-release}:$PATH
 
 export HOME=$BENCH_DIR/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
 mkdir -p "$HOME"

@@ -43,17 +43,23 @@ pub fn inspect<S: ChunkStore>(store: &mut S, pointer: &Pointer) -> Result<Inspec
             match &fourcc {
                 b"moov" if !matroska && container != "mxf" => {
                     if let Ok(bytes) = store.get(&e.id) {
-                        let span =
-                            crate::media::boxes::parse_header(&bytes, 0, bytes.len() as u64);
+                        let span = crate::media::boxes::parse_header(&bytes, 0, bytes.len() as u64);
                         movie = span
                             .ok()
                             .and_then(|h| bytes.get(h.header_len as usize..))
                             .map(|moov| parse_moov(moov, pointer.size));
                     }
                 }
-                b"hmet" if container == "mxf" => movie = store.get(&e.id).ok().map(|b| mxf::movie_from_header_metadata(&b)),
+                b"hmet" if container == "mxf" => {
+                    movie = store
+                        .get(&e.id)
+                        .ok()
+                        .map(|b| mxf::movie_from_header_metadata(&b))
+                }
                 // Info comes before Tracks in the files muxers write.
-                b"info" if matroska && matroska_info.is_none() => matroska_info = store.get(&e.id).ok(),
+                b"info" if matroska && matroska_info.is_none() => {
+                    matroska_info = store.get(&e.id).ok()
+                }
                 b"trks" if matroska => {
                     movie = store
                         .get(&e.id)

@@ -369,7 +369,16 @@ fn container_fixtures() -> &'static Vec<Vec<u8>> {
                 [
                     &video[..],
                     &audio,
-                    &["-c:v", "mpeg2video", "-g", "6", "-c:a", "pcm_s16le", "-f", "mxf"],
+                    &[
+                        "-c:v",
+                        "mpeg2video",
+                        "-g",
+                        "6",
+                        "-c:a",
+                        "pcm_s16le",
+                        "-f",
+                        "mxf",
+                    ],
                 ]
                 .concat(),
             ),
@@ -382,7 +391,16 @@ fn container_fixtures() -> &'static Vec<Vec<u8>> {
                 [
                     &video[..],
                     &audio,
-                    &["-c:v", "libx264", "-preset", "ultrafast", "-g", "6", "-c:a", "aac"],
+                    &[
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-g",
+                        "6",
+                        "-c:a",
+                        "aac",
+                    ],
                 ]
                 .concat(),
             ),
@@ -392,8 +410,16 @@ fn container_fixtures() -> &'static Vec<Vec<u8>> {
                     &video[..],
                     &audio,
                     &[
-                        "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g",
-                        "6", "-c:a", "libopus",
+                        "-c:v",
+                        "libvpx-vp9",
+                        "-deadline",
+                        "realtime",
+                        "-cpu-used",
+                        "8",
+                        "-g",
+                        "6",
+                        "-c:a",
+                        "libopus",
                     ],
                 ]
                 .concat(),
@@ -410,7 +436,11 @@ fn container_fixtures() -> &'static Vec<Vec<u8>> {
                     .arg(&path)
                     .output()
                     .expect("ffmpeg must be installed (scripts/test-deps.sh)");
-                assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+                assert!(
+                    done.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&done.stderr)
+                );
                 let bytes = std::fs::read(&path).unwrap();
                 let layout = analyze(
                     &mut Cursor::new(&bytes[..]),
@@ -427,16 +457,18 @@ fn container_fixtures() -> &'static Vec<Vec<u8>> {
 
 /// The byte ranges a container's layout keeps as structure objects, where edits hurt most.
 fn structure_objects(file: &[u8]) -> Vec<(usize, usize)> {
-    analyze(&mut Cursor::new(file), file.len() as u64, LayoutOptions::default())
-        .regions
-        .iter()
-        .filter_map(|r| match r {
-            Region::Object { offset, len, .. } => {
-                Some((*offset as usize, (*offset + *len) as usize))
-            }
-            _ => None,
-        })
-        .collect()
+    analyze(
+        &mut Cursor::new(file),
+        file.len() as u64,
+        LayoutOptions::default(),
+    )
+    .regions
+    .iter()
+    .filter_map(|r| match r {
+        Region::Object { offset, len, .. } => Some((*offset as usize, (*offset + *len) as usize)),
+        _ => None,
+    })
+    .collect()
 }
 
 proptest! {
@@ -477,17 +509,30 @@ proptest! {
 #[test]
 fn lying_lengths_fall_back_without_allocating_what_they_claim() {
     // An MXF header partition pack claiming 2^56 bytes.
-    let mut mxf = vec![0x06, 0x0e, 0x2b, 0x34, 0x02, 0x05, 0x01, 0x01, 0x0d, 0x01, 0x02, 0x01, 0x01, 0x02, 0x04, 0x00, 0x88];
+    let mut mxf = vec![
+        0x06, 0x0e, 0x2b, 0x34, 0x02, 0x05, 0x01, 0x01, 0x0d, 0x01, 0x02, 0x01, 0x01, 0x02, 0x04,
+        0x00, 0x88,
+    ];
     mxf.extend_from_slice(&(1u64 << 56).to_be_bytes());
     mxf.extend_from_slice(&[0u8; 64]);
-    let layout = analyze(&mut Cursor::new(&mxf[..]), mxf.len() as u64, LayoutOptions::default());
+    let layout = analyze(
+        &mut Cursor::new(&mxf[..]),
+        mxf.len() as u64,
+        LayoutOptions::default(),
+    );
     assert!(layout.fallback_reason.is_some(), "{layout:?}");
     // An EBML header, then a Segment of unknown size holding a Cluster claiming 2^50 bytes.
     let mut mkv = vec![0x1a, 0x45, 0xdf, 0xa3, 0x80];
-    mkv.extend_from_slice(&[0x18, 0x53, 0x80, 0x67, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    mkv.extend_from_slice(&[
+        0x18, 0x53, 0x80, 0x67, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ]);
     mkv.extend_from_slice(&[0x1f, 0x43, 0xb6, 0x75, 0x01, 0x04, 0, 0, 0, 0, 0, 0]);
     mkv.extend_from_slice(&[0u8; 64]);
-    let layout = analyze(&mut Cursor::new(&mkv[..]), mkv.len() as u64, LayoutOptions::default());
+    let layout = analyze(
+        &mut Cursor::new(&mkv[..]),
+        mkv.len() as u64,
+        LayoutOptions::default(),
+    );
     check_layout(&mkv).unwrap();
     assert!(layout.streams.is_empty());
     assert!(layout

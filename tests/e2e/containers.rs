@@ -41,7 +41,10 @@ fn store_growth(base: &str, edited: &str, name: &str, container: &str) -> u64 {
         "{edited} was not split by track: {info}"
     );
     let media = info["media"].as_str().unwrap();
-    assert!(media.starts_with(&format!("{container} ")), "{edited}: {media}");
+    assert!(
+        media.starts_with(&format!("{container} ")),
+        "{edited}: {media}"
+    );
     for (rev, src) in [("HEAD~1", base), ("HEAD", edited)] {
         std::fs::remove_file(repo.join(name)).unwrap();
         env.git(&repo, &["checkout", rev, "--", name]);
@@ -62,7 +65,9 @@ fn assert_within(base: &str, edited: &str, container: &str, percent: u64, new_tr
     let size = std::fs::metadata(&path).unwrap().len();
     let new: u64 = new_tracks.iter().map(|s| stream_bytes(&path, s)).sum();
     let budget = size * percent / 100 + new;
-    eprintln!("{base} -> {edited}: {added} new bytes of {size}; budget {budget} (new tracks {new})");
+    eprintln!(
+        "{base} -> {edited}: {added} new bytes of {size}; budget {budget} (new tracks {new})"
+    );
     assert!(
         added <= budget,
         "{edited}: {added} new bytes, budget {budget}"
@@ -107,7 +112,10 @@ fn show_names_container_tracks_and_codecs() {
         ("op1a.mxf", ["mxf ", "vide:mpeg2:640x360", "soun:pcm"]),
         ("mkv.mkv", ["mkv ", "vide:h264:640x360", "soun:aac"]),
         ("webm.webm", ["webm ", "vide:vp9:640x360", "soun:opus"]),
-        ("atom.mxf", ["mxf ", "vide:dnxhd:1280x720", "duration=1.00s"]),
+        (
+            "atom.mxf",
+            ["mxf ", "vide:dnxhd:1280x720", "duration=1.00s"],
+        ),
     ] {
         let name = format!("x-{file}");
         env.commit_file(&repo, &containers().path(file), &name);
@@ -121,7 +129,10 @@ fn show_names_container_tracks_and_codecs() {
         }
         let text = env.git(&repo, &["dits", "show", &name]);
         assert!(text.contains("track"), "{file}: {text}");
-        assert!(text.contains(expect[1].split(':').nth(1).unwrap()), "{file}: {text}");
+        assert!(
+            text.contains(expect[1].split(':').nth(1).unwrap()),
+            "{file}: {text}"
+        );
     }
 }
 
@@ -152,7 +163,10 @@ fn truncated_and_corrupted_files_add_and_check_out_byte_identical() {
             env.commit_file(&repo, &src, &name);
             std::fs::remove_file(repo.join(&name)).unwrap();
             env.git(&repo, &["checkout", "HEAD", "--", &name]);
-            assert!(same_bytes(&repo.join(&name), &src), "{name} differs after checkout");
+            assert!(
+                same_bytes(&repo.join(&name), &src),
+                "{name} differs after checkout"
+            );
         }
     }
     let status = env.git(&repo, &["status", "--porcelain"]);

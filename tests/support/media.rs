@@ -300,7 +300,14 @@ pub fn containers() -> &'static Media {
                 "op1a",
                 "mxf",
                 vec![
-                    "-c:v", "mpeg2video", "-b:v", "5M", "-g", "12", "-c:a", "pcm_s16le",
+                    "-c:v",
+                    "mpeg2video",
+                    "-b:v",
+                    "5M",
+                    "-g",
+                    "12",
+                    "-c:a",
+                    "pcm_s16le",
                 ],
                 vec!["-c:a", "pcm_s16le"],
             ),
@@ -308,8 +315,8 @@ pub fn containers() -> &'static Media {
                 "mkv",
                 "matroska",
                 vec![
-                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "25",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
+                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "25", "-pix_fmt",
+                    "yuv420p", "-c:a", "aac", "-b:a", "128k",
                 ],
                 vec!["-c:a", "aac", "-b:a", "96k"],
             ),
@@ -317,8 +324,20 @@ pub fn containers() -> &'static Media {
                 "webm",
                 "webm",
                 vec![
-                    "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v",
-                    "3M", "-g", "25", "-c:a", "libopus", "-b:a", "128k",
+                    "-c:v",
+                    "libvpx-vp9",
+                    "-deadline",
+                    "realtime",
+                    "-cpu-used",
+                    "8",
+                    "-b:v",
+                    "3M",
+                    "-g",
+                    "25",
+                    "-c:a",
+                    "libopus",
+                    "-b:a",
+                    "128k",
                 ],
                 vec!["-c:a", "libopus", "-b:a", "96k"],
             ),
@@ -333,8 +352,16 @@ pub fn containers() -> &'static Media {
             make(
                 &format!("{stem}-meta.{ext}"),
                 &[
-                    "-i", &base, "-map", "0", "-c", "copy", "-metadata", "title=Director's cut",
-                    "-f", muxer,
+                    "-i",
+                    &base,
+                    "-map",
+                    "0",
+                    "-c",
+                    "copy",
+                    "-metadata",
+                    "title=Director's cut",
+                    "-f",
+                    muxer,
                 ],
             );
             let mut swap = vec![
@@ -350,7 +377,9 @@ pub fn containers() -> &'static Media {
             );
             make(
                 &format!("{stem}-trim.{ext}"),
-                &["-ss", "2", "-i", &base, "-map", "0", "-c", "copy", "-f", muxer],
+                &[
+                    "-ss", "2", "-i", &base, "-map", "0", "-c", "copy", "-f", muxer,
+                ],
             );
         }
         make(
@@ -376,7 +405,14 @@ pub fn containers() -> &'static Media {
         make(
             "atom-meta.mxf",
             &[
-                "-i", &atom, "-c", "copy", "-metadata", "title=Director's cut", "-f", "mxf_opatom",
+                "-i",
+                &atom,
+                "-c",
+                "copy",
+                "-metadata",
+                "title=Director's cut",
+                "-f",
+                "mxf_opatom",
             ],
         );
         Media { dir }

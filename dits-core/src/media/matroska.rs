@@ -130,7 +130,11 @@ fn element_at<R: Read + Seek>(
         header_len,
         len,
     };
-    let fits = unknown || offset.checked_add(header_len).and_then(|d| d.checked_add(size)).is_some_and(|end| end <= limit);
+    let fits = unknown
+        || offset
+            .checked_add(header_len)
+            .and_then(|d| d.checked_add(size))
+            .is_some_and(|end| end <= limit);
     Ok(fits.then_some(e))
 }
 
@@ -158,7 +162,13 @@ impl Walk<'_> {
         }
     }
 
-    fn sample(&mut self, track: u64, offset: u64, size: u64, sync: bool) -> Result<(), MatroskaError> {
+    fn sample(
+        &mut self,
+        track: u64,
+        offset: u64,
+        size: u64,
+        sync: bool,
+    ) -> Result<(), MatroskaError> {
         let next = self.tracks.len();
         let i = *self.track_of.entry(track).or_insert(next);
         if i == next {
@@ -414,7 +424,11 @@ fn duration_of(info: &[u8]) -> f64 {
     for (id, data) in children(info) {
         match id {
             TIMESTAMP_SCALE => scale = uint(data).filter(|&s| s > 0).unwrap_or(scale),
-            DURATION => duration = float(data).filter(|d| d.is_finite() && *d >= 0.0).unwrap_or(0.0),
+            DURATION => {
+                duration = float(data)
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .unwrap_or(0.0)
+            }
             _ => {}
         }
     }
@@ -461,7 +475,11 @@ fn describe_tracks(tracks: &[u8], movie: &mut MovieInfo) {
             match id {
                 TRACK_NUMBER => number = uint(data),
                 TRACK_TYPE => kind = uint(data).unwrap_or(0),
-                CODEC_ID => codec = std::str::from_utf8(data).unwrap_or("").trim_end_matches('\0'),
+                CODEC_ID => {
+                    codec = std::str::from_utf8(data)
+                        .unwrap_or("")
+                        .trim_end_matches('\0')
+                }
                 VIDEO => {
                     for (id, data) in children(data) {
                         match id {
@@ -474,7 +492,9 @@ fn describe_tracks(tracks: &[u8], movie: &mut MovieInfo) {
                 _ => {}
             }
         }
-        let Some(track) = number.and_then(|n| movie.tracks.iter_mut().find(|t| u64::from(t.track_id) == n)) else {
+        let Some(track) =
+            number.and_then(|n| movie.tracks.iter_mut().find(|t| u64::from(t.track_id) == n))
+        else {
             continue;
         };
         track.handler = match kind {
@@ -530,7 +550,10 @@ mod tests {
         assert_eq!(vint(&[0x81]), Some((1, 1, false)));
         assert_eq!(vint(&[0x40, 0x02]), Some((2, 2, false)));
         assert_eq!(vint(&[0xFF]), Some((127, 1, true)));
-        assert_eq!(vint(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).map(|v| v.2), Some(true));
+        assert_eq!(
+            vint(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).map(|v| v.2),
+            Some(true)
+        );
         assert_eq!(vint(&[0x00, 0x81]), None);
         assert_eq!(vint(&[0x40]), None);
     }

@@ -190,7 +190,11 @@ fn clean_token(s: &str) -> String {
 pub(crate) enum Piece {
     /// Structure stored as one object (a box, a partition's metadata, an EBML element);
     /// `label` names it in recipes and `git dits show`.
-    Object { offset: u64, len: u64, label: [u8; 4] },
+    Object {
+        offset: u64,
+        len: u64,
+        label: [u8; 4],
+    },
     /// Bytes the tracks' samples lie in (an `mdat` payload, a run of MXF essence
     /// elements, a run of Matroska clusters), with whatever headers sit between samples.
     Media { offset: u64, len: u64 },
@@ -211,9 +215,7 @@ pub fn analyze<R: Read + Seek>(file: &mut R, len: u64, options: LayoutOptions) -
     let mut budget = SampleBudget::for_file(len);
     let parsed = match sniff(file, len) {
         Ok(Sniffed::Mxf) => mxf::parse(file, len, &mut budget).map_err(LayoutError::from),
-        Ok(Sniffed::Matroska) => {
-            matroska::parse(file, len, &mut budget).map_err(LayoutError::from)
-        }
+        Ok(Sniffed::Matroska) => matroska::parse(file, len, &mut budget).map_err(LayoutError::from),
         Ok(Sniffed::IsoBmff) => parse_iso_bmff(file, len, &mut budget),
         Err(e) => Err(e),
     };
@@ -254,7 +256,11 @@ fn sniff<R: Read + Seek>(file: &mut R, len: u64) -> Result<Sniffed, LayoutError>
 /// Lays out a parsed file: structure pieces as objects (or as payload when too big to
 /// keep whole), media pieces as per-track streams when the samples tile them (else as
 /// payload cut at video keyframes), and what the parser did not understand as payload.
-fn layout_of(parsed: Parsed, options: LayoutOptions, sample_limit: Option<sample_table::SampleLimit>) -> Layout {
+fn layout_of(
+    parsed: Parsed,
+    options: LayoutOptions,
+    sample_limit: Option<sample_table::SampleLimit>,
+) -> Layout {
     let Parsed {
         container,
         movie,

@@ -208,10 +208,7 @@ pub(crate) fn parse<R: Read + Seek>(
         };
         // A new partition, primer or index segment starts its own object even after
         // one of the same kind.
-        let restart = matches!(
-            kind,
-            Kind::Partition(_) | Kind::Primer | Kind::RandomIndex
-        );
+        let restart = matches!(kind, Kind::Partition(_) | Kind::Primer | Kind::RandomIndex);
         if restart || group.map(|(g, _)| g) != Some(wanted) {
             close(&mut pieces, group, pos);
             group = Some((wanted, pos));
@@ -244,7 +241,11 @@ pub(crate) fn parse<R: Read + Seek>(
     }
     // The first header metadata object (primer pack plus sets), for the summary.
     let metadata = pieces.iter().find_map(|p| match p {
-        Piece::Object { offset, len, label } if label == b"hmet" => Some((*offset, *len)),
+        Piece::Object {
+            offset,
+            len,
+            label: [b'h', b'm', b'e', b't'],
+        } => Some((*offset, *len)),
         _ => None,
     });
     mark_keyframes(&mut w, &index_values, &mut tracks)?;
@@ -286,7 +287,11 @@ fn new_track(number: u32) -> TrackInfo {
 
 /// The element's value as the track's next samples (more than one only for a
 /// clip-wrapped element longer than [`MAX_SAMPLE`]).
-fn add_samples(track: &mut TrackInfo, klv: &Klv, budget: &mut SampleBudget) -> Result<(), MxfError> {
+fn add_samples(
+    track: &mut TrackInfo,
+    klv: &Klv,
+    budget: &mut SampleBudget,
+) -> Result<(), MxfError> {
     let mut offset = klv.value_offset();
     let end = klv.end();
     while offset < end {
@@ -587,7 +592,9 @@ fn klv_in(bytes: &[u8], pos: usize) -> Option<([u8; 16], &[u8], usize)> {
         let len = bytes
             .get(pos + 17..pos + 17 + n)?
             .iter()
-            .try_fold(0usize, |acc, &b| acc.checked_mul(256)?.checked_add(usize::from(b)))?;
+            .try_fold(0usize, |acc, &b| {
+                acc.checked_mul(256)?.checked_add(usize::from(b))
+            })?;
         (len, 17 + n)
     };
     let start = pos + header;
