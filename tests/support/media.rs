@@ -264,7 +264,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// `op1a.mxf` (MPEG-2 + PCM), `mkv.mkv` (H.264 + AAC) and `webm.webm` (VP9 + Opus), a
 /// base and its metadata remux (`-meta`), audio swap (`-swap`), audio removal
 /// (`-noaudio`) and head trim by stream copy (`-trim`); plus `atom.mxf`, a clip-wrapped
-/// OP-Atom DNxHD file, and its metadata remux `atom-meta.mxf`.
+/// OP-Atom DNxHD file, its metadata remux `atom-meta.mxf` and head trim `atom-trim.mxf`.
 pub fn containers() -> &'static Media {
     static MEDIA: OnceLock<Media> = OnceLock::new();
     MEDIA.get_or_init(|| {
@@ -414,6 +414,10 @@ pub fn containers() -> &'static Media {
                 "-f",
                 "mxf_opatom",
             ],
+        );
+        make(
+            "atom-trim.mxf",
+            &["-ss", "0.4", "-i", &atom, "-c", "copy", "-f", "mxf_opatom"],
         );
         Media { dir }
     })

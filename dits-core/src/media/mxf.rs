@@ -165,6 +165,8 @@ pub(crate) fn parse<R: Read + Seek>(
     let mut group: Option<(Group, u64)> = None;
     let mut tracks: Vec<TrackInfo> = Vec::new();
     let mut track_of: HashMap<u32, usize> = HashMap::new();
+    // Elements per track: one means clip wrapping.
+    let mut elements: Vec<u64> = Vec::new();
     let mut index_values: Vec<(u64, u64)> = Vec::new();
     let mut pos = 0u64;
     let close = |pieces: &mut Vec<Piece>, group: Option<(Group, u64)>, end: u64| {
@@ -222,7 +224,9 @@ pub(crate) fn parse<R: Read + Seek>(
                         return Err(MxfError::TooManyTracks);
                     }
                     tracks.push(new_track(number));
+                    elements.push(0);
                 }
+                elements[i] += 1;
                 add_samples(&mut tracks[i], &klv, budget)?;
             }
             Kind::Index if klv.len <= MAX_OBJECT_BOX => {
@@ -248,7 +252,7 @@ pub(crate) fn parse<R: Read + Seek>(
         } => Some((*offset, *len)),
         _ => None,
     });
-    mark_keyframes(&mut w, &index_values, &mut tracks)?;
+    mark_keyframes(&mut w, &index_values, &mut tracks, &elements, budget)?;
     let mut movie = MovieInfo {
         duration_secs: 0.0,
         tracks,
@@ -308,16 +312,22 @@ fn add_samples(
     Ok(())
 }
 
-/// Random access flags (bit 7 of an index entry's flags) by edit unit, from every index
-/// table segment; applied to each picture track whose elements the entries cover one for
-/// one (frame wrapping). Without entries (a constant-bytes-per-unit index, or none), no
-/// keyframes are marked and the video is chunked without forced cuts.
+/// Video keyframes from the index tables. Random access flags (bit 7 of an index entry's
+/// flags) by edit unit, from every index table segment, apply to each picture track whose
+/// elements the entries cover one for one (frame wrapping). A constant-bytes-per-unit
+/// index (`EditUnitByteCount`, written for intra codecs) makes every frame a keyframe: a
+/// frame-wrapped track's elements all become sync samples, and the one clip-wrapped
+/// element of a single-track file (OP-Atom) is split into frames of that many bytes.
+/// Without either, no keyframes are marked and the video is chunked by content alone.
 fn mark_keyframes<R: Read + Seek>(
     w: &mut Window<R>,
     segments: &[(u64, u64)],
     tracks: &mut [TrackInfo],
+    elements: &[u64],
+    budget: &mut SampleBudget,
 ) -> Result<(), MxfError> {
     let mut flags: Vec<Option<bool>> = Vec::new();
+    let mut unit_bytes: Option<u64> = None;
     for &(offset, len) in segments {
         let value = w.read_exact_at(offset, len as usize)?;
         let mut start: Option<u64> = None;
@@ -328,6 +338,11 @@ fn mark_keyframes<R: Read + Seek>(
                     start = u64::try_from(i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))).ok()
                 }
                 0x3F0A => entries = Some(v),
+                0x3F05 => {
+                    if let Some(n) = be_u32(v).filter(|&n| n > 0) {
+                        unit_bytes = Some(u64::from(n));
+                    }
+                }
                 _ => {}
             }
         }
@@ -359,13 +374,44 @@ fn mark_keyframes<R: Read + Seek>(
             flags[unit] = Some(body[i * each + 2] & 0x80 != 0);
         }
     }
-    for track in tracks.iter_mut().filter(|t| t.is_video()) {
-        let n = track.samples.len();
-        if n == 0 || flags.len() < n || flags[..n].iter().any(Option::is_none) {
+    let essence_tracks = tracks
+        .iter()
+        .filter(|t| t.handler != SYSTEM_HANDLER)
+        .count();
+    for (track, &element_count) in tracks.iter_mut().zip(elements) {
+        if !track.is_video() {
             continue;
         }
-        for (sample, flag) in track.samples.iter_mut().zip(&flags) {
-            sample.sync = flag.unwrap_or(false);
+        let n = track.samples.len();
+        if n > 0 && flags.len() >= n && flags[..n].iter().all(Option::is_some) {
+            for (sample, flag) in track.samples.iter_mut().zip(&flags) {
+                sample.sync = flag.unwrap_or(false);
+            }
+            continue;
+        }
+        let Some(frame) = unit_bytes else {
+            continue;
+        };
+        if element_count > 1 {
+            track.samples.iter_mut().for_each(|s| s.sync = true);
+        } else if element_count == 1 && essence_tracks == 1 {
+            let (start, end) = match (track.samples.first(), track.samples.last()) {
+                (Some(first), Some(last)) => (first.offset, last.offset + u64::from(last.size)),
+                _ => continue,
+            };
+            let frames = (end - start).div_ceil(frame);
+            budget.take(frames.saturating_sub(n as u64), 0)?;
+            track.samples = (0..frames)
+                .map(|i| {
+                    let offset = start + i * frame;
+                    Sample {
+                        offset,
+                        size: (end - offset).min(frame) as u32,
+                        sync: true,
+                    }
+                })
+                .collect();
+            track.sample_count = frames;
         }
     }
     Ok(())
