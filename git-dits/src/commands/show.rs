@@ -106,15 +106,16 @@ pub fn describe_text(path: &str, info: &Inspection) -> String {
             } else {
                 String::new()
             };
+            // MXF and Matroska list their samples in the media, not in the stored
+            // structure `show` reads, so there is no count to print.
+            let samples = if t.sample_count > 0 {
+                format!(" {} samples {} keyframes", t.sample_count, t.keyframes())
+            } else {
+                String::new()
+            };
             s.push_str(&format!(
-                "  track {}   {} {}{} {:.2}s {} samples {} keyframes\n",
-                t.track_id,
-                t.handler,
-                t.codec,
-                dims,
-                t.duration_secs,
-                t.sample_count,
-                t.keyframes()
+                "  track {}   {} {}{} {:.2}s{samples}\n",
+                t.track_id, t.handler, t.codec, dims, t.duration_secs,
             ));
         }
     }
