@@ -48,6 +48,9 @@ const LEVEL_1: [u32; 9] = [
 ];
 /// Distinct track numbers a file may use before it is treated as hostile.
 const MAX_TRACKS: usize = 1024;
+/// Structure objects and cluster runs a file may alternate between (each costs a region
+/// and a recipe entry); past it, the rest of the file is chunked as bytes.
+const MAX_PIECES: usize = 1 << 20;
 /// Info and Tracks bigger than this are not parsed for the summary.
 const MAX_HEADER_ELEMENT: u64 = 16 << 20;
 /// `Element::len` of an element whose size field is all ones (unknown).
@@ -162,6 +165,8 @@ impl Walk<'_> {
         }
     }
 
+    /// Notes a block's frame data as its track's next sample (the sample was taken from
+    /// the file's allowance when its block was found).
     fn sample(
         &mut self,
         track: u64,
@@ -182,11 +187,10 @@ impl Walk<'_> {
                 ..TrackInfo::default()
             });
         }
-        self.budget.take(1, 0)?;
         let t = &mut self.tracks[i];
         t.samples.push(Sample {
             offset,
-            // Blocks sit in clusters of known size below 4 GiB, or are refused below.
+            // `block` refuses frame data of 4 GiB or more.
             size: size as u32,
             sync,
         });
@@ -222,7 +226,7 @@ pub(crate) fn parse<R: Read + Seek>(
     let mut info: Option<(u64, u64)> = None;
     let mut track_list: Option<(u64, u64)> = None;
     let mut pos = header.end();
-    'top: while pos < len {
+    'top: while pos < len && walk.pieces.len() < MAX_PIECES {
         let Some(top) = element_at(&mut w, pos, len)? else {
             break;
         };
@@ -242,6 +246,9 @@ pub(crate) fn parse<R: Read + Seek>(
         };
         pos = top.data_offset();
         while pos < segment_end {
+            if walk.pieces.len() >= MAX_PIECES {
+                break 'top;
+            }
             let Some(child) = element_at(&mut w, pos, segment_end)? else {
                 break 'top;
             };
@@ -318,7 +325,8 @@ fn walk_cluster<R: Read + Seek>(
 ) -> Result<Option<u64>, MatroskaError> {
     let unknown = cluster.len == UNKNOWN_SIZE;
     let end = if unknown { segment_end } else { cluster.end() };
-    // Samples are noted only once the whole cluster proved readable.
+    // Samples are noted only once the whole cluster proved readable; each is taken from
+    // the file's allowance as it is found, so one huge cluster can't list without bound.
     let mut found: Vec<(u64, u64, u64, bool)> = Vec::new();
     let mut pos = cluster.data_offset();
     while pos < end {
@@ -334,6 +342,7 @@ fn walk_cluster<R: Read + Seek>(
         match e.id {
             SIMPLE_BLOCK => match block(w, e)? {
                 Some((track, offset, size, flags)) => {
+                    walk.budget.take(1, 0)?;
                     found.push((track, offset, size, flags & 0x80 != 0))
                 }
                 None => return Ok(None),
@@ -357,6 +366,7 @@ fn walk_cluster<R: Read + Seek>(
                     inner = c.end();
                 }
                 if let Some((track, offset, size, _)) = the_block {
+                    walk.budget.take(1, 0)?;
                     found.push((track, offset, size, !referenced));
                 }
             }

@@ -33,6 +33,10 @@ const MAX_TRACKS: usize = 1024;
 /// A clip-wrapped element is split into samples of at most this many bytes (a sample's
 /// size is 32-bit).
 const MAX_SAMPLE: u64 = 1 << 30;
+/// Structure objects and media runs a file may alternate between (each costs a region and
+/// a recipe entry or more); past it, the rest of the file is chunked as bytes. Also the
+/// most index table segments read.
+const MAX_PIECES: usize = 1 << 20;
 /// Header metadata bigger than this is not parsed for the summary.
 const MAX_HEADER_METADATA: u64 = 16 << 20;
 
@@ -184,7 +188,7 @@ pub(crate) fn parse<R: Read + Seek>(
             });
         }
     };
-    while pos < len {
+    while pos < len && pieces.len() < MAX_PIECES {
         let Some(klv) = klv_at(&mut w, pos)? else {
             if pos == 0 {
                 return Err(MxfError::Unreadable { offset: 0 });
@@ -229,7 +233,7 @@ pub(crate) fn parse<R: Read + Seek>(
                 elements[i] += 1;
                 add_samples(&mut tracks[i], &klv, budget)?;
             }
-            Kind::Index if klv.len <= MAX_OBJECT_BOX => {
+            Kind::Index if klv.len <= MAX_OBJECT_BOX && index_values.len() < MAX_PIECES => {
                 index_values.push((klv.value_offset(), klv.len));
             }
             _ => {}
