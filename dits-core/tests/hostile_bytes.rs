@@ -25,13 +25,30 @@ struct Fixtures {
     envelopes: Vec<(ChunkId, u32, Vec<u8>)>,
 }
 
+/// A second of 96x64 video and 8 kHz audio, encoded with `args` into `out`.
 fn ffmpeg(out: &Path, args: &[&str]) {
+    let mut all = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=12",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=8000",
+        "-pix_fmt",
+        "yuv420p",
+    ];
+    all.extend_from_slice(args);
+    run_ffmpeg(out, &all);
+}
+
+/// `ffmpeg args -t 1 -shortest out`.
+fn run_ffmpeg(out: &Path, args: &[&str]) {
     let done = std::process::Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=96x64:rate=12")
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000"])
-        .args(["-t", "1", "-shortest", "-pix_fmt", "yuv420p"])
+        .args(["-y", "-loglevel", "error"])
         .args(args)
+        .args(["-t", "1", "-shortest"])
         .arg(out)
         .output()
         .expect("ffmpeg must be installed (scripts/test-deps.sh)");
@@ -429,18 +446,7 @@ fn container_fixtures() -> &'static Vec<Vec<u8>> {
             .into_iter()
             .map(|(name, args)| {
                 let path = dir.path().join(name);
-                let done = std::process::Command::new("ffmpeg")
-                    .args(["-y", "-loglevel", "error"])
-                    .args(&args)
-                    .args(["-t", "1", "-shortest"])
-                    .arg(&path)
-                    .output()
-                    .expect("ffmpeg must be installed (scripts/test-deps.sh)");
-                assert!(
-                    done.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&done.stderr)
-                );
+                run_ffmpeg(&path, &args);
                 let bytes = std::fs::read(&path).unwrap();
                 let layout = analyze(
                     &mut Cursor::new(&bytes[..]),

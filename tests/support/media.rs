@@ -30,21 +30,33 @@ impl Media {
     }
 }
 
+/// A directory `name` under the target's temporary directory, and a maker of named ffmpeg
+/// outputs in it: each is written under a temporary name then renamed, and skipped when
+/// it exists, so re-runs don't re-encode.
+fn media_cache(name: &str) -> (PathBuf, impl Fn(&str, &[&str])) {
+    let dir = crate::bins::target_tmp().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = dir.clone();
+    let make = move |name: &str, args: &[&str]| {
+        if !at.join(name).exists() {
+            let tmp = at
+                .join(format!("tmp-{name}"))
+                .to_string_lossy()
+                .into_owned();
+            let mut full: Vec<&str> = args.to_vec();
+            full.push(&tmp);
+            ffmpeg(&full);
+            std::fs::rename(&tmp, at.join(name)).unwrap();
+        }
+    };
+    (dir, make)
+}
+
 pub fn media() -> &'static Media {
     static MEDIA: OnceLock<Media> = OnceLock::new();
     MEDIA.get_or_init(|| {
-        let dir = crate::bins::target_tmp().join("dits-media-v1");
-        std::fs::create_dir_all(&dir).unwrap();
+        let (dir, make) = media_cache("dits-media-v1");
         let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
-        let make = |name: &str, args: &[&str]| {
-            if !dir.join(name).exists() {
-                let tmp = p(&format!("tmp-{name}"));
-                let mut full: Vec<&str> = args.to_vec();
-                full.push(&tmp);
-                ffmpeg(&full);
-                std::fs::rename(&tmp, dir.join(name)).unwrap();
-            }
-        };
         // 8 s of 640x360 H.264 + AAC, a keyframe every second, moov at the end.
         let base = p("base.mp4");
         make(
@@ -268,18 +280,8 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 pub fn containers() -> &'static Media {
     static MEDIA: OnceLock<Media> = OnceLock::new();
     MEDIA.get_or_init(|| {
-        let dir = crate::bins::target_tmp().join("dits-media-containers-v2");
-        std::fs::create_dir_all(&dir).unwrap();
+        let (dir, make) = media_cache("dits-media-containers-v2");
         let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
-        let make = |name: &str, args: &[&str]| {
-            if !dir.join(name).exists() {
-                let tmp = p(&format!("tmp-{name}"));
-                let mut full: Vec<&str> = args.to_vec();
-                full.push(&tmp);
-                ffmpeg(&full);
-                std::fs::rename(&tmp, dir.join(name)).unwrap();
-            }
-        };
         let source = |rate: &'static str| -> Vec<&'static str> {
             vec![
                 "-f",
