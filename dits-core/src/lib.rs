@@ -14,6 +14,7 @@ pub mod keyring;
 pub mod media;
 pub mod memory;
 pub mod pointer;
+pub mod project;
 pub mod recipe;
 pub mod smudge;
 pub mod store;
