@@ -10,6 +10,7 @@ pub mod mlt;
 pub mod otio;
 pub mod path;
 pub mod prproj;
+pub mod resolve;
 mod xml;
 
 use std::fmt;
