@@ -28,6 +28,9 @@ enum Command {
         local: bool,
         #[arg(long)]
         skip_hooks: bool,
+        /// Also check staged project files' media before each commit (`dits.checkDeps`).
+        #[arg(long)]
+        check_deps: bool,
     },
     /// Remove what `install` configured; hooks you had before are restored.
     Uninstall {
@@ -68,6 +71,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The media a project file (Kdenlive, Shotcut/MLT, OpenTimelineIO, FCPXML, Premiere,
+    /// EDL) references: role, repository path, status and asset id of each.
+    Deps {
+        project: String,
+        /// Read the project and the tree of this revision (no media needed).
+        #[arg(long)]
+        rev: Option<String>,
+        /// Exit 1 naming each untracked, missing, outside or ambiguous reference.
+        #[arg(long)]
+        check: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every reachable pointer's recipe and objects; exit 1 listing problems.
     Fsck {
         #[arg(long)]
@@ -82,6 +98,9 @@ enum Command {
     /// GIT_DITS_SKIP_SMUDGE=1); PATHS limit it. Files you changed are left alone.
     PullMedia {
         paths: Vec<String>,
+        /// Only the media this project file references (`git dits deps`).
+        #[arg(long = "for", value_name = "PROJECT", conflicts_with = "paths")]
+        for_project: Option<String>,
         /// No progress or summary.
         #[arg(short, long)]
         quiet: bool,
@@ -196,9 +215,13 @@ fn main() -> ExitCode {
     git_remote_dits::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Install { local, skip_hooks } => {
-            commands::install::install(local, skip_hooks).map(|_| 0)
-        }
+        Command::Install {
+            local,
+            skip_hooks,
+            check_deps,
+        } => commands::install::install(local, skip_hooks)
+            .and_then(|_| commands::install::enable_deps_check(local, check_deps))
+            .map(|_| 0),
         Command::Uninstall { local } => commands::install::uninstall(local).map(|_| 0),
         Command::Track { patterns, lockable } => {
             commands::track::track(&patterns, lockable).map(|_| 0)
@@ -262,10 +285,21 @@ fn main() -> ExitCode {
             verify_remote,
             json,
         } => commands::prune::prune(dry_run, verify_remote, json),
-        Command::PullMedia { paths, quiet } => {
-            commands::pull_media::pull_media(&paths, quiet).map(|_| 0)
-        }
-        Command::Hook { name, args: _ } => commands::install::hook(&name).map(|_| 0),
+        Command::PullMedia {
+            paths,
+            for_project,
+            quiet,
+        } => match for_project {
+            Some(project) => commands::pull_media::pull_media_for(&project, quiet).map(|_| 0),
+            None => commands::pull_media::pull_media(&paths, quiet).map(|_| 0),
+        },
+        Command::Deps {
+            project,
+            rev,
+            check,
+            json,
+        } => commands::deps::deps(&project, rev.as_deref(), json, check),
+        Command::Hook { name, args: _ } => commands::install::hook(&name),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

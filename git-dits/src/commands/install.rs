@@ -11,17 +11,19 @@ use anyhow::{Context, Result};
 use git_remote_dits::git;
 
 /// Hooks Dits wires, by name, with their scripts. They call `git dits hook NAME`
-/// (read-only lockable files after checkout, merge and commit; pre-push has nothing to
-/// check: the hub enforces locks). The scripts are real shell files in the repository's
+/// (read-only lockable files after checkout, merge and commit; pre-commit checks staged
+/// projects' dependencies when `dits.checkDeps` is set; pre-push has nothing to check:
+/// the hub enforces locks). The scripts are real shell files in the repository's
 /// `hooks/` folder (checked with `sh -n` by the tests), compiled in so an installed binary
 /// needs no data files.
-pub const HOOKS: [(&str, &str); 4] = [
+pub const HOOKS: [(&str, &str); 5] = [
     (
         "post-checkout",
         include_str!("../../../hooks/post-checkout"),
     ),
     ("post-merge", include_str!("../../../hooks/post-merge")),
     ("post-commit", include_str!("../../../hooks/post-commit")),
+    ("pre-commit", include_str!("../../../hooks/pre-commit")),
     ("pre-push", include_str!("../../../hooks/pre-push")),
 ];
 const MARKER: &str = "# dits-hook v1";
@@ -53,6 +55,16 @@ pub fn install(local: bool, skip_hooks: bool) -> Result<()> {
         eprintln!("Hooks installed in {}.", dir.display());
         // A clone checked out before the hooks existed gets its lockable modes now.
         git_remote_dits::locks::hook_refresh();
+    }
+    Ok(())
+}
+
+/// `install --check-deps`: the pre-commit hook checks staged projects' media.
+pub fn enable_deps_check(local: bool, enable: bool) -> Result<()> {
+    if enable {
+        let scope = if local { "--local" } else { "--global" };
+        git::run(&["config", scope, "dits.checkDeps", "true"])?;
+        eprintln!("Project dependencies are checked before each commit (dits.checkDeps).");
     }
     Ok(())
 }
@@ -157,14 +169,19 @@ fn write_executable(path: &Path, text: &str) -> Result<()> {
 /// `git dits hook NAME`: the entry point the installed hooks call. After checkout, merge
 /// and commit, lockable files get their modes from the hub's locks. pre-push checks
 /// nothing here: the hub enforces locks when it moves a ref.
-pub fn hook(name: &str) -> Result<()> {
-    match name {
+pub fn hook(name: &str) -> Result<i32> {
+    let code = match name {
         "pre-push" => {
             std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+            0
         }
-        "post-checkout" | "post-merge" | "post-commit" => git_remote_dits::locks::hook_refresh(),
-        _ => {}
-    }
-    tracing::debug!(hook = name, "hook ran");
-    Ok(())
+        "pre-commit" => super::deps::pre_commit_check()?,
+        "post-checkout" | "post-merge" | "post-commit" => {
+            git_remote_dits::locks::hook_refresh();
+            0
+        }
+        _ => 0,
+    };
+    tracing::debug!(hook = name, code, "hook ran");
+    Ok(code)
 }

@@ -1,5 +1,6 @@
 //! One module per `git dits` subcommand.
 
+pub mod deps;
 pub mod filter;
 pub mod fsck;
 pub mod install;

@@ -101,6 +101,20 @@ fn hydrate(
     Ok(())
 }
 
+/// `pull-media --for PROJECT`: the tracked files the project references, and nothing
+/// else.
+pub fn pull_media_for(project: &str, quiet: bool) -> Result<()> {
+    let files = super::deps::media_of(project)?;
+    if files.is_empty() {
+        if !quiet {
+            eprintln!("{project} references no tracked media.");
+        }
+        return Ok(());
+    }
+    let specs: Vec<String> = files.iter().map(|f| format!(":(top,literal){f}")).collect();
+    pull_media(&specs, quiet)
+}
+
 pub fn pull_media(paths: &[String], quiet: bool) -> Result<()> {
     let mut store = LocalStore::open(&git::store_dir()?)?;
     let found = pointer_files(paths, &git_remote_dits::keys::load_keyring()?, &store)?;
