@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests need, installed or started idempotently (a second run changes nothing):
-# Debian packages (ffmpeg, git, curl, fuse3, the PostgreSQL client), this machine's Redis
+# Debian packages (ffmpeg, git, curl, fuse3, melt, the PostgreSQL client), this machine's Redis
 # and PostgreSQL started if they have stopped, and moto's S3 server from PyPI in
 # target/moto-venv. scripts/test.sh runs this first, so a fresh Debian machine with Rust
 # needs nothing else.
@@ -11,6 +11,8 @@ command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+# MLT's melt writes the project fixtures (and renders them) in the project-file tests.
+command -v melt >/dev/null 2>&1 || missing+=(melt)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fresh_postgres=no

@@ -106,7 +106,13 @@ fn hook_scripts_are_valid_shell() {
     names.sort();
     assert_eq!(
         names,
-        ["post-checkout", "post-commit", "post-merge", "pre-commit", "pre-push"]
+        [
+            "post-checkout",
+            "post-commit",
+            "post-merge",
+            "pre-commit",
+            "pre-push"
+        ]
     );
     for name in names {
         let out = std::process::Command::new("sh")

@@ -13,6 +13,7 @@ mod lifecycle;
 mod locks;
 mod mount;
 mod network;
+mod projects;
 mod roundtrip;
 mod s3;
 mod scale;

@@ -259,11 +259,16 @@ pub fn resolve(
     }
 }
 
-/// The repository path of absolute `path` if it lies in `checkout`.
+/// The repository path of absolute `path` if it lies in `checkout` (`""` for the
+/// checkout's root itself).
 fn inside(path: &str, checkout: &str) -> Option<String> {
     let root = checkout.trim_end_matches('/');
+    let path = path.trim_end_matches('/');
     if root.is_empty() {
         return None;
+    }
+    if path == root {
+        return Some(String::new());
     }
     path.strip_prefix(&format!("{root}/")).and_then(normalize)
 }
@@ -377,6 +382,24 @@ mod tests {
         assert_eq!(t.sequence_members("frames/img_%05d.png").len(), 2);
         assert_eq!(t.sequence_members("frames/.all.png").len(), 2);
         assert_eq!(go(&at("../../../etc/passwd")), Resolution::Missing);
+    }
+
+    #[test]
+    fn a_root_at_the_checkout_resolves_exactly() {
+        let mut r = at("footage/A001.mov");
+        r.base = Some("/home/me/repo/".into());
+        let sizes = |_: &str| None;
+        assert_eq!(
+            resolve(
+                &r,
+                "edit/film.kdenlive",
+                "/home/me/repo",
+                &tree(),
+                &Rules::default(),
+                &sizes
+            ),
+            Resolution::Tracked("footage/A001.mov".into(), How::Exact)
+        );
     }
 
     #[test]

@@ -110,8 +110,12 @@ fn read(source: &Source, path: &str, top: &std::path::Path) -> Result<Option<Vec
     let spec = match source {
         Source::Worktree => {
             return match std::fs::metadata(top.join(path)) {
-                Ok(m) if m.len() > MAX_PROJECT_BYTES => bail!("{path} is larger than {MAX_PROJECT_BYTES} bytes"),
-                Ok(_) => Ok(Some(std::fs::read(top.join(path)).with_context(|| format!("reading {path}"))?)),
+                Ok(m) if m.len() > MAX_PROJECT_BYTES => {
+                    bail!("{path} is larger than {MAX_PROJECT_BYTES} bytes")
+                }
+                Ok(_) => Ok(Some(
+                    std::fs::read(top.join(path)).with_context(|| format!("reading {path}"))?,
+                )),
                 Err(_) => Ok(None),
             }
         }
@@ -119,7 +123,12 @@ fn read(source: &Source, path: &str, top: &std::path::Path) -> Result<Option<Vec
         Source::Rev(rev) => format!("{rev}:{path}"),
     };
     let blobs = git::cat_file_small(&[spec], MAX_PROJECT_BYTES)?;
-    Ok(blobs.into_iter().next().flatten().filter(|b| b.kind == "blob").map(|b| b.content))
+    Ok(blobs
+        .into_iter()
+        .next()
+        .flatten()
+        .filter(|b| b.kind == "blob")
+        .map(|b| b.content))
 }
 
 /// The repository path of `path` as given on the command line (relative to the current
@@ -163,12 +172,14 @@ fn rules(source: &Source, top: &std::path::Path) -> Result<Rules> {
         }
     }
     let external = git::try_run(&["config", "--get-all", "dits.deps.external"]).unwrap_or_default();
-    let mut extra = Rules::default();
-    extra.external = external
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().replace('\\', "/"))
-        .collect();
+    let extra = Rules {
+        prefixes: Vec::new(),
+        external: external
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().replace('\\', "/"))
+            .collect(),
+    };
     rules.extend(extra);
     Ok(rules)
 }
@@ -203,7 +214,7 @@ pub fn dependencies(project: &str, source: &Source) -> Result<Vec<Dependency>> {
     // Sizes of tracked files, for narrowing a match by name: the pointer's size.
     let size_of = |path: &str| -> Option<u64> {
         let id = entries.ids.get(path)?;
-        let blob = git::cat_file_small(&[id.clone()], MAX_POINTER_LEN as u64)
+        let blob = git::cat_file_small(std::slice::from_ref(id), MAX_POINTER_LEN as u64)
             .ok()?
             .into_iter()
             .next()
@@ -284,7 +295,10 @@ fn fill_assets(deps: &mut [Dependency], entries: &Entries) -> Result<()> {
             None => format!("git:{id}"),
         });
     }
-    for d in deps.iter_mut().filter(|d| d.status == Status::Tracked && d.files.len() != 1) {
+    for d in deps
+        .iter_mut()
+        .filter(|d| d.status == Status::Tracked && d.files.len() != 1)
+    {
         d.asset = Some(format!("{} files", d.files.len()));
     }
     Ok(())
@@ -361,7 +375,10 @@ pub fn deps(path: &str, rev: Option<&str>, json_out: bool, check: bool) -> Resul
                 } else {
                     format!("  <- {}", d.reference.raw)
                 },
-                d.asset.as_deref().map(|a| format!("  {a}")).unwrap_or_default(),
+                d.asset
+                    .as_deref()
+                    .map(|a| format!("  {a}"))
+                    .unwrap_or_default(),
             );
         }
     }
@@ -378,7 +395,13 @@ pub fn pre_commit_check() -> Result<i32> {
     if !git::config_bool("dits.checkDeps", false) {
         return Ok(0);
     }
-    let staged = git::run(&["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"])?;
+    let staged = git::run(&[
+        "diff",
+        "--cached",
+        "--name-only",
+        "-z",
+        "--diff-filter=ACMR",
+    ])?;
     let mut failed = false;
     let mut seen = std::collections::HashSet::new();
     for path in staged.split('\0').filter(|p| !p.is_empty()) {

@@ -1,0 +1,246 @@
+//! Project files (issue 18): `git dits deps` on a project `melt` wrote, the pre-commit
+//! check (`dits.checkDeps`) stopping a commit that leaves media behind, dependencies read
+//! at any revision without the media, relink rules, and `pull-media --for` fetching
+//! exactly a project's media.
+
+use std::path::Path;
+use std::process::Command;
+
+use dits_tests::{media, same_bytes, TestEnv};
+
+/// `melt CLIPS… -consumer xml:OUT` run in `dir`: MLT's own XML writer, with `root` set to
+/// `dir` and paths relative to it.
+fn melt(dir: &Path, clips: &[&str], out: &str) {
+    let mut args: Vec<String> = clips.iter().map(|c| c.to_string()).collect();
+    args.push("-consumer".into());
+    args.push(format!("xml:{out}"));
+    let done = Command::new("melt")
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .expect("melt must be installed (scripts/test-deps.sh)");
+    assert!(
+        done.status.success() && dir.join(out).exists(),
+        "melt: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+fn deps_json(env: &TestEnv, repo: &Path, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["dits", "deps", "--json"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&env.git(repo, &full)).unwrap()
+}
+
+fn statuses(json: &serde_json::Value) -> Vec<(String, String)> {
+    json["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["resolved"]
+                    .as_str()
+                    .unwrap_or(r["path"].as_str().unwrap())
+                    .to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A repository with two clips and a melt project naming both, only one clip added.
+fn project_repo(env: &TestEnv) -> std::path::PathBuf {
+    let repo = env.repo("r");
+    std::fs::create_dir_all(repo.join("footage")).unwrap();
+    std::fs::copy(media().path("base.mp4"), repo.join("footage/take 1.mp4")).unwrap();
+    std::fs::copy(media().path("rewrap.mov"), repo.join("footage/take 2.mov")).unwrap();
+    env.git(&repo, &["add", "footage/take 1.mp4"]);
+    env.git(&repo, &["commit", "-q", "-m", "take 1"]);
+    melt(
+        &repo,
+        &["footage/take 1.mp4", "footage/take 2.mov"],
+        "film.mlt",
+    );
+    repo
+}
+
+#[test]
+fn the_pre_commit_check_names_untracked_media_and_passes_once_it_is_added() {
+    let env = TestEnv::new();
+    let repo = project_repo(&env);
+    env.git(&repo, &["dits", "install", "--local", "--check-deps"]);
+
+    let json = deps_json(&env, &repo, &["film.mlt"]);
+    assert_eq!(
+        statuses(&json),
+        [
+            ("footage/take 1.mp4".to_string(), "tracked".to_string()),
+            ("footage/take 2.mov".to_string(), "untracked".to_string())
+        ]
+    );
+    let check = env.git_output(&repo, &["dits", "deps", "--check", "film.mlt"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("untracked footage/take 2.mov"));
+
+    env.git(&repo, &["add", "film.mlt"]);
+    let commits = env.git(&repo, &["rev-list", "--count", "HEAD"]);
+    let refused = env.git_output(&repo, &["commit", "-q", "-m", "edit"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "the commit went through: {stderr}"
+    );
+    assert!(
+        stderr.contains("film.mlt: untracked footage/take 2.mov"),
+        "{stderr}"
+    );
+    assert_eq!(env.git(&repo, &["rev-list", "--count", "HEAD"]), commits);
+
+    env.git(&repo, &["add", "footage/take 2.mov"]);
+    env.git(&repo, &["commit", "-q", "-m", "edit"]);
+    // Recorded with the commit: read back at that revision, with asset ids equal to the
+    // pointers' (what `ls-files` reports), after the media is gone from the checkout.
+    std::fs::remove_dir_all(repo.join("footage")).unwrap();
+    let at_head = deps_json(&env, &repo, &["--rev", "HEAD", "film.mlt"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.git(&repo, &["dits", "ls-files", "--json"])).unwrap();
+    for r in at_head["references"].as_array().unwrap() {
+        assert_eq!(r["status"], "tracked", "{r}");
+        let oid = listed["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == r["resolved"])
+            .map(|f| f["oid"].as_str().unwrap().to_string())
+            .unwrap();
+        assert_eq!(r["asset"].as_str().unwrap(), format!("blake3:{oid}"));
+    }
+    // At the first commit the project did not exist yet.
+    let before = env.git_output(&repo, &["dits", "deps", "--rev", "HEAD~1", "film.mlt"]);
+    assert_eq!(before.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&before.stderr).contains("film.mlt is not in HEAD~1"));
+}
+
+/// A project written on another machine (absolute paths there): unresolved at first,
+/// found through a committed `.ditsrelink` rule, a personal `dits.relink.*` rule, and by
+/// name; a deliberate outside reference passes the check once declared `external`.
+#[test]
+fn relink_rules_resolve_another_machines_paths() {
+    let env = TestEnv::new();
+    let repo = project_repo(&env);
+    env.git(&repo, &["add", "footage/take 2.mov"]);
+    env.git(&repo, &["commit", "-q", "-m", "take 2"]);
+    let foreign = r#"<?xml version="1.0" encoding="utf-8"?>
+<mlt LC_NUMERIC="C" version="7.12.0" root="/Volumes/SSD_A/Job42">
+ <producer id="a"><property name="resource">/Volumes/SSD_A/Job42/footage/take 1.mp4</property><property name="mlt_service">avformat</property></producer>
+ <chain id="b"><property name="resource">file:///D:/Rushes/take%202.mov</property><property name="mlt_service">avformat</property></chain>
+ <transition id="t"><property name="mlt_service">luma</property><property name="resource">/usr/share/kdenlive/lumas/HD/spiral.pgm</property></transition>
+</mlt>"#;
+    std::fs::create_dir_all(repo.join("edit")).unwrap();
+    std::fs::write(repo.join("edit/foreign.kdenlive"), foreign).unwrap();
+    let json = deps_json(&env, &repo, &["edit/foreign.kdenlive"]);
+    let how: Vec<(String, String)> = json["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap().into(),
+                r["how"].as_str().unwrap_or("-").into(),
+            )
+        })
+        .collect();
+    // Found by name before any rule exists; the luma is outside.
+    assert_eq!(how[0], ("tracked".into(), "name".into()));
+    assert_eq!(how[2].0, "outside");
+
+    std::fs::write(
+        repo.join(".ditsrelink"),
+        "/Volumes/SSD_A/Job42 = .\nexternal /usr/share/kdenlive\n",
+    )
+    .unwrap();
+    env.git(&repo, &["config", "dits.relink.rushes.from", "D:/Rushes"]);
+    env.git(&repo, &["config", "dits.relink.rushes.to", "footage"]);
+    let json = deps_json(&env, &repo, &["edit/foreign.kdenlive"]);
+    let got: Vec<(String, String, String)> = json["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["resolved"].as_str().unwrap_or("-").into(),
+                r["status"].as_str().unwrap().into(),
+                r["how"].as_str().unwrap_or("-").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("footage/take 1.mp4".into(), "tracked".into(), "rule".into()),
+            ("footage/take 2.mov".into(), "tracked".into(), "rule".into()),
+            ("-".into(), "external".into(), "-".into()),
+        ]
+    );
+    let check = env.git_output(&repo, &["dits", "deps", "--check", "edit/foreign.kdenlive"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A clone without media (`GIT_DITS_SKIP_SMUDGE=1`): `pull-media --for` hydrates exactly
+/// the project's clips and fetches only their bytes, not the other, bigger clip.
+#[test]
+fn pull_media_for_a_project_fetches_exactly_its_media() {
+    let env = TestEnv::new();
+    let (hub, _token) = env.alice_hub();
+    let repo = project_repo(&env);
+    std::fs::copy(media().path("noise.mp4"), repo.join("footage/other.mp4")).unwrap();
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "all"]);
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    let out = env.clone_with(
+        &hub.url("alice/film"),
+        "b",
+        &[("GIT_DITS_SKIP_SMUDGE", "1")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = env.dir.path().join("b");
+    let pulled = env.git_output(&b, &["dits", "pull-media", "--for", "film.mlt"]);
+    let stderr = String::from_utf8_lossy(&pulled.stderr);
+    assert!(pulled.status.success(), "{stderr}");
+    for name in ["footage/take 1.mp4", "footage/take 2.mov"] {
+        assert!(same_bytes(&b.join(name), &repo.join(name)), "{name}");
+    }
+    assert!(std::fs::read(b.join("footage/other.mp4"))
+        .unwrap()
+        .starts_with(b"dits-pointer v1\n"));
+    let fetched: u64 = stderr
+        .split(" bytes fetched")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in: {stderr}"));
+    let needed = ["footage/take 1.mp4", "footage/take 2.mov"]
+        .iter()
+        .map(|n| std::fs::metadata(repo.join(n)).unwrap().len())
+        .sum::<u64>();
+    let other = std::fs::metadata(repo.join("footage/other.mp4"))
+        .unwrap()
+        .len();
+    eprintln!("fetched {fetched} B for {needed} B of project media (other clip {other} B)");
+    assert!(
+        fetched > 0 && fetched <= needed + needed / 10,
+        "{fetched} vs {needed}"
+    );
+    assert_eq!(env.git(&b, &["status", "--porcelain"]), "");
+}
