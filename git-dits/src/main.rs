@@ -84,6 +84,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite a project's media paths to where the files are in this checkout (found
+    /// through .ditsrelink / dits.relink.* rules, the project's folder or the file name);
+    /// lists the changes unless --write, which keeps the old project as NAME.bak.
+    Relink {
+        project: String,
+        #[arg(long)]
+        write: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every reachable pointer's recipe and objects; exit 1 listing problems.
     Fsck {
         #[arg(long)]
@@ -293,6 +303,11 @@ fn main() -> ExitCode {
             Some(project) => commands::pull_media::pull_media_for(&project, quiet).map(|_| 0),
             None => commands::pull_media::pull_media(&paths, quiet).map(|_| 0),
         },
+        Command::Relink {
+            project,
+            write,
+            json,
+        } => commands::relink::relink(&project, write, json),
         Command::Deps {
             project,
             rev,

@@ -244,3 +244,133 @@ fn pull_media_for_a_project_fetches_exactly_its_media() {
     );
     assert_eq!(env.git(&b, &["status", "--porcelain"]), "");
 }
+
+/// Renders `project` with melt in `dir`; its stderr.
+fn melt_render(dir: &Path, project: &str, out: &Path) -> String {
+    let done = Command::new("melt")
+        .arg(project)
+        .arg("-consumer")
+        .arg(format!("avformat:{}", out.display()))
+        .current_dir(dir)
+        .output()
+        .expect("melt must be installed (scripts/test-deps.sh)");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    String::from_utf8_lossy(&done.stderr).into_owned()
+}
+
+fn duration(file: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
+/// The story: a project made on one machine (absolute paths into a folder only
+/// that machine has) is committed with a `.ditsrelink` rule; on another machine (a clone
+/// from the hub, the folder gone) melt cannot load its clips until `relink --write`
+/// points them into the checkout, and then renders the whole edit.
+#[test]
+fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
+    let env = TestEnv::new();
+    let (hub, _token) = env.alice_hub();
+    let elsewhere = env.dir.path().join("SSD_A");
+    std::fs::create_dir_all(elsewhere.join("footage")).unwrap();
+    std::fs::create_dir_all(elsewhere.join("edit")).unwrap();
+    for (src, name) in [("base.mp4", "take 1.mp4"), ("rewrap.mov", "take&2.mov")] {
+        std::fs::copy(media().path(src), elsewhere.join("footage").join(name)).unwrap();
+    }
+    let abs = |n: &str| {
+        elsewhere
+            .join("footage")
+            .join(n)
+            .to_string_lossy()
+            .into_owned()
+    };
+    melt(
+        &elsewhere.join("edit"),
+        &[&abs("take 1.mp4"), &abs("take&2.mov")],
+        "film.mlt",
+    );
+    let project = std::fs::read_to_string(elsewhere.join("edit/film.mlt")).unwrap();
+    assert!(project.contains(&abs("take 1.mp4")) && project.contains("take&amp;2.mov"));
+
+    let repo = env.repo("a");
+    std::fs::create_dir_all(repo.join("footage")).unwrap();
+    std::fs::create_dir_all(repo.join("edit")).unwrap();
+    for name in ["take 1.mp4", "take&2.mov"] {
+        std::fs::copy(
+            elsewhere.join("footage").join(name),
+            repo.join("footage").join(name),
+        )
+        .unwrap();
+    }
+    std::fs::copy(elsewhere.join("edit/film.mlt"), repo.join("edit/film.mlt")).unwrap();
+    std::fs::write(
+        repo.join(".ditsrelink"),
+        format!("{} = footage\n", elsewhere.join("footage").display()),
+    )
+    .unwrap();
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "edit"]);
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    std::fs::remove_dir_all(&elsewhere).unwrap();
+    let out = env.clone_with(&hub.url("alice/film"), "b", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = env.dir.path().join("b");
+    let check = env.git_output(&b, &["dits", "deps", "--check", "edit/film.mlt"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let before = melt_render(&b, "edit/film.mlt", &env.dir.path().join("before.mp4"));
+    assert!(before.contains("failed to load producer"), "{before}");
+    let listed = env.git(&b, &["dits", "relink", "edit/film.mlt"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert_eq!(
+        env.git(&b, &["status", "--porcelain"]),
+        "",
+        "a listing changes nothing"
+    );
+    env.git(&b, &["dits", "relink", "--write", "edit/film.mlt"]);
+    assert!(b.join("edit/film.mlt.bak").exists());
+    let relinked = std::fs::read_to_string(b.join("edit/film.mlt")).unwrap();
+    assert!(
+        relinked.contains(&format!("{}/footage/take&amp;2.mov", b.display())),
+        "{relinked}"
+    );
+
+    let rendered = env.dir.path().join("after.mp4");
+    let after = melt_render(&b, "edit/film.mlt", &rendered);
+    assert!(!after.contains("failed to load"), "{after}");
+    let expected =
+        duration(&b.join("footage/take 1.mp4")) + duration(&b.join("footage/take&2.mov"));
+    let got = duration(&rendered);
+    assert!(
+        (got - expected).abs() < 0.5,
+        "rendered {got} s, clips {expected} s"
+    );
+}

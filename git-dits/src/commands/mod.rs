@@ -9,5 +9,6 @@ pub mod locks;
 pub mod ls_files;
 pub mod prune;
 pub mod pull_media;
+pub mod relink;
 pub mod show;
 pub mod track;
