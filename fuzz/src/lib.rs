@@ -225,6 +225,38 @@ pub fn matroska(data: &[u8]) {
     assert!(movie.duration_secs.is_finite());
 }
 
+/// Project files: the first byte picks the format (MLT, OTIO, OTIOZ, FCPXML, Premiere,
+/// EDL), the rest is the document. Accepted documents give at most the reference limit,
+/// each with a decoded path; refused ones a bounded message. Also the path decoder and
+/// the `.ditsrelink` parser over the same bytes.
+pub fn project_files(data: &[u8]) {
+    use dits_core::project::{self, Format};
+    let Some((&which, doc)) = data.split_first() else {
+        return;
+    };
+    let format = [
+        Format::Mlt,
+        Format::Otio,
+        Format::Otioz,
+        Format::Fcpxml,
+        Format::Prproj,
+        Format::Edl,
+    ][usize::from(which) % 6];
+    match project::references(format, doc) {
+        Ok(refs) => {
+            assert!(refs.len() <= project::MAX_REFERENCES);
+            for r in &refs {
+                assert!(!r.path.is_empty());
+            }
+        }
+        Err(e) => bounded_message(&e),
+    }
+    let text = String::from_utf8_lossy(doc);
+    let _ = project::path::decode(&text);
+    let rules = project::resolve::Rules::parse(&text);
+    let _ = rules.is_external(&text);
+}
+
 // ---------------------------------------------------------------------------------------
 // Formats at rest: pointer, recipe, envelope.
 
