@@ -4,6 +4,7 @@
 //! (`git dits deps`). Parsers stream (`quick-xml`, `serde_json`), bound what they
 //! decompress and nest, and answer hostile input with an error, never a panic.
 
+pub mod deps;
 pub mod edl;
 pub mod fcpxml;
 pub mod mlt;
