@@ -15,6 +15,7 @@ pub mod locks;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod mirror_deps;
 pub mod names;
 pub mod pg;
 pub mod pg_tls;

@@ -79,6 +79,31 @@ impl GitMirror {
     }
 
     /// Whether the mirror holds commit `oid`.    /// Whether the mirror holds commit `oid`.
+    /// The dependencies of the project at `path` in `commit` (see `mirror_deps`).
+    pub async fn project_deps(
+        &self,
+        repo: i64,
+        commit: &str,
+        path: &str,
+    ) -> Result<
+        Result<Vec<dits_core::project::deps::Dependency>, dits_core::project::deps::DepsError>,
+    > {
+        let (commit, path) = (commit.to_string(), path.to_string());
+        self.blocking(move |m| {
+            let mut snap = crate::mirror_deps::MirrorSnapshot {
+                dir: m.repo_dir(repo)?,
+                commit,
+            };
+            Ok(dits_core::project::deps::dependencies(
+                &mut snap,
+                &path,
+                "",
+                &Default::default(),
+            ))
+        })
+        .await
+    }
+
     pub async fn has_commit(&self, repo: i64, oid: &str) -> Result<bool> {
         let oid = oid.to_string();
         self.blocking(move |m| m.has_commit_blocking(repo, &oid))

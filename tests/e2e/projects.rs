@@ -245,6 +245,23 @@ fn pull_media_for_a_project_fetches_exactly_its_media() {
     assert_eq!(env.git(&b, &["status", "--porcelain"]), "");
 }
 
+/// GET `/api/v1/repos/PATH` from the hub, with a bearer token or none: status and body.
+fn api_get(hub: &dits_tests::HubProcess, token: Option<&str>, path: &str) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sk", "-w", "\n%{http_code}", "--max-time", "60"]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    c.arg(format!(
+        "https://127.0.0.1:{}/api/v1/repos/{path}",
+        hub.port
+    ));
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// Renders `project` with melt in `dir`; its stderr.
 fn melt_render(dir: &Path, project: &str, out: &Path) -> String {
     let done = Command::new("melt")
@@ -288,7 +305,7 @@ fn duration(file: &Path) -> f64 {
 #[test]
 fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
     let env = TestEnv::new();
-    let (hub, _token) = env.alice_hub();
+    let (hub, token) = env.alice_hub();
     let elsewhere = env.dir.path().join("SSD_A");
     std::fs::create_dir_all(elsewhere.join("footage")).unwrap();
     std::fs::create_dir_all(elsewhere.join("edit")).unwrap();
@@ -330,6 +347,47 @@ fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
     env.git(&repo, &["commit", "-q", "-m", "edit"]);
     env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
     env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    // The hub answers the same dependencies from its mirror, without media.
+    let (code, body) = api_get(&hub, Some(&token), "alice/film/deps?path=edit/film.mlt");
+    assert_eq!(code, 200, "{body}");
+    let from_hub: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let from_client = deps_json(&env, &repo, &["--rev", "HEAD", "edit/film.mlt"]);
+    let pick = |j: &serde_json::Value| -> Vec<(String, String, String)> {
+        j["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["resolved"].as_str().unwrap_or("-").into(),
+                    r["status"].as_str().unwrap().into(),
+                    r["asset"].as_str().unwrap_or("-").into(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pick(&from_hub), pick(&from_client));
+    assert!(pick(&from_hub)
+        .iter()
+        .all(|(_, status, asset)| status == "tracked" && asset.starts_with("blake3:")));
+    assert_eq!(
+        api_get(&hub, None, "alice/film/deps?path=edit/film.mlt").0,
+        401
+    );
+    assert_eq!(
+        api_get(&hub, Some(&token), "alice/film/deps?path=edit/none.mlt").0,
+        404
+    );
+    assert_eq!(
+        api_get(
+            &hub,
+            Some(&token),
+            "alice/film/deps?path=edit/film.mlt&rev=nosuch"
+        )
+        .0,
+        404
+    );
 
     std::fs::remove_dir_all(&elsewhere).unwrap();
     let out = env.clone_with(&hub.url("alice/film"), "b", &[]);

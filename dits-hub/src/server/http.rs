@@ -25,6 +25,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/metrics", get(status::metrics))
         .route("/readyz", get(status::readyz))
         .route("/api/v1/repos/{owner}/{name}/refs", get(refs))
+        .route("/api/v1/repos/{owner}/{name}/deps", get(deps))
         .route(
             "/api/v1/repos/{owner}/{name}/locks",
             get(list_locks).post(create_lock),
@@ -168,6 +169,63 @@ async fn unlock(
     let body: UnlockBody = json_body(&body)?;
     let released = caller.locks(&state).unlock(&id, body.force).await?;
     Ok(Json(released))
+}
+
+#[derive(serde::Deserialize)]
+struct DepsQuery {
+    path: String,
+    rev: Option<String>,
+}
+
+/// `GET …/deps?path=PROJECT&rev=REV`: the media a project file references at a commit
+/// (a ref name, a branch, or a commit id; default the `main` branch), resolved in the
+/// hub's mirror exactly as `git dits deps --rev` resolves it, without media.
+async fn deps(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<DepsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let axum::extract::Query(q) = query.map_err(|e| {
+        HubError::BadRequest(format!("bad query (give path=PROJECT, and rev=REV): {e}"))
+    })?;
+    let rev = q.rev.unwrap_or_else(|| "main".to_string());
+    let refs = state.meta.refs(caller.repo).await?;
+    let is_oid = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+    let commit = if is_oid {
+        rev.to_ascii_lowercase()
+    } else {
+        [
+            rev.clone(),
+            format!("refs/heads/{rev}"),
+            format!("refs/tags/{rev}"),
+        ]
+        .iter()
+        .find_map(|r| refs.get(r).cloned())
+        .ok_or_else(|| HubError::NotFound(format!("{owner}/{name} has no ref {rev}")))?
+    };
+    crate::server::refs::mirror_packs(&state, caller.repo, &[]).await?;
+    if !state.mirror.has_commit(caller.repo, &commit).await? {
+        return Err(HubError::NotFound(format!(
+            "{owner}/{name} has no commit {commit}"
+        )));
+    }
+    use dits_core::project::deps::DepsError;
+    match state
+        .mirror
+        .project_deps(caller.repo, &commit, &q.path)
+        .await?
+    {
+        Ok(deps) => Ok(Json(serde_json::json!({
+            "project": q.path,
+            "rev": rev,
+            "commit": commit,
+            "references": deps.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+        }))),
+        Err(DepsError::Absent(doc)) => Err(HubError::NotFound(format!("{doc} is not in {rev}"))),
+        Err(e) => Err(HubError::BadRequest(e.to_string())),
+    }
 }
 
 async fn refs(
