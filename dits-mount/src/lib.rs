@@ -51,6 +51,16 @@ fn clear_stale(mountpoint: &Path) -> Result<()> {
 /// Mounts `rev` of the current repository at `mountpoint` and serves it until unmounted
 /// (`git dits unmount`, `fusermount3 -u`, SIGINT or SIGTERM).
 pub fn mount(mountpoint: &Path, rev: &str) -> Result<()> {
+    mount_only(mountpoint, rev, None)
+}
+
+/// [`mount`] showing only the files `only` lists (`git dits mount --project`): reads,
+/// writes and `--commit` work as in a whole mount; files not shown are untouched.
+pub fn mount_only(
+    mountpoint: &Path,
+    rev: &str,
+    only: Option<std::collections::BTreeSet<String>>,
+) -> Result<()> {
     clear_stale(mountpoint)?;
     anyhow::ensure!(
         mountpoint.is_dir(),
@@ -58,7 +68,7 @@ pub fn mount(mountpoint: &Path, rev: &str) -> Result<()> {
         mountpoint.display()
     );
     let commit = resolve_commit(rev)?;
-    let tree = tree::Tree::load(&commit)?;
+    let tree = tree::Tree::load_only(&commit, only.as_ref())?;
     let store_dir = git::store_dir()?;
     let overlay = overlay::Overlay::open(&store_dir, &commit)?;
     let pid_file = overlay.root().join("mounted.pid");

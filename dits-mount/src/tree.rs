@@ -110,7 +110,16 @@ fn ls_tree(rev: &str) -> Result<Vec<Listed>> {
 
 impl Tree {
     pub fn load(rev: &str) -> Result<Tree> {
-        let listed = ls_tree(rev)?;
+        Tree::load_only(rev, None)
+    }
+
+    /// [`Tree::load`] keeping only the files `only` lists (and the directories that hold
+    /// them), when given: a project's mount shows the project and its media.
+    pub fn load_only(rev: &str, only: Option<&std::collections::BTreeSet<String>>) -> Result<Tree> {
+        let mut listed = ls_tree(rev)?;
+        if let Some(only) = only {
+            listed.retain(|l| only.contains(String::from_utf8_lossy(&l.path).as_ref()));
+        }
         // Small blobs may be pointers: read them all in one batch.
         let small: Vec<String> = listed
             .iter()

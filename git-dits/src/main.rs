@@ -174,6 +174,9 @@ enum Command {
         commit: bool,
         #[arg(short, long)]
         message: Option<String>,
+        /// Show only this project file and the media it references (`git dits deps`).
+        #[arg(long, value_name = "PROJECT", conflicts_with = "commit")]
+        project: Option<String>,
     },
     /// Unmount what `git dits mount` mounted.
     Unmount { mountpoint: PathBuf },
@@ -269,8 +272,20 @@ fn main() -> ExitCode {
         Command::Mount {
             mountpoint,
             rev,
+            project: Some(project),
+            ..
+        } => match mountpoint {
+            Some(m) => commands::deps::project_files(&project, &rev)
+                .and_then(|files| dits_mount::mount_only(&m, &rev, Some(files)))
+                .map(|_| 0),
+            None => Err(anyhow::anyhow!("give a mount point")),
+        },
+        Command::Mount {
+            mountpoint,
+            rev,
             commit,
             message,
+            project: None,
         } => match (commit, mountpoint) {
             (true, _) => {
                 dits_mount::commit(&rev, message.as_deref().unwrap_or_default()).map(|id| {

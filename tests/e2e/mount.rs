@@ -28,16 +28,27 @@ impl Mounted {
         expect: &str,
         vars: &[(&str, &str)],
     ) -> Mounted {
+        Mounted::start_args(env, repo, dir, expect, vars, &[])
+    }
+
+    /// Like [`Mounted::start_with`], with extra arguments for `git dits mount`.
+    fn start_args(
+        env: &TestEnv,
+        repo: &Path,
+        dir: &Path,
+        expect: &str,
+        vars: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Mounted {
         std::fs::create_dir_all(dir).unwrap();
+        let mut args = vec!["mount"];
+        args.extend_from_slice(extra);
+        args.push(dir.to_str().unwrap());
         let log = dir.with_extension("log");
         // git-dits itself, so the test's SIGTERM reaches the mount process directly (through
         // `git dits`, git forwards it and then dies of it, as it should).
         let child = env
-            .command(
-                dits_tests::bins::git_dits(),
-                repo,
-                &["mount", dir.to_str().unwrap()],
-            )
+            .command(dits_tests::bins::git_dits(), repo, &args)
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -569,4 +580,63 @@ fn the_local_store_stays_within_dits_cache_size_and_keeps_unpushed_work() {
     std::fs::remove_file(clone.join("local.bin")).unwrap();
     env.git(&clone, &["checkout", "--", "local.bin"]);
     assert!(same_bytes(&clone.join("local.bin"), &local));
+}
+
+/// `git dits mount --project`: only the project file and the media it references are
+/// visible, and they read byte-identical from the hub in a pointers-only clone.
+#[test]
+fn a_project_mount_shows_only_the_project_and_its_media() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub();
+    let repo = env.repo("a");
+    std::fs::create_dir_all(repo.join("footage")).unwrap();
+    std::fs::copy(media().path("base.mp4"), repo.join("footage/take 1.mp4")).unwrap();
+    std::fs::copy(media().path("rewrap.mov"), repo.join("footage/other.mov")).unwrap();
+    let done = Command::new("melt")
+        .args(["footage/take 1.mp4", "-consumer", "xml:cut.mlt"])
+        .current_dir(&repo)
+        .output()
+        .expect("melt must be installed (scripts/test-deps.sh)");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "cut"]);
+    let clone = push_and_clone_pointers_only(&env, &hub, &repo);
+
+    let dir = env.dir.path().join("m");
+    let m = Mounted::start_args(
+        &env,
+        &clone,
+        &dir,
+        "cut.mlt",
+        &[],
+        &["--project", "cut.mlt"],
+    );
+    let mut shown: Vec<String> = walk(&m.dir);
+    shown.sort();
+    assert_eq!(shown, ["cut.mlt", "footage/take 1.mp4"], "{}", m.log());
+    assert!(same_bytes(
+        &m.dir.join("footage/take 1.mp4"),
+        &repo.join("footage/take 1.mp4")
+    ));
+}
+
+/// Files under `dir`, as paths relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }

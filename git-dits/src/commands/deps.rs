@@ -290,3 +290,20 @@ pub fn media_of(path: &str) -> Result<Vec<String>> {
     files.dedup();
     Ok(files)
 }
+
+/// The files a mount of `project` at `rev` shows: the project's document(s) and every
+/// tracked file it references (`git dits mount --project`).
+pub fn project_files(path: &str, rev: &str) -> Result<std::collections::BTreeSet<String>> {
+    let project = repo_path(path)?;
+    let deps = dependencies(&project, &Source::Rev(rev.to_string()))?;
+    let (_, document) = document_of(&project)?;
+    let mut files: std::collections::BTreeSet<String> = deps
+        .into_iter()
+        .filter(|d| d.status == Status::Tracked)
+        .flat_map(|d| d.files)
+        .collect();
+    files.insert(document);
+    // The rules that resolved it, where the repository has them.
+    files.insert(".ditsrelink".to_string());
+    Ok(files)
+}
