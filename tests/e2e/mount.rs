@@ -592,16 +592,7 @@ fn a_project_mount_shows_only_the_project_and_its_media() {
     std::fs::create_dir_all(repo.join("footage")).unwrap();
     std::fs::copy(media().path("base.mp4"), repo.join("footage/take 1.mp4")).unwrap();
     std::fs::copy(media().path("rewrap.mov"), repo.join("footage/other.mov")).unwrap();
-    let done = Command::new("melt")
-        .args(["footage/take 1.mp4", "-consumer", "xml:cut.mlt"])
-        .current_dir(&repo)
-        .output()
-        .expect("melt must be installed (scripts/test-deps.sh)");
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    dits_tests::melt(&repo, &["footage/take 1.mp4"], "cut.mlt");
     env.git(&repo, &["add", "."]);
     env.git(&repo, &["commit", "-q", "-m", "cut"]);
     let clone = push_and_clone_pointers_only(&env, &hub, &repo);

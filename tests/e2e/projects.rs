@@ -6,25 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use dits_tests::{media, same_bytes, TestEnv};
-
-/// `melt CLIPS… -consumer xml:OUT` run in `dir`: MLT's own XML writer, with `root` set to
-/// `dir` and paths relative to it.
-fn melt(dir: &Path, clips: &[&str], out: &str) {
-    let mut args: Vec<String> = clips.iter().map(|c| c.to_string()).collect();
-    args.push("-consumer".into());
-    args.push(format!("xml:{out}"));
-    let done = Command::new("melt")
-        .args(&args)
-        .current_dir(dir)
-        .output()
-        .expect("melt must be installed (scripts/test-deps.sh)");
-    assert!(
-        done.status.success() && dir.join(out).exists(),
-        "melt: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-}
+use dits_tests::{media, melt, same_bytes, TestEnv};
 
 fn deps_json(env: &TestEnv, repo: &Path, args: &[&str]) -> serde_json::Value {
     let mut full = vec!["dits", "deps", "--json"];
@@ -32,19 +14,16 @@ fn deps_json(env: &TestEnv, repo: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&env.git(repo, &full)).unwrap()
 }
 
-fn statuses(json: &serde_json::Value) -> Vec<(String, String)> {
+/// For each reference of a `deps --json` answer, the values of `keys` ("-" for null).
+fn columns(json: &serde_json::Value, keys: &[&str]) -> Vec<Vec<String>> {
     json["references"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            (
-                r["resolved"]
-                    .as_str()
-                    .unwrap_or(r["path"].as_str().unwrap())
-                    .to_string(),
-                r["status"].as_str().unwrap().to_string(),
-            )
+            keys.iter()
+                .map(|k| r[*k].as_str().unwrap_or("-").to_string())
+                .collect()
         })
         .collect()
 }
@@ -73,10 +52,10 @@ fn the_pre_commit_check_names_untracked_media_and_passes_once_it_is_added() {
 
     let json = deps_json(&env, &repo, &["film.mlt"]);
     assert_eq!(
-        statuses(&json),
+        columns(&json, &["resolved", "status"]),
         [
-            ("footage/take 1.mp4".to_string(), "tracked".to_string()),
-            ("footage/take 2.mov".to_string(), "untracked".to_string())
+            ["footage/take 1.mp4", "tracked"],
+            ["footage/take 2.mov", "untracked"]
         ]
     );
     let check = env.git_output(&repo, &["dits", "deps", "--check", "film.mlt"]);
@@ -140,20 +119,10 @@ fn relink_rules_resolve_another_machines_paths() {
     std::fs::create_dir_all(repo.join("edit")).unwrap();
     std::fs::write(repo.join("edit/foreign.kdenlive"), foreign).unwrap();
     let json = deps_json(&env, &repo, &["edit/foreign.kdenlive"]);
-    let how: Vec<(String, String)> = json["references"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["status"].as_str().unwrap().into(),
-                r["how"].as_str().unwrap_or("-").into(),
-            )
-        })
-        .collect();
+    let how = columns(&json, &["status", "how"]);
     // Found by name before any rule exists; the luma is outside.
-    assert_eq!(how[0], ("tracked".into(), "name".into()));
-    assert_eq!(how[2].0, "outside");
+    assert_eq!(how[0], ["tracked", "name"]);
+    assert_eq!(how[2][0], "outside");
 
     std::fs::write(
         repo.join(".ditsrelink"),
@@ -163,24 +132,13 @@ fn relink_rules_resolve_another_machines_paths() {
     env.git(&repo, &["config", "dits.relink.rushes.from", "D:/Rushes"]);
     env.git(&repo, &["config", "dits.relink.rushes.to", "footage"]);
     let json = deps_json(&env, &repo, &["edit/foreign.kdenlive"]);
-    let got: Vec<(String, String, String)> = json["references"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["resolved"].as_str().unwrap_or("-").into(),
-                r["status"].as_str().unwrap().into(),
-                r["how"].as_str().unwrap_or("-").into(),
-            )
-        })
-        .collect();
+    let got = columns(&json, &["resolved", "status", "how"]);
     assert_eq!(
         got,
         [
-            ("footage/take 1.mp4".into(), "tracked".into(), "rule".into()),
-            ("footage/take 2.mov".into(), "tracked".into(), "rule".into()),
-            ("-".into(), "external".into(), "-".into()),
+            ["footage/take 1.mp4", "tracked", "rule"],
+            ["footage/take 2.mov", "tracked", "rule"],
+            ["-", "external", "-"],
         ]
     );
     let check = env.git_output(&repo, &["dits", "deps", "--check", "edit/foreign.kdenlive"]);
@@ -353,24 +311,11 @@ fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
     assert_eq!(code, 200, "{body}");
     let from_hub: serde_json::Value = serde_json::from_str(&body).unwrap();
     let from_client = deps_json(&env, &repo, &["--rev", "HEAD", "edit/film.mlt"]);
-    let pick = |j: &serde_json::Value| -> Vec<(String, String, String)> {
-        j["references"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["resolved"].as_str().unwrap_or("-").into(),
-                    r["status"].as_str().unwrap().into(),
-                    r["asset"].as_str().unwrap_or("-").into(),
-                )
-            })
-            .collect()
-    };
+    let pick = |j: &serde_json::Value| columns(j, &["resolved", "status", "asset"]);
     assert_eq!(pick(&from_hub), pick(&from_client));
     assert!(pick(&from_hub)
         .iter()
-        .all(|(_, status, asset)| status == "tracked" && asset.starts_with("blake3:")));
+        .all(|c| c[1] == "tracked" && c[2].starts_with("blake3:")));
     assert_eq!(
         api_get(&hub, None, "alice/film/deps?path=edit/film.mlt").0,
         401

@@ -424,3 +424,21 @@ pub fn containers() -> &'static Media {
         Media { dir }
     })
 }
+
+/// `melt CLIPS… -consumer xml:OUT` run in `dir`: MLT's own XML writer (the project-file
+/// fixtures), with `root` set to `dir` and paths relative to it where they lie under it.
+pub fn melt(dir: &Path, clips: &[&str], out: &str) {
+    let mut args: Vec<String> = clips.iter().map(|c| c.to_string()).collect();
+    args.push("-consumer".into());
+    args.push(format!("xml:{out}"));
+    let done = Command::new("melt")
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .expect("melt must be installed (scripts/test-deps.sh)");
+    assert!(
+        done.status.success() && dir.join(out).exists(),
+        "melt: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
