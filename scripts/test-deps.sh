@@ -58,3 +58,10 @@ if [ ! -x target/moto-venv/bin/moto_server ]; then
   fi
   target/moto-venv/bin/pip install -q 'moto[server]'
 fi
+# OpenTimelineIO (PyPI) with its CMX 3600 and FCPXML adapters writes the project-file
+# fixtures (.otio, .edl, .fcpxml) in the project tests.
+if ! target/otio-venv/bin/python -c 'import opentimelineio, otio_cmx3600_adapter, otio_fcpx_xml_adapter' >/dev/null 2>&1; then
+  rm -rf target/otio-venv
+  python3 -m venv target/otio-venv
+  target/otio-venv/bin/pip install -q opentimelineio otio-cmx3600-adapter otio-fcpx-xml-adapter
+fi

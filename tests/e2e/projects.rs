@@ -377,3 +377,62 @@ fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
         "rendered {got} s, clips {expected} s"
     );
 }
+
+/// OpenTimelineIO's own writers (its JSON, and its CMX 3600 and FCPXML 1.8 adapters)
+/// write one timeline whose first clip sits on another machine (a percent-encoded
+/// `file://` URL) and whose second is relative; every format resolves both clips to the
+/// same tracked files and asset ids.
+#[test]
+fn timelines_written_by_opentimelineio_resolve_in_every_format() {
+    let env = TestEnv::new();
+    let repo = project_repo(&env);
+    env.git(&repo, &["add", "footage/take 2.mov"]);
+    env.git(&repo, &["commit", "-q", "-m", "take 2"]);
+    std::fs::write(repo.join(".ditsrelink"), "/Volumes/SSD A = footage\n").unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("../target/otio-venv/bin/python");
+    let done = Command::new(&python)
+        .arg(root.join("fixtures/otio_timeline.py"))
+        .args([
+            "film.otio,film.edl,film.fcpxml",
+            "file:///Volumes/SSD%20A/take%201.mp4",
+            "footage/take 2.mov",
+        ])
+        .current_dir(&repo)
+        .output()
+        .expect(
+            "OpenTimelineIO must be installed (scripts/test-deps.sh puts it in target/otio-venv)",
+        );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let fcpxml = std::fs::read_to_string(repo.join("film.fcpxml")).unwrap();
+    assert!(
+        fcpxml.contains("src=\"file:///Volumes/SSD%20A/take%201.mp4\""),
+        "{fcpxml}"
+    );
+    let mut answers = Vec::new();
+    for (project, how) in [
+        ("film.otio", ["rule", "exact"]),
+        ("film.fcpxml", ["rule", "exact"]),
+        ("film.edl", ["name", "name"]),
+    ] {
+        let json = deps_json(&env, &repo, &[project]);
+        let got = columns(&json, &["resolved", "status", "how", "asset"]);
+        assert_eq!(got.len(), 2, "{project}: {json}");
+        for (row, expected) in got.iter().zip(how) {
+            assert_eq!(row[1], "tracked", "{project}: {json}");
+            assert_eq!(row[2], expected, "{project}: {json}");
+        }
+        answers.push(
+            got.into_iter()
+                .map(|r| (r[0].clone(), r[3].clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+    assert_eq!(answers[0][0].0, "footage/take 1.mp4");
+}

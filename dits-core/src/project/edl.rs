@@ -1,5 +1,7 @@
-//! CMX3600 EDL: events name their sources in comments, `* FROM CLIP NAME: A001C003.mov`
-//! (a name, matched by file name) and `* FROM FILE: /path/A001C003.mov`.
+//! CMX3600 EDL: events name their sources in comments, `* FROM CLIP NAME: A001C003.mov`,
+//! `* FROM CLIP: …` and `* FROM FILE: /path/A001C003.mov`. All are matched by file name
+//! (writers disagree on what the lines hold: OpenTimelineIO puts a URL in `FROM CLIP`),
+//! and one event's lines naming the same file are one reference.
 
 use super::{push_unique, ProjectError, Reference, Role};
 
@@ -12,21 +14,26 @@ pub fn references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
         };
         let comment = comment.trim_start();
         let upper = comment.to_ascii_uppercase();
-        let (value, by_name) = if upper.starts_with("FROM CLIP NAME:") {
-            (&comment["FROM CLIP NAME:".len()..], true)
-        } else if upper.starts_with("FROM CLIP:") {
-            (&comment["FROM CLIP:".len()..], true)
-        } else if upper.starts_with("FROM FILE:") {
-            (&comment["FROM FILE:".len()..], false)
-        } else {
+        let Some(prefix) = ["FROM CLIP NAME:", "FROM CLIP:", "FROM FILE:"]
+            .into_iter()
+            .find(|p| upper.starts_with(p))
+        else {
             continue;
         };
+        let value = &comment[prefix.len()..];
         let value = value.trim();
         if value.is_empty() {
             continue;
         }
         let mut r = Reference::new(value, Role::Original);
-        r.by_name = by_name;
+        r.by_name = true;
+        let name = super::path::file_name(&r.path).to_string();
+        if refs
+            .iter()
+            .any(|o: &Reference| super::path::file_name(&o.path) == name)
+        {
+            continue;
+        }
         push_unique(&mut refs, r)?;
     }
     Ok(refs)
@@ -47,7 +54,7 @@ mod tests {
         );
         assert_eq!(
             (refs[1].path.as_str(), refs[1].by_name),
-            ("C:\\Footage\\sound.wav", false)
+            ("C:\\Footage\\sound.wav", true)
         );
     }
 }
