@@ -272,5 +272,12 @@ mod tests {
         )
         .is_err());
         assert!(references(b"<mlt><producer></mlt>").is_err());
+        // Parser messages quote the document; a hostile one must not make them huge
+        // (found by the project_files fuzz target).
+        let long = format!("<mlt><{0}></{1}></mlt>", "a".repeat(5000), "b".repeat(5000));
+        let message = references(long.as_bytes()).unwrap_err().to_string();
+        assert!(message.len() < 1024, "{} bytes", message.len());
+        let entity = format!("<mlt>&{};</mlt>", "e".repeat(5000));
+        assert!(references(entity.as_bytes()).unwrap_err().to_string().len() < 1024);
     }
 }

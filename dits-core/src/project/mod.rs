@@ -172,6 +172,16 @@ pub enum ProjectError {
     MissingEntry(&'static str),
 }
 
+/// `s` cut to at most 200 characters: parser messages may quote the document (a tag or
+/// an entity name), and a hostile document must not make an error message huge.
+pub(crate) fn short(s: &str) -> String {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
 /// Every reference the project `bytes` (in `format`) makes, in document order.
 pub fn references(format: Format, bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     let refs = match format {

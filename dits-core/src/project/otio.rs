@@ -10,8 +10,8 @@ use super::{push_unique, read_bounded, ProjectError, Reference, Role};
 
 pub fn references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     // serde_json refuses nesting deeper than 128 levels, so depth is bounded.
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| ProjectError::Json(e.to_string()))?;
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ProjectError::Json(super::short(&e.to_string())))?;
     let mut refs = Vec::new();
     visit(&doc, Role::Original, &mut refs)?;
     Ok(refs)
@@ -20,13 +20,13 @@ pub fn references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
 /// The references of an `.otioz` bundle's `content.otio`.
 pub fn bundle_references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| ProjectError::Zip(e.to_string()))?;
+        .map_err(|e| ProjectError::Zip(super::short(&e.to_string())))?;
     let entry = zip
         .by_name("content.otio")
         .map_err(|_| ProjectError::MissingEntry("content.otio"))?;
     let content = read_bounded(entry).map_err(|e| match e.to_string().as_str() {
         "too large" => ProjectError::TooLarge,
-        other => ProjectError::Zip(other.to_string()),
+        other => ProjectError::Zip(super::short(other)),
     })?;
     references(&content)
 }

@@ -12,7 +12,7 @@ pub fn references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     let xml = if bytes.starts_with(&[0x1f, 0x8b]) {
         read_bounded(GzDecoder::new(bytes)).map_err(|e| match e.to_string().as_str() {
             "too large" => ProjectError::TooLarge,
-            other => ProjectError::Gzip(other.to_string()),
+            other => ProjectError::Gzip(super::short(other)),
         })?
     } else {
         // Saved uncompressed (or already inflated): plain XML.

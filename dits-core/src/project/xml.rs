@@ -24,7 +24,7 @@ pub(crate) enum Node<'n> {
 fn xml_error(reader: &Reader<&[u8]>, e: impl std::fmt::Display) -> ProjectError {
     ProjectError::Xml {
         position: reader.buffer_position(),
-        reason: e.to_string(),
+        reason: super::short(&e.to_string()),
     }
 }
 
@@ -65,7 +65,7 @@ pub(crate) fn walk(
                         .to_string();
                     let value = a.unescape_value().map_err(|err| match err {
                         quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) => {
-                            ProjectError::UnknownEntity(name)
+                            ProjectError::UnknownEntity(super::short(&name))
                         }
                         other => xml_error(&reader, other),
                     })?;
@@ -106,7 +106,7 @@ pub(crate) fn walk(
                     let name = e.decode().map_err(|_| ProjectError::NotUtf8)?;
                     match quick_xml::escape::resolve_predefined_entity(&name) {
                         Some(s) => text.push_str(s),
-                        None => return Err(ProjectError::UnknownEntity(name.into_owned())),
+                        None => return Err(ProjectError::UnknownEntity(super::short(&name))),
                     }
                 }
                 if text.len() as u64 > super::MAX_PROJECT_BYTES {
