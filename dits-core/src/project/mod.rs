@@ -210,13 +210,30 @@ pub(crate) fn push_unique(refs: &mut Vec<Reference>, r: Reference) -> Result<(),
     Ok(())
 }
 
-/// Reads at most [`MAX_PROJECT_BYTES`] from `reader`; more is an error.
-pub(crate) fn read_bounded(reader: impl std::io::Read) -> Result<Vec<u8>, std::io::Error> {
+/// Reads at most [`MAX_PROJECT_BYTES`] from `reader` (a decompressor); more is
+/// [`ProjectError::TooLarge`], a read error is `wrap`ped.
+pub(crate) fn read_bounded(
+    reader: impl std::io::Read,
+    wrap: fn(String) -> ProjectError,
+) -> Result<Vec<u8>, ProjectError> {
     use std::io::Read;
     let mut out = Vec::new();
-    reader.take(MAX_PROJECT_BYTES + 1).read_to_end(&mut out)?;
+    reader
+        .take(MAX_PROJECT_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| wrap(short(&e.to_string())))?;
     if out.len() as u64 > MAX_PROJECT_BYTES {
-        return Err(std::io::Error::other("too large"));
+        return Err(ProjectError::TooLarge);
     }
     Ok(out)
+}
+
+/// Whether `bytes` are gzip-compressed (Premiere saves projects so).
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Inflates gzip `bytes`, at most [`MAX_PROJECT_BYTES`] of them (a gzip bomb is an error).
+pub fn inflate_gzip(bytes: &[u8]) -> Result<Vec<u8>, ProjectError> {
+    read_bounded(flate2::read::GzDecoder::new(bytes), ProjectError::Gzip)
 }

@@ -24,10 +24,7 @@ pub fn bundle_references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     let entry = zip
         .by_name("content.otio")
         .map_err(|_| ProjectError::MissingEntry("content.otio"))?;
-    let content = read_bounded(entry).map_err(|e| match e.to_string().as_str() {
-        "too large" => ProjectError::TooLarge,
-        other => ProjectError::Zip(super::short(other)),
-    })?;
+    let content = read_bounded(entry, ProjectError::Zip)?;
     references(&content)
 }
 

@@ -3,17 +3,12 @@
 //! Preview renders and caches (`.PRV/` folders, `.pek` and `.cfa` files) are not media the
 //! project needs. Decompression is bounded (a gzip bomb is an error).
 
-use flate2::read::GzDecoder;
-
 use super::xml::{walk, Node};
-use super::{push_unique, read_bounded, ProjectError, Reference, Role};
+use super::{inflate_gzip, is_gzip, push_unique, ProjectError, Reference, Role};
 
 pub fn references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
-    let xml = if bytes.starts_with(&[0x1f, 0x8b]) {
-        read_bounded(GzDecoder::new(bytes)).map_err(|e| match e.to_string().as_str() {
-            "too large" => ProjectError::TooLarge,
-            other => ProjectError::Gzip(super::short(other)),
-        })?
+    let xml = if is_gzip(bytes) {
+        inflate_gzip(bytes)?
     } else {
         // Saved uncompressed (or already inflated): plain XML.
         bytes.to_vec()

@@ -11,8 +11,9 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use dits_core::project::deps::document_of;
 use dits_core::project::resolve::How;
-use dits_core::project::{Format, MAX_PROJECT_BYTES};
+use dits_core::project::{inflate_gzip, is_gzip, Format};
 use git_remote_dits::git;
 
 use super::deps::{dependencies, repo_path, Dependency, Source, Status};
@@ -138,34 +139,15 @@ pub fn relink(path: &str, write: bool, json_out: bool) -> Result<i32> {
     if !write || changes.is_empty() {
         return Ok(0);
     }
-    let (format, document) = if project.to_ascii_lowercase().ends_with(".fcpxmld") {
-        (Format::Fcpxml, format!("{project}/Info.fcpxml"))
-    } else {
-        (
-            Format::of_path(&project).context("not a project file")?,
-            project.clone(),
-        )
-    };
+    let (format, document) = document_of(&project)?;
     if format == Format::Otioz {
         bail!("{project}: relinking inside an .otioz bundle is not supported; unpack it (its media travel inside it anyway)");
     }
     let file = top.join(&document);
     let original = std::fs::read(&file).with_context(|| format!("reading {document}"))?;
-    let gzipped = original.starts_with(&[0x1f, 0x8b]);
+    let gzipped = is_gzip(&original);
     let text_bytes = if gzipped {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(
-                flate2::read::GzDecoder::new(&original[..]),
-                MAX_PROJECT_BYTES + 1,
-            ),
-            &mut out,
-        )
-        .with_context(|| format!("inflating {document}"))?;
-        if out.len() as u64 > MAX_PROJECT_BYTES {
-            bail!("{document} inflates to more than {MAX_PROJECT_BYTES} bytes");
-        }
-        out
+        inflate_gzip(&original).with_context(|| format!("inflating {document}"))?
     } else {
         original.clone()
     };
