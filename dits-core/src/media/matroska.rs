@@ -116,16 +116,10 @@ fn element_at<R: Read + Seek>(
     limit: u64,
 ) -> io::Result<Option<Element>> {
     let head = w.peek(offset, 12)?;
-    let Some((_, id_len, _)) = vint(head).filter(|(_, n, _)| *n <= 4) else {
+    let Some((id, size, header_len, unknown)) = element_header(head) else {
         return Ok(None);
     };
-    let id = head[..id_len]
-        .iter()
-        .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
-    let Some((size, size_len, unknown)) = vint(&head[id_len..]) else {
-        return Ok(None);
-    };
-    let header_len = (id_len + size_len) as u64;
+    let header_len = header_len as u64;
     let len = if unknown { UNKNOWN_SIZE } else { size };
     let e = Element {
         offset,
@@ -139,6 +133,17 @@ fn element_at<R: Read + Seek>(
             .and_then(|d| d.checked_add(size))
             .is_some_and(|end| end <= limit);
     Ok(fits.then_some(e))
+}
+
+/// The id, size, header length and whether the size is unknown (all ones) of the element
+/// header at the start of `head`: an id of at most 4 bytes, then a size vint.
+fn element_header(head: &[u8]) -> Option<(u32, u64, usize, bool)> {
+    let (_, id_len, _) = vint(head).filter(|(_, n, _)| *n <= 4)?;
+    let id = head[..id_len]
+        .iter()
+        .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+    let (size, size_len, unknown) = vint(&head[id_len..])?;
+    Some((id, size, id_len + size_len, unknown))
 }
 
 struct Walk<'a> {
@@ -403,12 +408,7 @@ fn children(bytes: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
         let rest = bytes.get(pos..)?;
-        let (_, id_len, _) = vint(rest).filter(|(_, n, _)| *n <= 4)?;
-        let id = rest[..id_len]
-            .iter()
-            .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
-        let (size, size_len, _) = vint(&rest[id_len..])?;
-        let start = id_len + size_len;
+        let (id, size, start, _) = element_header(rest)?;
         let data = rest.get(start..start.checked_add(usize::try_from(size).ok()?)?)?;
         pos += start + data.len();
         Some((id, data))

@@ -121,24 +121,11 @@ fn kind_of(key: &[u8; 16]) -> Kind {
 fn klv_at<R: Read + Seek>(w: &mut Window<R>, offset: u64) -> io::Result<Option<Klv>> {
     let len_of_file = w.file_len();
     let head = w.peek(offset, 25)?;
-    if head.len() < 17 || head[..4] != SMPTE {
+    if !head.starts_with(&SMPTE) {
         return Ok(None);
     }
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&head[..16]);
-    let (len, header_len) = match head[16] {
-        b if b < 0x80 => (u64::from(b), 17u64),
-        0x80 => return Ok(None),
-        b => {
-            let n = usize::from(b & 0x7f);
-            if n > 8 || head.len() < 17 + n {
-                return Ok(None);
-            }
-            let len = head[17..17 + n]
-                .iter()
-                .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte));
-            (len, 17 + n as u64)
-        }
+    let Some((key, len, header_len)) = klv_header(head) else {
+        return Ok(None);
     };
     let fits = offset
         .checked_add(header_len)
@@ -150,6 +137,27 @@ fn klv_at<R: Read + Seek>(w: &mut Window<R>, offset: u64) -> io::Result<Option<K
         header_len,
         len,
     }))
+}
+
+/// The key, value length and header length (key plus BER length) at the start of
+/// `head`; `None` for an indefinite (`0x80`) or over-long length, or too few bytes.
+fn klv_header(head: &[u8]) -> Option<([u8; 16], u64, u64)> {
+    let key: [u8; 16] = head.get(..16)?.try_into().ok()?;
+    match *head.get(16)? {
+        b if b < 0x80 => Some((key, u64::from(b), 17)),
+        0x80 => None,
+        b => {
+            let n = usize::from(b & 0x7f);
+            if n > 8 {
+                return None;
+            }
+            let len = head
+                .get(17..17 + n)?
+                .iter()
+                .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte));
+            Some((key, len, 17 + n as u64))
+        }
+    }
 }
 
 /// The group of KLVs the walk is in.
@@ -630,26 +638,10 @@ impl Descriptor {
 /// The KLV at `pos` of an in-memory run of KLVs: its key, its value and where the next
 /// one starts.
 fn klv_in(bytes: &[u8], pos: usize) -> Option<([u8; 16], &[u8], usize)> {
-    let key: [u8; 16] = bytes.get(pos..pos + 16)?.try_into().ok()?;
-    let first = *bytes.get(pos + 16)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 17)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 8 {
-            return None;
-        }
-        let len = bytes
-            .get(pos + 17..pos + 17 + n)?
-            .iter()
-            .try_fold(0usize, |acc, &b| {
-                acc.checked_mul(256)?.checked_add(usize::from(b))
-            })?;
-        (len, 17 + n)
-    };
-    let start = pos + header;
-    let value = bytes.get(start..start.checked_add(len)?)?;
-    Some((key, value, start + len))
+    let (key, len, header) = klv_header(bytes.get(pos..)?)?;
+    let start = pos.checked_add(usize::try_from(header).ok()?)?;
+    let value = bytes.get(start..start.checked_add(usize::try_from(len).ok()?)?)?;
+    Some((key, value, start + value.len()))
 }
 
 fn be_u32(v: &[u8]) -> Option<u32> {
