@@ -377,30 +377,34 @@ impl AuditEntry {
 /// Every update of `updates` failed because object `id`, which the new commits need,
 /// was collected between the hub's check and the update.
 pub fn collected_refusal(updates: &[RefUpdate], id: &ChunkId) -> Vec<RefResult> {
-    updates
-        .iter()
-        .map(|u| RefResult {
-            name: u.name.clone(),
-            ok: false,
-            error: Some(format!(
-                "object {} is no longer on the hub (collected as garbage while this push ran); push again",
-                id.short()
-            )),
-        })
-        .collect()
+    refuse_all(
+        updates,
+        &format!(
+            "object {} is no longer on the hub (collected as garbage while this push ran); push again",
+            id.short()
+        ),
+    )
 }
 
 /// Every update of `updates` failed because Git pack `id`, which they name, was replaced
 /// by garbage collection between the hub's check and the update.
 pub fn replaced_pack_refusal(updates: &[RefUpdate], id: &str) -> Vec<RefResult> {
+    refuse_all(
+        updates,
+        &format!(
+            "Git pack {id} is no longer on the hub (replaced by garbage collection while this push ran); push again"
+        ),
+    )
+}
+
+/// Every update of `updates` failed with `message`.
+fn refuse_all(updates: &[RefUpdate], message: &str) -> Vec<RefResult> {
     updates
         .iter()
         .map(|u| RefResult {
             name: u.name.clone(),
             ok: false,
-            error: Some(format!(
-                "Git pack {id} is no longer on the hub (replaced by garbage collection while this push ran); push again"
-            )),
+            error: Some(message.to_string()),
         })
         .collect()
 }
