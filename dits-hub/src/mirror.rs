@@ -91,6 +91,7 @@ impl GitMirror {
         let (commit, path) = (commit.to_string(), path.to_string());
         self.blocking(move |m| {
             let mut snap = crate::mirror_deps::MirrorSnapshot {
+                mirror: m.clone(),
                 dir: m.repo_dir(repo)?,
                 commit,
             };
@@ -521,48 +522,9 @@ impl GitMirror {
         blobs: impl Iterator<Item = &'a str>,
     ) -> Result<std::collections::HashMap<String, dits_core::pointer::Pointer>> {
         use dits_core::pointer::{Pointer, MAX_POINTER_LEN};
-        let blobs: std::collections::BTreeSet<&str> = blobs.collect();
-        let batch = |format: &str, input: String| -> Result<Vec<u8>> {
-            let mut child = self
-                .git(dir)
-                .args(["cat-file", format])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("running git cat-file")?;
-            let mut stdin = child.stdin.take().context("cat-file stdin")?;
-            // Written from a thread: cat-file answers while it reads.
-            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-            let out = child.wait_with_output()?;
-            let _ = writer.join();
-            Ok(out.stdout)
-        };
-        let input: String = blobs.iter().map(|b| format!("{b}\n")).collect();
-        let sizes = batch("--batch-check=%(objectname) %(objectsize)", input)?;
-        let small: String = String::from_utf8_lossy(&sizes)
-            .lines()
-            .filter_map(|l| {
-                let (oid, size) = l.split_once(' ')?;
-                (size.parse::<usize>().ok()? <= MAX_POINTER_LEN).then(|| format!("{oid}\n"))
-            })
-            .collect();
         let mut found = std::collections::HashMap::new();
-        if small.is_empty() {
-            return Ok(found);
-        }
-        let bytes = batch("--batch", small)?;
-        let mut rest = &bytes[..];
-        // Each answer: "OID TYPE SIZE\n" then SIZE bytes and "\n".
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
-            let mut parts = header.split(' ');
-            let (oid, size) = (
-                parts.next().unwrap_or_default().to_string(),
-                parts.nth(1).and_then(|s| s.parse::<usize>().ok()),
-            );
-            let Some(size) = size else { break };
-            let body = rest.get(nl + 1..nl + 1 + size).unwrap_or_default();
+        for (oid, body) in self.small_blobs_by_id(dir, blobs, MAX_POINTER_LEN)? {
+            let body = &body[..];
             match dits_core::pointer::AnyPointer::parse(body) {
                 Ok(dits_core::pointer::AnyPointer::Plain(p)) => {
                     found.insert(oid, p);
@@ -583,6 +545,64 @@ impl GitMirror {
                 }
                 Err(_) => {}
             }
+        }
+        Ok(found)
+    }
+
+    /// The bytes of each of the objects `ids` of at most `max` bytes, by id (two
+    /// `cat-file` batches: sizes, then the small ones' bytes).
+    pub(crate) fn small_blobs_by_id<'a>(
+        &self,
+        dir: &Path,
+        ids: impl Iterator<Item = &'a str>,
+        max: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+        let ids: std::collections::BTreeSet<&str> = ids.collect();
+        let batch = |format: &str, input: String| -> Result<Vec<u8>> {
+            let mut child = self
+                .git(dir)
+                .args(["cat-file", format])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("running git cat-file")?;
+            let mut stdin = child.stdin.take().context("cat-file stdin")?;
+            // Written from a thread: cat-file answers while it reads.
+            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+            let out = child.wait_with_output()?;
+            let _ = writer.join();
+            Ok(out.stdout)
+        };
+        let mut found = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let input: String = ids.iter().map(|b| format!("{b}\n")).collect();
+        let sizes = batch("--batch-check=%(objectname) %(objectsize)", input)?;
+        let small: String = String::from_utf8_lossy(&sizes)
+            .lines()
+            .filter_map(|l| {
+                let (oid, size) = l.split_once(' ')?;
+                (size.parse::<usize>().ok()? <= max).then(|| format!("{oid}\n"))
+            })
+            .collect();
+        if small.is_empty() {
+            return Ok(found);
+        }
+        let bytes = batch("--batch", small)?;
+        let mut rest = &bytes[..];
+        // Each answer: "OID TYPE SIZE\n" then SIZE bytes and "\n".
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            let mut parts = header.split(' ');
+            let (oid, size) = (
+                parts.next().unwrap_or_default().to_string(),
+                parts.nth(1).and_then(|s| s.parse::<usize>().ok()),
+            );
+            let Some(size) = size else { break };
+            let body = rest.get(nl + 1..nl + 1 + size).unwrap_or_default();
+            found.insert(oid, body.to_vec());
             rest = rest.get(nl + 2 + size..).unwrap_or_default();
         }
         Ok(found)

@@ -10,6 +10,7 @@ use dits_core::project::deps::Snapshot;
 
 /// One commit of one mirror.
 pub struct MirrorSnapshot {
+    pub mirror: crate::mirror::GitMirror,
     pub dir: PathBuf,
     pub commit: String,
 }
@@ -75,7 +76,12 @@ impl Snapshot for MirrorSnapshot {
     }
 
     fn read_blobs(&mut self, ids: &[String], max: u64) -> Result<Vec<Option<Vec<u8>>>, String> {
-        ids.iter().map(|id| self.blob(id, max)).collect()
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let found = self
+            .mirror
+            .small_blobs_by_id(&self.dir, ids.iter().map(String::as_str), max)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
 
     fn on_disk(&self, _path: &str) -> bool {
