@@ -15,7 +15,6 @@ pub mod locks;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
-pub mod mirror_deps;
 pub mod names;
 pub mod pg;
 pub mod pg_tls;

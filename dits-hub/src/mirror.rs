@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+pub mod deps;
+
 /// The file in a mirror listing the hub pack ids indexed into it, one a line.
 const INDEXED_LIST: &str = "dits-indexed-packs";
 
@@ -79,7 +81,7 @@ impl GitMirror {
     }
 
     /// Whether the mirror holds commit `oid`.    /// Whether the mirror holds commit `oid`.
-    /// The dependencies of the project at `path` in `commit` (see `mirror_deps`).
+    /// The dependencies of the project at `path` in `commit` (see `mirror::deps`).
     pub async fn project_deps(
         &self,
         repo: i64,
@@ -90,7 +92,7 @@ impl GitMirror {
     > {
         let (commit, path) = (commit.to_string(), path.to_string());
         self.blocking(move |m| {
-            let mut snap = crate::mirror_deps::MirrorSnapshot {
+            let mut snap = deps::MirrorSnapshot {
                 mirror: m.clone(),
                 dir: m.repo_dir(repo)?,
                 commit,

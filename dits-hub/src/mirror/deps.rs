@@ -10,7 +10,7 @@ use dits_core::project::deps::Snapshot;
 
 /// One commit of one mirror.
 pub struct MirrorSnapshot {
-    pub mirror: crate::mirror::GitMirror,
+    pub mirror: super::GitMirror,
     pub dir: PathBuf,
     pub commit: String,
 }
