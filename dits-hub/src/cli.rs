@@ -55,6 +55,14 @@ struct ServeArgs {
     /// Run the cold-tier reaper this often (e.g. 1d; see `dits-hub reaper`) [default: never].
     #[arg(long, env = "DITS_HUB_REAPER_EVERY", value_parser = parse_duration)]
     reaper_every: Option<i64>,
+    /// Queue a scrub of every stored pack this often (e.g. 7d; see `dits-hub scrub`)
+    /// [default: never].
+    #[arg(long, env = "DITS_HUB_SCRUB_EVERY", value_parser = parse_duration)]
+    scrub_every: Option<i64>,
+    /// Job workers to run inside `serve` (0: leave the queue to `dits-hub worker`
+    /// processes).
+    #[arg(long, env = "DITS_HUB_WORKERS", default_value_t = 1)]
+    workers: u32,
     /// What garbage collection spares: objects seen, and blobs dead, more recently than
     /// this (e.g. 1d, 12h, 30m, 90s).
     #[arg(long, env = "DITS_HUB_GC_GRACE", value_parser = parse_duration, default_value = "1d")]
@@ -128,6 +136,8 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
         gc_every: args.gc_every.map(|s| s.max(1) as u64),
         gc_grace: args.gc_grace,
         reaper_every: args.reaper_every.map(|s| s.max(60) as u64),
+        scrub_every: args.scrub_every.map(|s| s.max(1) as u64),
+        workers: args.workers,
     };
     anyhow::ensure!(
         options.tls_cert.is_some() == options.tls_key.is_some(),
@@ -177,6 +187,45 @@ enum Command {
         /// Print what would move; move nothing.
         #[arg(long)]
         dry_run: bool,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work jobs from the queue (scrubs): any number of workers, on any hosts sharing
+    /// the metadata store and object storage.
+    Worker {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Give up a job's claim if not renewed for this long (another worker then takes
+        /// it over).
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        lease: i64,
+        /// Exit once no job is runnable.
+        #[arg(long)]
+        once: bool,
+        /// Only these kinds of job (comma-separated: scrub).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+    },
+    /// List the job queue, newest first.
+    Jobs {
+        /// Only jobs in this state (queued, running, done, dead).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a scrub of every stored pack (workers re-read and re-hash each object).
+    Scrub {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Report the objects scrubs found corrupt or missing; exit 1 if one is not stored
+    /// again yet.
+    Fsck {
         /// One JSON document.
         #[arg(long)]
         json: bool,
@@ -564,6 +613,10 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                                 "recipe": p.recipe.to_hex(),
                                 "summary": p.media,
                             })).collect::<Vec<_>>(),
+                            "projects": c.projects.iter().map(|d| match &d.listed {
+                                Ok(deps) => serde_json::json!({"project": d.project, "deps": deps}),
+                                Err(error) => serde_json::json!({"project": d.project, "error": error}),
+                            }).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -575,6 +628,9 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                 println!("{} {} {}  {subject}", &c.oid[..12], c.time, c.author);
                 for (path, p) in &c.pointers {
                     println!("    {path}  {} bytes  {}", p.size, p.media);
+                }
+                for d in &c.projects {
+                    print_recorded_deps(d);
                 }
             }
             Ok(())
@@ -675,6 +731,120 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Worker {
+            serve,
+            lease,
+            once,
+            kinds,
+        } => {
+            let state = std::sync::Arc::new(
+                crate::server::state::HubState::open(&serve_options(&cli, serve)?).await?,
+            );
+            let mut options = crate::worker::WorkerOptions::new(*lease, *once);
+            if !kinds.is_empty() {
+                options.kinds = kinds
+                    .iter()
+                    .map(|k| {
+                        crate::meta::jobs::JobKind::parse(k)
+                            .ok_or_else(|| anyhow::anyhow!("{k:?} is not a kind of job (scrub)"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            let worked = crate::worker::run(state, &options).await?;
+            eprintln!("worker {}: {worked} jobs worked", options.name);
+            Ok(())
+        }
+        Command::Jobs { state, limit, json } => {
+            let meta = metadata(&cli).await?.meta;
+            let jobs = meta.jobs().list_jobs(state.as_deref(), *limit).await?;
+            if *json {
+                let doc: Vec<_> = jobs
+                    .iter()
+                    .map(|j| {
+                        serde_json::json!({
+                            "id": j.id,
+                            "kind": j.kind,
+                            "subject": j.subject,
+                            "state": j.state,
+                            "attempts": j.attempts,
+                            "worker": j.worker,
+                            "error": j.error,
+                            "at": j.at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            for j in jobs {
+                println!(
+                    "{}\t{}\t{}\t{} (attempt {})\t{}\t{}{}",
+                    j.id,
+                    j.kind,
+                    j.subject,
+                    j.state,
+                    j.attempts,
+                    j.worker.as_deref().unwrap_or("-"),
+                    crate::locks::rfc3339(j.at),
+                    j.error.map(|e| format!("\t{e}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Scrub { serve } => {
+            let state = crate::server::state::HubState::open(&serve_options(&cli, serve)?).await?;
+            let queued = crate::worker::queue_scrubs(&state).await?;
+            println!("queued {queued} pack scrubs; `dits-hub worker` (or a serving hub's workers) runs them");
+            Ok(())
+        }
+        Command::Fsck { json } => {
+            let meta = metadata(&cli).await?.meta;
+            let found = meta.jobs().corrupt(10_000).await?;
+            let unrepaired = found.iter().filter(|c| !c.repaired).count();
+            if *json {
+                let doc: Vec<_> = found
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "id": c.id.to_hex(),
+                            "pack": c.pack,
+                            "found": c.found,
+                            "detail": c.detail,
+                            "repaired": c.repaired,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"corrupt": doc, "unrepaired": unrepaired})
+                    )?
+                );
+            } else {
+                for c in &found {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        c.id.to_hex(),
+                        if c.repaired {
+                            "stored again"
+                        } else {
+                            "lost until pushed again"
+                        },
+                        crate::locks::rfc3339(c.found),
+                        c.pack,
+                        c.detail
+                    );
+                }
+                println!(
+                    "{} objects found corrupt by scrubs, {unrepaired} not stored again",
+                    found.len()
+                );
+            }
+            if unrepaired > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Reaper {
             serve,
             dry_run,
@@ -750,4 +920,32 @@ fn print_gc_report(r: &crate::server::gc::GcReport) {
         "object store: {} bytes before, {} after; {} requests, {:.1} s",
         r.stored_bytes_before, r.stored_bytes_after, r.storage_requests, r.seconds
     );
+}
+
+/// A project's recorded dependencies under its commit in `repo log`.
+fn print_recorded_deps(d: &crate::mirror::deps::RecordedDeps) {
+    match &d.listed {
+        Ok(deps) => {
+            let problems = d.problems();
+            println!(
+                "    project {}  {} references{}",
+                d.project,
+                deps.len(),
+                match problems {
+                    0 => String::new(),
+                    n => format!(", {n} that break it elsewhere"),
+                }
+            );
+            for dep in deps {
+                println!(
+                    "      {:<9} {:<8} {}  {}",
+                    dep.status,
+                    dep.role,
+                    dep.resolved.as_deref().unwrap_or(&dep.raw),
+                    dep.asset.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        Err(error) => println!("    project {}  not read: {error}", d.project),
+    }
 }

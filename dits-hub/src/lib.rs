@@ -22,3 +22,4 @@ pub mod private;
 pub mod server;
 pub mod sqlite;
 pub mod tls;
+pub mod worker;

@@ -29,6 +29,9 @@ pub struct Stats {
     pub bytes_per_class: Mutex<BTreeMap<String, u64>>,
     /// QUIC Retry packets sent: new peers asked to prove their address under load.
     pub quic_retries: AtomicU64,
+    /// Jobs this process's workers finished, and those whose attempt failed.
+    pub jobs_done: AtomicU64,
+    pub jobs_failed: AtomicU64,
 }
 
 impl Stats {
@@ -99,6 +102,16 @@ impl Stats {
                 "dits_gc_packs_rewritten_total",
                 "Packs garbage collection rewrote to drop their garbage.",
                 &self.gc_packs_rewritten,
+            ),
+            (
+                "dits_jobs_done_total",
+                "Jobs this process's workers finished.",
+                &self.jobs_done,
+            ),
+            (
+                "dits_jobs_failed_total",
+                "Job attempts this process's workers saw fail (retried, or dead after the last).",
+                &self.jobs_failed,
             ),
             (
                 "dits_git_bytes_in_total",

@@ -80,7 +80,6 @@ impl GitMirror {
         })
     }
 
-    /// Whether the mirror holds commit `oid`.    /// Whether the mirror holds commit `oid`.
     /// The dependencies of the project at `path` in `commit` (see `mirror::deps`).
     pub async fn project_deps(
         &self,
@@ -107,6 +106,7 @@ impl GitMirror {
         .await
     }
 
+    /// Whether the mirror holds commit `oid`.
     pub async fn has_commit(&self, repo: i64, oid: &str) -> Result<bool> {
         let oid = oid.to_string();
         self.blocking(move |m| m.has_commit_blocking(repo, &oid))
@@ -421,6 +421,8 @@ pub struct IndexedCommit {
     pub message: String,
     /// (path, pointer) for each Dits pointer this commit adds or modifies.
     pub pointers: Vec<(String, dits_core::pointer::Pointer)>,
+    /// The dependencies of each project file this commit adds or modifies.
+    pub projects: Vec<deps::RecordedDeps>,
 }
 
 impl GitMirror {
@@ -476,6 +478,7 @@ impl GitMirror {
                 time: time.trim().parse().unwrap_or(0),
                 message: message.trim_end().to_string(),
                 pointers: Vec::new(),
+                projects: Vec::new(),
             });
         }
         // Blobs each commit adds or modifies ("\x1eHASH\0\n:modes shas status\0path\0…").
@@ -506,6 +509,11 @@ impl GitMirror {
             }
         }
         let pointers = self.pointers_in(&dir, changed.iter().map(|c| c.2.as_str()))?;
+        for (commit, recorded) in deps::record_changed_projects(self, &dir, &changed) {
+            if let Some(c) = commits.iter_mut().find(|c| c.oid == commit) {
+                c.projects.push(recorded);
+            }
+        }
         for (commit, path, blob) in changed {
             if let Some(p) = pointers.get(&blob) {
                 if let Some(c) = commits.iter_mut().find(|c| c.oid == commit) {

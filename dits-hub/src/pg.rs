@@ -104,6 +104,22 @@ CREATE TABLE repo_policies (repo_id BIGINT PRIMARY KEY REFERENCES repos(id), col
 CREATE TABLE pack_classes (key TEXT PRIMARY KEY, class TEXT NOT NULL);
 ",
     ),
+    (
+        7,
+        "
+-- Issues 18 and 19. The dependencies of each project file a commit adds or changes
+-- (JSON, mirror::deps::RecordedDeps).
+CREATE TABLE commit_deps (repo_id BIGINT NOT NULL, commit_oid TEXT NOT NULL, project TEXT NOT NULL, deps TEXT NOT NULL, PRIMARY KEY (repo_id, commit_oid, project), FOREIGN KEY (repo_id, commit_oid) REFERENCES commits(repo_id, oid));
+-- The job queue (meta::jobs): one row per kind and subject; run_after is when a queued
+-- job may run, or a running one's lease ends.
+CREATE TABLE jobs (id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, repo_id BIGINT, state TEXT NOT NULL, attempts INTEGER NOT NULL, worker TEXT, error TEXT, run_after BIGINT NOT NULL, created BIGINT NOT NULL, updated BIGINT NOT NULL, UNIQUE (kind, subject));
+CREATE INDEX jobs_runnable ON jobs (state, run_after);
+-- Objects a scrub found not to match their ids, taken out of the index.
+CREATE TABLE corrupt_objects (id BYTEA PRIMARY KEY, pack TEXT NOT NULL, found BIGINT NOT NULL, detail TEXT NOT NULL);
+-- Which repositories held them: their pushers are asked to send them again.
+CREATE TABLE lost_links (repo_id BIGINT NOT NULL, id BYTEA NOT NULL, PRIMARY KEY (repo_id, id));
+",
+    ),
 ];
 
 /// Advisory lock one collector holds for its whole run (session level).

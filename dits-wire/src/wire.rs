@@ -40,6 +40,10 @@ pub enum Op {
     Missing { ids: Vec<String> },
     /// Body: objects until the stream ends. → `{"stored": n, "bytes": n}`
     Put,
+    /// → `{"wanted": [id]}`: objects this repository held that the hub lost (a scrub
+    /// found them corrupt) and no push has stored again; a client holding one sends it
+    /// with its next push.
+    Wanted,
     /// → header, then each object in `ids` in order.
     Get { ids: Vec<String> },
     /// Body: a Git pack. → `{"id": blake3}`
@@ -284,6 +288,12 @@ pub struct MissingResult {
     pub missing: Vec<String>,
 }
 
+/// `wanted` → objects the hub asks to be sent again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WantedResult {
+    pub wanted: Vec<String>,
+}
+
 /// `put` → objects newly stored for the repository, objects received, bytes received;
 /// durable when sent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -360,6 +370,7 @@ pub trait OpResult: Serialize + serde::de::DeserializeOwned {}
 
 impl OpResult for RefsResult {}
 impl OpResult for MissingResult {}
+impl OpResult for WantedResult {}
 impl OpResult for PutResult {}
 impl OpResult for GetResult {}
 impl OpResult for PutGitPackResult {}

@@ -433,6 +433,25 @@ impl Hub {
         Ok(out)
     }
 
+    /// Objects the hub lost (a scrub found its copies corrupt) and asks this
+    /// repository's pushers to send again. A hub from before the op, or an encrypted
+    /// repository (where the hub knows objects by locators this client would have to map
+    /// back), asks for none.
+    pub async fn wanted(&self) -> Result<Vec<ChunkId>, HubError> {
+        if self.sealing()?.is_some() {
+            return Ok(Vec::new());
+        }
+        match self.ask::<dits_wire::wire::WantedResult>(Op::Wanted).await {
+            Ok(result) => ids_from_hex(&result.wanted).map_err(transport),
+            // A hub that does not know the op.
+            Err(HubError::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Uploads objects as they come out of `objects` (id, plain length, sealed bytes) on one
     /// stream; once the channel closes the hub stores them as one pack and makes it durable
     /// before answering. Returns its answer: objects received, those new to the repository,

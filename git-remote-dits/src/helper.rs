@@ -271,11 +271,17 @@ async fn send_objects(
             bail!("cannot push: the media behind recipe {} is neither in the local store nor on {}; run `git dits pull-media` from where it was added", r.short(), session.url);
         }
     }
-    let missing = session
+    let mut missing = session
         .hub
         .missing(&ids)
         .await
         .map_err(|e| session.explain(e))?;
+    // What the hub lost and this store still holds goes too, whichever commit it is in.
+    for id in session.hub.wanted().await.map_err(|e| session.explain(e))? {
+        if !missing.contains(&id) && store.stored_len(&id)?.is_some() {
+            missing.push(id);
+        }
+    }
     tracing::debug!(
         objects = ids.len(),
         missing = missing.len(),

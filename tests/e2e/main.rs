@@ -19,6 +19,7 @@ mod s3;
 mod scale;
 mod store;
 mod tracks;
+mod workers;
 
 /// A library client of `hub`'s repository `repo` as the user holding `token`, trusting the
 /// hub's certificate by its fingerprint: requests a `git` process would make, sent directly.

@@ -334,6 +334,33 @@ fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
         404
     );
 
+    // Recorded in the hub's commit index when the push was indexed (in the background
+    // after the push was answered: wait for it), and shown by `repo log`.
+    let started = std::time::Instant::now();
+    let log = loop {
+        let json = hub.admin(&["repo", "log", "alice/film", "--json"]);
+        let log: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if log.as_array().is_some_and(|a| !a.is_empty()) {
+            break log;
+        }
+        assert!(started.elapsed().as_secs() < 20, "commit index: {json}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let projects = log[0]["projects"].as_array().unwrap();
+    assert_eq!(projects.len(), 1, "{log}");
+    assert_eq!(projects[0]["project"], "edit/film.mlt");
+    let recorded = serde_json::json!({"references": projects[0]["deps"]});
+    assert_eq!(pick(&recorded), pick(&from_client));
+    let text = hub.admin(&["repo", "log", "alice/film"]);
+    assert!(
+        text.contains("project edit/film.mlt  2 references\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tracked   original footage/take&2.mov  blake3:"),
+        "{text}"
+    );
+
     std::fs::remove_dir_all(&elsewhere).unwrap();
     let out = env.clone_with(&hub.url("alice/film"), "b", &[]);
     assert!(
@@ -435,4 +462,166 @@ fn timelines_written_by_opentimelineio_resolve_in_every_format() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0], answers[2]);
     assert_eq!(answers[0][0].0, "footage/take 1.mp4");
+}
+
+/// Projects that are not one plain file: a Final Cut `.fcpxmld` bundle (FCPXML 1.10
+/// `media-rep` elements for the original and its proxy, percent-encoded non-ASCII
+/// `file://` URLs), a gzip-compressed Premiere `.prproj` with Windows paths, a
+/// `RelativePath` and a preview render, and an `.otioz` OpenTimelineIO wrote with the
+/// clips inside it. The `.prproj` relinks to this checkout and stays gzip-compressed.
+#[test]
+fn bundles_and_compressed_projects_resolve_and_relink() {
+    let env = TestEnv::new();
+    let repo = env.repo("r");
+    std::fs::create_dir_all(repo.join("footage")).unwrap();
+    std::fs::create_dir_all(repo.join("edit/cut.fcpxmld")).unwrap();
+    std::fs::copy(media().path("base.mp4"), repo.join("footage/täke 1.mp4")).unwrap();
+    std::fs::copy(media().path("rewrap.mov"), repo.join("footage/take 2.mov")).unwrap();
+    std::fs::write(repo.join(".ditsrelink"), "/Volumes/SSD A/Job42 = .\n").unwrap();
+
+    let src = |path: &str| format!("file:///Volumes/SSD%20A/Job42/{path}");
+    std::fs::write(
+        repo.join("edit/cut.fcpxmld/Info.fcpxml"),
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE fcpxml>
+<fcpxml version="1.10">
+  <resources>
+    <format id="r1" name="FFVideoFormat360p25" frameDuration="100/2500s" width="640" height="360"/>
+    <asset id="r2" name="täke 1" start="0s" duration="8s" hasVideo="1" hasAudio="1" format="r1">
+      <media-rep kind="original-media" src="{}"/>
+      <media-rep kind="proxy-media" src="{}"/>
+    </asset>
+    <asset id="r3" name="take 2" start="0s" duration="8s" hasVideo="1" format="r1">
+      <media-rep kind="original-media" src="{}"/>
+    </asset>
+  </resources>
+  <library>
+    <event name="Job42">
+      <project name="cut">
+        <sequence format="r1" duration="16s">
+          <spine>
+            <asset-clip ref="r2" offset="0s" duration="8s" name="täke 1"/>
+            <asset-clip ref="r3" offset="8s" duration="8s" name="take 2"/>
+          </spine>
+        </sequence>
+      </project>
+    </event>
+  </library>
+</fcpxml>
+"#,
+            src("footage/t%C3%A4ke%201.mp4"),
+            src("Transcoded%20Media/Proxy%20Media/t%C3%A4ke%201.mov"),
+            src("footage/take%202.mov"),
+        ),
+    )
+    .unwrap();
+
+    let premiere = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<PremiereData Version="3">
+<Media ObjectUID="a"><FilePath>C:\Footage\Job42\täke 1.mp4</FilePath><ActualMediaFilePath>C:\Footage\Job42\täke 1.mp4</ActualMediaFilePath><RelativePath>..\footage\täke 1.mp4</RelativePath></Media>
+<Media ObjectUID="b"><ActualMediaFilePath>D:\Other Drive\take 2.mov</ActualMediaFilePath></Media>
+<Media ObjectUID="c"><FilePath>C:\Footage\Job42\Adobe Premiere Pro Video Previews\cut.PRV\Rendered - 1.mxf</FilePath></Media>
+</PremiereData>
+"#;
+    std::fs::write(repo.join("edit/cut.xml"), premiere).unwrap();
+    let zipped = Command::new("gzip")
+        .args(["-n", "-c", "edit/cut.xml"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(zipped.status.success());
+    std::fs::write(repo.join("edit/cut.prproj"), &zipped.stdout).unwrap();
+    std::fs::remove_file(repo.join("edit/cut.xml")).unwrap();
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let done = Command::new(root.join("../target/otio-venv/bin/python"))
+        .arg(root.join("fixtures/otio_timeline.py"))
+        .args([
+            "edit/cut.otioz",
+            &format!("file://{}/footage/t%C3%A4ke%201.mp4", repo.display()),
+            "footage/take 2.mov",
+        ])
+        .current_dir(&repo)
+        .output()
+        .expect("OpenTimelineIO must be installed (scripts/test-deps.sh)");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "cut"]);
+
+    // The bundle is named by its folder; the proxy is flagged, as a proxy.
+    let json = deps_json(&env, &repo, &["edit/cut.fcpxmld"]);
+    assert_eq!(
+        columns(&json, &["resolved", "role", "status", "how"]),
+        [
+            ["footage/täke 1.mp4", "original", "tracked", "rule"],
+            [
+                "Transcoded Media/Proxy Media/täke 1.mov",
+                "proxy",
+                "missing",
+                "-"
+            ],
+            ["footage/take 2.mov", "original", "tracked", "rule"],
+        ],
+        "{json}"
+    );
+    let check = env.git_output(&repo, &["dits", "deps", "--check", "edit/cut.fcpxmld"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr)
+        .contains("missing Transcoded Media/Proxy Media/täke 1.mov"));
+
+    // Premiere: RelativePath first, then the name (the preview render is no dependency).
+    let json = deps_json(&env, &repo, &["edit/cut.prproj"]);
+    assert_eq!(
+        columns(&json, &["raw", "resolved", "status", "how"]),
+        [
+            [
+                "C:\\Footage\\Job42\\täke 1.mp4",
+                "footage/täke 1.mp4",
+                "tracked",
+                "project-relative"
+            ],
+            [
+                "D:\\Other Drive\\take 2.mov",
+                "footage/take 2.mov",
+                "tracked",
+                "name"
+            ],
+        ],
+        "{json}"
+    );
+    env.git(&repo, &["dits", "relink", "--write", "edit/cut.prproj"]);
+    let relinked = std::fs::read(repo.join("edit/cut.prproj")).unwrap();
+    assert_eq!(
+        &relinked[..2],
+        &[0x1f, 0x8b],
+        "relink kept it gzip-compressed"
+    );
+    assert_eq!(
+        std::fs::read(repo.join("edit/cut.prproj.bak")).unwrap(),
+        zipped.stdout
+    );
+    let json = deps_json(&env, &repo, &["edit/cut.prproj"]);
+    assert_eq!(
+        columns(&json, &["resolved", "how"]),
+        [
+            ["footage/täke 1.mp4", "exact"],
+            ["footage/take 2.mov", "exact"]
+        ],
+        "{json}"
+    );
+
+    // The .otioz carries its clips: nothing outside it is needed, and nothing to relink.
+    let json = deps_json(&env, &repo, &["edit/cut.otioz"]);
+    assert_eq!(json["references"].as_array().unwrap().len(), 0, "{json}");
+    env.git(&repo, &["dits", "deps", "--check", "edit/cut.otioz"]);
+    let bundle = std::fs::read(repo.join("edit/cut.otioz")).unwrap();
+    let relink = env.git_output(&repo, &["dits", "relink", "--write", "edit/cut.otioz"]);
+    assert!(relink.status.success());
+    assert!(String::from_utf8_lossy(&relink.stderr).contains("nothing to relink"));
+    assert_eq!(std::fs::read(repo.join("edit/cut.otioz")).unwrap(), bundle);
 }

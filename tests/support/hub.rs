@@ -179,6 +179,50 @@ impl HubProcess {
         total
     }
 
+    /// Flips one byte in the middle of the largest chunk pack, in the data directory or
+    /// the S3 bucket (read and written back whole), as failing storage would. Its key.
+    pub fn flip_a_byte_in_a_chunk_pack(&self) -> String {
+        if let Some((endpoint, bucket, at)) = self.s3_location() {
+            let (key, _) = s3_sizes(&endpoint, &bucket, &format!("{at}chunks/"))
+                .into_iter()
+                .max_by_key(|(_, size)| *size)
+                .expect("a chunk pack");
+            // boto3 from moto's environment: curl's signed PUT reaches moto empty.
+            let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/moto-venv/bin/python");
+            let script = "import boto3, sys\n\
+                s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1')\n\
+                body = bytearray(s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])['Body'].read())\n\
+                body[len(body) // 2] ^= 0x55\n\
+                s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=bytes(body))\n";
+            let out = Command::new(python)
+                .args(["-c", script, &endpoint, &bucket, &key])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .output()
+                .expect("running moto's python");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return key[at.len()..].to_string();
+        }
+        let dir = self.data.join("objects").join("chunks");
+        let path = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .expect("a chunk pack");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        format!("chunks/{}", path.file_name().unwrap().to_string_lossy())
+    }
+
     /// The storage class of each chunk pack: on S3 what a HEAD request says (absent:
     /// `STANDARD`); in the data directory `cold` for packs under `objects/cold/`, else
     /// `STANDARD`.

@@ -175,8 +175,12 @@ pub enum ProjectError {
 /// `s` cut to at most 200 characters: parser messages may quote the document (a tag or
 /// an entity name), and a hostile document must not make an error message huge.
 pub(crate) fn short(s: &str) -> String {
-    const MAX: usize = 200;
-    match s.char_indices().nth(MAX) {
+    cut_chars(s, 200)
+}
+
+/// `s` cut to `max` characters, with an ellipsis if it was longer.
+pub fn cut_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_string(),
     }

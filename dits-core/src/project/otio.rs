@@ -17,15 +17,20 @@ pub fn references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     Ok(refs)
 }
 
-/// The references of an `.otioz` bundle's `content.otio`.
+/// The references of an `.otioz` bundle's `content.otio`, less those naming a file the
+/// bundle itself holds (OpenTimelineIO's writer copies each clip to `media/NAME` and
+/// points there): those travel with the project and are no dependency of it.
 pub fn bundle_references(bytes: &[u8]) -> Result<Vec<Reference>, ProjectError> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| ProjectError::Zip(super::short(&e.to_string())))?;
+    let inside: std::collections::HashSet<String> = zip.file_names().map(str::to_string).collect();
     let entry = zip
         .by_name("content.otio")
         .map_err(|_| ProjectError::MissingEntry("content.otio"))?;
     let content = read_bounded(entry, ProjectError::Zip)?;
-    references(&content)
+    let mut refs = references(&content)?;
+    refs.retain(|r| !inside.contains(r.path.trim_start_matches("./")));
+    Ok(refs)
 }
 
 fn visit(v: &Value, role: Role, refs: &mut Vec<Reference>) -> Result<(), ProjectError> {

@@ -252,7 +252,9 @@ pub fn resolve(
             _ => return Resolution::Ambiguous(candidates),
         }
     }
-    match exact {
+    // Not found: where the path as written, or else a rule, puts it in the repository
+    // (a rule that maps it says it belongs here, so it is missing, not outside).
+    match exact.or_else(|| rules.map(&raw_path)) {
         Some(p) => Resolution::NotInTree(p),
         None if is_absolute(&raw_path) => Resolution::Outside(r.path.clone()),
         None => Resolution::Missing,

@@ -47,9 +47,22 @@ pub struct S3Blobs {
 /// server did not answer or failed) is [`Unavailable`].
 fn s3_err(url: &str, what: &str, e: object_store::Error) -> io::Error {
     use object_store::Error as E;
+    // The kinds a local directory gives for the same failures: a caller (the scrub)
+    // tells a blob that is gone or shorter than its index says from one that failed.
+    if matches!(e, E::NotFound { .. }) {
+        return io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("object store {url}: {what}: {e}"),
+        );
+    }
+    if format!("{e}").contains("416 Range Not Satisfiable") {
+        return io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("object store {url}: {what}: shorter than the range asked for"),
+        );
+    }
     match e {
-        E::NotFound { .. }
-        | E::AlreadyExists { .. }
+        E::AlreadyExists { .. }
         | E::Precondition { .. }
         | E::NotModified { .. }
         | E::InvalidPath { .. }

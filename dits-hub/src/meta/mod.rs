@@ -10,6 +10,7 @@
 //! blocking pool (`spawn_blocking`), never on the runtime's workers.
 
 pub mod gc;
+pub mod jobs;
 pub mod pg;
 pub mod sqlite;
 pub mod tier;
@@ -129,6 +130,8 @@ pub trait MetaStore: Send + Sync {
     fn gc(&self) -> &dyn gc::GcStore;
     /// The cold-tier reaper's side of the store.
     fn tier(&self) -> &dyn tier::TierStore;
+    /// The job queue and scrub findings.
+    fn jobs(&self) -> &dyn jobs::JobStore;
     /// Adds pushed commits (and the assets their pointers name) to the commit index;
     /// commits already indexed are left as they are.
     async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;

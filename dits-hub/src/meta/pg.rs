@@ -18,6 +18,7 @@ use crate::meta::{
 use crate::pg::{classify, is_unique_violation, PgResult, SWEEP_LOCK};
 
 mod gc;
+mod jobs;
 mod tier;
 
 /// Ids per statement when asking about many objects at once.
@@ -244,6 +245,10 @@ impl MetaStore for PgMeta {
     }
 
     fn tier(&self) -> &dyn crate::meta::tier::TierStore {
+        self
+    }
+
+    fn jobs(&self) -> &dyn crate::meta::jobs::JobStore {
         self
     }
 
@@ -498,6 +503,15 @@ impl MetaStore for PgMeta {
                 .await
                 .pg()?;
             }
+            for d in &commit.projects {
+                tx.execute(
+                    "INSERT INTO commit_deps (repo_id, commit_oid, project, deps) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&repo, &commit.oid, &d.project, &serde_json::to_string(d)?],
+                )
+                .await
+                .pg()?;
+            }
         }
         tx.commit().await.pg()?;
         Ok(())
@@ -561,6 +575,16 @@ impl MetaStore for PgMeta {
                     ))
                 })
                 .collect();
+            let projects = c
+                .query(
+                    "SELECT deps FROM commit_deps WHERE repo_id = $1 AND commit_oid = $2 ORDER BY project",
+                    &[&repo, &oid],
+                )
+                .await
+                .pg()?
+                .into_iter()
+                .filter_map(|row| serde_json::from_str(&row.get::<_, String>(0)).ok())
+                .collect();
             commits.push(IndexedCommit {
                 oid,
                 parents: r.get(1),
@@ -568,6 +592,7 @@ impl MetaStore for PgMeta {
                 message: r.get(3),
                 time: r.get(4),
                 pointers,
+                projects,
             });
         }
         Ok(commits)

@@ -15,6 +15,7 @@ use crate::meta::{
 use crate::sqlite::SqliteDb;
 
 mod gc;
+mod jobs;
 mod keys;
 mod tier;
 use keys::{change_keys, key_state, set_key_group};
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, off
 CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commits (repo_id INTEGER NOT NULL, oid TEXT NOT NULL, parents TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, time INTEGER NOT NULL, PRIMARY KEY (repo_id, oid));
 CREATE TABLE IF NOT EXISTS commit_pointers (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BLOB NOT NULL, PRIMARY KEY (repo_id, commit_oid, path));
+-- The dependencies of each project file a commit adds or changes (JSON, mirror::deps::RecordedDeps).
+CREATE TABLE IF NOT EXISTS commit_deps (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, project TEXT NOT NULL, deps TEXT NOT NULL, PRIMARY KEY (repo_id, commit_oid, project));
 CREATE TABLE IF NOT EXISTS assets (recipe BLOB PRIMARY KEY, file_oid BLOB NOT NULL, size INTEGER NOT NULL, media TEXT NOT NULL);
 -- What each repository's pointers say of a recipe: per repository, so one repository's
 -- pointers cannot set what another's asset listing shows. The old global table's rows
@@ -59,6 +62,14 @@ CREATE TABLE IF NOT EXISTS dead_blobs (key TEXT PRIMARY KEY, since INTEGER NOT N
 -- standard class.
 CREATE TABLE IF NOT EXISTS repo_policies (repo_id INTEGER PRIMARY KEY, cold_after INTEGER NOT NULL, class TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pack_classes (key TEXT PRIMARY KEY, class TEXT NOT NULL);
+-- The job queue (meta::jobs): one row per kind and subject; run_after is when a queued
+-- job may run, or a running one's lease ends.
+CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, subject TEXT NOT NULL, repo_id INTEGER, state TEXT NOT NULL, attempts INTEGER NOT NULL, worker TEXT, error TEXT, run_after INTEGER NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL, UNIQUE (kind, subject));
+CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, run_after);
+-- Objects a scrub found not to match their ids, taken out of the index.
+CREATE TABLE IF NOT EXISTS corrupt_objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, found INTEGER NOT NULL, detail TEXT NOT NULL);
+-- Which repositories held them: their pushers are asked to send them again.
+CREATE TABLE IF NOT EXISTS lost_links (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS wrapped_keys (group_id INTEGER NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id INTEGER NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (group_id, generation, user_id)) WITHOUT ROWID;
 ";
 
@@ -336,6 +347,10 @@ impl MetaStore for SqliteMeta {
         self
     }
 
+    fn jobs(&self) -> &dyn crate::meta::jobs::JobStore {
+        self
+    }
+
     async fn locations(&self, ids: &[ChunkId]) -> anyhow::Result<Vec<Option<(String, Location)>>> {
         let ids = ids.to_vec();
         self.db
@@ -549,6 +564,9 @@ impl MetaStore for SqliteMeta {
                     let mut asset = tx.prepare_cached(
                         "INSERT OR IGNORE INTO repo_assets (repo_id, recipe, file_oid, size, media) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?;
+                    let mut project = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO commit_deps (repo_id, commit_oid, project, deps) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
                     for c in commits.iter().rev() {
                         commit.execute(params![
                             repo,
@@ -566,6 +584,14 @@ impl MetaStore for SqliteMeta {
                                 &p.oid.0[..],
                                 p.size as i64,
                                 p.media
+                            ])?;
+                        }
+                        for d in &c.projects {
+                            project.execute(params![
+                                repo,
+                                c.oid,
+                                d.project,
+                                serde_json::to_string(d)?
                             ])?;
                         }
                     }
@@ -813,6 +839,7 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
                 message: r.get(3)?,
                 time: r.get(4)?,
                 pointers: Vec::new(),
+                projects: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -820,6 +847,9 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
         "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
          JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
          WHERE p.repo_id = ?1 AND p.commit_oid = ?2 ORDER BY p.path",
+    )?;
+    let mut projects = db.prepare(
+        "SELECT deps FROM commit_deps WHERE repo_id = ?1 AND commit_oid = ?2 ORDER BY project",
     )?;
     for c in &mut commits {
         c.pointers = pointers
@@ -840,6 +870,12 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
                     crate::meta::stored_pointer(&recipe, &oid, size, media)?,
                 ))
             })
+            .collect();
+        c.projects = projects
+            .query_map(params![repo, c.oid], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
             .collect();
     }
     Ok(commits)

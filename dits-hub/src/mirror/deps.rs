@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use dits_core::project::cut_chars;
 use dits_core::project::deps::Snapshot;
 
 /// One commit of one mirror.
@@ -87,4 +88,94 @@ impl Snapshot for MirrorSnapshot {
     fn on_disk(&self, _path: &str) -> bool {
         false
     }
+}
+
+/// At most this many project files changed by one indexed batch of commits get their
+/// dependencies recorded: each costs a tree listing, and a push that rewrites thousands of
+/// projects must not hold the indexer for minutes. The rest are answered live by the
+/// deps API.
+pub const MAX_RECORDED_PROJECTS: usize = 256;
+
+/// A project's dependencies as the commit index records them: what `repo log` and the
+/// history pages show without parsing the project again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedDeps {
+    /// The project's repository path.
+    pub project: String,
+    /// Its resolved references, or why they could not be listed (the project as pushed
+    /// does not parse, say).
+    pub listed: Result<Vec<RecordedDep>, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedDep {
+    /// The reference as the project spells it (cut to 1,024 characters).
+    pub raw: String,
+    pub role: String,
+    pub resolved: Option<String>,
+    pub status: String,
+    pub asset: Option<String>,
+}
+
+impl RecordedDeps {
+    pub fn of(
+        project: &str,
+        deps: Result<
+            Vec<dits_core::project::deps::Dependency>,
+            dits_core::project::deps::DepsError,
+        >,
+    ) -> RecordedDeps {
+        let listed = deps
+            .map(|deps| {
+                deps.into_iter()
+                    .map(|d| RecordedDep {
+                        raw: cut_chars(&d.reference.raw, 1024),
+                        role: d.reference.role.as_str().to_string(),
+                        resolved: d.resolved,
+                        status: d.status.as_str().to_string(),
+                        asset: d.asset,
+                    })
+                    .collect()
+            })
+            .map_err(|e| cut_chars(&e.to_string(), 1024));
+        RecordedDeps {
+            project: project.to_string(),
+            listed,
+        }
+    }
+
+    /// How many references would break the project elsewhere (untracked, missing,
+    /// outside, ambiguous).
+    pub fn problems(&self) -> usize {
+        self.listed.as_ref().map_or(0, |deps| {
+            deps.iter()
+                .filter(|d| !matches!(d.status.as_str(), "tracked" | "external"))
+                .count()
+        })
+    }
+}
+
+/// Records the dependencies of each project file among `changed` (commit, path, blob),
+/// at the commit that changed it.
+pub(crate) fn record_changed_projects(
+    mirror: &super::GitMirror,
+    dir: &std::path::Path,
+    changed: &[(String, String, String)],
+) -> Vec<(String, RecordedDeps)> {
+    use dits_core::project::Format;
+    changed
+        .iter()
+        .filter(|(_, path, _)| Format::of_path(path).is_some())
+        .take(MAX_RECORDED_PROJECTS)
+        .map(|(commit, path, _)| {
+            let mut snap = MirrorSnapshot {
+                mirror: mirror.clone(),
+                dir: dir.to_path_buf(),
+                commit: commit.clone(),
+            };
+            let deps =
+                dits_core::project::deps::dependencies(&mut snap, path, "", &Default::default());
+            (commit.clone(), RecordedDeps::of(path, deps))
+        })
+        .collect()
 }

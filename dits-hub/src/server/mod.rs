@@ -119,6 +119,22 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         collect_on_schedule(state.clone(), every, options.gc_grace);
     }
     tier_on_schedule(state.clone(), options.reaper_every);
+    if let Some(every) = options.scrub_every {
+        scrub_on_schedule(state.clone(), every);
+    }
+    for _ in 0..options.workers {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let options = crate::worker::WorkerOptions::new(60, false);
+            // A worker stops on a metadata error; start another after a pause.
+            loop {
+                if let Err(e) = crate::worker::run(state.clone(), &options).await {
+                    tracing::warn!("job worker: {e:#}");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+    }
     let identity = crate::tls::identity(
         &options.data,
         options.tls_cert.as_deref(),
@@ -242,6 +258,21 @@ fn collect_on_schedule(state: Arc<HubState>, every: u64, grace: i64) {
                 ),
                 Ok(_) => tracing::info!("garbage collection: another hub is collecting"),
                 Err(e) => tracing::warn!("garbage collection: {e:#}"),
+            }
+        }
+    });
+}
+
+/// Queues a scrub of every pack every `every` seconds (the first after one period).
+fn scrub_on_schedule(state: Arc<HubState>, every: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match crate::worker::queue_scrubs(&state).await {
+                Ok(n) => tracing::info!(packs = n, "scrubs queued"),
+                Err(e) => tracing::warn!("queueing scrubs: {e:#}"),
             }
         }
     });

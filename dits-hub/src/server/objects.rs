@@ -49,6 +49,19 @@ pub async fn missing(
     })
 }
 
+/// At most this many ids in one `wanted` answer (the rest follow on later pushes).
+const MAX_WANTED: u32 = 8192;
+
+pub async fn wanted(
+    state: &HubState,
+    repo: i64,
+) -> Result<dits_wire::wire::WantedResult, HubError> {
+    let lost = state.meta.jobs().lost(repo, MAX_WANTED).await?;
+    Ok(dits_wire::wire::WantedResult {
+        wanted: ids_to_hex(&lost),
+    })
+}
+
 /// Objects read before their locations are looked up together: one metadata round trip
 /// per this many objects rather than per object, while memory stays bounded (objects are
 /// at most a few hundred KiB).

@@ -206,6 +206,7 @@ where
         }
         Op::Missing { ids } => reply(writer, &objects::missing(state, repo, &ids).await?).await,
         Op::Put => reply(writer, &objects::put(state, repo, reader).await?).await,
+        Op::Wanted => reply(writer, &objects::wanted(state, repo).await?).await,
         Op::Get { ids } => objects::get(state, repo, &ids, writer).await,
         Op::PutGitPack => reply(writer, &git_packs::put(state, repo, reader).await?).await,
         Op::GitPacks { have } => reply(writer, &git_packs::list(state, repo, have).await?).await,
@@ -256,6 +257,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Refs => "refs",
         Op::Missing { .. } => "missing",
         Op::Put => "put",
+        Op::Wanted => "wanted",
         Op::Get { .. } => "get",
         Op::PutGitPack => "put-git-pack",
         Op::GitPacks { .. } => "git-packs",

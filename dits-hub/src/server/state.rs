@@ -47,6 +47,10 @@ pub struct ServeOptions {
     pub gc_grace: i64,
     /// Run the cold-tier reaper this often (seconds); none: only `dits-hub reaper` does.
     pub reaper_every: Option<u64>,
+    /// Queue a scrub of every pack this often (seconds); none: only `dits-hub scrub` does.
+    pub scrub_every: Option<u64>,
+    /// Workers this process runs beside serving (`dits-hub worker` runs more elsewhere).
+    pub workers: u32,
 }
 
 /// Links not seen for a day, and blobs dead for a day, may be collected: far longer than
@@ -68,6 +72,8 @@ impl ServeOptions {
             gc_every: None,
             gc_grace: DEFAULT_GC_GRACE,
             reaper_every: None,
+            scrub_every: None,
+            workers: 1,
         }
     }
 }

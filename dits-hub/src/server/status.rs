@@ -50,6 +50,26 @@ pub async fn metrics(
             "# HELP {name} QUIC handshakes admitted and not yet finished.\n# TYPE {name} gauge\n{name} {}\n",
             state.limits.handshakes_under_way()
         );
+        // The queue and the scrub's findings are the metadata store's (shared by every
+        // hub): read at each scrape, and left out if the store does not answer.
+        if let Ok(counts) = state.meta.jobs().job_counts().await {
+            let name = "dits_jobs";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Jobs in the queue by kind and state.\n# TYPE {name} gauge"
+            );
+            for (kind, job_state, n) in counts {
+                let _ = writeln!(out, "{name}{{kind=\"{kind}\",state=\"{job_state}\"}} {n}");
+            }
+        }
+        if let Ok(found) = state.meta.jobs().corrupt(100_000).await {
+            let name = "dits_corrupt_objects";
+            let lost = found.iter().filter(|c| !c.repaired).count();
+            let _ = write!(
+                out,
+                "# HELP {name} Objects scrubs found corrupt or missing and no push has stored again.\n# TYPE {name} gauge\n{name} {lost}\n"
+            );
+        }
     }
     (
         StatusCode::OK,

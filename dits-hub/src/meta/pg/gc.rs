@@ -90,6 +90,8 @@ impl GcStore for PgMeta {
             "members",
             "repo_objects",
             "commit_pointers",
+            "commit_deps",
+            "lost_links",
             "commits",
             "repo_assets",
             "git_packs",

@@ -83,6 +83,8 @@ impl GcStore for SqliteMeta {
                     "refs",
                     "members",
                     "repo_objects",
+                    "commit_deps",
+                    "lost_links",
                     "commits",
                     "commit_pointers",
                     "repo_assets",
