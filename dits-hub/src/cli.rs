@@ -17,7 +17,8 @@ struct Cli {
     /// Data directory: metadata (SQLite), objects, TLS certificate [default: dits-hub-data].
     #[arg(long, env = "DITS_HUB_DATA", global = true)]
     data: Option<PathBuf>,
-    /// A TOML file with any of: data, listen, metadata, objects, locks, tls_cert, tls_key.
+    /// A TOML file with any of: data, listen, metadata, objects, locks, tls_cert, tls_key,
+    /// transcode.
     #[arg(long, env = "DITS_HUB_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Keep metadata (users, repositories, refs, object index, locks) in PostgreSQL
@@ -63,6 +64,10 @@ struct ServeArgs {
     /// processes).
     #[arg(long, env = "DITS_HUB_WORKERS", default_value_t = 1)]
     workers: u32,
+    /// Queue a transcode of each new video a push brings: a poster, a thumbnail strip
+    /// and a 540p H.264 proxy (`git dits proxy`), made by workers with FFmpeg.
+    #[arg(long, env = "DITS_HUB_TRANSCODE")]
+    transcode: bool,
     /// What garbage collection spares: objects seen, and blobs dead, more recently than
     /// this (e.g. 1d, 12h, 30m, 90s).
     #[arg(long, env = "DITS_HUB_GC_GRACE", value_parser = parse_duration, default_value = "1d")]
@@ -101,6 +106,7 @@ struct FileConfig {
     locks: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    transcode: Option<bool>,
 }
 
 fn file_config(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
@@ -138,6 +144,7 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
         reaper_every: args.reaper_every.map(|s| s.max(60) as u64),
         scrub_every: args.scrub_every.map(|s| s.max(1) as u64),
         workers: args.workers,
+        transcode: args.transcode || file.transcode.unwrap_or(false),
     };
     anyhow::ensure!(
         options.tls_cert.is_some() == options.tls_key.is_some(),

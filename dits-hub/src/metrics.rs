@@ -32,6 +32,10 @@ pub struct Stats {
     /// Jobs this process's workers finished, and those whose attempt failed.
     pub jobs_done: AtomicU64,
     pub jobs_failed: AtomicU64,
+    /// Bytes of posters, strips and proxies this process's workers stored.
+    pub derived_bytes: AtomicU64,
+    /// Bytes of derived objects served to clients.
+    pub derived_bytes_out: AtomicU64,
 }
 
 impl Stats {
@@ -112,6 +116,16 @@ impl Stats {
                 "dits_jobs_failed_total",
                 "Job attempts this process's workers saw fail (retried, or dead after the last).",
                 &self.jobs_failed,
+            ),
+            (
+                "dits_derived_bytes_total",
+                "Bytes of posters, strips and proxies this process's workers stored.",
+                &self.derived_bytes,
+            ),
+            (
+                "dits_derived_bytes_out_total",
+                "Bytes of derived objects (posters, strips, proxies) served.",
+                &self.derived_bytes_out,
             ),
             (
                 "dits_git_bytes_in_total",

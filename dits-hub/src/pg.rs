@@ -120,6 +120,13 @@ CREATE TABLE corrupt_objects (id BYTEA PRIMARY KEY, pack TEXT NOT NULL, found BI
 CREATE TABLE lost_links (repo_id BIGINT NOT NULL, id BYTEA NOT NULL, PRIMARY KEY (repo_id, id));
 ",
     ),
+    (
+        8,
+        "
+-- Issue 19. What transcodes made of an asset (meta::derived), by recipe.
+CREATE TABLE derived (recipe BYTEA NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, size BIGINT NOT NULL, hash TEXT NOT NULL, created BIGINT NOT NULL, PRIMARY KEY (recipe, kind));
+",
+    ),
 ];
 
 /// Advisory lock one collector holds for its whole run (session level).

@@ -52,6 +52,9 @@ pub enum Op {
     GitPacks { have: Vec<String> },
     /// → header, then the pack's bytes.
     GetGitPack { id: String },
+    /// → [`GetDerivedResult`], then its bytes: what the hub's workers made of an asset
+    /// the repository holds (`kind`: `poster`, `strip` or `proxy`), by recipe id.
+    GetDerived { recipe: String, kind: String },
     /// → `{"results": [{"name", "ok", "error"}]}`
     UpdateRefs {
         updates: Vec<RefUpdate>,
@@ -328,6 +331,13 @@ pub struct GetGitPackResult {
     pub size: u64,
 }
 
+/// `get-derived` → the size and BLAKE3 (hex) of the derived object that follows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GetDerivedResult {
+    pub size: u64,
+    pub hash: String,
+}
+
 /// `update-refs` → one result per update.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpdateRefsResult {
@@ -375,6 +385,7 @@ impl OpResult for PutResult {}
 impl OpResult for GetResult {}
 impl OpResult for PutGitPackResult {}
 impl OpResult for GitPacksResult {}
+impl OpResult for GetDerivedResult {}
 impl OpResult for GetGitPackResult {}
 impl OpResult for UpdateRefsResult {}
 impl OpResult for LockResult {}

@@ -115,6 +115,21 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Fetch the small H.264 proxies (or posters, or thumbnail strips) the hub made of
+    /// tracked video, for editing on a laptop without the originals; written under the
+    /// files' paths in `dits.proxyDir` (default .git/dits-proxies) or --into.
+    Proxy {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// proxy, poster or strip.
+        #[arg(long, default_value = "proxy")]
+        kind: String,
+        /// The folder to write them under.
+        #[arg(long, value_name = "DIR")]
+        into: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete local media no longer needed here (old versions the hub holds); keeps what
     /// every worktree's HEAD, the index, the stash, the last `dits.pruneRecentDays` days
     /// (default 7) and unpushed commits need.
@@ -318,6 +333,12 @@ fn main() -> ExitCode {
             Some(project) => commands::pull_media::pull_media_for(&project, quiet).map(|_| 0),
             None => commands::pull_media::pull_media(&paths, quiet).map(|_| 0),
         },
+        Command::Proxy {
+            paths,
+            kind,
+            into,
+            json,
+        } => commands::proxy::proxy(&paths, &kind, into.as_deref(), json),
         Command::Relink {
             project,
             write,

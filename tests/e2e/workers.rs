@@ -8,7 +8,7 @@ use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use dits_tests::{media, same_bytes, HubProcess, TestEnv};
+use dits_tests::{containers, media, same_bytes, HubProcess, TestEnv};
 
 fn jobs(hub: &HubProcess) -> Vec<serde_json::Value> {
     let json = hub.admin(&["jobs", "--json", "--limit", "1000"]);
@@ -210,4 +210,152 @@ fn two_workers_hold_different_jobs_and_a_killed_workers_job_is_taken_over() {
     third.kill().unwrap();
     third.wait().unwrap();
     assert_eq!(fsck(&hub).0, 0);
+}
+
+/// `ffprobe`'s view of a file's first video stream: "codec,width,height"; panics naming
+/// the file if ffprobe reports any error.
+fn probe(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Fully decodes `file`: a proxy must play to the end, not just open.
+fn decodes_cleanly(file: &std::path::Path) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn transcodes(hub: &HubProcess) -> Vec<serde_json::Value> {
+    jobs(hub)
+        .into_iter()
+        .filter(|j| j["kind"] == "transcode")
+        .collect()
+}
+
+#[test]
+fn a_pushed_clip_gets_a_poster_strip_and_playable_proxy_made_once_per_asset() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub_on(&env.dir.path().join("hub-data"), &["--transcode"], &[]);
+    let repo = env.repo("a");
+    env.git(&repo, &["dits", "track", "*.mxf"]);
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    env.commit_file(&repo, &containers().path("atom.mxf"), "atom.mxf");
+    std::fs::write(repo.join("notes.bin"), vec![7u8; 100_000]).unwrap();
+    env.git(&repo, &["add", "notes.bin"]);
+    env.git(&repo, &["commit", "-q", "-m", "not video"]);
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+
+    // Indexing the push queues one transcode per video (the .bin is not one).
+    let started = Instant::now();
+    while transcodes(&hub).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            jobs(&hub)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = all_done(&hub);
+    assert_eq!(done.len(), 2, "{done:?}");
+
+    let out = env.git(
+        &repo,
+        &[
+            "dits", "proxy", "clip.mp4", "atom.mxf", "--into", "proxies", "--json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["fetched"].as_array().unwrap().len(), 2, "{report}");
+    let proxies = repo.join("proxies");
+    // Smaller than 540 lines stays as it is; 720p comes down to 540.
+    assert_eq!(probe(&proxies.join("clip.mp4")), "h264,640,360");
+    assert_eq!(probe(&proxies.join("atom.mxf")), "h264,960,540");
+    decodes_cleanly(&proxies.join("clip.mp4"));
+    decodes_cleanly(&proxies.join("atom.mxf"));
+    let proxy_size = std::fs::metadata(proxies.join("clip.mp4")).unwrap().len();
+    let original_size = std::fs::metadata(media().path("base.mp4")).unwrap().len();
+    assert!(
+        proxy_size < original_size,
+        "{proxy_size} vs {original_size}"
+    );
+
+    env.git(
+        &repo,
+        &[
+            "dits", "proxy", "--kind", "poster", "clip.mp4", "--into", "proxies",
+        ],
+    );
+    env.git(
+        &repo,
+        &[
+            "dits", "proxy", "--kind", "strip", "clip.mp4", "--into", "proxies",
+        ],
+    );
+    assert_eq!(probe(&proxies.join("clip.mp4.poster.jpg")), "mjpeg,320,180");
+    assert_eq!(probe(&proxies.join("clip.mp4.strip.jpg")), "mjpeg,3200,180");
+
+    // Not video: no proxy, and the command says why and exits 1.
+    let out = env.git_output(&repo, &["dits", "proxy", "notes.bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.bin") && err.contains("not video"),
+        "{err}"
+    );
+
+    // The same clip at another path: no second transcode, and the same proxy.
+    std::fs::create_dir_all(repo.join("other")).unwrap();
+    env.commit_file(&repo, &media().path("base.mp4"), "other/same.mp4");
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let head = env.git(&repo, &["rev-parse", "HEAD"]);
+    let started = Instant::now();
+    while !hub
+        .admin(&["repo", "log", "alice/film", "--json"])
+        .contains(head.trim())
+    {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(transcodes(&hub).len(), 2, "{:?}", jobs(&hub));
+    assert!(transcodes(&hub).iter().all(|j| j["attempts"] == 1));
+    env.git(
+        &repo,
+        &["dits", "proxy", "other/same.mp4", "--into", "proxies"],
+    );
+    assert!(same_bytes(
+        &proxies.join("other/same.mp4"),
+        &proxies.join("clip.mp4")
+    ));
+    assert_eq!(
+        metric(&hub, "dits_jobs{kind=\"transcode\",state=\"done\"}"),
+        "dits_jobs{kind=\"transcode\",state=\"done\"} 2"
+    );
 }

@@ -104,6 +104,10 @@ impl Drop for BlobWriter {
     }
 }
 
+/// How long a staged file must have gone unwritten before a starting process takes it
+/// for a crash's leftover.
+const STAGING_LEFTOVER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The staging directory where blobs are written before they are committed.
 #[derive(Clone)]
 pub struct Staging {
@@ -112,11 +116,21 @@ pub struct Staging {
 
 impl Staging {
     /// Creates `dir` and removes leftovers: writes a crash interrupted were never
-    /// committed.
+    /// committed. Only files untouched for [`STAGING_LEFTOVER`] go: another process on
+    /// the same data directory (a `dits-hub worker` beside `serve`) may be writing the
+    /// fresh ones.
     pub fn open(dir: &Path) -> io::Result<Staging> {
         fs::create_dir_all(dir)?;
+        let now = std::time::SystemTime::now();
         for entry in fs::read_dir(dir)?.flatten() {
-            let _ = fs::remove_file(entry.path());
+            let idle = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok());
+            if idle.is_some_and(|idle| idle >= STAGING_LEFTOVER) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(Staging {
             dir: dir.to_path_buf(),

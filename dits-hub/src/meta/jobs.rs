@@ -21,14 +21,18 @@ pub enum JobKind {
     /// Re-read one stored pack, re-hash every object the index places in it, and take
     /// out of the index the objects that no longer match (subject: the pack's key).
     Scrub,
+    /// Make a poster, a thumbnail strip and a proxy of one asset (subject: its recipe
+    /// id), stored as derived objects ([`crate::meta::derived`]).
+    Transcode,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 1] = [JobKind::Scrub];
+    pub const ALL: [JobKind; 2] = [JobKind::Scrub, JobKind::Transcode];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Scrub => "scrub",
+            JobKind::Transcode => "transcode",
         }
     }
 
@@ -121,6 +125,8 @@ pub trait JobStore: Send + Sync {
         outcome: &Outcome,
         now: i64,
     ) -> anyhow::Result<bool>;
+    /// The job of `kind` on `subject`, if one was ever queued.
+    async fn job(&self, kind: JobKind, subject: &str) -> anyhow::Result<Option<JobRow>>;
     /// Jobs, newest first: all, or those in `state`.
     async fn list_jobs(&self, state: Option<&str>, limit: u32) -> anyhow::Result<Vec<JobRow>>;
     /// (kind, state, count) for every pair with jobs.

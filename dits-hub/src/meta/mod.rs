@@ -9,6 +9,7 @@
 //! is async: PostgreSQL is async by nature, and SQLite's blocking calls run on the
 //! blocking pool (`spawn_blocking`), never on the runtime's workers.
 
+pub mod derived;
 pub mod gc;
 pub mod jobs;
 pub mod pg;
@@ -132,6 +133,8 @@ pub trait MetaStore: Send + Sync {
     fn tier(&self) -> &dyn tier::TierStore;
     /// The job queue and scrub findings.
     fn jobs(&self) -> &dyn jobs::JobStore;
+    /// Posters, strips and proxies the transcode workers made.
+    fn derived(&self) -> &dyn derived::DerivedStore;
     /// Adds pushed commits (and the assets their pointers name) to the commit index;
     /// commits already indexed are left as they are.
     async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;

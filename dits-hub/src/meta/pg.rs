@@ -17,6 +17,7 @@ use crate::meta::{
 };
 use crate::pg::{classify, is_unique_violation, PgResult, SWEEP_LOCK};
 
+mod derived;
 mod gc;
 mod jobs;
 mod tier;
@@ -249,6 +250,10 @@ impl MetaStore for PgMeta {
     }
 
     fn jobs(&self) -> &dyn crate::meta::jobs::JobStore {
+        self
+    }
+
+    fn derived(&self) -> &dyn crate::meta::derived::DerivedStore {
         self
     }
 

@@ -14,6 +14,7 @@ use crate::meta::{
 };
 use crate::sqlite::SqliteDb;
 
+mod derived;
 mod gc;
 mod jobs;
 mod keys;
@@ -70,6 +71,8 @@ CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, run_after);
 CREATE TABLE IF NOT EXISTS corrupt_objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, found INTEGER NOT NULL, detail TEXT NOT NULL);
 -- Which repositories held them: their pushers are asked to send them again.
 CREATE TABLE IF NOT EXISTS lost_links (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
+-- What transcodes made of an asset (meta::derived), by recipe.
+CREATE TABLE IF NOT EXISTS derived (recipe BLOB NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, hash TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (recipe, kind)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS wrapped_keys (group_id INTEGER NOT NULL REFERENCES key_groups(id), generation INTEGER NOT NULL, user_id INTEGER NOT NULL REFERENCES users(id), key_id TEXT NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (group_id, generation, user_id)) WITHOUT ROWID;
 ";
 
@@ -348,6 +351,10 @@ impl MetaStore for SqliteMeta {
     }
 
     fn jobs(&self) -> &dyn crate::meta::jobs::JobStore {
+        self
+    }
+
+    fn derived(&self) -> &dyn crate::meta::derived::DerivedStore {
         self
     }
 

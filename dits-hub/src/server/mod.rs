@@ -11,6 +11,7 @@
 //!   schedule or by their commands, on the same backends and helpers as the ops.
 
 pub mod auth;
+pub mod derived;
 pub mod gc;
 pub mod git_packs;
 pub mod http;

@@ -17,7 +17,7 @@ use crate::server::limits::{
 };
 use crate::server::refs::RefUpdates;
 use crate::server::state::HubState;
-use crate::server::{git_packs, keys, objects, refs};
+use crate::server::{derived, git_packs, keys, objects, refs};
 
 /// Accepts connections until the endpoint closes, within the limits on connections per
 /// address and in all and on handshakes under way; each connection is served on its own
@@ -211,6 +211,7 @@ where
         Op::PutGitPack => reply(writer, &git_packs::put(state, repo, reader).await?).await,
         Op::GitPacks { have } => reply(writer, &git_packs::list(state, repo, have).await?).await,
         Op::GetGitPack { id } => git_packs::get(state, repo, &id, writer).await,
+        Op::GetDerived { recipe, kind } => derived::get(state, repo, &recipe, &kind, writer).await,
         Op::UpdateRefs {
             updates,
             packs,
@@ -262,6 +263,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::PutGitPack => "put-git-pack",
         Op::GitPacks { .. } => "git-packs",
         Op::GetGitPack { .. } => "get-git-pack",
+        Op::GetDerived { .. } => "get-derived",
         Op::UpdateRefs { .. } => "update-refs",
         Op::LockCreate { .. } => "lock-create",
         Op::LockList { .. } => "lock-list",

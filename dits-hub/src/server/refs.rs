@@ -10,6 +10,8 @@ use dits_core::ChunkId;
 use dits_wire::wire::{RefResult, RefUpdate, UpdateRefsResult, ZERO_OID};
 
 use crate::error::HubError;
+use crate::meta::jobs::JobKind;
+use crate::meta::unix_now;
 use crate::names::{valid_oid, valid_ref_name};
 use crate::server::auth::Caller;
 use crate::server::objects::{parse_ids, read_plain};
@@ -293,5 +295,34 @@ async fn index_commits(
         .collect();
     let commits = state.mirror.commits(repo, &update.new, &exclude).await?;
     state.meta.record_commits(repo, &commits).await?;
+    queue_transcodes(state, repo, &commits).await?;
+    Ok(())
+}
+
+/// With transcoding on, queues a transcode of each video the commits add or change,
+/// once per recipe (a done transcode is not queued again, so the same clip at another
+/// path, or in another repository, is not transcoded twice). Encrypted repositories'
+/// media are opaque to the hub and never queued.
+async fn queue_transcodes(
+    state: &HubState,
+    repo: i64,
+    commits: &[crate::mirror::IndexedCommit],
+) -> Result<(), HubError> {
+    if !state.transcode || state.meta.encrypted(repo).await? {
+        return Ok(());
+    }
+    let mut recipes: Vec<String> = commits
+        .iter()
+        .flat_map(|c| &c.pointers)
+        .filter(|(_, p)| crate::worker::transcode::has_picture(&p.media))
+        .map(|(_, p)| p.recipe.to_hex())
+        .collect();
+    recipes.sort();
+    recipes.dedup();
+    if !recipes.is_empty() {
+        let jobs = state.meta.jobs();
+        jobs.enqueue(JobKind::Transcode, &recipes, Some(repo), unix_now())
+            .await?;
+    }
     Ok(())
 }

@@ -26,6 +26,10 @@ pub struct HubState {
     pub limits: Limits,
     /// Objects read since the access times were last written.
     pub access: crate::server::tier::AccessLog,
+    /// Whether pushes queue transcodes of the video they bring.
+    pub transcode: bool,
+    /// Scratch space for workers (an asset rebuilt for transcoding).
+    pub work: PathBuf,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.
@@ -51,6 +55,8 @@ pub struct ServeOptions {
     pub scrub_every: Option<u64>,
     /// Workers this process runs beside serving (`dits-hub worker` runs more elsewhere).
     pub workers: u32,
+    /// Queue a transcode (poster, strip, proxy) of each new video a push brings.
+    pub transcode: bool,
 }
 
 /// Links not seen for a day, and blobs dead for a day, may be collected: far longer than
@@ -74,6 +80,7 @@ impl ServeOptions {
             reaper_every: None,
             scrub_every: None,
             workers: 1,
+            transcode: false,
         }
     }
 }
@@ -94,6 +101,8 @@ impl HubState {
             stats: Stats::default(),
             limits: Limits::default(),
             access: Default::default(),
+            transcode: options.transcode,
+            work: data.join("work"),
         })
     }
 }

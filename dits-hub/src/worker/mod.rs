@@ -5,6 +5,7 @@
 //! one does it again), so running one twice is harmless.
 
 pub mod scrub;
+pub mod transcode;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,6 +86,7 @@ async fn work(state: &Arc<HubState>, options: &WorkerOptions, job: &Job) -> anyh
     stall_for_tests(job).await;
     let result = match job.kind {
         JobKind::Scrub => scrub::scrub_pack(state, &job.subject).await.map(|_| ()),
+        JobKind::Transcode => transcode::transcode(state, &job.subject).await,
     };
     renewal.abort();
     let outcome = match result {

@@ -18,6 +18,20 @@ pub(crate) fn dits_entries() -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// [`dits_entries`] under `paths` (Git pathspecs; all when empty).
+pub(crate) fn dits_entries_under(paths: &[String]) -> Result<Vec<(String, String)>> {
+    let mut entries = dits_entries()?;
+    if !paths.is_empty() {
+        let mut args = vec!["ls-files", "-z", "--full-name", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        let listed = git::run(&args)?;
+        let wanted: std::collections::HashSet<&str> =
+            listed.split('\0').filter(|p| !p.is_empty()).collect();
+        entries.retain(|(_, p)| wanted.contains(p.as_str()));
+    }
+    Ok(entries)
+}
+
 pub fn ls_files(json_out: bool) -> Result<()> {
     let entries = dits_entries()?;
     let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();

@@ -21,15 +21,7 @@ use git_remote_dits::transfer::fetch_media;
 /// A sealed pointer that opens is remembered in `store` for its content, so that once the
 /// file is hydrated clean gives back that same pointer.
 fn pointer_files(paths: &[String], keyring: &Keyring, store: &LocalStore) -> Result<PointerFiles> {
-    let mut entries = super::ls_files::dits_entries()?;
-    if !paths.is_empty() {
-        let mut args = vec!["ls-files", "-z", "--full-name", "--"];
-        args.extend(paths.iter().map(String::as_str));
-        let listed = git::run(&args)?;
-        let wanted: std::collections::HashSet<&str> =
-            listed.split('\0').filter(|p| !p.is_empty()).collect();
-        entries.retain(|(_, p)| wanted.contains(p.as_str()));
-    }
+    let entries = super::ls_files::dits_entries_under(paths)?;
     let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
     let blobs = git::cat_file_small(&ids, MAX_POINTER_LEN as u64)?;
     let top = git::top_level()?;

@@ -12,6 +12,20 @@ fn kind_names(kinds: &[JobKind]) -> Vec<String> {
     kinds.iter().map(|k| k.as_str().to_string()).collect()
 }
 
+/// A row of `SELECT id, kind, subject, state, attempts, worker, error, run_after`.
+fn job_row(r: &tokio_postgres::Row) -> JobRow {
+    JobRow {
+        id: r.get(0),
+        kind: r.get(1),
+        subject: r.get(2),
+        state: r.get(3),
+        attempts: r.get(4),
+        worker: r.get(5),
+        error: r.get(6),
+        at: r.get(7),
+    }
+}
+
 #[async_trait::async_trait]
 impl JobStore for PgMeta {
     async fn enqueue(
@@ -120,6 +134,20 @@ impl JobStore for PgMeta {
         Ok(n == 1)
     }
 
+    async fn job(&self, kind: JobKind, subject: &str) -> anyhow::Result<Option<JobRow>> {
+        let found = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, kind, subject, state, attempts, worker, error, run_after FROM jobs
+                 WHERE kind = $1 AND subject = $2",
+                &[&kind.as_str(), &subject],
+            )
+            .await
+            .pg()?;
+        Ok(found.as_ref().map(job_row))
+    }
+
     async fn list_jobs(&self, state: Option<&str>, limit: u32) -> anyhow::Result<Vec<JobRow>> {
         let rows = self
             .client()
@@ -131,19 +159,7 @@ impl JobStore for PgMeta {
             )
             .await
             .pg()?;
-        Ok(rows
-            .iter()
-            .map(|r| JobRow {
-                id: r.get(0),
-                kind: r.get(1),
-                subject: r.get(2),
-                state: r.get(3),
-                attempts: r.get(4),
-                worker: r.get(5),
-                error: r.get(6),
-                at: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(job_row).collect())
     }
 
     async fn job_counts(&self) -> anyhow::Result<Vec<(String, String, u64)>> {

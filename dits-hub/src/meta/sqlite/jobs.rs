@@ -16,6 +16,20 @@ fn kinds_list(kinds: &[JobKind]) -> String {
         .join(",")
 }
 
+/// A row of `SELECT id, kind, subject, state, attempts, worker, error, run_after`.
+fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        subject: r.get(2)?,
+        state: r.get(3)?,
+        attempts: r.get(4)?,
+        worker: r.get(5)?,
+        error: r.get(6)?,
+        at: r.get(7)?,
+    })
+}
+
 #[async_trait::async_trait]
 impl JobStore for SqliteMeta {
     async fn enqueue(
@@ -154,6 +168,22 @@ impl JobStore for SqliteMeta {
             .await
     }
 
+    async fn job(&self, kind: JobKind, subject: &str) -> anyhow::Result<Option<JobRow>> {
+        let subject = subject.to_string();
+        self.db
+            .run(move |db| {
+                Ok(db
+                    .query_row(
+                        "SELECT id, kind, subject, state, attempts, worker, error, run_after FROM jobs
+                         WHERE kind = ?1 AND subject = ?2",
+                        params![kind.as_str(), subject],
+                        job_row,
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
     async fn list_jobs(&self, state: Option<&str>, limit: u32) -> anyhow::Result<Vec<JobRow>> {
         let state = state.map(str::to_string);
         self.db
@@ -163,18 +193,7 @@ impl JobStore for SqliteMeta {
                      WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2",
                 )?;
                 let rows = stmt
-                    .query_map(params![state, limit], |r| {
-                        Ok(JobRow {
-                            id: r.get(0)?,
-                            kind: r.get(1)?,
-                            subject: r.get(2)?,
-                            state: r.get(3)?,
-                            attempts: r.get(4)?,
-                            worker: r.get(5)?,
-                            error: r.get(6)?,
-                            at: r.get(7)?,
-                        })
-                    })?
+                    .query_map(params![state, limit], job_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
             })

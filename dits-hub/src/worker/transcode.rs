@@ -1,0 +1,334 @@
+//! The transcode: rebuild one stored asset from its recipe, and make with `ffmpeg` a
+//! poster frame, a thumbnail strip and a small H.264 proxy, stored as derived objects
+//! of the recipe ([`crate::meta::derived`]). The recipe fixes the bytes (every object it
+//! lists is verified as it is read), so equal assets, at any path in any repository,
+//! share one transcode: the job's subject is the recipe id and a done job is not run
+//! again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use dits_core::envelope::CompressionHint;
+use dits_core::recipe::Recipe;
+use dits_core::smudge::EntryReader;
+use dits_core::store::{ChunkStore, StoreError};
+use dits_core::ChunkId;
+use tokio::io::AsyncReadExt;
+
+use crate::meta::derived::{Derived, DerivedKind};
+use crate::meta::unix_now;
+use crate::server::objects::read_plain;
+use crate::server::state::HubState;
+
+/// Lines of the proxy's picture, at most (smaller sources keep theirs).
+pub const PROXY_HEIGHT: u32 = 540;
+/// Frames in the thumbnail strip.
+const STRIP_FRAMES: u32 = 10;
+/// Height of each strip frame and of the poster.
+const THUMB_HEIGHT: u32 = 180;
+/// The longest any one `ffmpeg` may run before it is stopped (the job then fails and is
+/// retried): a hostile file must not hold a worker for ever.
+const FFMPEG_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Whether a pointer's media line (`mp4 duration=… tracks=vide:avc1:1280x720,…`) names a
+/// picture track: only those are transcoded.
+pub fn has_picture(media: &str) -> bool {
+    let Some(tracks) = media
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tracks="))
+    else {
+        return false;
+    };
+    tracks.split(',').any(|t| {
+        t.rsplit(':').next().is_some_and(|size| {
+            size.split_once('x')
+                .is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok())
+        })
+    })
+}
+
+/// Makes whatever derived objects of the recipe `subject` are not made yet.
+pub async fn transcode(state: &Arc<HubState>, subject: &str) -> anyhow::Result<()> {
+    let recipe: ChunkId = subject
+        .parse()
+        .with_context(|| format!("transcode subject {subject:?}"))?;
+    let made = state.meta.derived().derived_all(&recipe).await?;
+    let todo: Vec<DerivedKind> = DerivedKind::ALL
+        .into_iter()
+        .filter(|k| !made.iter().any(|d| d.kind == k.as_str()))
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&state.work)
+        .with_context(|| format!("creating {}", state.work.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("transcode-")
+        .tempdir_in(&state.work)
+        .with_context(|| format!("a scratch directory in {}", state.work.display()))?;
+    let source = scratch.path().join("source");
+    {
+        let (state, source) = (state.clone(), source.clone());
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || rebuild(&state, &handle, &recipe, &source))
+            .await
+            .context("rebuilding the asset")??;
+    }
+    let seconds = duration(&source).await?;
+    for kind in todo {
+        let out = scratch
+            .path()
+            .join(format!("{}.{}", kind.as_str(), kind.extension()));
+        ffmpeg(&make_args(kind, &source, &out, seconds))
+            .await
+            .with_context(|| format!("making the {} of asset {}", kind.as_str(), recipe.short()))?;
+        store(state, &recipe, kind, &out).await?;
+    }
+    Ok(())
+}
+
+/// The hub's stored objects as a read-only [`ChunkStore`], for the rebuild (which runs
+/// on a blocking thread and waits on the hub's runtime for each read).
+struct HubObjects<'a> {
+    state: &'a HubState,
+    handle: &'a tokio::runtime::Handle,
+}
+
+fn unreadable(e: anyhow::Error) -> StoreError {
+    StoreError::Io {
+        path: PathBuf::from("the hub's object store"),
+        source: std::io::Error::other(format!("{e:#}")),
+    }
+}
+
+impl ChunkStore for HubObjects<'_> {
+    fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let found = self
+            .handle
+            .block_on(self.state.meta.locations(std::slice::from_ref(id)))
+            .map_err(unreadable)?;
+        Ok(found.first().is_some_and(Option::is_some))
+    }
+
+    fn put(&mut self, _: &ChunkId, _: &[u8], _: CompressionHint) -> Result<bool, StoreError> {
+        Err(unreadable(anyhow::anyhow!(
+            "a transcode does not store objects"
+        )))
+    }
+
+    fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        self.handle
+            .block_on(read_plain(self.state, id))
+            .map_err(unreadable)
+    }
+}
+
+/// Writes the file recipe `id` describes to `out`, every object verified as it is read.
+fn rebuild(
+    state: &HubState,
+    handle: &tokio::runtime::Handle,
+    id: &ChunkId,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut store = HubObjects { state, handle };
+    let bytes = store
+        .get(id)
+        .with_context(|| format!("reading recipe {}", id.short()))?;
+    let recipe = Recipe::decode(&bytes).with_context(|| format!("recipe {}", id.short()))?;
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut reader = EntryReader::new(*id);
+    for e in &recipe.entries {
+        let bytes = reader.read(&mut store, e)?;
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    file.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// The asset's duration in seconds, from `ffprobe`; an asset with no video stream is an
+/// error (there is nothing to transcode).
+async fn duration(source: &Path) -> anyhow::Result<f64> {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_type:format=duration"])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(source)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .context("ffprobe took longer than 2 minutes")?
+        .context("running ffprobe (is FFmpeg installed on the worker's host?)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("codec_type=video") {
+        bail!(
+            "ffprobe finds no video stream: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("duration="))
+        .and_then(|d| d.trim().parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .unwrap_or(1.0))
+}
+
+/// `ffmpeg`'s arguments for making `kind` of `source` (lasting `seconds`) at `out`.
+fn make_args(kind: DerivedKind, source: &Path, out: &Path, seconds: f64) -> Vec<String> {
+    let mut args: Vec<String> = ["-nostdin", "-y", "-v", "error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let input = source.display().to_string();
+    match kind {
+        DerivedKind::Poster => {
+            // A tenth of the way in: past fades from black, still early.
+            args.extend(["-ss".into(), format!("{:.3}", seconds / 10.0)]);
+            args.extend(["-i".into(), input]);
+            args.extend([
+                "-map".into(),
+                "0:v:0".into(),
+                "-frames:v".into(),
+                "1".into(),
+                "-vf".into(),
+                format!("scale=-2:'min({THUMB_HEIGHT},ih)'"),
+            ]);
+        }
+        DerivedKind::Strip => {
+            let rate = f64::from(STRIP_FRAMES) / seconds.max(0.1);
+            args.extend(["-i".into(), input]);
+            args.extend([
+                "-map".into(),
+                "0:v:0".into(),
+                "-frames:v".into(),
+                "1".into(),
+                "-vf".into(),
+                format!("fps={rate:.6},scale=-2:'min({THUMB_HEIGHT},ih)',tile={STRIP_FRAMES}x1"),
+            ]);
+        }
+        DerivedKind::Proxy => {
+            args.extend(["-i".into(), input]);
+            args.extend(
+                [
+                    "-map",
+                    "0:v:0",
+                    "-map",
+                    "0:a:0?",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-crf",
+                    "28",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    "96k",
+                    "-movflags",
+                    "+faststart",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            // Even dimensions (4:2:0), never taller than the source.
+            args.extend([
+                "-vf".into(),
+                format!("scale=-2:'trunc(min({PROXY_HEIGHT},ih)/2)*2'"),
+            ]);
+        }
+    }
+    args.push(out.display().to_string());
+    args
+}
+
+async fn ffmpeg(args: &[String]) -> anyhow::Result<()> {
+    let run = tokio::process::Command::new("ffmpeg")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(FFMPEG_LIMIT, run)
+        .await
+        .context("ffmpeg ran longer than 30 minutes and was stopped")?
+        .context("running ffmpeg (is FFmpeg installed on the worker's host?)")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "ffmpeg failed: {}",
+            dits_core::project::cut_chars(err.trim(), 400)
+        );
+    }
+    Ok(())
+}
+
+/// Stores the file at `made` as `recipe`'s derived object of `kind`.
+async fn store(
+    state: &HubState,
+    recipe: &ChunkId,
+    kind: DerivedKind,
+    made: &Path,
+) -> anyhow::Result<()> {
+    let mut file = tokio::fs::File::open(made)
+        .await
+        .with_context(|| format!("ffmpeg made no {}", made.display()))?;
+    let mut writer = state.blobs.writer()?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n])?;
+        hasher.update(&buf[..n]);
+    }
+    anyhow::ensure!(!writer.is_empty(), "ffmpeg made an empty {}", kind.as_str());
+    let size = writer.len();
+    let hash = hasher.finalize().to_hex().to_string();
+    // Named by content: a retry after a crash writes the same key.
+    let key = format!("derived/{}/{}.{}", recipe.to_hex(), hash, kind.extension());
+    state.blobs.commit(writer, &key).await?;
+    state
+        .meta
+        .derived()
+        .put_derived(&Derived {
+            recipe: *recipe,
+            kind: kind.as_str().to_string(),
+            key,
+            size,
+            hash,
+            created: unix_now(),
+        })
+        .await?;
+    state
+        .stats
+        .derived_bytes
+        .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_media_with_a_picture_track_is_transcoded() {
+        assert!(has_picture(
+            "mp4 duration=2.00s tracks=vide:avc1:320x240,soun:mp4a"
+        ));
+        assert!(has_picture(
+            "mkv duration=2.00s tracks=soun:opus,vide:vp9:640x360"
+        ));
+        assert!(!has_picture("mp4 duration=2.00s tracks=soun:mp4a"));
+        assert!(!has_picture("binary"));
+        assert!(!has_picture("mp4 duration=2.00s tracks=none"));
+    }
+}
