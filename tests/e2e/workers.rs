@@ -358,4 +358,16 @@ fn a_pushed_clip_gets_a_poster_strip_and_playable_proxy_made_once_per_asset() {
         metric(&hub, "dits_jobs{kind=\"transcode\",state=\"done\"}"),
         "dits_jobs{kind=\"transcode\",state=\"done\"} 2"
     );
+
+    // Once no ref reaches the clips, gc forgets what was made of them and deletes it.
+    assert!(hub.stored_bytes("derived/") > 0);
+    env.git(&repo, &["push", "-q", "-f", "origin", "HEAD~4:main"]);
+    let report = hub.admin(&["gc", "--json", "--gc-grace", "0s"]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        report["derived_dropped"], 6,
+        "two assets, three each: {report}"
+    );
+    assert_eq!(hub.stored_bytes("derived/"), 0);
+    assert!(transcodes(&hub).is_empty(), "{:?}", jobs(&hub));
 }

@@ -62,4 +62,9 @@ pub trait DerivedStore: Send + Sync {
     async fn derived(&self, recipe: &ChunkId, kind: &str) -> anyhow::Result<Option<Derived>>;
     /// Every derived object of `recipe`.
     async fn derived_all(&self, recipe: &ChunkId) -> anyhow::Result<Vec<Derived>>;
+    /// Forgets the derived objects of recipes the object index no longer holds (gc
+    /// collected them): their blobs become dead at `now` (deleted after the grace, as
+    /// emptied packs are) and their transcode jobs go, so a later push of the same asset
+    /// queues a new one. How many were forgotten.
+    async fn drop_orphans(&self, now: i64) -> anyhow::Result<u64>;
 }

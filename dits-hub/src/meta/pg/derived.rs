@@ -59,6 +59,36 @@ impl DerivedStore for PgMeta {
         found.as_ref().map(row).transpose()
     }
 
+    async fn drop_orphans(&self, now: i64) -> anyhow::Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.pg()?;
+        const ORPHAN: &str = "NOT EXISTS (SELECT 1 FROM objects o WHERE o.id = derived.recipe)";
+        tx.execute(
+            &format!(
+                "INSERT INTO dead_blobs (key, since) SELECT key, $1 FROM derived WHERE {ORPHAN}
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[&now],
+        )
+        .await
+        .pg()?;
+        tx.execute(
+            &format!(
+                "DELETE FROM jobs WHERE kind = 'transcode' AND subject IN
+                 (SELECT encode(recipe, 'hex') FROM derived WHERE {ORPHAN})"
+            ),
+            &[],
+        )
+        .await
+        .pg()?;
+        let dropped = tx
+            .execute(&format!("DELETE FROM derived WHERE {ORPHAN}"), &[])
+            .await
+            .pg()?;
+        tx.commit().await.pg()?;
+        Ok(dropped)
+    }
+
     async fn derived_all(&self, recipe: &ChunkId) -> anyhow::Result<Vec<Derived>> {
         let c = self.client().await?;
         let rows = c

@@ -53,6 +53,32 @@ impl DerivedStore for SqliteMeta {
             .await
     }
 
+    async fn drop_orphans(&self, now: i64) -> anyhow::Result<u64> {
+        self.db
+            .run(move |db| {
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                const ORPHAN: &str =
+                    "NOT EXISTS (SELECT 1 FROM objects o WHERE o.id = derived.recipe)";
+                tx.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO dead_blobs (key, since) SELECT key, ?1 FROM derived WHERE {ORPHAN}"
+                    ),
+                    params![now],
+                )?;
+                tx.execute(
+                    &format!(
+                        "DELETE FROM jobs WHERE kind = 'transcode' AND subject IN
+                         (SELECT lower(hex(recipe)) FROM derived WHERE {ORPHAN})"
+                    ),
+                    [],
+                )?;
+                let dropped = tx.execute(&format!("DELETE FROM derived WHERE {ORPHAN}"), [])?;
+                tx.commit()?;
+                Ok(dropped as u64)
+            })
+            .await
+    }
+
     async fn derived_all(&self, recipe: &ChunkId) -> anyhow::Result<Vec<Derived>> {
         let recipe = *recipe;
         self.db

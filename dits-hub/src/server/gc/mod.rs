@@ -66,6 +66,9 @@ pub struct GcReport {
     pub objects_deleted: u64,
     /// Stored bytes of the deleted objects.
     pub object_bytes_deleted: u64,
+    /// Posters, strips and proxies of collected assets, forgotten (their blobs deleted
+    /// after the grace).
+    pub derived_dropped: u64,
     pub packs_rewritten: u64,
     pub bytes_copied: u64,
     /// Git packs replaced by one pack of what the refs reach, and the bytes that saved.
@@ -132,6 +135,7 @@ pub async fn collect(state: &HubState, options: &GcOptions) -> anyhow::Result<Gc
     report.object_bytes_deleted = bytes;
 
     if !options.dry_run {
+        report.derived_dropped = state.meta.derived().drop_orphans(unix_now()).await?;
         for repo in &repos {
             let repacked = git_packs::repack(state, repo, cutoff).await?;
             report.git_packs_replaced += repacked.packs_replaced;
