@@ -4,6 +4,7 @@ pub mod fetch;
 pub mod fs;
 pub mod media;
 pub mod overlay;
+pub mod proxies;
 pub mod tree;
 
 use std::path::Path;
@@ -51,16 +52,22 @@ fn clear_stale(mountpoint: &Path) -> Result<()> {
 /// Mounts `rev` of the current repository at `mountpoint` and serves it until unmounted
 /// (`git dits unmount`, `fusermount3 -u`, SIGINT or SIGTERM).
 pub fn mount(mountpoint: &Path, rev: &str) -> Result<()> {
-    mount_only(mountpoint, rev, None)
+    mount_with(mountpoint, rev, MountOptions::default())
 }
 
-/// [`mount`] showing only the files `only` lists (`git dits mount --project`): reads,
-/// writes and `--commit` work as in a whole mount; files not shown are untouched.
-pub fn mount_only(
-    mountpoint: &Path,
-    rev: &str,
-    only: Option<std::collections::BTreeSet<String>>,
-) -> Result<()> {
+/// What a mount shows.
+#[derive(Debug, Default)]
+pub struct MountOptions {
+    /// Only these files (`git dits mount --project`): reads, writes and `--commit` work
+    /// as in a whole mount; files not shown are untouched.
+    pub only: Option<std::collections::BTreeSet<String>>,
+    /// Videos as their proxies, read-only (`--proxies`, see [`proxies`]).
+    pub proxies: bool,
+}
+
+/// [`mount`] with `options`.
+pub fn mount_with(mountpoint: &Path, rev: &str, options: MountOptions) -> Result<()> {
+    let MountOptions { only, proxies } = options;
     clear_stale(mountpoint)?;
     anyhow::ensure!(
         mountpoint.is_dir(),
@@ -68,8 +75,15 @@ pub fn mount_only(
         mountpoint.display()
     );
     let commit = resolve_commit(rev)?;
-    let tree = tree::Tree::load_only(&commit, only.as_ref())?;
+    let mut tree = tree::Tree::load_only(&commit, only.as_ref())?;
     let store_dir = git::store_dir()?;
+    if proxies {
+        let swapped = proxies::swap_in(&mut tree, &proxies::cache_dir(&store_dir))?;
+        for (path, why) in &swapped.originals {
+            eprintln!("git-dits: {path} is shown as its original: {why}");
+        }
+        eprintln!("{} videos shown as their proxies", swapped.proxied);
+    }
     let overlay = overlay::Overlay::open(&store_dir, &commit)?;
     let pid_file = overlay.root().join("mounted.pid");
     std::fs::write(&pid_file, std::process::id().to_string())?;
@@ -89,11 +103,14 @@ pub fn mount_only(
     let mine = git_remote_dits::locks::held_by_me(&lockable);
     let read_only = lockable.into_iter().filter(|p| !mine.contains(p)).collect();
     let filesystem = fs::DitsFs::new(tree, media, overlay).with_read_only(read_only);
-    let options = [
+    let mut options = vec![
         fuser::MountOption::FSName("dits".into()),
         fuser::MountOption::Subtype("dits".into()),
         fuser::MountOption::NoAtime,
     ];
+    if proxies {
+        options.push(fuser::MountOption::RO);
+    }
     // SIGINT/SIGTERM unmount, which ends the session loop below cleanly.
     let target = mountpoint.to_path_buf();
     std::thread::spawn(move || {

@@ -192,6 +192,10 @@ enum Command {
         /// Show only this project file and the media it references (`git dits deps`).
         #[arg(long, value_name = "PROJECT", conflicts_with = "commit")]
         project: Option<String>,
+        /// Show each video as the small proxy the hub made of it (`git dits proxy`),
+        /// under its own name; the mount is read-only.
+        #[arg(long, conflicts_with = "commit")]
+        proxies: bool,
     },
     /// Unmount what `git dits mount` mounted.
     Unmount { mountpoint: PathBuf },
@@ -287,20 +291,10 @@ fn main() -> ExitCode {
         Command::Mount {
             mountpoint,
             rev,
-            project: Some(project),
-            ..
-        } => match mountpoint {
-            Some(m) => commands::deps::project_files(&project, &rev)
-                .and_then(|files| dits_mount::mount_only(&m, &rev, Some(files)))
-                .map(|_| 0),
-            None => Err(anyhow::anyhow!("give a mount point")),
-        },
-        Command::Mount {
-            mountpoint,
-            rev,
             commit,
             message,
-            project: None,
+            project,
+            proxies,
         } => match (commit, mountpoint) {
             (true, _) => {
                 dits_mount::commit(&rev, message.as_deref().unwrap_or_default()).map(|id| {
@@ -308,7 +302,13 @@ fn main() -> ExitCode {
                     0
                 })
             }
-            (false, Some(m)) => dits_mount::mount(&m, &rev).map(|_| 0),
+            (false, Some(m)) => project
+                .map(|p| commands::deps::project_files(&p, &rev))
+                .transpose()
+                .and_then(|only| {
+                    dits_mount::mount_with(&m, &rev, dits_mount::MountOptions { only, proxies })
+                })
+                .map(|_| 0),
             (false, None) => Err(anyhow::anyhow!("give a mount point")),
         },
         Command::Unmount { mountpoint } => dits_mount::unmount(&mountpoint).map(|_| 0),

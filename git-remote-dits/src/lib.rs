@@ -6,6 +6,7 @@
 //! (`dits-mount`) use the rest. Nothing here depends on the hub's crates.
 
 pub mod client;
+pub mod derived;
 pub mod git;
 pub mod helper;
 pub mod keys;

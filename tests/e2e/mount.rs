@@ -631,3 +631,59 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn a_proxies_mount_shows_each_video_as_its_proxy_read_only() {
+    let env = TestEnv::new();
+    let (hub, _) = env.alice_hub_on(&env.dir.path().join("hub-data"), &["--transcode"], &[]);
+    let repo = env.repo("a");
+    std::fs::create_dir_all(repo.join("footage")).unwrap();
+    std::fs::copy(media().path("base.mp4"), repo.join("footage/take.mp4")).unwrap();
+    std::fs::write(repo.join("notes.bin"), vec![3u8; 50_000]).unwrap();
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "day one"]);
+    let clone = push_and_clone_pointers_only(&env, &hub, &repo);
+    let started = Instant::now();
+    while !hub.admin(&["jobs", "--json"]).contains("\"done\"") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{}",
+            hub.admin(&["jobs"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let dir = env.dir.path().join("m");
+    let m = Mounted::start_args(&env, &clone, &dir, "footage/take.mp4", &[], &["--proxies"]);
+    env.git(
+        &clone,
+        &["dits", "proxy", "footage/take.mp4", "--into", "px"],
+    );
+    let proxy = clone.join("px/footage/take.mp4");
+    assert!(
+        same_bytes(&m.dir.join("footage/take.mp4"), &proxy),
+        "{}",
+        m.log()
+    );
+    assert!(
+        std::fs::metadata(&proxy).unwrap().len()
+            < std::fs::metadata(media().path("base.mp4")).unwrap().len()
+    );
+    // What is not video shows as it is.
+    assert!(same_bytes(
+        &m.dir.join("notes.bin"),
+        &repo.join("notes.bin")
+    ));
+    let refused = std::fs::write(m.dir.join("footage/take.mp4"), b"x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc_erofs()), "{refused}");
+    assert!(
+        m.log().contains("1 videos shown as their proxies"),
+        "{}",
+        m.log()
+    );
+}
+
+/// EROFS: what a write to a read-only mount fails with.
+fn libc_erofs() -> i32 {
+    30
+}

@@ -172,6 +172,23 @@ impl Layout {
     }
 }
 
+/// Whether a pointer's media line ([`Layout::summary_line`]) (`mp4 duration=… tracks=vide:avc1:1280x720,…`) names a
+/// picture track: only those are transcoded.
+pub fn has_picture(media: &str) -> bool {
+    let Some(tracks) = media
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tracks="))
+    else {
+        return false;
+    };
+    tracks.split(',').any(|t| {
+        t.rsplit(':').next().is_some_and(|size| {
+            size.split_once('x')
+                .is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok())
+        })
+    })
+}
+
 /// Keeps a pointer line one line of plain ASCII whatever a file's boxes say.
 fn clean_token(s: &str) -> String {
     let t: String = s
@@ -459,4 +476,22 @@ fn read_span<R: Read + Seek>(file: &mut R, span: &BoxSpan) -> Result<Vec<u8>, La
     file.seek(SeekFrom::Start(span.payload_offset()))?;
     file.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_picture;
+
+    #[test]
+    fn only_media_lines_with_a_sized_track_have_a_picture() {
+        assert!(has_picture(
+            "mp4 duration=2.00s tracks=vide:avc1:320x240,soun:mp4a"
+        ));
+        assert!(has_picture(
+            "mkv duration=2.00s tracks=soun:opus,vide:vp9:640x360"
+        ));
+        assert!(!has_picture("mp4 duration=2.00s tracks=soun:mp4a"));
+        assert!(!has_picture("binary"));
+        assert!(!has_picture("mp4 duration=2.00s tracks=none"));
+    }
 }

@@ -314,7 +314,7 @@ async fn queue_transcodes(
     let mut recipes: Vec<String> = commits
         .iter()
         .flat_map(|c| &c.pointers)
-        .filter(|(_, p)| crate::worker::transcode::has_picture(&p.media))
+        .filter(|(_, p)| dits_core::media::has_picture(&p.media))
         .map(|(_, p)| p.recipe.to_hex())
         .collect();
     recipes.sort();

@@ -32,23 +32,6 @@ const THUMB_HEIGHT: u32 = 180;
 /// retried): a hostile file must not hold a worker for ever.
 const FFMPEG_LIMIT: Duration = Duration::from_secs(30 * 60);
 
-/// Whether a pointer's media line (`mp4 duration=… tracks=vide:avc1:1280x720,…`) names a
-/// picture track: only those are transcoded.
-pub fn has_picture(media: &str) -> bool {
-    let Some(tracks) = media
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tracks="))
-    else {
-        return false;
-    };
-    tracks.split(',').any(|t| {
-        t.rsplit(':').next().is_some_and(|size| {
-            size.split_once('x')
-                .is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok())
-        })
-    })
-}
-
 /// Makes whatever derived objects of the recipe `subject` are not made yet.
 pub async fn transcode(state: &Arc<HubState>, subject: &str) -> anyhow::Result<()> {
     let recipe: ChunkId = subject
@@ -313,22 +296,4 @@ async fn store(
         .derived_bytes
         .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_media_with_a_picture_track_is_transcoded() {
-        assert!(has_picture(
-            "mp4 duration=2.00s tracks=vide:avc1:320x240,soun:mp4a"
-        ));
-        assert!(has_picture(
-            "mkv duration=2.00s tracks=soun:opus,vide:vp9:640x360"
-        ));
-        assert!(!has_picture("mp4 duration=2.00s tracks=soun:mp4a"));
-        assert!(!has_picture("binary"));
-        assert!(!has_picture("mp4 duration=2.00s tracks=none"));
-    }
 }

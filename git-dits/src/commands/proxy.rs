@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::output::{human_size, print_json};
+use git_remote_dits::derived::{self, Wanted};
 use git_remote_dits::git;
-use git_remote_dits::session::{connect, default_remote_url};
 
 /// What `--kind` may ask for, as the hub names it.
 pub const KINDS: [&str; 3] = ["proxy", "poster", "strip"];
@@ -67,25 +67,22 @@ pub fn proxy(paths: &[String], kind: &str, into: Option<&str>, json_out: bool) -
             _ => failed.push((path, "not a Dits pointer in the index".into())),
         }
     }
+    let requests: Vec<Wanted> = wanted
+        .iter()
+        .map(|(path, pointer)| Wanted {
+            recipe: pointer.recipe,
+            to: target(&into, path, kind),
+        })
+        .collect();
     let mut fetched = Vec::new();
-    if !wanted.is_empty() {
-        let url = default_remote_url()?;
-        let runtime = git_remote_dits::runtime()?;
-        runtime.block_on(async {
-            let session = connect(&url).await?;
-            for (path, pointer) in &wanted {
-                match session.hub.get_derived(&pointer.recipe, kind).await {
-                    Ok(bytes) => {
-                        let to = target(&into, path, kind);
-                        write_atomically(&to, &bytes)?;
-                        fetched.push((path.clone(), to, bytes.len() as u64));
-                    }
-                    Err(e) => failed.push((path.clone(), format!("{:#}", session.explain(e)))),
-                }
-            }
-            session.close().await;
-            anyhow::Ok(())
-        })?;
+    for ((path, _), (request, result)) in wanted
+        .iter()
+        .zip(requests.iter().zip(derived::fetch(&requests, kind)?))
+    {
+        match result {
+            Ok(size) => fetched.push((path.clone(), request.to.clone(), size)),
+            Err(why) => failed.push((path.clone(), why)),
+        }
     }
     if json_out {
         print_json(&json!({
@@ -105,18 +102,4 @@ pub fn proxy(paths: &[String], kind: &str, into: Option<&str>, json_out: bool) -
         }
     }
     Ok(i32::from(!failed.is_empty()))
-}
-
-/// Writes `bytes` next to `to` and renames it into place, so a reader never sees half a
-/// proxy.
-fn write_atomically(to: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = to.parent().context("a proxy path has a folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("writing {}", to.display()))?;
-    tmp.persist(to)
-        .with_context(|| format!("writing {}", to.display()))?;
-    Ok(())
 }
