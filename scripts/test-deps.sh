@@ -14,6 +14,8 @@ command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 # MLT's melt writes the project fixtures (and renders them) in the project-file tests.
 command -v melt >/dev/null 2>&1 || missing+=(melt)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# deploy/check.py reads the compose file and Kubernetes manifests.
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fresh_postgres=no
 if [ ! -d /etc/postgresql ]; then missing+=(postgresql); fresh_postgres=yes; fi

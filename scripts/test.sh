@@ -8,6 +8,9 @@ scripts/test-deps.sh
 
 cargo test --workspace
 
+echo "== deployment files against the dits-hub they run"
+python3 deploy/check.py target/debug/dits-hub
+
 moto=target/moto-venv/bin/moto_server
 [ -x "$moto" ] || moto=moto_server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
