@@ -27,8 +27,13 @@ cargo build --release -p dits-hub --manifest-path "$root/Cargo.toml"
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp "$root/target/release/dits-hub" "$context/"
+# The release profile keeps debug info for profiling; the image does not need it.
+strip --strip-debug "$context/dits-hub"
 podman_build -f "$here/Containerfile.hub" -t localhost/dits-hub:dev "$context"
 podman_build -f "$here/Containerfile.worker" -t localhost/dits-worker:dev "$context"
+# The build host's extra CAs (an egress proxy's), for the one image that uses PyPI.
+rm -rf "$here/services/ca" && mkdir -p "$here/services/ca"
+cp /usr/local/share/ca-certificates/*.crt "$here/services/ca/" 2>/dev/null || true
 for service in postgres redis s3; do
   podman_build -f "$here/services/Containerfile.$service" -t "localhost/dits-$service:dev" "$here/services"
 done

@@ -47,9 +47,9 @@ export HOME=$work GIT_CONFIG_NOSYSTEM=1 GIT_DITS_TRUST_ON_FIRST_USE=1
 git config --global user.name smoke && git config --global user.email smoke@dits.invalid
 git config --global credential.helper store
 printf 'dits://alice:%s@127.0.0.1:17443\ndits://alice:%s@127.0.0.1:17444\n' "$token" "$token" > "$HOME/.git-credentials"
-git dits install >/dev/null
 git init -q -b main "$work/a"
 cd "$work/a"
+git dits install >/dev/null
 git dits track '*.mp4' >/dev/null
 ffmpeg -v error -f lavfi -i testsrc2=size=1280x720:rate=25 -f lavfi -i sine -t 4 \
   -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -shortest clip.mp4
