@@ -165,71 +165,50 @@ async fn duration(source: &Path) -> anyhow::Result<f64> {
 
 /// `ffmpeg`'s arguments for making `kind` of `source` (lasting `seconds`) at `out`.
 fn make_args(kind: DerivedKind, source: &Path, out: &Path, seconds: f64) -> Vec<String> {
-    let mut args: Vec<String> = ["-nostdin", "-y", "-v", "error"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let input = source.display().to_string();
-    match kind {
-        DerivedKind::Poster => {
-            // A tenth of the way in: past fades from black, still early.
-            args.extend(["-ss".into(), format!("{:.3}", seconds / 10.0)]);
-            args.extend(["-i".into(), input]);
-            args.extend([
-                "-map".into(),
-                "0:v:0".into(),
-                "-frames:v".into(),
-                "1".into(),
-                "-vf".into(),
-                format!("scale=-2:'min({THUMB_HEIGHT},ih)'"),
-            ]);
-        }
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut args = owned(&["-nostdin", "-y", "-v", "error"]);
+    if kind == DerivedKind::Poster {
+        // A tenth of the way in: past fades from black, still early.
+        args.extend(["-ss".into(), format!("{:.3}", seconds / 10.0)]);
+    }
+    args.extend(["-i".into(), source.display().to_string()]);
+    let thumb = format!("scale=-2:'min({THUMB_HEIGHT},ih)'");
+    let (options, filter) = match kind {
+        DerivedKind::Poster => (owned(&["-map", "0:v:0", "-frames:v", "1"]), thumb),
         DerivedKind::Strip => {
             let rate = f64::from(STRIP_FRAMES) / seconds.max(0.1);
-            args.extend(["-i".into(), input]);
-            args.extend([
-                "-map".into(),
-                "0:v:0".into(),
-                "-frames:v".into(),
-                "1".into(),
-                "-vf".into(),
-                format!("fps={rate:.6},scale=-2:'min({THUMB_HEIGHT},ih)',tile={STRIP_FRAMES}x1"),
-            ]);
+            (
+                owned(&["-map", "0:v:0", "-frames:v", "1"]),
+                format!("fps={rate:.6},{thumb},tile={STRIP_FRAMES}x1"),
+            )
         }
-        DerivedKind::Proxy => {
-            args.extend(["-i".into(), input]);
-            args.extend(
-                [
-                    "-map",
-                    "0:v:0",
-                    "-map",
-                    "0:a:0?",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "veryfast",
-                    "-crf",
-                    "28",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                    "-b:a",
-                    "96k",
-                    "-movflags",
-                    "+faststart",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
+        DerivedKind::Proxy => (
+            owned(&[
+                "-map",
+                "0:v:0",
+                "-map",
+                "0:a:0?",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "28",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "96k",
+                "-movflags",
+                "+faststart",
+            ]),
             // Even dimensions (4:2:0), never taller than the source.
-            args.extend([
-                "-vf".into(),
-                format!("scale=-2:'trunc(min({PROXY_HEIGHT},ih)/2)*2'"),
-            ]);
-        }
-    }
-    args.push(out.display().to_string());
+            format!("scale=-2:'trunc(min({PROXY_HEIGHT},ih)/2)*2'"),
+        ),
+    };
+    args.extend(options);
+    args.extend(["-vf".into(), filter, out.display().to_string()]);
     args
 }
 
