@@ -80,7 +80,23 @@ pub enum Outcome {
     Done,
     /// Failed; retried after the backoff unless attempts are used up.
     Failed(String),
+    /// Failed in a way another attempt would repeat (the asset has no video stream):
+    /// dead at once.
+    Hopeless(String),
 }
+
+/// An error a job returns when trying again cannot help; the worker records the job
+/// as dead at once ([`Outcome::Hopeless`]) instead of retrying it.
+#[derive(Debug)]
+pub struct Hopeless(pub String);
+
+impl std::fmt::Display for Hopeless {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Hopeless {}
 
 /// An object the scrub found not to match its id (or could not read).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::meta::jobs::{Job, JobKind, Outcome};
+use crate::meta::jobs::{Hopeless, Job, JobKind, Outcome};
 use crate::meta::unix_now;
 use crate::server::state::HubState;
 
@@ -98,7 +98,11 @@ async fn work(state: &Arc<HubState>, options: &WorkerOptions, job: &Job) -> anyh
             state.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
             let error = format!("{e:#}");
             tracing::warn!(job = job.id, kind = job.kind.as_str(), subject = %job.subject, "job failed: {error}");
-            Outcome::Failed(error)
+            if e.chain().any(|cause| cause.is::<Hopeless>()) {
+                Outcome::Hopeless(error)
+            } else {
+                Outcome::Failed(error)
+            }
         }
     };
     let held = state

@@ -18,6 +18,7 @@ use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
 
 use crate::meta::derived::{Derived, DerivedKind};
+use crate::meta::jobs::Hopeless;
 use crate::meta::unix_now;
 use crate::server::objects::read_plain;
 use crate::server::state::HubState;
@@ -120,7 +121,8 @@ fn rebuild(
     let bytes = store
         .get(id)
         .with_context(|| format!("reading recipe {}", id.short()))?;
-    let recipe = Recipe::decode(&bytes).with_context(|| format!("recipe {}", id.short()))?;
+    let recipe =
+        Recipe::decode(&bytes).map_err(|e| Hopeless(format!("recipe {}: {e}", id.short())))?;
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut reader = EntryReader::new(*id);
@@ -150,10 +152,12 @@ async fn duration(source: &Path) -> anyhow::Result<f64> {
         .context("running ffprobe (is FFmpeg installed on the worker's host?)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !text.contains("codec_type=video") {
-        bail!(
+        // The bytes are fixed by the recipe: another attempt would find the same.
+        return Err(Hopeless(format!(
             "ffprobe finds no video stream: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+            dits_core::project::cut_chars(String::from_utf8_lossy(&out.stderr).trim(), 400)
+        ))
+        .into());
     }
     Ok(text
         .lines()

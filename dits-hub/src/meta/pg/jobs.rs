@@ -115,7 +115,11 @@ impl JobStore for PgMeta {
                 )
                 .await
                 .pg()?,
-            Outcome::Failed(error) => {
+            Outcome::Failed(error) | Outcome::Hopeless(error) => {
+                let limit = match outcome {
+                    Outcome::Hopeless(_) => 0,
+                    _ => MAX_ATTEMPTS,
+                };
                 // Backoff by the attempt count, which the row holds: computed here for
                 // each count a job may have, and chosen in SQL.
                 let delays: Vec<i64> = (0..=MAX_ATTEMPTS).map(backoff).collect();
@@ -125,7 +129,7 @@ impl JobStore for PgMeta {
                        run_after = CASE WHEN attempts < $4 THEN $3 + ($5::BIGINT[])[attempts + 1] ELSE $3 END,
                        updated = $3, error = $6
                      WHERE id = $1 AND worker = $2 AND state = 'running'",
-                    &[&id, &worker, &now, &MAX_ATTEMPTS, &delays, error],
+                    &[&id, &worker, &now, &limit, &delays, error],
                 )
                 .await
                 .pg()?

@@ -157,7 +157,7 @@ impl JobStore for SqliteMeta {
                         "UPDATE jobs SET state = 'queued', run_after = ?2, updated = ?3, error = ?4 WHERE id = ?1",
                         params![id, now + backoff(attempts), now, error],
                     )?,
-                    Outcome::Failed(error) => tx.execute(
+                    Outcome::Failed(error) | Outcome::Hopeless(error) => tx.execute(
                         "UPDATE jobs SET state = 'dead', run_after = ?2, updated = ?2, error = ?3 WHERE id = ?1",
                         params![id, now, error],
                     )?,
@@ -347,5 +347,57 @@ impl JobStore for SqliteMeta {
                     .collect())
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failure_is_retried_after_a_backoff_and_a_hopeless_one_is_dead_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("hub.sqlite")).unwrap();
+        let jobs: &dyn JobStore = &meta;
+        let subjects = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            jobs.enqueue(JobKind::Transcode, &subjects, None, 100)
+                .await
+                .unwrap(),
+            2
+        );
+        let all = [JobKind::Transcode];
+        let first = jobs.claim("w", &all, 100, 60).await.unwrap().unwrap();
+        let second = jobs.claim("w", &all, 100, 60).await.unwrap().unwrap();
+        assert_ne!(first.id, second.id);
+        let failed = Outcome::Failed("ffmpeg was killed".into());
+        assert!(jobs.finish(first.id, "w", &failed, 101).await.unwrap());
+        let hopeless = Outcome::Hopeless("no video stream".into());
+        assert!(jobs.finish(second.id, "w", &hopeless, 101).await.unwrap());
+
+        let retried = jobs
+            .job(JobKind::Transcode, &first.subject)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (retried.state.as_str(), retried.at),
+            ("queued", 101 + backoff(1))
+        );
+        let dead = jobs
+            .job(JobKind::Transcode, &second.subject)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((dead.state.as_str(), dead.attempts), ("dead", 1));
+        assert_eq!(dead.error.as_deref(), Some("no video stream"));
+        // Nothing is runnable before the backoff; the retry is after it.
+        assert!(jobs.claim("w", &all, 102, 60).await.unwrap().is_none());
+        let again = jobs
+            .claim("w", &all, 101 + backoff(1), 60)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.id, again.attempt), (first.id, 2));
     }
 }
