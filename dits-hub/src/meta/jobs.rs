@@ -149,8 +149,6 @@ pub trait JobStore: Send + Sync {
     async fn job_counts(&self) -> anyhow::Result<Vec<(String, String, u64)>>;
     /// Every pack key the object index names.
     async fn pack_keys(&self) -> anyhow::Result<Vec<String>>;
-    /// The objects the index places in `pack`: id, offset, stored and plain length.
-    async fn pack_objects(&self, pack: &str) -> anyhow::Result<Vec<(ChunkId, u64, u32, u32)>>;
     /// Takes `bad` (objects of `pack` that failed the scrub, with why) out of the index
     /// and out of every repository, so the next push that holds one stores it again, and
     /// records them and the repositories that held them (see [`JobStore::lost`]). Only rows still in `pack` are touched (gc may have moved them).

@@ -25,21 +25,21 @@ pub struct ScrubReport {
 /// Scrubs the pack stored under `key`. A pack that is gone (every object in it is then
 /// unreadable) is a finding, not a failure; a read that fails otherwise is retried.
 pub async fn scrub_pack(state: &HubState, key: &str) -> anyhow::Result<ScrubReport> {
-    let objects = state.meta.jobs().pack_objects(key).await?;
+    let objects = state.meta.gc().pack_objects(key).await?;
     let mut report = ScrubReport::default();
     let mut bad: Vec<(ChunkId, String)> = Vec::new();
     let mut i = 0;
     while i < objects.len() {
         // One read for neighbours that sit back to back.
-        let start = objects[i].1;
+        let start = objects[i].1.offset;
         let mut end = i;
-        let mut stop = start + u64::from(objects[i].2);
+        let mut stop = start + u64::from(objects[i].1.stored_len);
         while end + 1 < objects.len()
-            && objects[end + 1].1 == stop
-            && stop + u64::from(objects[end + 1].2) - start <= READ_MAX
+            && objects[end + 1].1.offset == stop
+            && stop + u64::from(objects[end + 1].1.stored_len) - start <= READ_MAX
         {
             end += 1;
-            stop += u64::from(objects[end].2);
+            stop += u64::from(objects[end].1.stored_len);
         }
         let range = &objects[i..=end];
         match state
@@ -48,18 +48,18 @@ pub async fn scrub_pack(state: &HubState, key: &str) -> anyhow::Result<ScrubRepo
             .await
         {
             Ok(bytes) => {
-                for (id, offset, stored, len) in range {
-                    let at = (offset - start) as usize;
-                    let sealed = bytes.get(at..at + *stored as usize);
+                for (id, location) in range {
+                    let at = (location.offset - start) as usize;
+                    let sealed = bytes.get(at..at + location.stored_len as usize);
                     report.objects += 1;
-                    report.bytes += u64::from(*stored);
-                    if let Err(why) = check(id, sealed, *len) {
+                    report.bytes += u64::from(location.stored_len);
+                    if let Err(why) = check(id, sealed, location.len) {
                         bad.push((*id, why));
                     }
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::UnexpectedEof => {
-                for (id, ..) in range {
+                for (id, _) in range {
                     report.objects += 1;
                     bad.push((*id, format!("pack {key} unreadable: {e}")));
                 }

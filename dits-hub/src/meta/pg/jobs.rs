@@ -195,30 +195,6 @@ impl JobStore for PgMeta {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn pack_objects(&self, pack: &str) -> anyhow::Result<Vec<(ChunkId, u64, u32, u32)>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT id, pack_offset, stored_len, len FROM objects WHERE pack = $1 ORDER BY pack_offset",
-                &[&pack],
-            )
-            .await
-            .pg()?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let id: Vec<u8> = r.get(0);
-                Some((
-                    ChunkId(id.try_into().ok()?),
-                    r.get::<_, i64>(1) as u64,
-                    r.get::<_, i64>(2) as u32,
-                    r.get::<_, i64>(3) as u32,
-                ))
-            })
-            .collect())
-    }
-
     async fn quarantine(
         &self,
         pack: &str,

@@ -227,38 +227,6 @@ impl JobStore for SqliteMeta {
             .await
     }
 
-    async fn pack_objects(&self, pack: &str) -> anyhow::Result<Vec<(ChunkId, u64, u32, u32)>> {
-        let pack = pack.to_string();
-        self.db
-            .run(move |db| {
-                let mut stmt = db.prepare(
-                    "SELECT id, offset, stored_len, len FROM objects WHERE pack = ?1 ORDER BY offset",
-                )?;
-                let rows = stmt
-                    .query_map(params![pack], |r| {
-                        Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|(id, offset, stored, len)| {
-                        Some((
-                            ChunkId(id.try_into().ok()?),
-                            offset as u64,
-                            stored as u32,
-                            len as u32,
-                        ))
-                    })
-                    .collect())
-            })
-            .await
-    }
-
     async fn quarantine(
         &self,
         pack: &str,
