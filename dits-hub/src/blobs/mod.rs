@@ -156,3 +156,27 @@ impl Staging {
         })
     }
 }
+
+/// Bytes of a blob read from storage at a time when it is streamed to a client.
+const STREAM_STEP: u64 = 4 << 20;
+
+/// Streams bytes `[0, size)` of blob `key` to `writer`, a few MiB at a time. `Ok(false)`:
+/// the writer went away (a client that hung up; there is nothing to tell it).
+pub async fn stream_to<W: tokio::io::AsyncWrite + Unpin>(
+    blobs: &dyn BlobStore,
+    key: &str,
+    size: u64,
+    writer: &mut W,
+) -> io::Result<bool> {
+    use tokio::io::AsyncWriteExt;
+    let mut offset = 0;
+    while offset < size {
+        let n = STREAM_STEP.min(size - offset);
+        let bytes = blobs.read_range(key, offset, n as usize).await?;
+        if writer.write_all(&bytes).await.is_err() {
+            return Ok(false);
+        }
+        offset += n;
+    }
+    Ok(true)
+}

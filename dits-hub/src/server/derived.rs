@@ -8,15 +8,12 @@ use std::sync::atomic::Ordering;
 
 use dits_core::ChunkId;
 use dits_wire::wire::{write_frame, GetDerivedResult, Response};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use crate::error::HubError;
 use crate::meta::derived::DerivedKind;
 use crate::meta::jobs::JobKind;
 use crate::server::state::HubState;
-
-/// Bytes read from storage for a client at a time.
-const STEP: u64 = 4 << 20;
 
 /// Answers with the derived object's size and hash, then its bytes.
 pub async fn get<W: AsyncWrite + Unpin>(
@@ -51,18 +48,8 @@ pub async fn get<W: AsyncWrite + Unpin>(
         })?,
     )
     .await?;
-    let mut offset = 0;
-    while offset < found.size {
-        let n = STEP.min(found.size - offset);
-        let bytes = state
-            .blobs
-            .read_range(&found.key, offset, n as usize)
-            .await?;
-        if writer.write_all(&bytes).await.is_err() {
-            // The client went away; nothing to tell it.
-            return Ok(());
-        }
-        offset += n;
+    if !crate::blobs::stream_to(state.blobs.as_ref(), &found.key, found.size, writer).await? {
+        return Ok(());
     }
     state
         .stats

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use dits_wire::wire::{write_frame, GetGitPackResult, GitPacksResult, PutGitPackResult, Response};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::error::HubError;
 use crate::server::refs::mirror_packs;
@@ -15,8 +15,6 @@ use crate::server::state::HubState;
 
 /// Git packs are capped so one upload can't fill the disk unnoticed.
 const MAX_GIT_PACK: u64 = 16 << 30;
-/// Bytes read from the client, or from storage for a client, at a time.
-const STEP: usize = 4 << 20;
 
 /// Stores an uploaded Git pack once `git index-pack --strict` (fed as the bytes arrive,
 /// in quarantine, bases from the mirror) has accepted every object in it.
@@ -95,15 +93,8 @@ pub async fn get<W: AsyncWrite + Unpin>(
         )));
     };
     write_frame(writer, &Response::ok_with(&GetGitPackResult { size })?).await?;
-    let mut offset = 0;
-    while offset < size {
-        let n = (STEP as u64).min(size - offset);
-        let bytes = state.blobs.read_range(&key, offset, n as usize).await?;
-        if writer.write_all(&bytes).await.is_err() {
-            // The client went away; nothing to tell it.
-            return Ok(());
-        }
-        offset += n;
+    if !crate::blobs::stream_to(state.blobs.as_ref(), &key, size, writer).await? {
+        return Ok(());
     }
     state.stats.git_bytes_out.fetch_add(size, Ordering::Relaxed);
     Ok(())
