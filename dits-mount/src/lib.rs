@@ -78,7 +78,7 @@ pub fn mount_with(mountpoint: &Path, rev: &str, options: MountOptions) -> Result
     let mut tree = tree::Tree::load_only(&commit, only.as_ref())?;
     let store_dir = git::store_dir()?;
     if proxies {
-        let swapped = proxies::swap_in(&mut tree, &proxies::cache_dir(&store_dir))?;
+        let swapped = proxies::swap_in(&mut tree, &proxies::cache_dir()?)?;
         for (path, why) in &swapped.originals {
             eprintln!("git-dits: {path} is shown as its original: {why}");
         }

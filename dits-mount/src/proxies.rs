@@ -20,12 +20,9 @@ pub struct Swapped {
     pub originals: Vec<(String, String)>,
 }
 
-/// The cache of proxies by recipe under `store_dir`'s parent (`.git/dits-proxy-cache`).
-pub fn cache_dir(store_dir: &Path) -> PathBuf {
-    store_dir
-        .parent()
-        .unwrap_or(store_dir)
-        .join("dits-proxy-cache")
+/// The cache of proxies by recipe (`.git/dits-proxy-cache`).
+pub fn cache_dir() -> Result<PathBuf> {
+    Ok(git_remote_dits::git::common_dir()?.join("dits-proxy-cache"))
 }
 
 /// Points each video node of `tree` at its proxy in `cache`, fetching the proxies not

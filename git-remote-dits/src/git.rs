@@ -103,9 +103,14 @@ pub fn check_attr_in(
 
 /// The store directory shared by all worktrees: `<git-common-dir>/dits`.
 pub fn store_dir() -> Result<PathBuf> {
+    Ok(common_dir()?.join("dits"))
+}
+
+/// The Git directory every worktree of this repository shares (absolute).
+pub fn common_dir() -> Result<PathBuf> {
     let common = run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
         .context("not inside a Git repository (run this from a repository's working tree)")?;
-    Ok(PathBuf::from(common.trim()).join("dits"))
+    Ok(PathBuf::from(common.trim()))
 }
 
 pub fn top_level() -> Result<PathBuf> {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::output::{human_size, print_json};
@@ -24,9 +24,7 @@ fn default_dir() -> Result<PathBuf> {
             return Ok(git::top_level()?.join(dir));
         }
     }
-    let common = git::run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
-        .context("not inside a Git repository")?;
-    Ok(PathBuf::from(common.trim()).join("dits-proxies"))
+    Ok(git::common_dir()?.join("dits-proxies"))
 }
 
 /// The file a derived object of `path` is written to: a proxy keeps the clip's path (an
