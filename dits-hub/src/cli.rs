@@ -68,6 +68,13 @@ struct ServeArgs {
     /// and a 540p H.264 proxy (`git dits proxy`), made by workers with FFmpeg.
     #[arg(long, env = "DITS_HUB_TRANSCODE")]
     transcode: bool,
+    /// Let clients move object bytes straight to and from the S3 store through signed
+    /// URLs (needs --objects s3://…); workers verify what they upload before it counts.
+    #[arg(long, env = "DITS_HUB_DIRECT_TRANSFERS")]
+    direct_transfers: bool,
+    /// How long a signed URL lasts (e.g. 15m).
+    #[arg(long, env = "DITS_HUB_DIRECT_URL_TTL", value_parser = parse_duration, default_value = "15m")]
+    direct_url_ttl: i64,
     /// What garbage collection spares: objects seen, and blobs dead, more recently than
     /// this (e.g. 1d, 12h, 30m, 90s).
     #[arg(long, env = "DITS_HUB_GC_GRACE", value_parser = parse_duration, default_value = "1d")]
@@ -107,6 +114,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     transcode: Option<bool>,
+    direct_transfers: Option<bool>,
 }
 
 fn file_config(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
@@ -145,6 +153,8 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
         scrub_every: args.scrub_every.map(|s| s.max(1) as u64),
         workers: args.workers,
         transcode: args.transcode || file.transcode.unwrap_or(false),
+        direct_ttl: (args.direct_transfers || file.direct_transfers.unwrap_or(false))
+            .then_some(args.direct_url_ttl.clamp(60, 7 * 86400) as u64),
     };
     anyhow::ensure!(
         options.tls_cert.is_some() == options.tls_key.is_some(),
@@ -210,7 +220,7 @@ enum Command {
         /// Exit once no job is runnable.
         #[arg(long)]
         once: bool,
-        /// Only these kinds of job (comma-separated: scrub).
+        /// Only these kinds of job (comma-separated: scrub, transcode, verify).
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
     },
@@ -752,8 +762,9 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
                 options.kinds = kinds
                     .iter()
                     .map(|k| {
-                        crate::meta::jobs::JobKind::parse(k)
-                            .ok_or_else(|| anyhow::anyhow!("{k:?} is not a kind of job (scrub)"))
+                        crate::meta::jobs::JobKind::parse(k).ok_or_else(|| {
+                            anyhow::anyhow!("{k:?} is not a kind of job (scrub, transcode, verify)")
+                        })
                     })
                     .collect::<anyhow::Result<_>>()?;
             }

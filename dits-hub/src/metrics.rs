@@ -36,6 +36,12 @@ pub struct Stats {
     pub derived_bytes: AtomicU64,
     /// Bytes of derived objects served to clients.
     pub derived_bytes_out: AtomicU64,
+    /// Bytes clients were given signed URLs to read straight from the object store, and
+    /// bytes they said they would upload to signed URLs (not through this process).
+    pub direct_bytes_out: AtomicU64,
+    pub direct_bytes_in: AtomicU64,
+    /// Bytes workers read back from the store to verify directly uploaded packs.
+    pub verified_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -126,6 +132,21 @@ impl Stats {
                 "dits_derived_bytes_out_total",
                 "Bytes of derived objects (posters, strips, proxies) served.",
                 &self.derived_bytes_out,
+            ),
+            (
+                "dits_direct_bytes_out_total",
+                "Bytes clients were given signed URLs to read straight from the object store.",
+                &self.direct_bytes_out,
+            ),
+            (
+                "dits_direct_bytes_in_total",
+                "Bytes clients were given signed URLs to upload straight to the object store.",
+                &self.direct_bytes_in,
+            ),
+            (
+                "dits_verified_bytes_total",
+                "Bytes of directly uploaded packs this process's workers read back and verified.",
+                &self.verified_bytes,
             ),
             (
                 "dits_git_bytes_in_total",

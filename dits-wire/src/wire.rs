@@ -46,6 +46,22 @@ pub enum Op {
     Wanted,
     /// → header, then each object in `ids` in order.
     Get { ids: Vec<String> },
+    /// → [`GetUrlsResult`]: where to read `ids` straight from the hub's object store
+    /// (short-lived signed URLs with byte ranges), or `direct: false` when this hub does
+    /// not offer direct transfers (the client then uses `get`).
+    GetUrls { ids: Vec<String> },
+    /// → [`PutUrlResult`]: a short-lived signed URL for one pack of `bytes` bytes,
+    /// uploaded by the client straight to the object store, or `direct: false`.
+    PutUrl { bytes: u64 },
+    /// Says what the pack uploaded to `upload` holds (objects back to back from offset
+    /// 0, in order). The hub queues a verify job; the objects count for the repository
+    /// only once it has read them back and checked every id. → `{}`
+    PutDone {
+        upload: String,
+        objects: Vec<DirectObject>,
+    },
+    /// → [`PutStatusResult`]: how far the hub is in verifying each of `uploads`.
+    PutStatus { uploads: Vec<String> },
     /// Body: a Git pack. → `{"id": blake3}`
     PutGitPack,
     /// → `{"packs": [id]}`: the repository's Git packs not in `have`, oldest first.
@@ -312,6 +328,61 @@ pub struct GetResult {
     pub count: u64,
 }
 
+/// One object of a directly transferred range or pack: its id (hex), where it starts
+/// (from the range's or pack's first byte), its stored (envelope) length and plaintext
+/// length.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirectObject {
+    pub id: String,
+    pub at: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+}
+
+/// Bytes `[offset, offset + len)` of the blob `url` names, holding `objects`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirectRange {
+    pub url: String,
+    pub offset: u64,
+    pub len: u64,
+    pub objects: Vec<DirectObject>,
+}
+
+/// `get-urls` → ranges covering every asked id once, or `direct: false`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GetUrlsResult {
+    pub direct: bool,
+    #[serde(default)]
+    pub ranges: Vec<DirectRange>,
+}
+
+/// `put-url` → the upload's name and where to PUT it, or `direct: false`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutUrlResult {
+    pub direct: bool,
+    #[serde(default)]
+    pub upload: String,
+    #[serde(default)]
+    pub url: String,
+}
+
+/// One upload's verification: `pending` (queued or running), `stored` (every object
+/// checked and recorded; `stored` counts them) or `refused` (`error` says why; nothing
+/// from it was recorded).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadState {
+    pub upload: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `put-status` → one state per asked upload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutStatusResult {
+    pub uploads: Vec<UploadState>,
+}
+
 /// `put-git-pack` → the pack's id (BLAKE3, hex) and size.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PutGitPackResult {
@@ -383,6 +454,9 @@ impl OpResult for MissingResult {}
 impl OpResult for WantedResult {}
 impl OpResult for PutResult {}
 impl OpResult for GetResult {}
+impl OpResult for GetUrlsResult {}
+impl OpResult for PutUrlResult {}
+impl OpResult for PutStatusResult {}
 impl OpResult for PutGitPackResult {}
 impl OpResult for GitPacksResult {}
 impl OpResult for GetDerivedResult {}

@@ -16,10 +16,11 @@ use dits_wire::refs::{valid_oid, valid_ref_name};
 use dits_wire::tls::{quic_client_config, Congestion, PinnedVerifier, TrustedBy};
 use dits_wire::url::RemoteUrl;
 use dits_wire::wire::{
-    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, Done, ErrorCode,
-    GetDerivedResult, GetGitPackResult, GitPacksResult, KeyChangeRequest, KeysResult, Lock,
-    LockListResult, LockResult, LockVerifyResult, MissingResult, Op, OpResult, PutGitPackResult,
-    PutResult, RefResult, RefUpdate, RefsResult, Request, Response, UnlockResult, UpdateRefsResult,
+    ids_from_hex, ids_to_hex, read_frame, read_object, write_frame, write_object, DirectObject,
+    Done, ErrorCode, GetDerivedResult, GetGitPackResult, GetUrlsResult, GitPacksResult,
+    KeyChangeRequest, KeysResult, Lock, LockListResult, LockResult, LockVerifyResult,
+    MissingResult, Op, OpResult, PutGitPackResult, PutResult, PutStatusResult, PutUrlResult,
+    RefResult, RefUpdate, RefsResult, Request, Response, UnlockResult, UpdateRefsResult,
     WireObject,
 };
 
@@ -521,6 +522,43 @@ impl Hub {
             opening,
             next: 0,
         })
+    }
+
+    /// Whether the repository is encrypted (objects travel sealed, by locator).
+    pub fn encrypted(&self) -> bool {
+        self.keyring.is_some()
+    }
+
+    /// Signed URLs to read `ids` straight from the hub's object store, or `direct:
+    /// false` (see `crate::direct`).
+    pub async fn get_urls(&self, ids: &[ChunkId]) -> Result<GetUrlsResult, HubError> {
+        self.ask(Op::GetUrls {
+            ids: ids_to_hex(ids),
+        })
+        .await
+    }
+
+    /// A signed URL to upload a pack of `bytes` bytes straight to the object store.
+    pub async fn put_url(&self, bytes: u64) -> Result<PutUrlResult, HubError> {
+        self.ask(Op::PutUrl { bytes }).await
+    }
+
+    /// Declares what directly uploaded pack `upload` holds; the hub verifies it.
+    pub async fn put_done(&self, upload: &str, objects: Vec<DirectObject>) -> Result<(), HubError> {
+        self.ask::<Done>(Op::PutDone {
+            upload: upload.to_string(),
+            objects,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// How far the hub is in verifying `uploads`.
+    pub async fn put_status(&self, uploads: &[String]) -> Result<PutStatusResult, HubError> {
+        self.ask(Op::PutStatus {
+            uploads: uploads.to_vec(),
+        })
+        .await
     }
 
     /// The key generation each of `ids` is stored under on the hub: with one held, that

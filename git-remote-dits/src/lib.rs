@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod derived;
+pub mod direct;
 pub mod git;
 pub mod helper;
 pub mod keys;

@@ -73,8 +73,17 @@ pub async fn upload(
     show: bool,
 ) -> Result<u64> {
     let mut progress = Progress::new("Uploading media", ids.len() as u64, 0, show);
-    let mut left = ids.to_vec();
-    let mut sent = 0u64;
+    let tuning = Tuning::from_config();
+    // Straight to the object store when the hub offers it; the rest through the hub.
+    let (mut left, mut sent) = crate::direct::upload(
+        &session.hub,
+        store,
+        ids,
+        tuning.batch_bytes,
+        tuning.parallel,
+        &mut progress,
+    )
+    .await?;
     let hubs = session.connections().await;
     loop {
         let generations: Vec<u64> = hubs.iter().map(Hub::generation).collect();
@@ -259,6 +268,11 @@ pub async fn download(
     let queue = Arc::new(Semaphore::new(DOWNLOAD_QUEUE_BYTES / 1024));
     let verifying = Arc::new(Semaphore::new(VERIFY_BYTES / 1024));
     let (tx, mut rx) = mpsc::unbounded_channel::<Landed>();
+    let landing = Landing {
+        tx,
+        queue,
+        verifying,
+    };
     let batches: Vec<Vec<ChunkId>> = ids.chunks(BATCH_IDS).map(<[ChunkId]>::to_vec).collect();
     let hubs = session.connections().await.to_vec();
     let driver = tokio::spawn(async move {
@@ -269,16 +283,18 @@ pub async fn download(
                 let Some((n, batch)) = batches.next() else {
                     break;
                 };
-                let (hub, tx) = (hubs[n % hubs.len()].clone(), tx.clone());
-                let (queue, verifying) = (queue.clone(), verifying.clone());
+                let hub = hubs[n % hubs.len()].clone();
+                let landing = landing.clone();
                 tasks.spawn(async move {
+                    // Straight from the object store when the hub offers it; whatever
+                    // that did not bring comes through the hub.
+                    let batch = crate::direct::fetch(&hub, &batch, &landing).await;
                     // Objects of `batch` already handed on; after a reconnection only
                     // the rest are asked for.
                     let mut done = 0;
                     loop {
                         let generation = hub.generation();
-                        let fetched =
-                            fetch_batch(&hub, &batch, &mut done, &tx, &queue, &verifying).await;
+                        let fetched = fetch_batch(&hub, &batch, &mut done, &landing).await;
                         if hub.again(generation, fetched).await?.is_some() {
                             return Ok(());
                         }
@@ -321,15 +337,69 @@ pub async fn download(
     Ok(received)
 }
 
+/// Where downloaded objects go once verified: the writer's queue, and the budgets that
+/// bound what verifying and queueing hold.
+#[derive(Clone)]
+pub(crate) struct Landing {
+    tx: tokio::sync::mpsc::UnboundedSender<Landed>,
+    queue: std::sync::Arc<tokio::sync::Semaphore>,
+    verifying: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// What became of an object given to [`Landing::land`].
+pub(crate) enum Handed {
+    /// Verified and queued for the local store.
+    Queued,
+    /// Its bytes do not hash to its id.
+    Corrupt,
+    /// The writer stopped (it reports why).
+    WriterGone,
+}
+
+impl Landing {
+    /// Verifies `object` against its id and queues it for the local store.
+    pub(crate) async fn land(&self, object: dits_wire::wire::WireObject) -> Handed {
+        let plain = object.plain_len as usize;
+        let Ok(checking) = self
+            .verifying
+            .clone()
+            .acquire_many_owned(permits(plain, VERIFY_BYTES))
+            .await
+        else {
+            return Handed::WriterGone;
+        };
+        if object.verify().is_err() {
+            return Handed::Corrupt;
+        }
+        drop(checking);
+        let Ok(room) = self
+            .queue
+            .clone()
+            .acquire_many_owned(permits(object.sealed.len(), DOWNLOAD_QUEUE_BYTES))
+            .await
+        else {
+            return Handed::WriterGone;
+        };
+        let landed = Landed {
+            id: object.id,
+            plain_len: object.plain_len,
+            sealed: object.sealed,
+            _room: room,
+        };
+        match self.tx.send(landed) {
+            Ok(()) => Handed::Queued,
+            Err(_) => Handed::WriterGone,
+        }
+    }
+}
+
 /// Reads `batch[*done..]` from the hub, verifies each object and hands it to the writer,
 /// counting it in `done` once it is handed on.
 async fn fetch_batch(
     hub: &Hub,
     batch: &[ChunkId],
     done: &mut usize,
-    tx: &tokio::sync::mpsc::UnboundedSender<Landed>,
-    queue: &std::sync::Arc<tokio::sync::Semaphore>,
-    verifying: &std::sync::Arc<tokio::sync::Semaphore>,
+    landing: &Landing,
 ) -> Result<(), HubError> {
     if *done == batch.len() {
         return Ok(());
@@ -339,30 +409,12 @@ async fn fetch_batch(
     }
     let mut objects = hub.get_object_stream(&batch[*done..]).await?;
     while let Some(object) = objects.next().await? {
-        let plain = object.plain_len as usize;
-        let checking = verifying
-            .clone()
-            .acquire_many_owned(permits(plain, VERIFY_BYTES))
-            .await
-            .map_err(|e| HubError::Transport(e.to_string()))?;
-        object.verify().map_err(|_| objects.corrupt(&object.id))?;
-        drop(checking);
-        let room = queue
-            .clone()
-            .acquire_many_owned(permits(object.sealed.len(), DOWNLOAD_QUEUE_BYTES))
-            .await
-            .map_err(|e| HubError::Transport(e.to_string()))?;
-        let landed = Landed {
-            id: object.id,
-            plain_len: object.plain_len,
-            sealed: object.sealed,
-            _room: room,
-        };
-        if tx.send(landed).is_err() {
-            // The writer stopped; it reports why.
-            return Ok(());
+        let id = object.id;
+        match landing.land(object).await {
+            Handed::Queued => *done += 1,
+            Handed::Corrupt => return Err(objects.corrupt(&id)),
+            Handed::WriterGone => return Ok(()),
         }
-        *done += 1;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod clean_working_file;
 mod containers;
 mod dedup;
+mod direct;
 mod encryption;
 mod hostile_hub;
 mod hub;

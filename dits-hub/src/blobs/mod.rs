@@ -41,6 +41,34 @@ pub trait BlobStore: Send + Sync {
     fn write_requests(&self) -> u64 {
         0
     }
+    /// A URL anyone holding it may use for `ttl` to read (`write` false: GET, ranged
+    /// reads included) or write (PUT) blob `key` straight from the store, bypassing the
+    /// hub; `None` when this store cannot sign (a local directory).
+    async fn signed_url(
+        &self,
+        _key: &str,
+        _write: bool,
+        _ttl: std::time::Duration,
+    ) -> io::Result<Option<String>> {
+        Ok(None)
+    }
+    /// Copies blob `from` to `to` inside the store (S3: a server-side copy, no bytes
+    /// through this process).
+    async fn copy(&self, from: &str, to: &str) -> io::Result<()> {
+        let bytes = self.read(from).await?;
+        let mut writer = self.writer()?;
+        writer.write(&bytes)?;
+        self.commit(writer, to).await
+    }
+    /// The size of blob `key`, or `None` if there is no such blob.
+    async fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        Ok(self
+            .list(key)
+            .await?
+            .into_iter()
+            .find(|b| b.key == key)
+            .map(|b| b.size))
+    }
 }
 
 /// A stored blob, as [`BlobStore::list`] finds it.

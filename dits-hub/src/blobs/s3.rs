@@ -322,6 +322,46 @@ impl BlobStore for S3Blobs {
     fn write_requests(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
+
+    async fn signed_url(
+        &self,
+        key: &str,
+        write: bool,
+        ttl: std::time::Duration,
+    ) -> io::Result<Option<String>> {
+        use object_store::signer::Signer;
+        let method = if write {
+            http::Method::PUT
+        } else {
+            http::Method::GET
+        };
+        // The URL is a credential: errors name the key, never the URL.
+        match self
+            .s3
+            .signed_url(method, &self.remote_path(key), ttl)
+            .await
+        {
+            Ok(url) => Ok(Some(url.to_string())),
+            Err(e) => Err(s3_err(&self.url, &format!("signing {key}"), e)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> io::Result<()> {
+        self.store
+            .copy(&self.remote_path(from), &self.remote_path(to))
+            .await
+            .map_err(|e| s3_err(&self.url, &format!("copying {from} to {to}"), e))?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match self.store.head(&self.remote_path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(s3_err(&self.url, key, e)),
+        }
+    }
 }
 
 /// Refuses to rewrite a blob larger than one PUT may carry (S3: 5 GiB); packs are far

@@ -24,15 +24,20 @@ pub enum JobKind {
     /// Make a poster, a thumbnail strip and a proxy of one asset (subject: its recipe
     /// id), stored as derived objects ([`crate::meta::derived`]).
     Transcode,
+    /// Check a pack a client uploaded straight to the object store and record its
+    /// objects for the uploading repository (subject: `REPO/NAME`, see
+    /// [`crate::server::direct::Upload`]).
+    Verify,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::Scrub, JobKind::Transcode];
+    pub const ALL: [JobKind; 3] = [JobKind::Scrub, JobKind::Transcode, JobKind::Verify];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Scrub => "scrub",
             JobKind::Transcode => "transcode",
+            JobKind::Verify => "verify",
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod derived;
+pub mod direct;
 pub mod gc;
 pub mod git_packs;
 pub mod http;

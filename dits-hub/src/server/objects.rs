@@ -218,30 +218,7 @@ pub async fn get<W: AsyncWrite + Unpin>(
     ids: &[String],
     writer: &mut W,
 ) -> Result<(), HubError> {
-    if ids.len() > MAX_GET_IDS {
-        return Err(HubError::BadRequest(format!(
-            "get names {} objects; at most {MAX_GET_IDS} may be asked for at once",
-            ids.len()
-        )));
-    }
-    let ids = parse_ids(ids)?;
-    let mut seen = HashSet::with_capacity(ids.len());
-    if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
-        return Err(HubError::BadRequest(format!(
-            "get names object {twice} more than once"
-        )));
-    }
-    if let Some(id) = state.meta.missing(repo, &ids).await?.first() {
-        return Err(HubError::NotFound(format!("object {id} is not on the hub")));
-    }
-    let located = locate(state, &ids)
-        .await
-        .map_err(|e| HubError::from(e.context("serving objects")))?;
-    if state.access.note(&ids) {
-        if let Err(e) = crate::server::tier::flush_access(state).await {
-            tracing::warn!("recording reads: {e:#}");
-        }
-    }
+    let (ids, located) = locate_for_read(state, repo, ids).await?;
     let mut groups = groups_by_size(&located, GET_GROUP_BYTES).into_iter();
     // The first group is read before the header (neighbouring objects of one pack in one
     // ranged read: one GET on S3), so a storage error can still be a proper refusal.
@@ -286,6 +263,41 @@ pub async fn get<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The ids a read (`get`, `get-urls`) names and where each is stored, in order, once
+/// checked: at most [`MAX_GET_IDS`], none twice, every one held by `repo`. The read is
+/// noted for the cold tier.
+pub(crate) async fn locate_for_read(
+    state: &HubState,
+    repo: i64,
+    ids: &[String],
+) -> Result<(Vec<ChunkId>, Vec<(String, Location)>), HubError> {
+    if ids.len() > MAX_GET_IDS {
+        return Err(HubError::BadRequest(format!(
+            "get names {} objects; at most {MAX_GET_IDS} may be asked for at once",
+            ids.len()
+        )));
+    }
+    let ids = parse_ids(ids)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(HubError::BadRequest(format!(
+            "get names object {twice} more than once"
+        )));
+    }
+    if let Some(id) = state.meta.missing(repo, &ids).await?.first() {
+        return Err(HubError::NotFound(format!("object {id} is not on the hub")));
+    }
+    let located = locate(state, &ids)
+        .await
+        .map_err(|e| HubError::from(e.context("serving objects")))?;
+    if state.access.note(&ids) {
+        if let Err(e) = crate::server::tier::flush_access(state).await {
+            tracing::warn!("recording reads: {e:#}");
+        }
+    }
+    Ok((ids, located))
+}
+
 /// Where each of `ids` is stored (pack, location), in order.
 async fn locate(state: &HubState, ids: &[ChunkId]) -> anyhow::Result<Vec<(String, Location)>> {
     state
@@ -322,17 +334,24 @@ pub(crate) fn groups_by_size(
     groups
 }
 
-/// The plain length and sealed bytes of each located object, in order, read with as few
-/// ranged reads as possible.
-pub(crate) async fn read_coalesced(
-    state: &HubState,
-    located: &[(String, Location)],
-) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
+/// One ranged read of a pack: bytes `[start, end)` of `pack`, holding the located
+/// objects whose indexes `members` lists (in pack order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub pack: String,
+    pub start: u64,
+    pub end: u64,
+    pub members: Vec<usize>,
+}
+
+/// The fewest ranged reads that cover every located object: neighbours in one pack less
+/// than [`COALESCE_GAP`] apart share a read of at most [`COALESCE_MAX`] bytes.
+pub(crate) fn spans(located: &[(String, Location)]) -> Vec<Span> {
     let mut order: Vec<usize> = (0..located.len()).collect();
     order.sort_by(|&a, &b| {
         (&located[a].0, located[a].1.offset).cmp(&(&located[b].0, located[b].1.offset))
     });
-    let mut out: Vec<Option<(u32, Vec<u8>)>> = vec![None; located.len()];
+    let mut out = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let (pack, first) = &located[order[i]];
@@ -348,20 +367,39 @@ pub(crate) async fn read_coalesced(
             end = end.max(l_end);
             j += 1;
         }
+        out.push(Span {
+            pack: pack.clone(),
+            start,
+            end,
+            members: order[i..j].to_vec(),
+        });
+        i = j;
+    }
+    out
+}
+
+/// The plain length and sealed bytes of each located object, in order, read with as few
+/// ranged reads as possible.
+pub(crate) async fn read_coalesced(
+    state: &HubState,
+    located: &[(String, Location)],
+) -> anyhow::Result<Vec<(u32, Vec<u8>)>> {
+    let mut out: Vec<Option<(u32, Vec<u8>)>> = vec![None; located.len()];
+    for span in spans(located) {
+        let pack = &span.pack;
         let bytes = state
             .blobs
-            .read_range(pack, start, (end - start) as usize)
+            .read_range(pack, span.start, (span.end - span.start) as usize)
             .await?;
         state.stats.blob_reads.fetch_add(1, Ordering::Relaxed);
-        for &k in &order[i..j] {
+        for &k in &span.members {
             let l = &located[k].1;
-            let from = (l.offset - start) as usize;
+            let from = (l.offset - span.start) as usize;
             let sealed = bytes
                 .get(from..from + l.stored_len as usize)
                 .ok_or_else(|| anyhow::anyhow!("pack {pack} is shorter than its index says"))?;
             out[k] = Some((l.len, sealed.to_vec()));
         }
-        i = j;
     }
     out.into_iter()
         .map(|o| o.ok_or_else(|| anyhow::anyhow!("an object was not read")))

@@ -17,7 +17,7 @@ use crate::server::limits::{
 };
 use crate::server::refs::RefUpdates;
 use crate::server::state::HubState;
-use crate::server::{derived, git_packs, keys, objects, refs};
+use crate::server::{derived, direct, git_packs, keys, objects, refs};
 
 /// Accepts connections until the endpoint closes, within the limits on connections per
 /// address and in all and on handshakes under way; each connection is served on its own
@@ -175,7 +175,12 @@ async fn reply<W: AsyncWrite + Unpin, T: OpResult>(
 /// The role each op needs.
 fn role_needed(op: &Op) -> Role {
     match op {
-        Op::Put | Op::PutGitPack | Op::UpdateRefs { .. } => Role::Write,
+        Op::Put
+        | Op::PutUrl { .. }
+        | Op::PutDone { .. }
+        | Op::PutStatus { .. }
+        | Op::PutGitPack
+        | Op::UpdateRefs { .. } => Role::Write,
         _ => Role::Read,
     }
 }
@@ -208,6 +213,18 @@ where
         Op::Put => reply(writer, &objects::put(state, repo, reader).await?).await,
         Op::Wanted => reply(writer, &objects::wanted(state, repo).await?).await,
         Op::Get { ids } => objects::get(state, repo, &ids, writer).await,
+        Op::GetUrls { ids } => reply(writer, &direct::get_urls(state, repo, &ids).await?).await,
+        Op::PutUrl { bytes } => reply(writer, &direct::put_url(state, repo, bytes).await?).await,
+        Op::PutDone { upload, objects } => {
+            reply(
+                writer,
+                &direct::put_done(state, repo, &upload, &objects).await?,
+            )
+            .await
+        }
+        Op::PutStatus { uploads } => {
+            reply(writer, &direct::put_status(state, repo, &uploads).await?).await
+        }
         Op::PutGitPack => reply(writer, &git_packs::put(state, repo, reader).await?).await,
         Op::GitPacks { have } => reply(writer, &git_packs::list(state, repo, have).await?).await,
         Op::GetGitPack { id } => git_packs::get(state, repo, &id, writer).await,
@@ -260,6 +277,10 @@ fn op_name(op: &Op) -> &'static str {
         Op::Put => "put",
         Op::Wanted => "wanted",
         Op::Get { .. } => "get",
+        Op::GetUrls { .. } => "get-urls",
+        Op::PutUrl { .. } => "put-url",
+        Op::PutDone { .. } => "put-done",
+        Op::PutStatus { .. } => "put-status",
         Op::PutGitPack => "put-git-pack",
         Op::GitPacks { .. } => "git-packs",
         Op::GetGitPack { .. } => "get-git-pack",

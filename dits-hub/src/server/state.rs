@@ -30,6 +30,8 @@ pub struct HubState {
     pub transcode: bool,
     /// Scratch space for workers (an asset rebuilt for transcoding).
     pub work: PathBuf,
+    /// With direct transfers on, how long signed URLs last.
+    pub direct_ttl: Option<std::time::Duration>,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.
@@ -57,6 +59,9 @@ pub struct ServeOptions {
     pub workers: u32,
     /// Queue a transcode (poster, strip, proxy) of each new video a push brings.
     pub transcode: bool,
+    /// Offer clients signed URLs into the S3 store (seconds they last); none: every
+    /// object byte goes through the hub.
+    pub direct_ttl: Option<u64>,
 }
 
 /// Links not seen for a day, and blobs dead for a day, may be collected: far longer than
@@ -81,6 +86,7 @@ impl ServeOptions {
             scrub_every: None,
             workers: 1,
             transcode: false,
+            direct_ttl: None,
         }
     }
 }
@@ -92,6 +98,10 @@ impl HubState {
         crate::private::create_dir(data).with_context(|| format!("creating {}", data.display()))?;
         let metadata = open_metadata(data, options.metadata.as_deref()).await?;
         let (meta, locks) = open_locks(metadata, options.locks.as_deref()).await?;
+        anyhow::ensure!(
+            options.direct_ttl.is_none() || options.objects.is_some(),
+            "--direct-transfers needs an S3 object store (--objects s3://BUCKET): a local directory cannot sign URLs"
+        );
         Ok(HubState {
             meta,
             blobs: open_blobs(data, options.objects.as_deref())?,
@@ -103,6 +113,7 @@ impl HubState {
             access: Default::default(),
             transcode: options.transcode,
             work: data.join("work"),
+            direct_ttl: options.direct_ttl.map(std::time::Duration::from_secs),
         })
     }
 }

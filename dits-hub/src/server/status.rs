@@ -140,6 +140,9 @@ pub struct StatsReport {
     pub objects_out: u64,
     pub blob_reads: u64,
     pub s3_write_requests: u64,
+    pub direct_bytes_out: u64,
+    pub direct_bytes_in: u64,
+    pub verified_bytes: u64,
 }
 
 pub async fn stats(State(state): State<Arc<HubState>>) -> Json<StatsReport> {
@@ -154,5 +157,8 @@ pub async fn stats(State(state): State<Arc<HubState>>) -> Json<StatsReport> {
         objects_out: n(&s.objects_out),
         blob_reads: n(&s.blob_reads),
         s3_write_requests: state.blobs.write_requests(),
+        direct_bytes_out: n(&s.direct_bytes_out),
+        direct_bytes_in: n(&s.direct_bytes_in),
+        verified_bytes: n(&s.verified_bytes),
     })
 }

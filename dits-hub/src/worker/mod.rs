@@ -6,6 +6,7 @@
 
 pub mod scrub;
 pub mod transcode;
+pub mod verify;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ async fn work(state: &Arc<HubState>, options: &WorkerOptions, job: &Job) -> anyh
     let result = match job.kind {
         JobKind::Scrub => scrub::scrub_pack(state, &job.subject).await.map(|_| ()),
         JobKind::Transcode => transcode::transcode(state, &job.subject).await,
+        JobKind::Verify => verify::verify_upload(state, &job.subject).await,
     };
     renewal.abort();
     let outcome = match result {

@@ -17,7 +17,7 @@ use crate::server::objects::{groups_by_size, read_coalesced};
 use crate::server::state::HubState;
 
 /// The blob prefixes the collector looks after.
-const PREFIXES: [&str; 2] = ["chunks/", "git/"];
+const PREFIXES: [&str; 3] = ["chunks/", "git/", "incoming/"];
 /// Stored bytes of the old pack read at a time.
 const READ_SPAN: u64 = 8 << 20;
 
