@@ -110,10 +110,12 @@ bench_row() {
 # bench_met RATIO MIN -> yes when RATIO >= MIN, else no.
 bench_met() { awk -v r="$1" -v m="$2" 'BEGIN { print (r + 0 >= m + 0) ? "yes" : "no" }'; }
 
-# bench_giftless DIR: installs Giftless (a real Git LFS server, from PyPI) into a venv under
-# $BENCH_DIR once, starts it on a free loopback port with a local-storage backend in
-# DIR/lfs-store and 8 waitress threads, and sets GIFTLESS_PID and GIFTLESS_URL
-# (http://127.0.0.1:PORT, LFS URL root; append OWNER/REPO).
+# bench_giftless DIR [S3_ENDPOINT BUCKET PREFIX]: installs Giftless (a real Git LFS server,
+# from PyPI) into a venv under $BENCH_DIR once, starts it on a free loopback port with 8
+# waitress threads and sets GIFTLESS_PID and GIFTLESS_URL (http://127.0.0.1:PORT, LFS URL
+# root; append OWNER/REPO). Storage: a local directory, DIR/lfs-store; or, given an S3
+# endpoint, the bucket through Giftless's basic_external adapter, which hands the LFS
+# client presigned S3 URLs (the AWS_* credentials come from the environment).
 bench_giftless() {
   local dir=$1 venv=$BENCH_DIR/giftless-venv port
   # Giftless declares no dependencies in its wheel; these are the ones it imports. PyJWT
@@ -123,7 +125,23 @@ bench_giftless() {
     "$venv/bin/pip" install -q giftless==0.6.2 waitress flask figcan pyyaml python-dotenv webargs \
       flask-marshmallow flask-classful 'pyjwt<2.10' cachetools python-dateutil marshmallow-enum typing-extensions
   fi
+  if [ $# -ge 4 ] && ! "$venv/bin/python" -c 'import boto3' 2>/dev/null; then
+    "$venv/bin/pip" install -q boto3
+  fi
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local transfer
+  if [ $# -ge 4 ]; then
+    transfer="factory: giftless.transfer.basic_external:factory
+    options:
+      storage_class: giftless.storage.amazon_s3:AmazonS3Storage
+      storage_options: {bucket_name: $3, path_prefix: $4, endpoint: \"$2\"}"
+  else
+    transfer="factory: giftless.transfer.basic_streaming:factory
+    options:
+      storage_class: giftless.storage.local_storage:LocalStorage
+      storage_options:
+        path: $dir/lfs-store"
+  fi
   cat >"$dir/giftless.yaml" <<YAML
 AUTH_PROVIDERS:
   - factory: giftless.auth.jwt:factory
@@ -134,11 +152,7 @@ PRE_AUTHORIZED_ACTION_PROVIDER:
   options: {algorithm: HS256, private_key: bench-only-secret-bench-only-secret}
 TRANSFER_ADAPTERS:
   basic:
-    factory: giftless.transfer.basic_streaming:factory
-    options:
-      storage_class: giftless.storage.local_storage:LocalStorage
-      storage_options:
-        path: $dir/lfs-store
+    $transfer
 YAML
   (cd "$dir" && GIFTLESS_CONFIG_FILE=$dir/giftless.yaml exec "$venv/bin/waitress-serve" \
     --listen="127.0.0.1:$port" --threads=8 giftless.wsgi_entrypoint:app) >"$dir/giftless.log" 2>&1 &

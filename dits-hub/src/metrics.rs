@@ -27,6 +27,9 @@ pub struct Stats {
     pub gc_packs_rewritten: AtomicU64,
     /// Stored bytes per storage class, as the last reaper run in this process found them.
     pub bytes_per_class: Mutex<BTreeMap<String, u64>>,
+    /// UDP bytes received and sent on QUIC connections that have ended.
+    pub quic_bytes_in: AtomicU64,
+    pub quic_bytes_out: AtomicU64,
     /// QUIC Retry packets sent: new peers asked to prove their address under load.
     pub quic_retries: AtomicU64,
     /// Jobs this process's workers finished, and those whose attempt failed.
@@ -132,6 +135,16 @@ impl Stats {
                 "dits_derived_bytes_out_total",
                 "Bytes of derived objects (posters, strips, proxies) served.",
                 &self.derived_bytes_out,
+            ),
+            (
+                "dits_quic_bytes_in_total",
+                "UDP bytes received on QUIC connections that have ended.",
+                &self.quic_bytes_in,
+            ),
+            (
+                "dits_quic_bytes_out_total",
+                "UDP bytes sent on QUIC connections that have ended.",
+                &self.quic_bytes_out,
             ),
             (
                 "dits_direct_bytes_out_total",

@@ -223,7 +223,6 @@ pub(crate) async fn upload(
     let in_flight = parallel.clamp(1, (UPLOAD_MEMORY / batch_bytes.max(1)).max(1));
     let mut tasks: tokio::task::JoinSet<Result<Option<Sent>, String>> = tokio::task::JoinSet::new();
     let mut sent: Vec<Sent> = Vec::new();
-    let mut left: Vec<ChunkId> = Vec::new();
     let mut failure: Option<String> = None;
     let mut next = 0;
     while next < ids.len() || !tasks.is_empty() {
@@ -234,8 +233,8 @@ pub(crate) async fn upload(
             let hub = hub.clone();
             tasks.spawn(async move { send_pack(&hub, pack, objects, batch).await });
         }
-        if failure.is_some() && next < ids.len() {
-            left.extend_from_slice(&ids[next..]);
+        if failure.is_some() {
+            // What was not read yet goes through the hub.
             next = ids.len();
         }
         let Some(done) = tasks.join_next().await else {
@@ -256,11 +255,13 @@ pub(crate) async fn upload(
             }
         }
     }
-    // What a failed or refused batch held goes through the hub.
+    // What a failed batch held, or was never read, goes through the hub, in order.
     let sent_ids: HashSet<ChunkId> = sent.iter().flat_map(|s| s.ids.iter().copied()).collect();
-    left.extend(ids.iter().filter(|id| !sent_ids.contains(id)));
-    left.sort();
-    left.dedup();
+    let left: Vec<ChunkId> = ids
+        .iter()
+        .filter(|id| !sent_ids.contains(id))
+        .copied()
+        .collect();
     wait_verified(hub, &sent).await?;
     Ok((left, sent.iter().map(|s| s.bytes).sum()))
 }
@@ -372,6 +373,6 @@ async fn wait_verified(hub: &Hub, sent: &[Sent]) -> Result<()> {
         }
         pending = still;
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        pause = (pause * 2).min(Duration::from_millis(400));
     }
 }

@@ -214,6 +214,8 @@ pub async fn put_done(
         .jobs()
         .enqueue(JobKind::Verify, &[upload.subject()], Some(repo), unix_now())
         .await?;
+    // The client waits on it: an idle worker in this process starts at once.
+    state.job_queued.notify_waiters();
     Ok(dits_wire::wire::Done {})
 }
 

@@ -62,15 +62,19 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<HubState>) {
 async fn serve_connection(state: Arc<HubState>, connection: quinn::Connection) {
     let open_requests = Arc::new(AtomicUsize::new(0));
     let member = Arc::new(AtomicBool::new(false));
+    let counted = Arc::new(Counted::default());
+    let _last = CountOnDrop(state.clone(), connection.clone(), counted.clone());
     loop {
         match tokio::time::timeout(CONNECTION_IDLE, connection.accept_bi()).await {
             Ok(Ok((send, recv))) => {
                 let state = state.clone();
                 let open = OpenRequest::new(&open_requests);
                 let (connection, member) = (connection.clone(), member.clone());
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     let _open = open;
-                    let handled = serve_stream(state, send, recv).await;
+                    let handled = serve_stream(state.clone(), send, recv).await;
+                    counted.add(&state, &connection);
                     // Served means its token was good: the peer is a member, and gets the
                     // window a push over a long lossy link needs.
                     if handled == Handled::Served && !member.swap(true, Ordering::SeqCst) {
@@ -85,6 +89,37 @@ async fn serve_connection(state: Arc<HubState>, connection: quinn::Connection) {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// The UDP bytes of one connection already added to the hub's counters: each request's
+/// end adds what the connection carried since (headers, objects, acknowledgements,
+/// handshakes), so the counters are current while the connection stays open.
+#[derive(Default)]
+struct Counted(std::sync::Mutex<(u64, u64)>);
+
+impl Counted {
+    fn add(&self, state: &HubState, connection: &quinn::Connection) {
+        let udp = connection.stats();
+        let mut counted = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (rx, tx) = (udp.udp_rx.bytes, udp.udp_tx.bytes);
+        let stats = &state.stats;
+        stats
+            .quic_bytes_in
+            .fetch_add(rx.saturating_sub(counted.0), Ordering::Relaxed);
+        stats
+            .quic_bytes_out
+            .fetch_add(tx.saturating_sub(counted.1), Ordering::Relaxed);
+        *counted = (rx.max(counted.0), tx.max(counted.1));
+    }
+}
+
+/// Adds a connection's last bytes once it is no longer served.
+struct CountOnDrop(Arc<HubState>, quinn::Connection, Arc<Counted>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        self.2.add(&self.0, &self.1);
     }
 }
 

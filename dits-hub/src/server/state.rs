@@ -32,6 +32,8 @@ pub struct HubState {
     pub work: PathBuf,
     /// With direct transfers on, how long signed URLs last.
     pub direct_ttl: Option<std::time::Duration>,
+    /// Wakes this process's idle workers when a request queued a job a client waits for.
+    pub job_queued: tokio::sync::Notify,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.
@@ -114,6 +116,7 @@ impl HubState {
             transcode: options.transcode,
             work: data.join("work"),
             direct_ttl: options.direct_ttl.map(std::time::Duration::from_secs),
+            job_queued: tokio::sync::Notify::new(),
         })
     }
 }

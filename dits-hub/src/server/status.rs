@@ -143,6 +143,8 @@ pub struct StatsReport {
     pub direct_bytes_out: u64,
     pub direct_bytes_in: u64,
     pub verified_bytes: u64,
+    pub quic_bytes_in: u64,
+    pub quic_bytes_out: u64,
 }
 
 pub async fn stats(State(state): State<Arc<HubState>>) -> Json<StatsReport> {
@@ -160,5 +162,7 @@ pub async fn stats(State(state): State<Arc<HubState>>) -> Json<StatsReport> {
         direct_bytes_out: n(&s.direct_bytes_out),
         direct_bytes_in: n(&s.direct_bytes_in),
         verified_bytes: n(&s.verified_bytes),
+        quic_bytes_in: n(&s.quic_bytes_in),
+        quic_bytes_out: n(&s.quic_bytes_out),
     })
 }

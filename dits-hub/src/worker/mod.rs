@@ -43,8 +43,9 @@ impl WorkerOptions {
     }
 }
 
-/// How long an idle worker waits before asking the queue again.
-const IDLE: Duration = Duration::from_secs(1);
+/// How long an idle worker waits before asking the queue again (one indexed query; a
+/// worker in the hub's own process is also woken when a push queues a verify job).
+const IDLE: Duration = Duration::from_millis(500);
 
 /// Works jobs until the process is stopped (or, with `once`, until none is runnable).
 /// The number of jobs it finished (done or failed).
@@ -60,7 +61,10 @@ pub async fn run(state: Arc<HubState>, options: &WorkerOptions) -> anyhow::Resul
             if options.once {
                 return Ok(worked);
             }
-            tokio::time::sleep(IDLE).await;
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = state.job_queued.notified() => {}
+            }
             continue;
         };
         work(&state, options, &job).await?;
