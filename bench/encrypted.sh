@@ -30,11 +30,7 @@ E=$(bench_edits_dir "$SECS")
 SIZE=$(stat -c %s "$CLIP")
 
 W=${WORK:-$BENCH_DIR/encrypted}
-rm -rf "$W"; mkdir -p "$W/home"
-export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
-git config --global user.name bench; git config --global user.email bench@dits.invalid
-git config --global init.defaultBranch main
-git config --global credential.helper "store --file=$W/credentials"
+bench_work_home "$W"
 (cd "$W" && git-dits install >/dev/null)
 
 pids=()

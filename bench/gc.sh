@@ -34,11 +34,7 @@ else
 fi
 
 W=$BENCH_DIR/gc
-rm -rf "$W"; mkdir -p "$W/home" "$W/clips"
-export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
-git config --global user.name bench; git config --global user.email bench@dits.invalid
-git config --global init.defaultBranch main
-git config --global credential.helper "store --file=$W/credentials"
+bench_work_home "$W" clips
 (cd "$W" && git-dits install >/dev/null)
 
 # encode SEED OUT: SECS seconds of 640x360 H.264 + AAC, distinct per seed.

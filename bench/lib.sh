@@ -68,6 +68,20 @@ bench_hub() {
   HUB_URL=dits://127.0.0.1:$HUB_PORT/bench/film
 }
 
+# bench_work_home W [DIR...]: a fresh work directory W (and W/DIR...) with a HOME of its
+# own inside: a Git identity, credentials stored in W/credentials, nothing of the user's
+# or the system's config.
+bench_work_home() {
+  local w=$1
+  shift
+  rm -rf "$w"; mkdir -p "$w/home"
+  for d in "$@"; do mkdir -p "$w/$d"; done
+  export HOME=$w/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+  git config --global user.name bench; git config --global user.email bench@dits.invalid
+  git config --global init.defaultBranch main
+  git config --global credential.helper "store --file=$w/credentials"
+}
+
 # bench_git_home: a HOME of the benchmark's own under $BENCH_DIR, with a Git identity and
 # nothing of the user's or the system's config.
 bench_git_home() {

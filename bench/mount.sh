@@ -31,11 +31,7 @@ SIZE=$(stat -c %s "$CLIP")
 
 W=$BENCH_DIR/mount
 fusermount3 -u -z "$W/m" 2>/dev/null || true
-rm -rf "$W"; mkdir -p "$W/home" "$W/m"
-export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
-git config --global user.name bench; git config --global user.email bench@dits.invalid
-git config --global init.defaultBranch main
-git config --global credential.helper "store --file=$W/credentials"
+bench_work_home "$W" m
 (cd "$W" && git-dits install >/dev/null 2>&1)
 pids=()
 trap 'fusermount3 -u -z "$W/m" 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true' EXIT

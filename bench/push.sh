@@ -38,11 +38,7 @@ E=$(bench_edits_dir "$SECS")
 SIZE=$(stat -c %s "$CLIP")
 
 W=$BENCH_DIR/push
-rm -rf "$W"; mkdir -p "$W/home"
-export HOME=$W/home GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
-git config --global user.name bench; git config --global user.email bench@dits.invalid
-git config --global init.defaultBranch main
-git config --global credential.helper "store --file=$W/credentials"
+bench_work_home "$W"
 # Global filter config only, run outside any repository so no hooks land anywhere.
 (cd "$W" && git-dits install >/dev/null && git lfs install --skip-repo >/dev/null)
 

@@ -223,18 +223,18 @@ pub(crate) async fn upload(
     let in_flight = parallel.clamp(1, (UPLOAD_MEMORY / batch_bytes.max(1)).max(1));
     let mut tasks: tokio::task::JoinSet<Result<Option<Sent>, String>> = tokio::task::JoinSet::new();
     let mut sent: Vec<Sent> = Vec::new();
-    let mut failure: Option<String> = None;
+    // Set once a batch could not go direct: the rest goes through the hub.
+    let mut fall_back = false;
     let mut next = 0;
     while next < ids.len() || !tasks.is_empty() {
-        while next < ids.len() && tasks.len() < in_flight && failure.is_none() {
+        while next < ids.len() && tasks.len() < in_flight && !fall_back {
             let (pack, objects, taken) = read_batch(store, &ids[next..], batch_bytes)?;
             let batch = ids[next..next + taken].to_vec();
             next += taken;
             let hub = hub.clone();
             tasks.spawn(async move { send_pack(&hub, pack, objects, batch).await });
         }
-        if failure.is_some() {
-            // What was not read yet goes through the hub.
+        if fall_back {
             next = ids.len();
         }
         let Some(done) = tasks.join_next().await else {
@@ -247,11 +247,11 @@ pub(crate) async fn upload(
             }
             Ok(None) => {
                 NOT_OFFERED.store(true, Ordering::Relaxed);
-                failure.get_or_insert_with(|| "not offered".into());
+                fall_back = true;
             }
             Err(why) => {
                 tracing::warn!("uploading straight to the hub's store: {why}; sending the rest through the hub");
-                failure.get_or_insert(why);
+                fall_back = true;
             }
         }
     }

@@ -341,13 +341,7 @@ fn a_read_only_members_get_of_one_object_many_times_is_refused() {
     env.git(&repo, &["push", "-q", "origin", "main"]);
     let bob = hub.admin(&["user", "add", "bob"]);
     hub.admin(&["repo", "member", "alice/film", "bob", "--role", "read"]);
-    let pointer = env.git(&repo, &["cat-file", "blob", "HEAD:clip.mp4"]);
-    let recipe: dits_core::ChunkId = pointer
-        .lines()
-        .find_map(|l| l.strip_prefix("recipe blake3:"))
-        .expect("the pointer names its recipe")
-        .parse()
-        .unwrap();
+    let recipe = env.recipe_of(&repo, "HEAD:clip.mp4");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

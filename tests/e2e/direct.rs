@@ -36,14 +36,20 @@ fn direct_hub(env: &TestEnv, s3: &S3Server, prefix: &str, extra: &[&str]) -> Hub
     env.alice_hub_on(&data, &args, &s3.env()).0
 }
 
+/// A repository whose `origin` is alice/film on `hub`, holding base.mp4 as clip.mp4.
+fn repo_with_clip(env: &TestEnv, hub: &HubProcess) -> std::path::PathBuf {
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    repo
+}
+
 #[test]
 fn pushes_and_clones_go_straight_to_s3_and_the_hub_carries_no_media() {
     let env = TestEnv::new();
     let s3 = S3Server::start();
     let hub = direct_hub(&env, &s3, "d1", &[]);
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    let repo = repo_with_clip(&env, &hub);
     env.commit_file(&repo, &media().path("noise.mp4"), "noise.mp4");
     env.git(&repo, &["push", "-q", "origin", "main"]);
     let media_bytes = file_len(&media().path("base.mp4")) + file_len(&media().path("noise.mp4"));
@@ -110,9 +116,7 @@ fn a_hub_without_direct_transfers_serves_everything_itself() {
     let data = env.dir.path().join("hub-plain");
     let objects = format!("s3://{}/plain", s3.bucket);
     let (hub, _) = env.alice_hub_on(&data, &["--objects", &objects], &s3.env());
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    let repo = repo_with_clip(&env, &hub);
     env.git(&repo, &["push", "-q", "origin", "main"]);
     env.git(
         env.dir.path(),
@@ -169,17 +173,9 @@ fn a_forged_upload_is_refused_and_another_repository_still_stores_its_own_bytes(
     let env = TestEnv::new();
     let s3 = S3Server::start();
     let hub = direct_hub(&env, &s3, "d2", &[]);
-    // The honest repository's clip, added but not pushed yet: its recipe id is known.
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
-    let pointer = env.git(&repo, &["cat-file", "blob", "HEAD:clip.mp4"]);
-    let recipe: dits_core::ChunkId = pointer
-        .lines()
-        .find_map(|l| l.strip_prefix("recipe blake3:"))
-        .expect("the pointer names its recipe")
-        .parse()
-        .unwrap();
+    // The honest repository's clip, committed but not pushed yet: its recipe id is known.
+    let repo = repo_with_clip(&env, &hub);
+    let recipe = env.recipe_of(&repo, "HEAD:clip.mp4");
 
     // Mallory, a writer of her own repository, uploads a well-formed envelope of other
     // bytes and claims it is that recipe.
@@ -251,10 +247,8 @@ fn no_ref_moves_until_a_worker_has_verified_the_upload() {
     let s3 = S3Server::start();
     // No worker in the serving process: verification waits for `dits-hub worker`.
     let hub = direct_hub(&env, &s3, "d3", &["--workers", "0"]);
-    let repo = env.repo("a");
-    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    let repo = repo_with_clip(&env, &hub);
     env.git(&repo, &["config", "dits.verifyTimeout", "2"]);
-    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
     let out = env.git_output(&repo, &["push", "-q", "origin", "main"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -87,6 +87,17 @@ impl TestEnv {
         path
     }
 
+    /// The recipe id the pointer at `rev_path` (`HEAD:clip.mp4`) names.
+    pub fn recipe_of(&self, repo: &Path, rev_path: &str) -> dits_core::ChunkId {
+        let pointer = self.git(repo, &["cat-file", "blob", rev_path]);
+        pointer
+            .lines()
+            .find_map(|l| l.strip_prefix("recipe blake3:"))
+            .expect("the pointer names its recipe")
+            .parse()
+            .unwrap()
+    }
+
     /// Copies `src` into the repo as `name`, adds and commits it.
     pub fn commit_file(&self, repo: &Path, src: &Path, name: &str) {
         std::fs::copy(src, repo.join(name)).unwrap();
