@@ -258,10 +258,25 @@ fn transcodes(hub: &HubProcess) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// GET `url` with `token` (none if empty) and `extra` curl arguments into `into`: the
+/// status code and the response headers (lowercase).
+fn curl(token: &str, url: &str, extra: &[&str], into: &std::path::Path) -> (String, String) {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sk", "-D", "-", "-o"]).arg(into);
+    command.args(["-w", "%{http_code}"]).args(extra);
+    if !token.is_empty() {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = command.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let code = text.lines().last().unwrap_or_default().trim().to_string();
+    (code, text)
+}
+
 #[test]
 fn a_pushed_clip_gets_a_poster_strip_and_playable_proxy_made_once_per_asset() {
     let env = TestEnv::new();
-    let (hub, _) = env.alice_hub_on(&env.dir.path().join("hub-data"), &["--transcode"], &[]);
+    let (hub, token) = env.alice_hub_on(&env.dir.path().join("hub-data"), &["--transcode"], &[]);
     let repo = env.repo("a");
     env.git(&repo, &["dits", "track", "*.mxf"]);
     env.git(&repo, &["add", ".gitattributes"]);
@@ -329,6 +344,40 @@ fn a_pushed_clip_gets_a_poster_strip_and_playable_proxy_made_once_per_asset() {
     assert!(
         err.contains("notes.bin") && err.contains("not video"),
         "{err}"
+    );
+
+    // The same proxy over HTTPS, whole and by byte range, as a browser's <video> reads it.
+    let recipe = env.recipe_of(&repo, "HEAD:clip.mp4");
+    let url = format!(
+        "https://127.0.0.1:{}/api/v1/repos/alice/film/derived/{recipe}/proxy",
+        hub.port
+    );
+    let fetched = env.dir.path().join("over-https.mp4");
+    let (code, _) = curl(&token, &url, &[], &fetched);
+    assert_eq!(code, "200");
+    assert!(same_bytes(&fetched, &proxies.join("clip.mp4")));
+    let (code, headers) = curl(&token, &url, &["-H", "Range: bytes=100-199"], &fetched);
+    assert_eq!(code, "206", "{headers}");
+    assert!(
+        headers.contains(&format!("content-range: bytes 100-199/{proxy_size}")),
+        "{headers}"
+    );
+    let whole = std::fs::read(proxies.join("clip.mp4")).unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), whole[100..200]);
+    let (code, _) = curl(
+        &token,
+        &url,
+        &["-H", &format!("Range: bytes={proxy_size}-")],
+        &fetched,
+    );
+    assert_eq!(code, "416");
+    let (code, _) = curl("", &url, &[], &fetched);
+    assert_eq!(code, "401");
+    let stranger = hub.admin(&["user", "add", "stranger"]);
+    let (code, _) = curl(&stranger, &url, &[], &fetched);
+    assert_eq!(
+        code, "404",
+        "a non-member cannot tell the repository exists"
     );
 
     // The same clip at another path: no second transcode, and the same proxy.

@@ -5,15 +5,44 @@
 //! anything its members could not rebuild themselves.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use dits_core::ChunkId;
 use dits_wire::wire::{write_frame, GetDerivedResult, Response};
 use tokio::io::AsyncWrite;
 
 use crate::error::HubError;
-use crate::meta::derived::DerivedKind;
+use crate::meta::derived::{Derived, DerivedKind};
 use crate::meta::jobs::JobKind;
 use crate::server::state::HubState;
+
+/// The `kind` made of asset `recipe`, for a member of `repo` (which must hold the
+/// recipe); not found says why it does not exist (yet).
+pub async fn find(
+    state: &HubState,
+    repo: i64,
+    recipe: &str,
+    kind: &str,
+) -> Result<(Derived, DerivedKind), HubError> {
+    let id: ChunkId = recipe
+        .parse()
+        .map_err(|e| HubError::BadRequest(format!("{e}")))?;
+    let Some(parsed) = DerivedKind::parse(kind) else {
+        return Err(HubError::BadRequest(format!(
+            "{kind:?} is not a derived kind (poster, strip, proxy)"
+        )));
+    };
+    if !state.meta.missing(repo, &[id]).await?.is_empty() {
+        return Err(HubError::NotFound(format!(
+            "asset {} is not in this repository",
+            id.short()
+        )));
+    }
+    match state.meta.derived().derived(&id, kind).await? {
+        Some(found) => Ok((found, parsed)),
+        None => Err(HubError::NotFound(not_made(state, &id, kind).await?)),
+    }
+}
 
 /// Answers with the derived object's size and hash, then its bytes.
 pub async fn get<W: AsyncWrite + Unpin>(
@@ -23,23 +52,7 @@ pub async fn get<W: AsyncWrite + Unpin>(
     kind: &str,
     writer: &mut W,
 ) -> Result<(), HubError> {
-    let id: ChunkId = recipe
-        .parse()
-        .map_err(|e| HubError::BadRequest(format!("{e}")))?;
-    if DerivedKind::parse(kind).is_none() {
-        return Err(HubError::BadRequest(format!(
-            "{kind:?} is not a derived kind (poster, strip, proxy)"
-        )));
-    }
-    if !state.meta.missing(repo, &[id]).await?.is_empty() {
-        return Err(HubError::NotFound(format!(
-            "asset {} is not in this repository",
-            id.short()
-        )));
-    }
-    let Some(found) = state.meta.derived().derived(&id, kind).await? else {
-        return Err(HubError::NotFound(not_made(state, &id, kind).await?));
-    };
+    let (found, _) = find(state, repo, recipe, kind).await?;
     write_frame(
         writer,
         &Response::ok_with(&GetDerivedResult {
@@ -56,6 +69,111 @@ pub async fn get<W: AsyncWrite + Unpin>(
         .derived_bytes_out
         .fetch_add(found.size, Ordering::Relaxed);
     Ok(())
+}
+
+/// Bytes read from storage at a time while a derived object streams over HTTP.
+const HTTP_STEP: u64 = 4 << 20;
+
+/// The HTTP answer for a derived object: the whole of it, or the one byte range
+/// `range` (a `Range` header) asks for, so a browser's `<video>` can seek in a proxy.
+pub fn http_answer(
+    state: Arc<HubState>,
+    found: Derived,
+    kind: DerivedKind,
+    range: Option<&str>,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let size = found.size;
+    let (status, start, end) = match range.map(|r| byte_range(r, size)) {
+        None | Some(Ok(None)) => (StatusCode::OK, 0, size),
+        Some(Ok(Some((start, end)))) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Some(Err(())) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response();
+        }
+    };
+    state
+        .stats
+        .derived_bytes_out
+        .fetch_add(end - start, Ordering::Relaxed);
+    let key = found.key.clone();
+    let body = futures::stream::try_unfold(start, move |at| {
+        let (state, key) = (state.clone(), key.clone());
+        async move {
+            if at >= end {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let n = HTTP_STEP.min(end - at);
+            let bytes = state.blobs.read_range(&key, at, n as usize).await?;
+            Ok(Some((axum::body::Bytes::from(bytes), at + n)))
+        }
+    });
+    let content_type = match kind {
+        DerivedKind::Proxy => "video/mp4",
+        DerivedKind::Poster | DerivedKind::Strip => "image/jpeg",
+    };
+    let mut response = axum::response::Response::new(axum::body::Body::from_stream(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    let mut set = |name: header::HeaderName, value: String| {
+        if let Ok(value) = value.parse() {
+            headers.insert(name, value);
+        }
+    };
+    set(header::CONTENT_TYPE, content_type.into());
+    set(header::CONTENT_LENGTH, (end - start).to_string());
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(header::ETAG, format!("\"{}\"", found.hash));
+    // Only members may read it: no shared cache keeps a copy.
+    set(header::CACHE_CONTROL, "private, max-age=86400".into());
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1),
+        );
+    }
+    response
+}
+
+/// The one range `header` (`bytes=A-B`, `bytes=A-`, `bytes=-N`) asks for in an object of
+/// `size` bytes, as `[start, end)`; `None`: answer with the whole object (no range this
+/// parser takes, such as several ranges); `Err`: nothing of it lies in the object (416).
+pub fn byte_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let number = |s: &str| s.parse::<u64>().map_err(|_| ());
+    let (start, end) = if first.is_empty() {
+        // The last N bytes.
+        let n = number(last)?;
+        if n == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let start = number(first)?;
+        let end = if last.is_empty() {
+            size
+        } else {
+            number(last)?.saturating_add(1).min(size)
+        };
+        (start, end)
+    };
+    if start >= size || start >= end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
 }
 
 /// Why asset `id` has no `kind` yet, from its transcode job.
@@ -88,4 +206,26 @@ async fn not_made(state: &HubState, id: &ChunkId, kind: &str) -> anyhow::Result<
             _ => format!("asset {short} has no {kind}"),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_are_read_as_browsers_send_them() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Ok(Some((0, 100))));
+        assert_eq!(byte_range("bytes=900-", 1000), Ok(Some((900, 1000))));
+        assert_eq!(byte_range("bytes=-100", 1000), Ok(Some((900, 1000))));
+        assert_eq!(byte_range("bytes=-5000", 1000), Ok(Some((0, 1000))));
+        // Past the end is cut to it; nothing inside the object is 416.
+        assert_eq!(byte_range("bytes=990-2000", 1000), Ok(Some((990, 1000))));
+        assert_eq!(byte_range("bytes=1000-", 1000), Err(()));
+        assert_eq!(byte_range("bytes=5-2", 1000), Err(()));
+        assert_eq!(byte_range("bytes=-0", 1000), Err(()));
+        assert_eq!(byte_range("bytes=x-1", 1000), Err(()));
+        // What this parser does not take is answered whole.
+        assert_eq!(byte_range("bytes=0-1,5-9", 1000), Ok(None));
+        assert_eq!(byte_range("items=0-1", 1000), Ok(None));
+    }
 }

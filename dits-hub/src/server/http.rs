@@ -27,6 +27,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/api/v1/repos/{owner}/{name}/refs", get(refs))
         .route("/api/v1/repos/{owner}/{name}/deps", get(deps))
         .route(
+            "/api/v1/repos/{owner}/{name}/derived/{recipe}/{kind}",
+            get(derived_object),
+        )
+        .route(
             "/api/v1/repos/{owner}/{name}/locks",
             get(list_locks).post(create_lock),
         )
@@ -57,6 +61,26 @@ async fn caller(
         return Err(HubError::BadRequest("invalid repository name".into()));
     }
     authorize(state, &bearer(headers), &format!("{owner}/{name}"), need).await
+}
+
+/// A poster, strip or proxy the workers made of an asset the repository holds, whole or
+/// one byte range (`Range`), for players and pages.
+async fn derived_object(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, recipe, kind)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, HubError> {
+    let caller = caller(&state, &owner, &name, &headers, Role::Read).await?;
+    let (found, kind) = crate::server::derived::find(&state, caller.repo, &recipe, &kind).await?;
+    let range = headers
+        .get(axum::http::header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    Ok(crate::server::derived::http_answer(
+        state.clone(),
+        found,
+        kind,
+        range,
+    ))
 }
 
 /// A JSON body, with a message that says what is wrong with it (an empty body is `{}`).
