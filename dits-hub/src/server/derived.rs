@@ -88,7 +88,7 @@ pub fn http_answer(
     let (status, start, end) = match range.map(|r| byte_range(r, size)) {
         None | Some(Ok(None)) => (StatusCode::OK, 0, size),
         Some(Ok(Some((start, end)))) => (StatusCode::PARTIAL_CONTENT, start, end),
-        Some(Err(())) => {
+        Some(Err(Unsatisfiable)) => {
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{size}"))],
@@ -139,10 +139,14 @@ pub fn http_answer(
     response
 }
 
+/// A `Range` header none of whose bytes lie in the object (HTTP 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// The one range `header` (`bytes=A-B`, `bytes=A-`, `bytes=-N`) asks for in an object of
 /// `size` bytes, as `[start, end)`; `None`: answer with the whole object (no range this
 /// parser takes, such as several ranges); `Err`: nothing of it lies in the object (416).
-pub fn byte_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+pub fn byte_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -153,12 +157,12 @@ pub fn byte_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
         return Ok(None);
     };
     let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| s.parse::<u64>().map_err(|_| ());
+    let number = |s: &str| s.parse::<u64>().map_err(|_| Unsatisfiable);
     let (start, end) = if first.is_empty() {
         // The last N bytes.
         let n = number(last)?;
         if n == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (size.saturating_sub(n), size)
     } else {
@@ -171,7 +175,7 @@ pub fn byte_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
         (start, end)
     };
     if start >= size || start >= end {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
@@ -210,7 +214,7 @@ async fn not_made(state: &HubState, id: &ChunkId, kind: &str) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
-    use super::byte_range;
+    use super::{byte_range, Unsatisfiable};
 
     #[test]
     fn byte_ranges_are_read_as_browsers_send_them() {
@@ -220,10 +224,10 @@ mod tests {
         assert_eq!(byte_range("bytes=-5000", 1000), Ok(Some((0, 1000))));
         // Past the end is cut to it; nothing inside the object is 416.
         assert_eq!(byte_range("bytes=990-2000", 1000), Ok(Some((990, 1000))));
-        assert_eq!(byte_range("bytes=1000-", 1000), Err(()));
-        assert_eq!(byte_range("bytes=5-2", 1000), Err(()));
-        assert_eq!(byte_range("bytes=-0", 1000), Err(()));
-        assert_eq!(byte_range("bytes=x-1", 1000), Err(()));
+        assert_eq!(byte_range("bytes=1000-", 1000), Err(Unsatisfiable));
+        assert_eq!(byte_range("bytes=5-2", 1000), Err(Unsatisfiable));
+        assert_eq!(byte_range("bytes=-0", 1000), Err(Unsatisfiable));
+        assert_eq!(byte_range("bytes=x-1", 1000), Err(Unsatisfiable));
         // What this parser does not take is answered whole.
         assert_eq!(byte_range("bytes=0-1,5-9", 1000), Ok(None));
         assert_eq!(byte_range("items=0-1", 1000), Ok(None));

@@ -143,9 +143,9 @@ async fn check(
             let sealed = bytes
                 .get(from..from + object.stored_len as usize)
                 .ok_or_else(|| refuse("the pack is shorter than declared".into()))?;
-            if let Err(e) = envelope::verify(&id, sealed, u64::from(object.plain_len)) {
+            if envelope::verify(&id, sealed, u64::from(object.plain_len)).is_err() {
                 return Err(refuse(format!(
-                    "object {} at offset {} does not match its id ({e})",
+                    "object {} at offset {} does not match its id (its bytes do not open, or hash to another id)",
                     id.short(),
                     object.at
                 )));
