@@ -22,4 +22,5 @@ pub mod private;
 pub mod server;
 pub mod sqlite;
 pub mod tls;
+pub mod web;
 pub mod worker;

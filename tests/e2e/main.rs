@@ -20,6 +20,7 @@ mod s3;
 mod scale;
 mod store;
 mod tracks;
+mod web;
 mod workers;
 
 /// A library client of `hub`'s repository `repo` as the user holding `token`, trusting the

@@ -32,6 +32,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "read" => Some(Role::Read),
@@ -90,6 +98,8 @@ pub trait MetaStore: Send + Sync {
     /// The repository's id and the user's role in it; `None` when either the repository
     /// doesn't exist or the user isn't a member.
     async fn access(&self, repo: &str, user: &User) -> anyhow::Result<Option<(i64, Role)>>;
+    /// Every repository `user` is a member of (`owner/name`, role), by name.
+    async fn repos_for(&self, user: &User) -> anyhow::Result<Vec<(String, Role)>>;
     async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>>;
     /// Which of `ids` the repository does not hold, in their order.
     async fn missing(&self, repo: i64, ids: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>>;

@@ -192,6 +192,24 @@ impl MetaStore for PgMeta {
         Ok(row.map(|r| (r.get(0), Role::from_i64(r.get::<_, i16>(1) as i64))))
     }
 
+    async fn repos_for(&self, user: &User) -> anyhow::Result<Vec<(String, Role)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT repos.owner || '/' || repos.name, members.role FROM repos
+                 JOIN members ON members.repo_id = repos.id
+                 WHERE members.user_id = $1 ORDER BY repos.owner, repos.name",
+                &[&user.id],
+            )
+            .await
+            .pg()?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), Role::from_i64(r.get::<_, i16>(1) as i64)))
+            .collect())
+    }
+
     async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>> {
         let rows = self
             .client()

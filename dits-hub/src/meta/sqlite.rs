@@ -294,6 +294,23 @@ impl MetaStore for SqliteMeta {
             .await
     }
 
+    async fn repos_for(&self, user: &User) -> anyhow::Result<Vec<(String, Role)>> {
+        let user = user.id;
+        self.db
+            .run(move |db| {
+                let mut stmt = db.prepare(
+                    "SELECT repos.owner || '/' || repos.name, members.role FROM repos
+                     JOIN members ON members.repo_id = repos.id
+                     WHERE members.user_id = ?1 ORDER BY repos.owner, repos.name",
+                )?;
+                let rows = stmt.query_map(params![user], |r| {
+                    Ok((r.get::<_, String>(0)?, Role::from_i64(r.get(1)?)))
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
     async fn refs(&self, repo: i64) -> anyhow::Result<BTreeMap<String, String>> {
         self.db
             .run(move |db| {

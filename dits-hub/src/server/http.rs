@@ -42,6 +42,7 @@ pub fn router(state: Arc<HubState>) -> Router {
             "/api/v1/repos/{owner}/{name}/locks/{id}/unlock",
             post(unlock),
         )
+        .merge(crate::web::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             status::observe_http,

@@ -1,0 +1,240 @@
+//! The hub's pages (issue 20, first part), driven over HTTPS with curl's cookie jar as a
+//! browser would: sign-in with a token into a session cookie, repositories, history,
+//! locks with force-unlock, CSRF refusals, a non-member's 404, sign-out revoking the
+//! session. Both passes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use dits_tests::{media, HubProcess, TestEnv};
+
+/// A cookie jar against one hub.
+struct Browser {
+    jar: PathBuf,
+    port: u16,
+}
+
+/// What a page answered: status, body (as sent, and with the HTML escapes undone, as a
+/// reader sees it), and the `Location` header if any.
+struct Answer {
+    code: u16,
+    raw: String,
+    body: String,
+    location: Option<String>,
+}
+
+fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+impl Browser {
+    fn new(env: &TestEnv, hub: &HubProcess, name: &str) -> Browser {
+        Browser {
+            jar: env.dir.path().join(format!("{name}.cookies")),
+            port: hub.port,
+        }
+    }
+
+    fn request(&self, path: &str, extra: &[&str]) -> Answer {
+        let out = Command::new("curl")
+            .args(["-sk", "-D", "-", "-b"])
+            .arg(&self.jar)
+            .arg("-c")
+            .arg(&self.jar)
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("running curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let location = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_string())
+        });
+        Answer {
+            code,
+            raw: body.to_string(),
+            body: unescape(body),
+            location,
+        }
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.request(path, &[])
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let mut args = vec!["-X".to_string(), "POST".to_string()];
+        for (k, v) in form {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.request(path, &args)
+    }
+
+    /// Signs in with `token`; returns the session cookie's value.
+    fn sign_in(&self, token: &str) -> String {
+        let form = self.get("/ui/login");
+        assert_eq!(form.code, 200, "{}", form.body);
+        let csrf = csrf_in(&form.body);
+        let signed = self.post("/ui/login", &[("token", token), ("csrf", &csrf)]);
+        assert_eq!(signed.code, 303, "{}", signed.body);
+        assert_eq!(signed.location.as_deref(), Some("/ui/repos"));
+        let jar = std::fs::read_to_string(&self.jar).unwrap();
+        let line = jar
+            .lines()
+            .find(|l| l.contains("dits_session"))
+            .expect("a session cookie");
+        assert!(line.starts_with("#HttpOnly_"), "HTTP-only: {line}");
+        assert!(line.split('\t').nth(3) == Some("TRUE"), "Secure: {line}");
+        line.rsplit('\t').next().unwrap().to_string()
+    }
+}
+
+/// The CSRF value of the first form in `html`.
+fn csrf_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF field")
+        + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+fn locks_json(hub: &HubProcess, token: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
+            hub.port
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() {
+    let env = TestEnv::new();
+    let (hub, alice) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    std::fs::copy(media().path("base.mp4"), repo.join("clip.mp4")).unwrap();
+    env.git(&repo, &["add", "clip.mp4"]);
+    env.git(
+        &repo,
+        &["commit", "-q", "-m", "First take <b>director's cut</b>"],
+    );
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let bob = hub.admin(&["user", "add", "bob"]);
+    hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
+    let lock = Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {bob}"),
+        ])
+        .args(["-d", r#"{"path":"clip.mp4"}"#])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
+            hub.port
+        ))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&lock.stdout).contains("clip.mp4"));
+
+    let browser = Browser::new(&env, &hub, "alice");
+    // Signed out: every page leads to the sign-in form.
+    let answer = browser.get("/ui/repos");
+    assert_eq!(
+        (answer.code, answer.location.as_deref()),
+        (303, Some("/ui/login"))
+    );
+    // A sign-in form from elsewhere (no matching CSRF cookie) and a wrong token fail.
+    browser.get("/ui/login");
+    let refused = browser.post("/ui/login", &[("token", &alice), ("csrf", "forged")]);
+    assert_eq!(refused.code, 403);
+    // Each form shown carries a new value (and cookie).
+    let form = browser.get("/ui/login");
+    let wrong = browser.post(
+        "/ui/login",
+        &[("token", "dits_nope"), ("csrf", &csrf_in(&form.body))],
+    );
+    assert_eq!(wrong.code, 401);
+    assert!(wrong.body.contains("does not know this token"));
+
+    let session = browser.sign_in(&alice);
+    assert_ne!(
+        session, alice,
+        "the browser holds a session token of its own"
+    );
+    let repos = browser.get("/ui/repos");
+    assert_eq!(repos.code, 200);
+    assert!(repos.body.contains("/ui/r/alice/film"), "{}", repos.body);
+    let history = browser.get("/ui/r/alice/film");
+    assert_eq!(history.code, 200);
+    assert!(
+        history.body.contains("First take <b>director's cut</b>"),
+        "{}",
+        history.body
+    );
+    assert!(
+        !history.raw.contains("<b>director"),
+        "what users wrote is escaped"
+    );
+    assert!(history.body.contains("clip.mp4"));
+    assert!(history.body.contains("refs/heads/main"));
+
+    let locks = browser.get("/ui/r/alice/film/locks");
+    assert_eq!(locks.code, 200);
+    assert!(locks.body.contains("Force unlock") && locks.body.contains("bob"));
+    let id_at = locks.body.find("/locks/").unwrap() + 7;
+    let id: String = locks.body[id_at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let unlock = format!("/ui/r/alice/film/locks/{id}/unlock");
+    // A form without this session's CSRF value changes nothing.
+    let forged = browser.post(&unlock, &[("csrf", "0123456789abcdef0123456789abcdef")]);
+    assert_eq!(forged.code, 403);
+    assert!(locks_json(&hub, &alice).contains("clip.mp4"));
+    let forced = browser.post(&unlock, &[("csrf", &csrf_in(&locks.body))]);
+    assert_eq!(forced.code, 200, "{}", forced.body);
+    assert!(forced.body.contains("unlocked by alice"), "{}", forced.body);
+    assert!(!locks_json(&hub, &alice).contains("clip.mp4"));
+
+    // A user who is not a member gets a 404 page, as on the API.
+    let stranger = hub.admin(&["user", "add", "stranger"]);
+    let other = Browser::new(&env, &hub, "stranger");
+    other.sign_in(&stranger);
+    let hidden = other.get("/ui/r/alice/film");
+    assert_eq!(hidden.code, 404);
+    assert!(hidden.body.contains("Not found"));
+    assert!(!other.get("/ui/repos").body.contains("alice/film"));
+
+    // Signing out revokes the session's token: the old cookie no longer works.
+    let page = browser.get("/ui/repos");
+    let out = browser.post("/ui/logout", &[("csrf", &csrf_in(&page.body))]);
+    assert_eq!(
+        (out.code, out.location.as_deref()),
+        (303, Some("/ui/login"))
+    );
+    let replayed = browser.request(
+        "/ui/repos",
+        &["-H", &format!("Cookie: dits_session={session}")],
+    );
+    assert_eq!(replayed.code, 303, "a revoked session is signed out");
+}
