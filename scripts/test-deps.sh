@@ -17,6 +17,9 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # deploy/check.py reads the compose file and Kubernetes manifests.
 python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The pages are tested in Debian's Chromium, driven by playwright-core (npm, below).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 fresh_postgres=no
 if [ ! -d /etc/postgresql ]; then missing+=(postgresql); fresh_postgres=yes; fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -66,4 +69,9 @@ if ! target/otio-venv/bin/python -c 'import opentimelineio, otio_cmx3600_adapter
   rm -rf target/otio-venv
   python3 -m venv target/otio-venv
   target/otio-venv/bin/pip install -q opentimelineio otio-cmx3600-adapter otio-fcpx-xml-adapter
+fi
+# playwright-core drives /usr/bin/chromium in the browser tests (it downloads no browser).
+if [ ! -f target/browser/node_modules/playwright-core/package.json ]; then
+  mkdir -p target/browser
+  (cd target/browser && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null)
 fi

@@ -238,3 +238,111 @@ fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() 
     );
     assert_eq!(replayed.code, 303, "a revoked session is signed out");
 }
+
+/// Seconds of media in `path`, as ffprobe reads its container.
+fn duration(path: &std::path::Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn in_chromium_the_asset_page_shows_the_poster_and_plays_the_proxy() {
+    let env = TestEnv::new();
+    let data = env.dir.path().join("hub-data");
+    let (hub, alice) = env.alice_hub_on(&data, &["--transcode"], &[]);
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    env.commit_file(&repo, &media().path("base.mp4"), "clip.mp4");
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let recipe = env.recipe_of(&repo, "HEAD:clip.mp4").to_hex();
+    let bob = hub.admin(&["user", "add", "bob"]);
+    hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
+    Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {bob}"),
+        ])
+        .args(["-d", r#"{"path":"clip.mp4"}"#])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
+            hub.port
+        ))
+        .output()
+        .unwrap();
+    // The proxy and poster are made by the hub's worker after the push.
+    let started = std::time::Instant::now();
+    while !hub
+        .admin(&["jobs", "--state", "done"])
+        .contains("transcode")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{}",
+            hub.admin(&["jobs"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let modules = root.join("target/browser/node_modules");
+    assert!(
+        modules.join("playwright-core").exists(),
+        "playwright-core is missing: run scripts/test-deps.sh"
+    );
+    // Kept after the run: the pages as a browser drew them.
+    let shots = root.join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/pages.mjs"))
+        .arg(&modules)
+        .arg(format!("https://127.0.0.1:{}", hub.port))
+        .args([alice.as_str(), "alice/film", recipe.as_str()])
+        .arg(&shots)
+        .output()
+        .expect("running node");
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(
+        seen["history"].as_str().unwrap().contains("clip.mp4"),
+        "{seen}"
+    );
+    assert!(seen["posterWidth"].as_u64().unwrap() > 0, "{seen}");
+    assert!(seen["readyState"].as_u64().unwrap() >= 2, "{seen}");
+    let expected = duration(&media().path("base.mp4"));
+    let played = seen["duration"].as_f64().unwrap();
+    assert!(
+        (played - expected).abs() < 0.5,
+        "the proxy lasts {played} s, the clip {expected} s"
+    );
+    assert!(
+        seen["unlocked"]
+            .as_str()
+            .unwrap()
+            .contains("unlocked by alice"),
+        "{seen}"
+    );
+    assert!(seen["phoneOverflow"].as_i64().unwrap() <= 0, "{seen}");
+    for shot in ["repos", "history", "asset", "locks", "history-phone"] {
+        assert!(shots.join(format!("{shot}.png")).exists());
+    }
+}

@@ -181,7 +181,7 @@ pub fn byte_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatis
 }
 
 /// Why asset `id` has no `kind` yet, from its transcode job.
-async fn not_made(state: &HubState, id: &ChunkId, kind: &str) -> anyhow::Result<String> {
+pub(crate) async fn not_made(state: &HubState, id: &ChunkId, kind: &str) -> anyhow::Result<String> {
     let job = state
         .meta
         .jobs()

@@ -30,6 +30,11 @@ pub fn routes() -> Router<Arc<HubState>> {
         .route("/ui/repos", get(repos))
         .route("/ui/r/{owner}/{name}", get(repo))
         .route("/ui/r/{owner}/{name}/locks", get(locks))
+        .route("/ui/r/{owner}/{name}/asset/{recipe}", get(asset))
+        .route(
+            "/ui/r/{owner}/{name}/derived/{recipe}/{kind}",
+            get(derived_file),
+        )
         .route("/ui/r/{owner}/{name}/locks/{id}/unlock", post(unlock))
 }
 
@@ -44,6 +49,7 @@ fn templates() -> &'static Environment<'static> {
             ("repos.html", include_str!("templates/repos.html")),
             ("repo.html", include_str!("templates/repo.html")),
             ("locks.html", include_str!("templates/locks.html")),
+            ("asset.html", include_str!("templates/asset.html")),
         ] {
             env.add_template(name, source)
                 .expect("the built-in templates parse");
@@ -348,7 +354,9 @@ async fn repo(
             let media: Vec<Value> = c
                 .pointers
                 .iter()
-                .map(|(path, p)| context! { path, size => human_bytes(p.size) })
+                .map(|(path, p)| {
+                    context! { path, size => human_bytes(p.size), recipe => p.recipe.to_hex() }
+                })
                 .collect();
             context! {
                 oid => c.oid,
@@ -451,6 +459,84 @@ async fn unlock(
     }
 }
 
+/// Commits searched for the newest version of an asset.
+const ASSET_SEARCH: u32 = 1000;
+
+/// One asset (by recipe): what its pointer says, and its poster, strip and proxy when
+/// the workers made them.
+async fn asset(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, recipe)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let not_here = || HubError::NotFound(format!("no asset {recipe} in {}", caller.repo_name));
+    let Ok(id) = recipe.parse::<dits_core::ChunkId>() else {
+        return failure(Some(&session), &not_here());
+    };
+    let log = match state.meta.commit_log(caller.repo, ASSET_SEARCH).await {
+        Ok(log) => log,
+        Err(e) => return failure(Some(&session), &HubError::from(e)),
+    };
+    let Some((commit, path, pointer)) = log.iter().find_map(|c| {
+        c.pointers
+            .iter()
+            .find(|(_, p)| p.recipe == id)
+            .map(|(path, p)| (c.oid.clone(), path.clone(), p.clone()))
+    }) else {
+        return failure(Some(&session), &not_here());
+    };
+    let mut made = std::collections::BTreeMap::new();
+    for kind in ["poster", "strip", "proxy"] {
+        match state.meta.derived().derived(&id, kind).await {
+            Ok(found) => {
+                made.insert(kind, found.is_some());
+            }
+            Err(e) => return failure(Some(&session), &HubError::from(e)),
+        }
+    }
+    let why = if made["proxy"] {
+        String::new()
+    } else {
+        crate::server::derived::not_made(&state, &id, "proxy")
+            .await
+            .unwrap_or_default()
+    };
+    render(
+        StatusCode::OK,
+        "asset.html",
+        context! {
+            user => session.user.name, csrf => session.csrf,
+            repo => caller.repo_name, path, commit, recipe => id.to_hex(),
+            media => pointer.media, size => human_bytes(pointer.size), oid => pointer.oid.to_hex(),
+            poster => made["poster"], strip => made["strip"], proxy => made["proxy"], why,
+        },
+    )
+}
+
+/// A poster, strip or proxy for the pages (the session's cookie, not a bearer token),
+/// with byte ranges for the player.
+async fn derived_file(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, recipe, kind)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    match crate::server::derived::find(&state, caller.repo, &recipe, &kind).await {
+        Ok((found, kind)) => {
+            let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+            crate::server::derived::http_answer(state.clone(), found, kind, range)
+        }
+        Err(e) => failure(Some(&session), &e),
+    }
+}
+
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -493,7 +579,13 @@ mod tests {
             .unwrap();
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(!html.contains("<script>alert"));
-        for name in ["login.html", "error.html", "repo.html", "locks.html"] {
+        for name in [
+            "login.html",
+            "error.html",
+            "repo.html",
+            "locks.html",
+            "asset.html",
+        ] {
             templates()
                 .get_template(name)
                 .unwrap()
