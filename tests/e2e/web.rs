@@ -216,13 +216,81 @@ fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() 
     assert!(forced.body.contains("unlocked by alice"), "{}", forced.body);
     assert!(!locks_json(&hub, &alice).contains("clip.mp4"));
 
+    let storage = browser.get("/ui/r/alice/film/storage");
+    assert_eq!(storage.code, 200);
+    assert!(storage.body.contains("Deduplication"), "{}", storage.body);
+
+    // Every page of a repository answers the same as the API does: signed out, to the
+    // sign-in form; a non-member, 404; a read-only member, no unlocking.
+    let pages = [
+        "/ui/r/alice/film".to_string(),
+        "/ui/r/alice/film/locks".to_string(),
+        "/ui/r/alice/film/storage".to_string(),
+        format!(
+            "/ui/r/alice/film/asset/{}",
+            env.recipe_of(&repo, "HEAD:clip.mp4")
+        ),
+        format!(
+            "/ui/r/alice/film/derived/{}/poster",
+            env.recipe_of(&repo, "HEAD:clip.mp4")
+        ),
+    ];
+    let nobody = Browser::new(&env, &hub, "nobody");
+    for path in &pages {
+        let answer = nobody.get(path);
+        assert_eq!(
+            (answer.code, answer.location.as_deref()),
+            (303, Some("/ui/login")),
+            "{path}"
+        );
+    }
+    let reader = hub.admin(&["user", "add", "reader"]);
+    hub.admin(&["repo", "member", "alice/film", "reader", "--role", "read"]);
+    let reading = Browser::new(&env, &hub, "reader");
+    reading.sign_in(&reader);
+    assert_eq!(reading.get(&pages[2]).code, 200);
+    let relock = Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {bob}"),
+        ])
+        .args(["-d", r#"{"path":"clip.mp4"}"#])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
+            hub.port
+        ))
+        .output()
+        .unwrap();
+    let relock = String::from_utf8_lossy(&relock.stdout).into_owned();
+    let id_at = relock.find("\"id\":\"").unwrap() + 6;
+    let id: String = relock[id_at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let page = reading.get("/ui/r/alice/film/locks");
+    assert!(
+        !page.body.contains("Force unlock"),
+        "a reader is offered no unlock"
+    );
+    let tried = reading.post(
+        &format!("/ui/r/alice/film/locks/{id}/unlock"),
+        &[("csrf", &csrf_in(&page.body))],
+    );
+    assert_eq!(tried.code, 403, "{}", tried.body);
+    assert!(locks_json(&hub, &alice).contains("clip.mp4"));
+
     // A user who is not a member gets a 404 page, as on the API.
     let stranger = hub.admin(&["user", "add", "stranger"]);
     let other = Browser::new(&env, &hub, "stranger");
     other.sign_in(&stranger);
-    let hidden = other.get("/ui/r/alice/film");
-    assert_eq!(hidden.code, 404);
-    assert!(hidden.body.contains("Not found"));
+    for path in &pages {
+        let hidden = other.get(path);
+        assert_eq!(hidden.code, 404, "{path}");
+        assert!(hidden.body.contains("Not found"), "{path}");
+    }
     assert!(!other.get("/ui/repos").body.contains("alice/film"));
 
     // Signing out revokes the session's token: the old cookie no longer works.

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<HubState>> {
         .route("/ui/r/{owner}/{name}", get(repo))
         .route("/ui/r/{owner}/{name}/locks", get(locks))
         .route("/ui/r/{owner}/{name}/asset/{recipe}", get(asset))
+        .route("/ui/r/{owner}/{name}/storage", get(storage))
         .route(
             "/ui/r/{owner}/{name}/derived/{recipe}/{kind}",
             get(derived_file),
@@ -50,6 +51,7 @@ fn templates() -> &'static Environment<'static> {
             ("repo.html", include_str!("templates/repo.html")),
             ("locks.html", include_str!("templates/locks.html")),
             ("asset.html", include_str!("templates/asset.html")),
+            ("storage.html", include_str!("templates/storage.html")),
         ] {
             env.add_template(name, source)
                 .expect("the built-in templates parse");
@@ -459,6 +461,48 @@ async fn unlock(
     }
 }
 
+/// What the repository's media would take whole, what it takes, and the hub's bytes per
+/// storage class.
+async fn storage(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let stats = match state.meta.repo_stats(caller.repo).await {
+        Ok(stats) => stats,
+        Err(e) => return failure(Some(&session), &HubError::from(e)),
+    };
+    let ratio = if stats.stored_bytes == 0 {
+        "nothing stored yet".to_string()
+    } else {
+        format!(
+            "{:.2}x: every version whole would take that many times what is stored",
+            stats.logical_bytes as f64 / stats.stored_bytes as f64
+        )
+    };
+    let classes: Vec<Value> = state
+        .stats
+        .bytes_per_class
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(name, bytes)| context! { name, bytes => human_bytes(*bytes) })
+        .collect();
+    render(
+        StatusCode::OK,
+        "storage.html",
+        context! {
+            user => session.user.name, csrf => session.csrf, repo => caller.repo_name,
+            versions => stats.versions, logical => human_bytes(stats.logical_bytes),
+            stored => human_bytes(stats.stored_bytes), objects => stats.objects, ratio, classes,
+        },
+    )
+}
+
 /// Commits searched for the newest version of an asset.
 const ASSET_SEARCH: u32 = 1000;
 
@@ -585,6 +629,7 @@ mod tests {
             "repo.html",
             "locks.html",
             "asset.html",
+            "storage.html",
         ] {
             templates()
                 .get_template(name)
