@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use dits_tests::{media, melt, same_bytes, TestEnv};
+use dits_tests::{duration_secs, media, melt, same_bytes, TestEnv};
 
 fn deps_json(env: &TestEnv, repo: &Path, args: &[&str]) -> serde_json::Value {
     let mut full = vec!["dits", "deps", "--json"];
@@ -237,25 +237,6 @@ fn melt_render(dir: &Path, project: &str, out: &Path) -> String {
     String::from_utf8_lossy(&done.stderr).into_owned()
 }
 
-fn duration(file: &Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0)
-}
-
 /// The story: a project made on one machine (absolute paths into a folder only
 /// that machine has) is committed with a `.ditsrelink` rule; on another machine (a clone
 /// from the hub, the folder gone) melt cannot load its clips until `relink --write`
@@ -397,8 +378,8 @@ fn a_clone_elsewhere_relinks_and_melt_renders_the_project() {
     let after = melt_render(&b, "edit/film.mlt", &rendered);
     assert!(!after.contains("failed to load"), "{after}");
     let expected =
-        duration(&b.join("footage/take 1.mp4")) + duration(&b.join("footage/take&2.mov"));
-    let got = duration(&rendered);
+        duration_secs(&b.join("footage/take 1.mp4")) + duration_secs(&b.join("footage/take&2.mov"));
+    let got = duration_secs(&rendered);
     assert!(
         (got - expected).abs() < 0.5,
         "rendered {got} s, clips {expected} s"

@@ -112,6 +112,26 @@ fn csrf_in(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
+/// Locks `path` in alice/film as the user of `token`, through the API; the answer.
+fn lock_as(hub: &HubProcess, token: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
+        .args(["-d", &format!(r#"{{"path":"{path}"}}"#)])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
+            hub.port
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn locks_json(hub: &HubProcess, token: &str) -> String {
     let out = Command::new("curl")
         .args(["-sk", "-H", &format!("Authorization: Bearer {token}")])
@@ -139,22 +159,8 @@ fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() 
     env.git(&repo, &["push", "-q", "origin", "main"]);
     let bob = hub.admin(&["user", "add", "bob"]);
     hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
-    let lock = Command::new("curl")
-        .args([
-            "-sk",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {bob}"),
-        ])
-        .args(["-d", r#"{"path":"clip.mp4"}"#])
-        .arg(format!(
-            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
-            hub.port
-        ))
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&lock.stdout).contains("clip.mp4"));
+    let lock = lock_as(&hub, &bob, "clip.mp4");
+    assert!(lock.contains("clip.mp4"), "{lock}");
 
     let browser = Browser::new(&env, &hub, "alice");
     // Signed out: every page leads to the sign-in form.
@@ -249,22 +255,7 @@ fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() 
     let reading = Browser::new(&env, &hub, "reader");
     reading.sign_in(&reader);
     assert_eq!(reading.get(&pages[2]).code, 200);
-    let relock = Command::new("curl")
-        .args([
-            "-sk",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {bob}"),
-        ])
-        .args(["-d", r#"{"path":"clip.mp4"}"#])
-        .arg(format!(
-            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
-            hub.port
-        ))
-        .output()
-        .unwrap();
-    let relock = String::from_utf8_lossy(&relock.stdout).into_owned();
+    let relock = lock_as(&hub, &bob, "clip.mp4");
     let id_at = relock.find("\"id\":\"").unwrap() + 6;
     let id: String = relock[id_at..]
         .chars()
@@ -307,23 +298,6 @@ fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() 
     assert_eq!(replayed.code, 303, "a revoked session is signed out");
 }
 
-/// Seconds of media in `path`, as ffprobe reads its container.
-fn duration(path: &std::path::Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
 #[test]
 fn in_chromium_the_asset_page_shows_the_poster_and_plays_the_proxy() {
     let env = TestEnv::new();
@@ -336,21 +310,7 @@ fn in_chromium_the_asset_page_shows_the_poster_and_plays_the_proxy() {
     let recipe = env.recipe_of(&repo, "HEAD:clip.mp4").to_hex();
     let bob = hub.admin(&["user", "add", "bob"]);
     hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
-    Command::new("curl")
-        .args([
-            "-sk",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {bob}"),
-        ])
-        .args(["-d", r#"{"path":"clip.mp4"}"#])
-        .arg(format!(
-            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
-            hub.port
-        ))
-        .output()
-        .unwrap();
+    lock_as(&hub, &bob, "clip.mp4");
     // The proxy and poster are made by the hub's worker after the push.
     let started = std::time::Instant::now();
     while !hub
@@ -396,7 +356,7 @@ fn in_chromium_the_asset_page_shows_the_poster_and_plays_the_proxy() {
     );
     assert!(seen["posterWidth"].as_u64().unwrap() > 0, "{seen}");
     assert!(seen["readyState"].as_u64().unwrap() >= 2, "{seen}");
-    let expected = duration(&media().path("base.mp4"));
+    let expected = dits_tests::duration_secs(&media().path("base.mp4"));
     let played = seen["duration"].as_f64().unwrap();
     assert!(
         (played - expected).abs() < 0.5,

@@ -245,6 +245,26 @@ fn make_track_edits(dir: &Path, base: &str, make: &dyn Fn(&str, &[&str])) {
 
 /// Total bytes of the packets of the streams `selector` picks (ffprobe's `-select_streams`
 /// syntax: `v`, `a:1`, `s`), measured by ffprobe, independent of Dits.
+/// Seconds of media in `file`, as ffprobe reads its container (0 if it cannot).
+pub fn duration_secs(file: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("running ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
 pub fn stream_bytes(file: &Path, selector: &str) -> u64 {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", selector])

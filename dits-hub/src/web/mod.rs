@@ -364,7 +364,7 @@ async fn repo(
                 oid => c.oid,
                 subject => c.message.lines().next().unwrap_or_default(),
                 author => c.author,
-                time => rfc3339(c.time),
+                time => crate::locks::rfc3339(c.time),
                 media,
             }
         })
@@ -579,16 +579,6 @@ async fn derived_file(
         }
         Err(e) => failure(Some(&session), &e),
     }
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// Bytes for people: 1.5 GB, 640 KB.
