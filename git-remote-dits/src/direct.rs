@@ -30,11 +30,13 @@ use crate::transfer::{Handed, Landing};
 /// process go straight to the QUIC path without asking again.
 static NOT_OFFERED: AtomicBool = AtomicBool::new(false);
 
-/// Whether to ask the hub for direct transfers at all.
+/// Whether to ask the hub for direct transfers at all. `dits.directTransfers` is read
+/// once per process (it is asked for every download batch, and each read runs `git`).
 fn wanted(hub: &Hub) -> bool {
+    static CONFIGURED: OnceLock<bool> = OnceLock::new();
     !hub.encrypted()
         && !NOT_OFFERED.load(Ordering::Relaxed)
-        && crate::git::config_bool("dits.directTransfers", true)
+        && *CONFIGURED.get_or_init(|| crate::git::config_bool("dits.directTransfers", true))
 }
 
 /// One HTTP client per process (its connection pool is shared by every batch).

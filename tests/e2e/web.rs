@@ -112,17 +112,12 @@ fn csrf_in(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
-/// Locks `path` in alice/film as the user of `token`, through the API; the answer.
-fn lock_as(hub: &HubProcess, token: &str, path: &str) -> String {
+/// The answer of alice/film's lock API to the user of `token`, with `extra` curl
+/// arguments (none: the list).
+fn locks_api(hub: &HubProcess, token: &str, extra: &[&str]) -> String {
     let out = Command::new("curl")
-        .args([
-            "-sk",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-        ])
-        .args(["-d", &format!(r#"{{"path":"{path}"}}"#)])
+        .args(["-sk", "-H", &format!("Authorization: Bearer {token}")])
+        .args(extra)
         .arg(format!(
             "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
             hub.port
@@ -132,16 +127,14 @@ fn lock_as(hub: &HubProcess, token: &str, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Locks `path` in alice/film as the user of `token`; the answer.
+fn lock_as(hub: &HubProcess, token: &str, path: &str) -> String {
+    let body = format!(r#"{{"path":"{path}"}}"#);
+    locks_api(hub, token, &["-X", "POST", "-d", &body])
+}
+
 fn locks_json(hub: &HubProcess, token: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sk", "-H", &format!("Authorization: Bearer {token}")])
-        .arg(format!(
-            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
-            hub.port
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    locks_api(hub, token, &[])
 }
 
 #[test]

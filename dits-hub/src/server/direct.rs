@@ -91,6 +91,25 @@ async fn offered(state: &HubState, repo: i64) -> Result<Option<Duration>, HubErr
     Ok(Some(ttl))
 }
 
+/// A URL signed for reading (or, with `write`, writing) blob `key`; `None` when the
+/// store cannot sign (now), and the client falls back to the QUIC path. The URL itself
+/// is never logged.
+async fn sign(
+    state: &HubState,
+    repo: i64,
+    key: &str,
+    write: bool,
+    ttl: Duration,
+) -> Option<String> {
+    match state.blobs.signed_url(key, write, ttl).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(repo, write, "signing a URL: {e}");
+            None
+        }
+    }
+}
+
 pub async fn get_urls(
     state: &HubState,
     repo: i64,
@@ -107,14 +126,8 @@ pub async fn get_urls(
     let mut ranges = Vec::new();
     let mut bytes = 0;
     for span in spans(&located) {
-        let url = match state.blobs.signed_url(&span.pack, false, ttl).await {
-            Ok(Some(url)) => url,
-            // The store cannot sign (now): the client falls back to `get`.
-            Ok(None) => return Ok(not_offered),
-            Err(e) => {
-                tracing::warn!(repo, "signing a read URL: {e}");
-                return Ok(not_offered);
-            }
+        let Some(url) = sign(state, repo, &span.pack, false, ttl).await else {
+            return Ok(not_offered);
         };
         let objects = span
             .members
@@ -165,13 +178,8 @@ pub async fn put_url(state: &HubState, repo: i64, bytes: u64) -> Result<PutUrlRe
         repo,
         name: crate::meta::random_hex(16)?,
     };
-    let url = match state.blobs.signed_url(&upload.incoming(), true, ttl).await {
-        Ok(Some(url)) => url,
-        Ok(None) => return Ok(not_offered),
-        Err(e) => {
-            tracing::warn!(repo, "signing an upload URL: {e}");
-            return Ok(not_offered);
-        }
+    let Some(url) = sign(state, repo, &upload.incoming(), true, ttl).await else {
+        return Ok(not_offered);
     };
     state
         .stats

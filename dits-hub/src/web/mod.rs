@@ -176,9 +176,7 @@ fn login_form(status: StatusCode, message: Option<&str>) -> Response {
         "login.html",
         context! { login_csrf => csrf.clone(), message },
     );
-    if let Ok(value) = set_cookie(LOGIN, &csrf, 600).parse() {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    set_cookie(&mut response, LOGIN, &csrf, 600);
     response
 }
 
@@ -226,15 +224,8 @@ async fn login(
         Err(e) => return failure(None, &HubError::from(e)),
     };
     let mut response = Redirect::to("/ui/repos").into_response();
-    let headers = response.headers_mut();
-    for value in [
-        set_cookie(SESSION, &token, SESSION_AGE),
-        set_cookie(LOGIN, "", 0),
-    ] {
-        if let Ok(value) = value.parse() {
-            headers.append(header::SET_COOKIE, value);
-        }
-    }
+    set_cookie(&mut response, SESSION, &token, SESSION_AGE);
+    set_cookie(&mut response, LOGIN, "", 0);
     response
 }
 
@@ -269,9 +260,7 @@ async fn logout(
         return failure(Some(&session), &HubError::from(e));
     }
     let mut response = Redirect::to("/ui/login").into_response();
-    if let Ok(value) = set_cookie(SESSION, "", 0).parse() {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    set_cookie(&mut response, SESSION, "", 0);
     response
 }
 

@@ -31,8 +31,15 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value for `name`, HTTP-only, Secure, SameSite=Strict, under `/ui`;
 /// `max_age` 0 deletes it.
-pub fn set_cookie(name: &str, value: &str, max_age: u32) -> String {
+pub fn cookie_header(name: &str, value: &str, max_age: u32) -> String {
     format!("{name}={value}; Path=/ui; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict")
+}
+
+/// Adds [`cookie_header`] to `response` (the values are tokens and hex: always a valid header).
+pub fn set_cookie(response: &mut axum::response::Response, name: &str, value: &str, max_age: u32) {
+    if let Ok(value) = cookie_header(name, value, max_age).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// The CSRF value of the forms of the session holding `token`.
@@ -60,7 +67,7 @@ mod tests {
         );
         assert_eq!(cookie(&headers, SESSION).as_deref(), Some("tok"));
         assert_eq!(cookie(&headers, "missing"), None);
-        assert!(set_cookie(SESSION, "x", 10).contains("HttpOnly; Secure; SameSite=Strict"));
+        assert!(cookie_header(SESSION, "x", 10).contains("HttpOnly; Secure; SameSite=Strict"));
     }
 
     #[test]

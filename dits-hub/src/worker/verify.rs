@@ -20,9 +20,10 @@ use dits_wire::wire::DirectObject;
 use crate::meta::jobs::Hopeless;
 use crate::meta::Location;
 use crate::server::direct::{check_layout, Upload};
+use crate::server::objects::{groups_by_size, read_coalesced};
 use crate::server::state::HubState;
 
-/// Stored bytes read back at a time.
+/// Stored bytes read back at a time (one ranged read: `get` coalesces up to 32 MiB).
 const READ_SPAN: u64 = 32 << 20;
 
 pub async fn verify_upload(state: &HubState, subject: &str) -> anyhow::Result<()> {
@@ -118,48 +119,34 @@ async fn check(
         )));
     }
     let mut stored = Vec::with_capacity(objects.len());
-    let mut i = 0;
-    while i < objects.len() {
-        let start = objects[i].at;
-        let mut j = i + 1;
-        while j < objects.len()
-            && objects[j].at + u64::from(objects[j].stored_len) - start <= READ_SPAN
-        {
-            j += 1;
-        }
-        let end = objects[j - 1].at + u64::from(objects[j - 1].stored_len);
-        let bytes = state
-            .blobs
-            .read_range(&pack, start, (end - start) as usize)
+    for object in &objects {
+        let id: ChunkId = object.id.parse().map_err(|_| refuse("a bad id".into()))?;
+        let location = Location {
+            offset: object.at,
+            stored_len: object.stored_len,
+            len: object.plain_len,
+        };
+        stored.push((id, location));
+    }
+    // Read back as gc's rewrite reads a pack: neighbours together, a few MiB at a time.
+    let located: Vec<(String, Location)> = stored.iter().map(|(_, l)| (pack.clone(), *l)).collect();
+    for group in groups_by_size(&located, READ_SPAN) {
+        let read = read_coalesced(state, &located[group.clone()])
             .await
             .context("reading the copied pack")?;
-        state
-            .stats
-            .verified_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        for object in &objects[i..j] {
-            let id: ChunkId = object.id.parse().map_err(|_| refuse("a bad id".into()))?;
-            let from = (object.at - start) as usize;
-            let sealed = bytes
-                .get(from..from + object.stored_len as usize)
-                .ok_or_else(|| refuse("the pack is shorter than declared".into()))?;
-            if envelope::verify(&id, sealed, u64::from(object.plain_len)).is_err() {
+        for ((id, location), (plain_len, sealed)) in stored[group].iter().zip(read) {
+            state
+                .stats
+                .verified_bytes
+                .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            if envelope::verify(id, &sealed, u64::from(plain_len)).is_err() {
                 return Err(refuse(format!(
                     "object {} at offset {} does not match its id (its bytes do not open, or hash to another id)",
                     id.short(),
-                    object.at
+                    location.offset
                 )));
             }
-            stored.push((
-                id,
-                Location {
-                    offset: object.at,
-                    stored_len: object.stored_len,
-                    len: object.plain_len,
-                },
-            ));
         }
-        i = j;
     }
     let ids = stored.iter().map(|(id, _)| *id).collect();
     Ok((stored, ids))
