@@ -613,7 +613,7 @@ async fn run_in_runtime(cli: Cli) -> anyhow::Result<()> {
             let (owner, name) = split_repo(repo)?;
             let meta = metadata(&cli).await?.meta;
             let id = existing_repo(&*meta, owner, name).await?;
-            let commits = meta.commit_log(id, *limit).await?;
+            let commits = meta.commit_log(id, 0, *limit).await?;
             if *json {
                 let doc: Vec<_> = commits
                     .iter()

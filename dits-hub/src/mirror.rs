@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 pub mod deps;
+pub mod tree;
 
 /// The file in a mirror listing the hub pack ids indexed into it, one a line.
 const INDEXED_LIST: &str = "dits-indexed-packs";
@@ -423,6 +424,11 @@ pub struct IndexedCommit {
     pub pointers: Vec<(String, dits_core::pointer::Pointer)>,
     /// The dependencies of each project file this commit adds or modifies.
     pub projects: Vec<deps::RecordedDeps>,
+    /// For a pointer that replaces one in the first parent: path → the recipe it replaces.
+    pub previous: std::collections::HashMap<String, dits_core::ChunkId>,
+    /// Path → bytes of this version its previous version already held (see
+    /// `server::dedup`), once worked out.
+    pub shared: std::collections::HashMap<String, u64>,
 }
 
 impl GitMirror {
@@ -479,6 +485,8 @@ impl GitMirror {
                 message: message.trim_end().to_string(),
                 pointers: Vec::new(),
                 projects: Vec::new(),
+                previous: Default::default(),
+                shared: Default::default(),
             });
         }
         // Blobs each commit adds or modifies ("\x1eHASH\0\n:modes shas status\0path\0…").
@@ -494,21 +502,29 @@ impl GitMirror {
         ]);
         let raw = self.run(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mut changed: Vec<(String, String, String)> = Vec::new(); // (commit, path, blob)
+                                                                     // (commit, path, blob it replaces in the first parent), for modified paths.
+        let mut replaced: Vec<(String, String, String)> = Vec::new();
         for record in raw.split(|&b| b == 0x1e).filter(|r| !r.is_empty()) {
             let mut fields = record.split(|&b| b == 0);
             let commit = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
-            let mut blob = None;
+            let mut blobs = None;
             for field in fields {
                 let field = String::from_utf8_lossy(field);
                 let field = field.trim_start_matches('\n');
                 if let Some(meta) = field.strip_prefix(':') {
-                    blob = meta.split(' ').nth(3).map(str::to_string);
-                } else if let Some(b) = blob.take() {
-                    changed.push((commit.clone(), field.to_string(), b));
+                    let mut parts = meta.split(' ');
+                    let old = parts.nth(2).map(str::to_string);
+                    blobs = parts.next().map(|new| (old, new.to_string()));
+                } else if let Some((old, new)) = blobs.take() {
+                    if let Some(old) = old.filter(|o| o.bytes().any(|b| b != b'0')) {
+                        replaced.push((commit.clone(), field.to_string(), old));
+                    }
+                    changed.push((commit.clone(), field.to_string(), new));
                 }
             }
         }
-        let pointers = self.pointers_in(&dir, changed.iter().map(|c| c.2.as_str()))?;
+        let pointers =
+            self.pointers_in(&dir, changed.iter().chain(&replaced).map(|c| c.2.as_str()))?;
         for (commit, recorded) in deps::record_changed_projects(self, &dir, &changed) {
             if let Some(c) = commits.iter_mut().find(|c| c.oid == commit) {
                 c.projects.push(recorded);
@@ -518,6 +534,15 @@ impl GitMirror {
             if let Some(p) = pointers.get(&blob) {
                 if let Some(c) = commits.iter_mut().find(|c| c.oid == commit) {
                     c.pointers.push((path, p.clone()));
+                }
+            }
+        }
+        for (commit, path, blob) in replaced {
+            if let Some(p) = pointers.get(&blob) {
+                if let Some(c) = commits.iter_mut().find(|c| c.oid == commit) {
+                    if c.pointers.iter().any(|(at, _)| *at == path) {
+                        c.previous.insert(path, p.recipe);
+                    }
                 }
             }
         }

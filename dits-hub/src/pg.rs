@@ -127,6 +127,18 @@ CREATE TABLE lost_links (repo_id BIGINT NOT NULL, id BYTEA NOT NULL, PRIMARY KEY
 CREATE TABLE derived (recipe BYTEA NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, size BIGINT NOT NULL, hash TEXT NOT NULL, created BIGINT NOT NULL, PRIMARY KEY (recipe, kind));
 ",
     ),
+    (
+        9,
+        "
+-- Issue 20. Browser sessions are tokens that expire (0: never); each pointer keeps the
+-- recipe it replaced in the first parent and, once worked out, how many of its bytes that
+-- previous version already held; assets are found by recipe.
+ALTER TABLE tokens ADD COLUMN expires BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE commit_pointers ADD COLUMN previous BYTEA;
+ALTER TABLE commit_pointers ADD COLUMN shared BIGINT;
+CREATE INDEX commit_pointers_by_recipe ON commit_pointers (repo_id, recipe);
+",
+    ),
 ];
 
 /// Advisory lock one collector holds for its whole run (session level).

@@ -4,6 +4,8 @@
 //! time the pages on a repository of that size without pushing terabytes. Prints the
 //! recipe of the newest commit's first asset.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use dits_core::pointer::Pointer;
 use dits_core::ChunkId;
@@ -48,6 +50,15 @@ async fn main() -> anyhow::Result<()> {
         if let Some((_, p)) = pointers.first() {
             newest = p.recipe.to_hex();
         }
+        // Each scene's takes are re-cut ten times: later cuts replace the one before and
+        // share most of its bytes, as the indexer records them.
+        let (mut previous, mut shared) = (HashMap::new(), HashMap::new());
+        if i % 10 != 0 {
+            for (j, (path, p)) in pointers.iter().enumerate() {
+                previous.insert(path.clone(), id("recipe", i - 1, j));
+                shared.insert(path.clone(), p.size * 9 / 10);
+            }
+        }
         batch.push(IndexedCommit {
             oid: oid.clone(),
             parents: parent.iter().cloned().collect(),
@@ -56,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
             message: format!("Take {i}: conform and grade"),
             pointers,
             projects: Vec::new(),
+            previous,
+            shared,
         });
         parent = Some(oid);
         if batch.len() == BATCH || i + 1 == commits {

@@ -149,8 +149,29 @@ pub trait MetaStore: Send + Sync {
     /// commits already indexed are left as they are.
     async fn record_commits(&self, repo: i64, commits: &[IndexedCommit]) -> anyhow::Result<()>;
     /// The indexed commits of a repository, most recently pushed first (within a push,
-    /// newest first), at most `limit`.
-    async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>>;
+    /// newest first): at most `limit`, after the `skip` newest.
+    async fn commit_log(
+        &self,
+        repo: i64,
+        skip: u32,
+        limit: u32,
+    ) -> anyhow::Result<Vec<IndexedCommit>>;
+    /// The most recently pushed commit that introduced asset `recipe` in the repository,
+    /// with the path, what the pointer says, and its previous version there.
+    async fn asset_version(
+        &self,
+        repo: i64,
+        recipe: &ChunkId,
+    ) -> anyhow::Result<Option<AssetVersion>>;
+    /// Records that `shared` bytes of the version of `path` in `commit` were already
+    /// held by its previous version (the deduplication the history shows).
+    async fn record_shared(
+        &self,
+        repo: i64,
+        commit: &str,
+        path: &str,
+        shared: u64,
+    ) -> anyhow::Result<()>;
     /// Makes an account change and records it in the audit log, in one transaction;
     /// returns the new token when the change issues one.
     async fn change_account(
@@ -321,6 +342,12 @@ pub enum AccountChange {
     RotateTokens {
         user: String,
     },
+    /// A token for a signed-in browser, which stops working at `expires` (Unix seconds)
+    /// whatever the cookie holding it says.
+    IssueSession {
+        user: String,
+        expires: i64,
+    },
     /// Revokes one token, given by value (a leaked one).
     RevokeToken {
         token: String,
@@ -354,6 +381,7 @@ impl AccountChange {
     pub fn action(&self) -> &'static str {
         match self {
             AccountChange::IssueToken { .. } => "token-issue",
+            AccountChange::IssueSession { .. } => "session-issue",
             AccountChange::RotateTokens { .. } => "token-rotate",
             AccountChange::RevokeToken { .. } => "token-revoke",
             AccountChange::RevokeTokens { .. } => "tokens-revoke",
@@ -491,6 +519,18 @@ pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// A pointer rebuilt from the commit index's columns (`None` if an id is not 32 bytes).
+/// One version of an asset as the commit index knows it ([`MetaStore::asset_version`]).
+#[derive(Debug, Clone)]
+pub struct AssetVersion {
+    pub commit: String,
+    pub path: String,
+    pub pointer: dits_core::pointer::Pointer,
+    /// The recipe this version replaced at `path` in the commit's first parent.
+    pub previous: Option<ChunkId>,
+    /// Bytes of this version the previous one already held, once worked out.
+    pub shared: Option<u64>,
+}
+
 pub fn stored_pointer(
     recipe: &[u8],
     oid: &[u8],

@@ -99,8 +99,8 @@ impl MetaStore for PgMeta {
             .client()
             .await?
             .query_opt(
-                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = $1 AND NOT users.disabled",
-                &[&&token_hash(token)[..]],
+                "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = $1 AND NOT users.disabled AND (tokens.expires = 0 OR tokens.expires > $2)",
+                &[&&token_hash(token)[..], &unix_now()],
             )
             .await
             .pg()?;
@@ -518,10 +518,12 @@ impl MetaStore for PgMeta {
                 )
                 .await
                 .pg()?;
+                let previous = commit.previous.get(path).map(|r| r.0.to_vec());
+                let shared = commit.shared.get(path).map(|&n| n as i64);
                 tx.execute(
-                    "INSERT INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES ($1, $2, $3, $4)
+                    "INSERT INTO commit_pointers (repo_id, commit_oid, path, recipe, previous, shared) VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT DO NOTHING",
-                    &[&repo, &commit.oid, &path, &&p.recipe.0[..]],
+                    &[&repo, &commit.oid, &path, &&p.recipe.0[..], &previous, &shared],
                 )
                 .await
                 .pg()?;
@@ -567,37 +569,55 @@ impl MetaStore for PgMeta {
         })
     }
 
-    async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+    async fn commit_log(
+        &self,
+        repo: i64,
+        skip: u32,
+        limit: u32,
+    ) -> anyhow::Result<Vec<IndexedCommit>> {
         let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = $1
-                 ORDER BY seq DESC LIMIT $2",
-                &[&repo, &(limit as i64)],
+                 ORDER BY seq DESC LIMIT $2 OFFSET $3",
+                &[&repo, &(limit as i64), &(skip as i64)],
             )
             .await
             .pg()?;
         let mut commits = Vec::with_capacity(rows.len());
         for r in rows {
             let oid: String = r.get(0);
-            let pointers = c
+            let (mut pointers, mut previous, mut shared) =
+                (Vec::new(), HashMap::new(), HashMap::new());
+            for p in c
                 .query(
-                    "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
+                    "SELECT p.path, a.recipe, a.file_oid, a.size, a.media, p.previous, p.shared
+                     FROM commit_pointers p
                      JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
                      WHERE p.repo_id = $1 AND p.commit_oid = $2 ORDER BY p.path",
                     &[&repo, &oid],
                 )
                 .await
                 .pg()?
-                .into_iter()
-                .filter_map(|p| {
-                    let (recipe, file_oid): (Vec<u8>, Vec<u8>) = (p.get(1), p.get(2));
-                    Some((
-                        p.get::<_, String>(0),
-                        crate::meta::stored_pointer(&recipe, &file_oid, p.get(3), p.get(4))?,
-                    ))
-                })
-                .collect();
+            {
+                let (path, recipe, file_oid): (String, Vec<u8>, Vec<u8>) =
+                    (p.get(0), p.get(1), p.get(2));
+                let Some(pointer) =
+                    crate::meta::stored_pointer(&recipe, &file_oid, p.get(3), p.get(4))
+                else {
+                    continue;
+                };
+                if let Some(id) = p
+                    .get::<_, Option<Vec<u8>>>(5)
+                    .and_then(|id| Some(ChunkId(id.try_into().ok()?)))
+                {
+                    previous.insert(path.clone(), id);
+                }
+                if let Some(n) = p.get::<_, Option<i64>>(6) {
+                    shared.insert(path.clone(), n as u64);
+                }
+                pointers.push((path, pointer));
+            }
             let projects = c
                 .query(
                     "SELECT deps FROM commit_deps WHERE repo_id = $1 AND commit_oid = $2 ORDER BY project",
@@ -616,9 +636,61 @@ impl MetaStore for PgMeta {
                 time: r.get(4),
                 pointers,
                 projects,
+                previous,
+                shared,
             });
         }
         Ok(commits)
+    }
+
+    async fn asset_version(
+        &self,
+        repo: i64,
+        recipe: &ChunkId,
+    ) -> anyhow::Result<Option<crate::meta::AssetVersion>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT p.commit_oid, p.path, p.previous, p.shared, a.file_oid, a.size, a.media
+                 FROM commit_pointers p
+                 JOIN commits c ON c.repo_id = p.repo_id AND c.oid = p.commit_oid
+                 JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
+                 WHERE p.repo_id = $1 AND p.recipe = $2 ORDER BY c.seq DESC LIMIT 1",
+                &[&repo, &&recipe.0[..]],
+            )
+            .await
+            .pg()?;
+        Ok(row.and_then(|r| {
+            let file_oid: Vec<u8> = r.get(4);
+            Some(crate::meta::AssetVersion {
+                commit: r.get(0),
+                path: r.get(1),
+                previous: r
+                    .get::<_, Option<Vec<u8>>>(2)
+                    .and_then(|id| Some(ChunkId(id.try_into().ok()?))),
+                shared: r.get::<_, Option<i64>>(3).map(|n| n as u64),
+                pointer: crate::meta::stored_pointer(&recipe.0, &file_oid, r.get(5), r.get(6))?,
+            })
+        }))
+    }
+
+    async fn record_shared(
+        &self,
+        repo: i64,
+        commit: &str,
+        path: &str,
+        shared: u64,
+    ) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE commit_pointers SET shared = $4 WHERE repo_id = $1 AND commit_oid = $2 AND path = $3",
+                &[&repo, &commit, &path, &(shared as i64)],
+            )
+            .await
+            .pg()?;
+        Ok(())
     }
 
     async fn change_account(
@@ -639,19 +711,27 @@ impl MetaStore for PgMeta {
                     .ok_or_else(|| anyhow::anyhow!("user {name} does not exist"))
             }
         };
-        let issue = |user: i64| {
+        let issue_until = |user: i64, expires: i64| {
             let tx = &tx;
             async move {
                 let token = new_token()?;
                 tx.execute(
-                    "INSERT INTO tokens (hash, user_id, created) VALUES ($1, $2, $3)",
-                    &[&&token_hash(&token)[..], &user, &unix_now()],
+                    "INSERT INTO tokens (hash, user_id, created, expires) VALUES ($1, $2, $3, $4)",
+                    &[&&token_hash(&token)[..], &user, &unix_now(), &expires],
+                )
+                .await
+                .pg()?;
+                // Sessions that ended are of no use to anyone: dropped as new ones start.
+                tx.execute(
+                    "DELETE FROM tokens WHERE user_id = $1 AND expires > 0 AND expires <= $2",
+                    &[&user, &unix_now()],
                 )
                 .await
                 .pg()?;
                 anyhow::Ok(token)
             }
         };
+        let issue = |user: i64| issue_until(user, 0);
         let revoke_all = |user: i64| {
             let tx = &tx;
             async move {
@@ -675,6 +755,11 @@ impl MetaStore for PgMeta {
             AccountChange::IssueToken { user } => {
                 let token = issue(user_id(user.clone()).await?).await?;
                 (user.clone(), String::new(), Some(token))
+            }
+            AccountChange::IssueSession { user, expires } => {
+                let token = issue_until(user_id(user.clone()).await?, *expires).await?;
+                let detail = format!("until {}", crate::locks::rfc3339(*expires));
+                (user.clone(), detail, Some(token))
             }
             AccountChange::RotateTokens { user } => {
                 let id = user_id(user.clone()).await?;

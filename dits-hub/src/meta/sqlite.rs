@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS objects (id BLOB PRIMARY KEY, pack TEXT NOT NULL, off
 CREATE TABLE IF NOT EXISTS repo_objects (repo_id INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (repo_id, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commits (repo_id INTEGER NOT NULL, oid TEXT NOT NULL, parents TEXT NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL, time INTEGER NOT NULL, PRIMARY KEY (repo_id, oid));
 CREATE TABLE IF NOT EXISTS commit_pointers (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, path TEXT NOT NULL, recipe BLOB NOT NULL, PRIMARY KEY (repo_id, commit_oid, path));
+CREATE INDEX IF NOT EXISTS commit_pointers_by_recipe ON commit_pointers (repo_id, recipe);
 -- The dependencies of each project file a commit adds or changes (JSON, mirror::deps::RecordedDeps).
 CREATE TABLE IF NOT EXISTS commit_deps (repo_id INTEGER NOT NULL, commit_oid TEXT NOT NULL, project TEXT NOT NULL, deps TEXT NOT NULL, PRIMARY KEY (repo_id, commit_oid, project));
 CREATE TABLE IF NOT EXISTS assets (recipe BLOB PRIMARY KEY, file_oid BLOB NOT NULL, size INTEGER NOT NULL, media TEXT NOT NULL);
@@ -108,6 +109,21 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "git_packs",
         "created",
         "ALTER TABLE git_packs ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "tokens",
+        "expires",
+        "ALTER TABLE tokens ADD COLUMN expires INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "commit_pointers",
+        "previous",
+        "ALTER TABLE commit_pointers ADD COLUMN previous BLOB",
+    ),
+    (
+        "commit_pointers",
+        "shared",
+        "ALTER TABLE commit_pointers ADD COLUMN shared INTEGER",
     ),
     (
         "repos",
@@ -207,8 +223,8 @@ impl MetaStore for SqliteMeta {
             .run(move |db| {
                 Ok(db
                     .query_row(
-                        "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1 AND users.disabled = 0",
-                        params![&hash[..]],
+                        "SELECT users.id, users.name FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?1 AND users.disabled = 0 AND (tokens.expires = 0 OR tokens.expires > ?2)",
+                        params![&hash[..], unix_now()],
                         |r| Ok(User { id: r.get(0)?, name: r.get(1)? }),
                     )
                     .optional()?)
@@ -583,7 +599,7 @@ impl MetaStore for SqliteMeta {
                         "INSERT OR IGNORE INTO commits (repo_id, oid, parents, author, message, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
                     let mut pointer = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO commit_pointers (repo_id, commit_oid, path, recipe) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR IGNORE INTO commit_pointers (repo_id, commit_oid, path, recipe, previous, shared) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
                     let mut asset = tx.prepare_cached(
                         "INSERT OR IGNORE INTO repo_assets (repo_id, recipe, file_oid, size, media) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -601,7 +617,16 @@ impl MetaStore for SqliteMeta {
                             c.time
                         ])?;
                         for (path, p) in &c.pointers {
-                            pointer.execute(params![repo, c.oid, path, &p.recipe.0[..]])?;
+                            let previous = c.previous.get(path).map(|r| r.0.to_vec());
+                            let shared = c.shared.get(path).map(|&n| n as i64);
+                            pointer.execute(params![
+                                repo,
+                                c.oid,
+                                path,
+                                &p.recipe.0[..],
+                                previous,
+                                shared
+                            ])?;
                             asset.execute(params![
                                 repo,
                                 &p.recipe.0[..],
@@ -626,8 +651,76 @@ impl MetaStore for SqliteMeta {
             .await
     }
 
-    async fn commit_log(&self, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
-        self.db.run(move |db| commit_log(db, repo, limit)).await
+    async fn commit_log(
+        &self,
+        repo: i64,
+        skip: u32,
+        limit: u32,
+    ) -> anyhow::Result<Vec<IndexedCommit>> {
+        self.db
+            .run(move |db| commit_log(db, repo, skip, limit))
+            .await
+    }
+
+    async fn asset_version(
+        &self,
+        repo: i64,
+        recipe: &ChunkId,
+    ) -> anyhow::Result<Option<crate::meta::AssetVersion>> {
+        let recipe = *recipe;
+        self.db
+            .run(move |db| {
+                let row = db
+                    .query_row(
+                        "SELECT p.commit_oid, p.path, p.previous, p.shared, a.file_oid, a.size, a.media
+                         FROM commit_pointers p
+                         JOIN commits c ON c.repo_id = p.repo_id AND c.oid = p.commit_oid
+                         JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
+                         WHERE p.repo_id = ?1 AND p.recipe = ?2 ORDER BY c.rowid DESC LIMIT 1",
+                        params![repo, &recipe.0[..]],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<Vec<u8>>>(2)?,
+                                r.get::<_, Option<i64>>(3)?,
+                                r.get::<_, Vec<u8>>(4)?,
+                                r.get::<_, i64>(5)?,
+                                r.get::<_, String>(6)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                Ok(row.and_then(|(commit, path, previous, shared, oid, size, media)| {
+                    Some(crate::meta::AssetVersion {
+                        commit,
+                        path,
+                        pointer: crate::meta::stored_pointer(&recipe.0, &oid, size, media)?,
+                        previous: previous.and_then(|p| Some(ChunkId(p.try_into().ok()?))),
+                        shared: shared.map(|n| n as u64),
+                    })
+                }))
+            })
+            .await
+    }
+
+    async fn record_shared(
+        &self,
+        repo: i64,
+        commit: &str,
+        path: &str,
+        shared: u64,
+    ) -> anyhow::Result<()> {
+        let (commit, path) = (commit.to_string(), path.to_string());
+        self.db
+            .run(move |db| {
+                db.execute(
+                    "UPDATE commit_pointers SET shared = ?4 WHERE repo_id = ?1 AND commit_oid = ?2 AND path = ?3",
+                    params![repo, commit, path, shared as i64],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn repo_stats(&self, repo: i64) -> anyhow::Result<RepoStats> {
@@ -668,14 +761,20 @@ impl MetaStore for SqliteMeta {
                     Self::user_id(&tx, name)?
                         .ok_or_else(|| anyhow::anyhow!("user {name} does not exist"))
                 };
-                let issue = |user: i64| -> anyhow::Result<String> {
+                let issue_until = |user: i64, expires: i64| -> anyhow::Result<String> {
                     let token = new_token()?;
                     tx.execute(
-                        "INSERT INTO tokens (hash, user_id, created) VALUES (?1, ?2, ?3)",
-                        params![&token_hash(&token)[..], user, unix_now()],
+                        "INSERT INTO tokens (hash, user_id, created, expires) VALUES (?1, ?2, ?3, ?4)",
+                        params![&token_hash(&token)[..], user, unix_now(), expires],
+                    )?;
+                    // Sessions that ended are of no use to anyone: dropped as new ones start.
+                    tx.execute(
+                        "DELETE FROM tokens WHERE user_id = ?1 AND expires > 0 AND expires <= ?2",
+                        params![user, unix_now()],
                     )?;
                     Ok(token)
                 };
+                let issue = |user: i64| issue_until(user, 0);
                 let revoke_all = |user: i64| {
                     tx.execute("DELETE FROM tokens WHERE user_id = ?1", params![user])
                 };
@@ -689,6 +788,11 @@ impl MetaStore for SqliteMeta {
                     AccountChange::IssueToken { user } => {
                         (user.clone(), String::new(), Some(issue(user_id(user)?)?))
                     }
+                    AccountChange::IssueSession { user, expires } => (
+                        user.clone(),
+                        format!("until {}", crate::locks::rfc3339(*expires)),
+                        Some(issue_until(user_id(user)?, *expires)?),
+                    ),
                     AccountChange::RotateTokens { user } => {
                         let id = user_id(user)?;
                         let revoked = revoke_all(id)?;
@@ -846,12 +950,17 @@ impl MetaStore for SqliteMeta {
 }
 
 /// See [`MetaStore::commit_log`].
-fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<IndexedCommit>> {
+fn commit_log(
+    db: &Connection,
+    repo: i64,
+    skip: u32,
+    limit: u32,
+) -> anyhow::Result<Vec<IndexedCommit>> {
     let mut stmt = db.prepare(
-        "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = ?1 ORDER BY rowid DESC LIMIT ?2",
+        "SELECT oid, parents, author, message, time FROM commits WHERE repo_id = ?1 ORDER BY rowid DESC LIMIT ?2 OFFSET ?3",
     )?;
     let mut commits = stmt
-        .query_map(params![repo, limit], |r| {
+        .query_map(params![repo, limit, skip], |r| {
             Ok(IndexedCommit {
                 oid: r.get(0)?,
                 parents: r
@@ -864,11 +973,13 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
                 time: r.get(4)?,
                 pointers: Vec::new(),
                 projects: Vec::new(),
+                previous: Default::default(),
+                shared: Default::default(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut pointers = db.prepare(
-        "SELECT p.path, a.recipe, a.file_oid, a.size, a.media FROM commit_pointers p
+        "SELECT p.path, a.recipe, a.file_oid, a.size, a.media, p.previous, p.shared FROM commit_pointers p
          JOIN repo_assets a ON a.repo_id = p.repo_id AND a.recipe = p.recipe
          WHERE p.repo_id = ?1 AND p.commit_oid = ?2 ORDER BY p.path",
     )?;
@@ -876,7 +987,7 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
         "SELECT deps FROM commit_deps WHERE repo_id = ?1 AND commit_oid = ?2 ORDER BY project",
     )?;
     for c in &mut commits {
-        c.pointers = pointers
+        let rows = pointers
             .query_map(params![repo, c.oid], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -884,17 +995,23 @@ fn commit_log(db: &Connection, repo: i64, limit: u32) -> anyhow::Result<Vec<Inde
                     r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<Vec<u8>>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-            .into_iter()
-            .filter_map(|(path, recipe, oid, size, media)| {
-                Some((
-                    path,
-                    crate::meta::stored_pointer(&recipe, &oid, size, media)?,
-                ))
-            })
-            .collect();
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (path, recipe, oid, size, media, previous, shared) in rows {
+            let Some(pointer) = crate::meta::stored_pointer(&recipe, &oid, size, media) else {
+                continue;
+            };
+            if let Some(previous) = previous.and_then(|p| Some(ChunkId(p.try_into().ok()?))) {
+                c.previous.insert(path.clone(), previous);
+            }
+            if let Some(shared) = shared {
+                c.shared.insert(path.clone(), shared as u64);
+            }
+            c.pointers.push((path, pointer));
+        }
         c.projects = projects
             .query_map(params![repo, c.oid], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?

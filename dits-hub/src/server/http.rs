@@ -202,6 +202,31 @@ struct DepsQuery {
     rev: Option<String>,
 }
 
+/// The commit `rev` (a ref name, a branch or tag name, or a commit id) names in the
+/// caller's repository, once the mirror holds it; NotFound otherwise.
+pub async fn commit_of(state: &HubState, caller: &Caller, rev: &str) -> Result<String, HubError> {
+    let repo = &caller.repo_name;
+    let is_oid = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+    let commit = if is_oid {
+        rev.to_ascii_lowercase()
+    } else {
+        let refs = state.meta.refs(caller.repo).await?;
+        [
+            rev.to_string(),
+            format!("refs/heads/{rev}"),
+            format!("refs/tags/{rev}"),
+        ]
+        .iter()
+        .find_map(|r| refs.get(r).cloned())
+        .ok_or_else(|| HubError::NotFound(format!("{repo} has no ref {rev}")))?
+    };
+    crate::server::refs::mirror_packs(state, caller.repo, &[]).await?;
+    if !state.mirror.has_commit(caller.repo, &commit).await? {
+        return Err(HubError::NotFound(format!("{repo} has no commit {commit}")));
+    }
+    Ok(commit)
+}
+
 /// `GET …/deps?path=PROJECT&rev=REV`: the media a project file references at a commit
 /// (a ref name, a branch, or a commit id; default the `main` branch), resolved in the
 /// hub's mirror exactly as `git dits deps --rev` resolves it, without media.
@@ -216,26 +241,7 @@ async fn deps(
         HubError::BadRequest(format!("bad query (give path=PROJECT, and rev=REV): {e}"))
     })?;
     let rev = q.rev.unwrap_or_else(|| "main".to_string());
-    let refs = state.meta.refs(caller.repo).await?;
-    let is_oid = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
-    let commit = if is_oid {
-        rev.to_ascii_lowercase()
-    } else {
-        [
-            rev.clone(),
-            format!("refs/heads/{rev}"),
-            format!("refs/tags/{rev}"),
-        ]
-        .iter()
-        .find_map(|r| refs.get(r).cloned())
-        .ok_or_else(|| HubError::NotFound(format!("{owner}/{name} has no ref {rev}")))?
-    };
-    crate::server::refs::mirror_packs(&state, caller.repo, &[]).await?;
-    if !state.mirror.has_commit(caller.repo, &commit).await? {
-        return Err(HubError::NotFound(format!(
-            "{owner}/{name} has no commit {commit}"
-        )));
-    }
+    let commit = commit_of(&state, &caller, &rev).await?;
     use dits_core::project::deps::DepsError;
     match state
         .mirror

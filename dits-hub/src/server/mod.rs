@@ -7,10 +7,13 @@
 //! - [`auth`]: tokens and roles;
 //! - [`objects`], [`git_packs`], [`refs`], [`keys`]: the ops;
 //! - [`http`], [`status`]: the HTTPS routes;
+//! - [`dedup`]: what a recipe says of an asset, and the share of its previous version;
+//! - [`rebuild`]: a stored file rebuilt from its recipe (transcodes, downloads);
 //! - [`gc`], [`tier`]: garbage collection and the cold-tier reaper, run by `serve` on a
 //!   schedule or by their commands, on the same backends and helpers as the ops.
 
 pub mod auth;
+pub mod dedup;
 pub mod derived;
 pub mod direct;
 pub mod gc;
@@ -21,6 +24,7 @@ pub mod keys;
 pub mod limits;
 pub mod objects;
 pub mod quic;
+pub mod rebuild;
 pub mod refs;
 pub mod state;
 pub mod status;

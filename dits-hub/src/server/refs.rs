@@ -296,6 +296,7 @@ async fn index_commits(
     let commits = state.mirror.commits(repo, &update.new, &exclude).await?;
     state.meta.record_commits(repo, &commits).await?;
     queue_transcodes(state, repo, &commits).await?;
+    crate::server::dedup::record_shared(state, repo, &commits).await?;
     Ok(())
 }
 

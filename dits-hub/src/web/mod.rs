@@ -4,11 +4,13 @@
 //! API's rules ([`authorize`]): a repository someone may not read is a 404, as on the
 //! API. See [`session`] for signing in and CSRF.
 
+mod asset;
+mod browse;
 pub mod session;
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{Form, Path as UrlPath, Query, State};
+use axum::extract::{Form, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -28,9 +30,23 @@ pub fn routes() -> Router<Arc<HubState>> {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/repos", get(repos))
-        .route("/ui/r/{owner}/{name}", get(repo))
+        .route("/ui/r/{owner}/{name}", get(browse::history))
+        .route("/ui/r/{owner}/{name}/tree/{rev}", get(browse::tree_root))
+        .route("/ui/r/{owner}/{name}/tree/{rev}/", get(browse::tree_root))
+        .route(
+            "/ui/r/{owner}/{name}/tree/{rev}/{*path}",
+            get(browse::tree_path),
+        )
+        .route(
+            "/ui/r/{owner}/{name}/project/{rev}/{*path}",
+            get(browse::project),
+        )
         .route("/ui/r/{owner}/{name}/locks", get(locks))
-        .route("/ui/r/{owner}/{name}/asset/{recipe}", get(asset))
+        .route("/ui/r/{owner}/{name}/asset/{recipe}", get(asset::asset))
+        .route(
+            "/ui/r/{owner}/{name}/asset/{recipe}/download",
+            get(asset::download),
+        )
         .route("/ui/r/{owner}/{name}/storage", get(storage))
         .route(
             "/ui/r/{owner}/{name}/derived/{recipe}/{kind}",
@@ -52,6 +68,8 @@ fn templates() -> &'static Environment<'static> {
             ("locks.html", include_str!("templates/locks.html")),
             ("asset.html", include_str!("templates/asset.html")),
             ("storage.html", include_str!("templates/storage.html")),
+            ("tree.html", include_str!("templates/tree.html")),
+            ("project.html", include_str!("templates/project.html")),
         ] {
             env.add_template(name, source)
                 .expect("the built-in templates parse");
@@ -212,8 +230,9 @@ async fn login(
     let issued = state
         .meta
         .change_account(
-            &AccountChange::IssueToken {
+            &AccountChange::IssueSession {
                 user: user.name.clone(),
+                expires: crate::meta::unix_now() + i64::from(SESSION_AGE),
             },
             &format!("{} (web sign-in)", user.name),
         )
@@ -304,68 +323,6 @@ async fn member(
         Ok(caller) => Ok((session, caller)),
         Err(e) => Err(failure(Some(&session), &e)),
     }
-}
-
-/// Commits shown per page of history at first, and at most.
-const HISTORY_PAGE: u32 = 50;
-const HISTORY_MAX: u32 = 1000;
-
-#[derive(serde::Deserialize)]
-struct HistoryQuery {
-    limit: Option<u32>,
-}
-
-async fn repo(
-    State(state): State<Arc<HubState>>,
-    UrlPath((owner, name)): UrlPath<(String, String)>,
-    Query(query): Query<HistoryQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let limit = query.limit.unwrap_or(HISTORY_PAGE).clamp(1, HISTORY_MAX);
-    let (refs, log) = match tokio::try_join!(
-        state.meta.refs(caller.repo),
-        state.meta.commit_log(caller.repo, limit + 1)
-    ) {
-        Ok(found) => found,
-        Err(e) => return failure(Some(&session), &HubError::from(e)),
-    };
-    let more = (log.len() as u32 > limit).then_some((limit * 2).min(HISTORY_MAX));
-    let branches: Vec<Value> = refs
-        .into_iter()
-        .map(|(name, oid)| context! { name, oid })
-        .collect();
-    let commits: Vec<Value> = log
-        .iter()
-        .take(limit as usize)
-        .map(|c| {
-            let media: Vec<Value> = c
-                .pointers
-                .iter()
-                .map(|(path, p)| {
-                    context! { path, size => human_bytes(p.size), recipe => p.recipe.to_hex() }
-                })
-                .collect();
-            context! {
-                oid => c.oid,
-                subject => c.message.lines().next().unwrap_or_default(),
-                author => c.author,
-                time => crate::locks::rfc3339(c.time),
-                media,
-            }
-        })
-        .collect();
-    render(
-        StatusCode::OK,
-        "repo.html",
-        context! {
-            user => session.user.name, csrf => session.csrf,
-            repo => caller.repo_name, branches, commits, more,
-        },
-    )
 }
 
 async fn locks(
@@ -492,64 +449,6 @@ async fn storage(
     )
 }
 
-/// Commits searched for the newest version of an asset.
-const ASSET_SEARCH: u32 = 1000;
-
-/// One asset (by recipe): what its pointer says, and its poster, strip and proxy when
-/// the workers made them.
-async fn asset(
-    State(state): State<Arc<HubState>>,
-    UrlPath((owner, name, recipe)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let not_here = || HubError::NotFound(format!("no asset {recipe} in {}", caller.repo_name));
-    let Ok(id) = recipe.parse::<dits_core::ChunkId>() else {
-        return failure(Some(&session), &not_here());
-    };
-    let log = match state.meta.commit_log(caller.repo, ASSET_SEARCH).await {
-        Ok(log) => log,
-        Err(e) => return failure(Some(&session), &HubError::from(e)),
-    };
-    let Some((commit, path, pointer)) = log.iter().find_map(|c| {
-        c.pointers
-            .iter()
-            .find(|(_, p)| p.recipe == id)
-            .map(|(path, p)| (c.oid.clone(), path.clone(), p.clone()))
-    }) else {
-        return failure(Some(&session), &not_here());
-    };
-    let mut made = std::collections::BTreeMap::new();
-    for kind in ["poster", "strip", "proxy"] {
-        match state.meta.derived().derived(&id, kind).await {
-            Ok(found) => {
-                made.insert(kind, found.is_some());
-            }
-            Err(e) => return failure(Some(&session), &HubError::from(e)),
-        }
-    }
-    let why = if made["proxy"] {
-        String::new()
-    } else {
-        crate::server::derived::not_made(&state, &id, "proxy")
-            .await
-            .unwrap_or_default()
-    };
-    render(
-        StatusCode::OK,
-        "asset.html",
-        context! {
-            user => session.user.name, csrf => session.csrf,
-            repo => caller.repo_name, path, commit, recipe => id.to_hex(),
-            media => pointer.media, size => human_bytes(pointer.size), oid => pointer.oid.to_hex(),
-            poster => made["poster"], strip => made["strip"], proxy => made["proxy"], why,
-        },
-    )
-}
-
 /// A poster, strip or proxy for the pages (the session's cookie, not a bearer token),
 /// with byte ranges for the player.
 async fn derived_file(
@@ -568,6 +467,20 @@ async fn derived_file(
         }
         Err(e) => failure(Some(&session), &e),
     }
+}
+
+/// A repository path as it goes in a link: each component percent-encoded, the `/`
+/// between them kept.
+fn href(path: &str) -> String {
+    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    path.split('/')
+        .map(|c| percent_encoding::utf8_percent_encode(c, COMPONENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Bytes for people: 1.5 GB, 640 KB.
@@ -609,6 +522,8 @@ mod tests {
             "locks.html",
             "asset.html",
             "storage.html",
+            "tree.html",
+            "project.html",
         ] {
             templates()
                 .get_template(name)
@@ -616,6 +531,12 @@ mod tests {
                 .render(context! { user => "u", csrf => "c", repo => "a/b", heading => "h", message => "m" })
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn links_encode_each_path_component() {
+        assert_eq!(href("shots/take 1#2.mov"), "shots/take%201%232.mov");
+        assert_eq!(href("été/a?b"), "%C3%A9t%C3%A9/a%3Fb");
     }
 
     #[test]

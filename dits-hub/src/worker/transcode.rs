@@ -5,15 +5,12 @@
 //! share one transcode: the job's subject is the recipe id and a done job is not run
 //! again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use dits_core::envelope::CompressionHint;
 use dits_core::recipe::Recipe;
-use dits_core::smudge::EntryReader;
-use dits_core::store::{ChunkStore, StoreError};
 use dits_core::ChunkId;
 use tokio::io::AsyncReadExt;
 
@@ -21,6 +18,7 @@ use crate::meta::derived::{Derived, DerivedKind};
 use crate::meta::jobs::Hopeless;
 use crate::meta::unix_now;
 use crate::server::objects::read_plain;
+use crate::server::rebuild::write_range;
 use crate::server::state::HubState;
 
 /// Lines of the proxy's picture, at most (smaller sources keep theirs).
@@ -73,42 +71,6 @@ pub async fn transcode(state: &Arc<HubState>, subject: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// The hub's stored objects as a read-only [`ChunkStore`], for the rebuild (which runs
-/// on a blocking thread and waits on the hub's runtime for each read).
-struct HubObjects<'a> {
-    state: &'a HubState,
-    handle: &'a tokio::runtime::Handle,
-}
-
-fn unreadable(e: anyhow::Error) -> StoreError {
-    StoreError::Io {
-        path: PathBuf::from("the hub's object store"),
-        source: std::io::Error::other(format!("{e:#}")),
-    }
-}
-
-impl ChunkStore for HubObjects<'_> {
-    fn contains(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        let found = self
-            .handle
-            .block_on(self.state.meta.locations(std::slice::from_ref(id)))
-            .map_err(unreadable)?;
-        Ok(found.first().is_some_and(Option::is_some))
-    }
-
-    fn put(&mut self, _: &ChunkId, _: &[u8], _: CompressionHint) -> Result<bool, StoreError> {
-        Err(unreadable(anyhow::anyhow!(
-            "a transcode does not store objects"
-        )))
-    }
-
-    fn get(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        self.handle
-            .block_on(read_plain(self.state, id))
-            .map_err(unreadable)
-    }
-}
-
 /// Writes the file recipe `id` describes to `out`, every object verified as it is read.
 fn rebuild(
     state: &HubState,
@@ -117,20 +79,14 @@ fn rebuild(
     out: &Path,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut store = HubObjects { state, handle };
-    let bytes = store
-        .get(id)
+    let bytes = handle
+        .block_on(read_plain(state, id))
         .with_context(|| format!("reading recipe {}", id.short()))?;
     let recipe =
         Recipe::decode(&bytes).map_err(|e| Hopeless(format!("recipe {}: {e}", id.short())))?;
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut reader = EntryReader::new(*id);
-    for e in &recipe.entries {
-        let bytes = reader.read(&mut store, e)?;
-        file.write_all(bytes)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
+    write_range(state, handle, id, &recipe, 0, recipe.file_size, &mut file)?;
     file.flush()
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
