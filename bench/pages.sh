@@ -46,7 +46,7 @@ best() { # path -> best of 5 seconds, and the status
 }
 printf '%-48s %6s %9s\n' page status ms
 worst=0
-for path in /ui/repos /ui/r/bench/film "/ui/r/bench/film?limit=1000" "/ui/r/bench/film/asset/$recipe" \
+for path in /ui/repos /ui/r/bench/film "/ui/r/bench/film?page=100" "/ui/r/bench/film?page=$(( (COMMITS + 49) / 50 ))" "/ui/r/bench/film/asset/$recipe" \
     /ui/r/bench/film/locks /ui/r/bench/film/storage; do
   read -r code secs < <(best "$path")
   ms=$(awk -v s="$secs" 'BEGIN { printf "%.1f", s * 1000 }')

@@ -75,6 +75,10 @@ struct ServeArgs {
     /// How long a signed URL lasts (e.g. 15m).
     #[arg(long, env = "DITS_HUB_DIRECT_URL_TTL", value_parser = parse_duration, default_value = "15m")]
     direct_url_ttl: i64,
+    /// How long a browser stays signed in to the pages (e.g. 12h); the hub refuses the
+    /// session afterwards whatever the cookie says.
+    #[arg(long, env = "DITS_HUB_SESSION_TTL", value_parser = parse_duration, default_value = "12h")]
+    session_ttl: i64,
     /// What garbage collection spares: objects seen, and blobs dead, more recently than
     /// this (e.g. 1d, 12h, 30m, 90s).
     #[arg(long, env = "DITS_HUB_GC_GRACE", value_parser = parse_duration, default_value = "1d")]
@@ -155,6 +159,7 @@ fn serve_options(cli: &Cli, args: &ServeArgs) -> anyhow::Result<crate::server::S
         transcode: args.transcode || file.transcode.unwrap_or(false),
         direct_ttl: (args.direct_transfers || file.direct_transfers.unwrap_or(false))
             .then_some(args.direct_url_ttl.clamp(60, 7 * 86400) as u64),
+        session_ttl: args.session_ttl.clamp(1, 30 * 86400) as u32,
     };
     anyhow::ensure!(
         options.tls_cert.is_some() == options.tls_key.is_some(),

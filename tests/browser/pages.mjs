@@ -1,7 +1,7 @@
 // Drives the hub's pages in Debian's Chromium through playwright-core (installed by
 // scripts/test-deps.sh in target/browser): signs in, opens the repository and an asset,
-// waits for the poster to load and the proxy to play, force-unlocks a lock, and saves a
-// screenshot of each page. Prints one JSON line of what it saw; tests/e2e/web.rs checks it.
+// waits for the poster to load and the proxy to play, force-unlocks a lock, opens the
+// tree at main, and saves a screenshot of each page. Prints one JSON line of what it saw; tests/e2e/web.rs checks it.
 //
 // node pages.mjs MODULES_DIR BASE_URL TOKEN REPO RECIPE SCREENSHOT_DIR
 import { createRequire } from 'node:module';
@@ -39,6 +39,10 @@ try {
   await Promise.all([page.waitForLoadState('load'), page.click('text=Force unlock')]);
   await page.waitForSelector('[role=status]');
   seen.unlocked = await page.textContent('[role=status]');
+
+  await page.goto(`${base}/ui/r/${repo}/tree/main`);
+  seen.tree = await page.textContent('main');
+  await page.screenshot({ path: `${shots}/tree.png`, fullPage: true });
 
   // A phone-width view of the history stays readable (no sideways scrolling).
   await page.setViewportSize({ width: 390, height: 844 });

@@ -363,7 +363,223 @@ fn in_chromium_the_asset_page_shows_the_poster_and_plays_the_proxy() {
         "{seen}"
     );
     assert!(seen["phoneOverflow"].as_i64().unwrap() <= 0, "{seen}");
-    for shot in ["repos", "history", "asset", "locks", "history-phone"] {
+    assert!(seen["tree"].as_str().unwrap().contains("clip.mp4"), "{seen}");
+    for shot in ["repos", "history", "asset", "locks", "tree", "history-phone"] {
         assert!(shots.join(format!("{shot}.png")).exists());
     }
+}
+
+/// Polls `path` until its page contains `text` (the hub indexes a push after answering it).
+fn wait_for_page(browser: &Browser, path: &str, text: &str) -> Answer {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = browser.get(path);
+        if answer.body.contains(text) {
+            return answer;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{path} never showed {text:?}: {}",
+            answer.body
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pages_page_through_history_browse_trees_and_projects_and_download_originals() {
+    let env = TestEnv::new();
+    let (hub, alice) = env.alice_hub();
+    let repo = env.repo("a");
+    env.git(&repo, &["remote", "add", "origin", &hub.url("alice/film")]);
+    std::fs::create_dir_all(repo.join("shots")).unwrap();
+    std::fs::copy(media().path("base.mp4"), repo.join("shots/take 1#a.mp4")).unwrap();
+    dits_tests::melt(&repo, &["shots/take 1#a.mp4"], "edit.mlt");
+    env.git(&repo, &["add", "."]);
+    env.git(&repo, &["commit", "-q", "-m", "first take and edit"]);
+    // The same picture and sound with other metadata: nearly every byte is shared.
+    std::fs::copy(
+        media().path("metadata.mp4"),
+        repo.join("shots/take 1#a.mp4"),
+    )
+    .unwrap();
+    env.git(&repo, &["commit", "-qam", "retitled"]);
+    for i in 0..60 {
+        env.git(
+            &repo,
+            &["commit", "-q", "--allow-empty", "-m", &format!("note {i}")],
+        );
+    }
+    env.git(&repo, &["push", "-q", "origin", "main"]);
+    let first = env.recipe_of(&repo, "HEAD~61:shots/take 1#a.mp4").to_hex();
+    let second = env.recipe_of(&repo, "HEAD:shots/take 1#a.mp4").to_hex();
+    let browser = Browser::new(&env, &hub, "alice");
+    browser.sign_in(&alice);
+
+    // History in pages of 50: the newest page offers older commits, the second the rest.
+    let newest = wait_for_page(&browser, "/ui/r/alice/film", "note 59");
+    assert!(newest.body.contains("Older commits") && !newest.body.contains("Newer commits"));
+    assert!(
+        !newest.body.contains("retitled"),
+        "62 commits are two pages"
+    );
+    let older = wait_for_page(
+        &browser,
+        "/ui/r/alice/film?page=2",
+        "% shared with the previous version",
+    );
+    assert!(older.body.contains("retitled") && older.body.contains("first take and edit"));
+    assert!(older.body.contains("Newer commits") && !older.body.contains("Older commits"));
+    assert!(older.body.contains("new file"), "{}", older.body);
+    let share: u32 = {
+        let at = older.body.find("% shared").unwrap();
+        older.body[..at]
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(share >= 90, "metadata changed only: {share}% shared");
+    assert!(
+        older.body.contains("/ui/r/alice/film/project/"),
+        "the edit is listed as a project"
+    );
+    assert_eq!(browser.get("/ui/r/alice/film?page=9").code, 200);
+
+    // The tree at a branch and at a commit, into a directory, and a media file's path
+    // leads to its asset page.
+    let root = browser.get("/ui/r/alice/film/tree/main");
+    assert_eq!(root.code, 200, "{}", root.body);
+    assert!(root.body.contains("href=\"/ui/r/alice/film/tree/") && root.body.contains("shots"));
+    assert!(root.body.contains("edit.mlt") && root.body.contains("/project/"));
+    let shots = browser.get("/ui/r/alice/film/tree/main/shots");
+    assert_eq!(shots.code, 200);
+    assert!(
+        shots.body.contains(&format!("/asset/{second}")),
+        "{}",
+        shots.body
+    );
+    let old_tree = browser.get(&format!(
+        "/ui/r/alice/film/tree/{}/shots",
+        env.git(&repo, &["rev-parse", "HEAD~61"]).trim()
+    ));
+    assert!(
+        old_tree.body.contains(&format!("/asset/{first}")),
+        "{}",
+        old_tree.body
+    );
+    let file = browser.get("/ui/r/alice/film/tree/main/shots/take%201%23a.mp4");
+    assert_eq!(
+        (file.code, file.location),
+        (303, Some(format!("/ui/r/alice/film/asset/{second}")))
+    );
+    assert_eq!(
+        browser.get("/ui/r/alice/film/tree/main/nothing-here").code,
+        404
+    );
+    assert_eq!(
+        browser.get("/ui/r/alice/film/tree/no-such-branch").code,
+        404
+    );
+
+    // The project page lists what the edit references, resolved in the hub's mirror.
+    let project = browser.get("/ui/r/alice/film/project/main/edit.mlt");
+    assert_eq!(project.code, 200, "{}", project.body);
+    assert!(project.body.contains("shots/take 1#a.mp4") && project.body.contains("tracked"));
+    assert!(project.body.contains("all tracked"), "{}", project.body);
+
+    // The asset page: what the pointer and recipe say, and the share of the previous version.
+    let asset = browser.get(&format!("/ui/r/alice/film/asset/{second}"));
+    assert_eq!(asset.code, 200);
+    for text in [
+        "mp4",
+        "video: avc1 640x360",
+        "audio: mp4a",
+        "8.00s",
+        "objects",
+        "starting at a keyframe",
+    ] {
+        assert!(asset.body.contains(text), "{text}: {}", asset.body);
+    }
+    assert!(
+        asset.body.contains(&format!("/asset/{first}\"")),
+        "links the previous version"
+    );
+
+    // The original, rebuilt as it is sent: whole, and one byte range.
+    let original = std::fs::read(media().path("metadata.mp4")).unwrap();
+    let saved = env.dir.path().join("download.mp4");
+    let download = format!("/ui/r/alice/film/asset/{second}/download");
+    let got = browser.request(&download, &["-o", saved.to_str().unwrap()]);
+    assert_eq!(got.code, 200);
+    assert!(
+        std::fs::read(&saved).unwrap() == original,
+        "the download equals the file"
+    );
+    let ranged = browser.request(
+        &download,
+        &[
+            "-H",
+            "Range: bytes=1000-1999",
+            "-o",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ranged.code, 206);
+    assert_eq!(std::fs::read(&saved).unwrap(), original[1000..2000]);
+    let past = browser.request(
+        &download,
+        &["-H", &format!("Range: bytes={}-", original.len())],
+    );
+    assert_eq!(past.code, 416);
+
+    // The same rules as every page: signed out, to sign-in; a non-member, 404.
+    let pages = [
+        "/ui/r/alice/film?page=2".to_string(),
+        "/ui/r/alice/film/tree/main".to_string(),
+        "/ui/r/alice/film/tree/main/shots".to_string(),
+        "/ui/r/alice/film/project/main/edit.mlt".to_string(),
+        download.clone(),
+    ];
+    let nobody = Browser::new(&env, &hub, "nobody");
+    let stranger = hub.admin(&["user", "add", "stranger"]);
+    let other = Browser::new(&env, &hub, "stranger");
+    other.sign_in(&stranger);
+    for path in &pages {
+        let answer = nobody.get(path);
+        assert_eq!(
+            (answer.code, answer.location.as_deref()),
+            (303, Some("/ui/login")),
+            "{path}"
+        );
+        assert_eq!(other.get(path).code, 404, "{path}");
+    }
+}
+
+#[test]
+fn a_browser_session_ends_on_the_hub_when_it_expires() {
+    let env = TestEnv::new();
+    let (hub, alice) = env.alice_hub_on(
+        &env.dir.path().join("hub-data"),
+        &["--session-ttl", "2s"],
+        &[],
+    );
+    let browser = Browser::new(&env, &hub, "alice");
+    let session = browser.sign_in(&alice);
+    assert_eq!(browser.get("/ui/repos").code, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // The cookie is still sent as it was: the hub itself refuses the token.
+    let late = browser.request(
+        "/ui/repos",
+        &["-H", &format!("Cookie: dits_session={session}")],
+    );
+    assert_eq!(
+        (late.code, late.location.as_deref()),
+        (303, Some("/ui/login"))
+    );
+    // The user's own token is untouched.
+    assert_eq!(browser.get("/ui/login").code, 200);
+    browser.sign_in(&alice);
+    assert_eq!(browser.get("/ui/repos").code, 200);
 }

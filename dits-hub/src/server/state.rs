@@ -34,6 +34,8 @@ pub struct HubState {
     pub direct_ttl: Option<std::time::Duration>,
     /// Wakes this process's idle workers when a request queued a job a client waits for.
     pub job_queued: tokio::sync::Notify,
+    /// How long a browser stays signed in to the pages (seconds).
+    pub session_ttl: u32,
 }
 
 /// The settings `dits-hub serve` (and `check-config`) runs with.
@@ -64,6 +66,8 @@ pub struct ServeOptions {
     /// Offer clients signed URLs into the S3 store (seconds they last); none: every
     /// object byte goes through the hub.
     pub direct_ttl: Option<u64>,
+    /// How long a browser stays signed in to the pages (seconds).
+    pub session_ttl: u32,
 }
 
 /// Links not seen for a day, and blobs dead for a day, may be collected: far longer than
@@ -89,6 +93,7 @@ impl ServeOptions {
             workers: 1,
             transcode: false,
             direct_ttl: None,
+            session_ttl: crate::web::session::SESSION_AGE,
         }
     }
 }
@@ -117,6 +122,7 @@ impl HubState {
             work: data.join("work"),
             direct_ttl: options.direct_ttl.map(std::time::Duration::from_secs),
             job_queued: tokio::sync::Notify::new(),
+            session_ttl: options.session_ttl,
         })
     }
 }

@@ -21,7 +21,7 @@ use crate::error::HubError;
 use crate::meta::{AccountChange, Role, User};
 use crate::server::auth::authorize;
 use crate::server::state::HubState;
-use session::{cookie, csrf_for, same, set_cookie, LOGIN, SESSION, SESSION_AGE};
+use session::{cookie, csrf_for, same, set_cookie, LOGIN, SESSION};
 
 pub fn routes() -> Router<Arc<HubState>> {
     Router::new()
@@ -232,7 +232,7 @@ async fn login(
         .change_account(
             &AccountChange::IssueSession {
                 user: user.name.clone(),
-                expires: crate::meta::unix_now() + i64::from(SESSION_AGE),
+                expires: crate::meta::unix_now() + i64::from(state.session_ttl),
             },
             &format!("{} (web sign-in)", user.name),
         )
@@ -243,7 +243,7 @@ async fn login(
         Err(e) => return failure(None, &HubError::from(e)),
     };
     let mut response = Redirect::to("/ui/repos").into_response();
-    set_cookie(&mut response, SESSION, &token, SESSION_AGE);
+    set_cookie(&mut response, SESSION, &token, state.session_ttl);
     set_cookie(&mut response, LOGIN, "", 0);
     response
 }

@@ -13,7 +13,8 @@ use axum::http::{header, HeaderMap};
 pub const SESSION: &str = "dits_session";
 /// The sign-in form's CSRF cookie.
 pub const LOGIN: &str = "dits_login";
-/// How long a session cookie lasts in the browser (seconds).
+/// How long a session lasts by default (seconds): `serve --session-ttl` sets it. The
+/// hub's token expires then, and the cookie with it.
 pub const SESSION_AGE: u32 = 12 * 3600;
 
 /// The value of cookie `name` in the request, if sent.
