@@ -363,8 +363,18 @@ fn in_chromium_the_asset_page_shows_the_poster_and_plays_the_proxy() {
         "{seen}"
     );
     assert!(seen["phoneOverflow"].as_i64().unwrap() <= 0, "{seen}");
-    assert!(seen["tree"].as_str().unwrap().contains("clip.mp4"), "{seen}");
-    for shot in ["repos", "history", "asset", "locks", "tree", "history-phone"] {
+    assert!(
+        seen["tree"].as_str().unwrap().contains("clip.mp4"),
+        "{seen}"
+    );
+    for shot in [
+        "repos",
+        "history",
+        "asset",
+        "locks",
+        "tree",
+        "history-phone",
+    ] {
         assert!(shots.join(format!("{shot}.png")).exists());
     }
 }

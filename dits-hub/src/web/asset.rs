@@ -43,6 +43,29 @@ async fn find(
     }
 }
 
+/// A pointer's media line in a few words, for listings: `mp4 · 10.00s · video avc1
+/// 320x240, audio mp4a`.
+pub(super) fn media_words(media: &str) -> String {
+    let (container, duration, tracks) = summary(media);
+    let tracks: Vec<String> = tracks
+        .iter()
+        .map(|t| {
+            let field = |k: &str| t.get_attr(k).map(|v| v.to_string()).unwrap_or_default();
+            [field("kind"), field("codec"), field("size")]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let mut words = vec![container];
+    words.extend(duration);
+    if !tracks.is_empty() {
+        words.push(tracks.join(", "));
+    }
+    words.join(" · ")
+}
+
 /// A pointer's media line (`mp4 duration=10.00s tracks=vide:avc1:320x240,soun:mp4a`)
 /// as the page lists it: container, duration, and each track's kind, codec and size.
 fn summary(media: &str) -> (String, Option<String>, Vec<Value>) {
@@ -313,4 +336,27 @@ pub(super) async fn download(
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_lines_read_as_words() {
+        assert_eq!(
+            media_words("mp4 duration=8.00s tracks=vide:avc1:640x360,soun:mp4a"),
+            "mp4 · 8.00s · video avc1 640x360, audio mp4a"
+        );
+        assert_eq!(media_words("binary"), "binary");
+        assert_eq!(media_words("mxf duration=1.00s tracks=none"), "mxf · 1.00s");
+    }
+
+    #[test]
+    fn download_names_survive_any_characters() {
+        assert_eq!(
+            disposition("take \"1\"é.mp4"),
+            "attachment; filename=\"take _1__.mp4\"; filename*=UTF-8''take%20%221%22%C3%A9%2Emp4"
+        );
+    }
 }

@@ -208,7 +208,13 @@ async fn tree_at(
             };
             let what = match (&e.kind, &e.pointer) {
                 (EntryKind::Directory, _) => "directory".to_string(),
-                (EntryKind::File, Some(p)) => format!("{} · {}", human_bytes(p.size), p.media),
+                (EntryKind::File, Some(p)) => {
+                    format!(
+                        "{} · {}",
+                        human_bytes(p.size),
+                        super::asset::media_words(&p.media)
+                    )
+                }
                 (EntryKind::File, None) => format!("{} in Git", human_bytes(e.size)),
                 (EntryKind::Other, _) => "link or submodule".to_string(),
             };
