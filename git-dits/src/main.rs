@@ -350,7 +350,7 @@ fn main() -> ExitCode {
             check,
             json,
         } => commands::deps::deps(&project, rev.as_deref(), json, check),
-        Command::Hook { name, args: _ } => commands::install::hook(&name),
+        Command::Hook { name, args } => commands::install::hook(&name, &args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -3,6 +3,7 @@
 //! when allowed), the token from `git credential fill`, approved or rejected afterwards.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::client::{Hub, HubError, LinkSettings, TrustSettings};
@@ -213,9 +214,30 @@ impl Session {
     }
 }
 
-/// The URL of the remote a filter or command should fetch media from: the current
-/// branch's remote, else `origin`.
+/// The hub a filter or command should fetch media from and lock on
+/// ([`hub_url`]); an error that says how to name one when nothing does.
 pub fn default_remote_url() -> Result<RemoteUrl> {
+    hub_url()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no Dits hub for media: the remote is not a dits:// URL and neither `git config dits.hub` nor a committed .ditsconfig names one (e.g. git config dits.hub dits://hub.example:7443/OWNER/NAME)"
+        )
+    })
+}
+
+/// The hub holding this repository's media, when anything names one, in this order:
+/// `git config dits.hub` (the user's or the repository's word); the current branch's
+/// remote (else `origin`) when it is a `dits://` URL; `dits.hub` in the committed
+/// `.ditsconfig` (the working tree's, else HEAD's: during a clone's checkout the file
+/// may not be written yet). Only that one key is read from `.ditsconfig`, so a
+/// repository cannot set anything else in its users' configuration.
+pub fn hub_url() -> Result<Option<RemoteUrl>> {
+    let parse = |url: &str, from: &str| {
+        RemoteUrl::parse(url.trim())
+            .with_context(|| format!("dits.hub in {from} must be dits://HOST[:PORT]/OWNER/NAME"))
+    };
+    if let Some(url) = git::try_run(&["config", "--get", "dits.hub"]) {
+        return Ok(Some(parse(&url, "git config")?));
+    }
     let branch = git::try_run(&["symbolic-ref", "--short", "-q", "HEAD"]).unwrap_or_default();
     let remote = git::try_run(&[
         "config",
@@ -224,9 +246,27 @@ pub fn default_remote_url() -> Result<RemoteUrl> {
     ])
     .map(|s| s.trim().to_string())
     .unwrap_or_else(|| "origin".to_string());
-    let url =
-        git::try_run(&["config", "--get", &format!("remote.{remote}.url")]).with_context(|| {
-            format!("no URL for remote {remote}: media can only be fetched from a dits:// remote")
-        })?;
-    Ok(RemoteUrl::parse(url.trim())?)
+    if let Some(url) = git::try_run(&["config", "--get", &format!("remote.{remote}.url")]) {
+        if url.trim().starts_with("dits://") {
+            return Ok(Some(parse(&url, &format!("remote.{remote}.url"))?));
+        }
+    }
+    let in_tree = git::try_run(&["rev-parse", "--show-toplevel"])
+        .map(|top| Path::new(top.trim()).join(DITSCONFIG))
+        .filter(|path| path.is_file());
+    let committed = match &in_tree {
+        Some(path) => git::try_run(&["config", "-f", &path.to_string_lossy(), "--get", "dits.hub"]),
+        None => git::try_run(&[
+            "config",
+            "--blob",
+            &format!("HEAD:{DITSCONFIG}"),
+            "--get",
+            "dits.hub",
+        ]),
+    };
+    committed.map(|url| parse(&url, DITSCONFIG)).transpose()
 }
+
+/// The committed file naming the hub for a repository whose Git remote is elsewhere
+/// (Git's config syntax, like Git LFS's `.lfsconfig`).
+pub const DITSCONFIG: &str = ".ditsconfig";

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `git`, the built `git-dits`, media from `ffmpeg`.
 
+mod adoption;
 mod attacks;
 mod bad_input;
 mod clean_working_file;

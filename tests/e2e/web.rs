@@ -276,6 +276,22 @@ fn pages_sign_in_show_history_and_locks_and_refuse_forged_forms_and_strangers() 
         assert!(hidden.body.contains("Not found"), "{path}");
     }
     assert!(!other.get("/ui/repos").body.contains("alice/film"));
+    // The forms too: signed out, to sign-in; a non-member's unlock, 404; nothing changes.
+    let unlock = format!("/ui/r/alice/film/locks/{id}/unlock");
+    let signed_out = nobody.post(&unlock, &[("csrf", "x")]);
+    assert_eq!(
+        (signed_out.code, signed_out.location.as_deref()),
+        (303, Some("/ui/login"))
+    );
+    let out = nobody.post("/ui/logout", &[("csrf", "x")]);
+    assert_eq!(
+        (out.code, out.location.as_deref()),
+        (303, Some("/ui/login"))
+    );
+    let page = other.get("/ui/repos");
+    let hidden = other.post(&unlock, &[("csrf", &csrf_in(&page.body))]);
+    assert_eq!(hidden.code, 404, "{}", hidden.body);
+    assert!(locks_json(&hub, &alice).contains("clip.mp4"));
 
     // Signing out revokes the session's token: the old cookie no longer works.
     let page = browser.get("/ui/repos");

@@ -12,8 +12,8 @@ use git_remote_dits::git;
 
 /// Hooks Dits wires, by name, with their scripts. They call `git dits hook NAME`
 /// (read-only lockable files after checkout, merge and commit; pre-commit checks staged
-/// projects' dependencies when `dits.checkDeps` is set; pre-push has nothing to check:
-/// the hub enforces locks). The scripts are real shell files in the repository's
+/// projects' dependencies when `dits.checkDeps` is set; pre-push stores the media on the
+/// configured hub when the Git remote is another host). The scripts are real shell files in the repository's
 /// `hooks/` folder (checked with `sh -n` by the tests), compiled in so an installed binary
 /// needs no data files.
 pub const HOOKS: [(&str, &str); 5] = [
@@ -166,15 +166,13 @@ fn write_executable(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// `git dits hook NAME`: the entry point the installed hooks call. After checkout, merge
-/// and commit, lockable files get their modes from the hub's locks. pre-push checks
-/// nothing here: the hub enforces locks when it moves a ref.
-pub fn hook(name: &str) -> Result<i32> {
+/// `git dits hook NAME ARGS…`: the entry point the installed hooks call. After checkout,
+/// merge and commit, lockable files get their modes from the hub's locks. Before a push
+/// to a Git host that is not a Dits hub, the media goes to the configured hub first
+/// ([`super::pre_push`]); a `dits://` remote's hub enforces locks when it moves a ref.
+pub fn hook(name: &str, args: &[String]) -> Result<i32> {
     let code = match name {
-        "pre-push" => {
-            std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
-            0
-        }
+        "pre-push" => super::pre_push::pre_push(args)?,
         "pre-commit" => super::deps::pre_commit_check()?,
         "post-checkout" | "post-merge" | "post-commit" => {
             git_remote_dits::locks::hook_refresh();
