@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests need, installed or started idempotently (a second run changes nothing):
-# Debian packages (ffmpeg, git, curl, fuse3, melt, the PostgreSQL client), this machine's Redis
+# Debian packages (ffmpeg, git, git-lfs, curl, fuse3, melt, chromium, the PostgreSQL client), this machine's Redis
 # and PostgreSQL started if they have stopped, and moto's S3 server from PyPI in
 # target/moto-venv. scripts/test.sh runs this first, so a fresh Debian machine with Rust
 # needs nothing else.
@@ -20,6 +20,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The pages are tested in Debian's Chromium, driven by playwright-core (npm, below).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# The migration tests build their history with the real Git LFS.
+command -v git-lfs >/dev/null 2>&1 || missing+=(git-lfs)
 fresh_postgres=no
 if [ ! -d /etc/postgresql ]; then missing+=(postgresql); fresh_postgres=yes; fi
 if [ ${#missing[@]} -gt 0 ]; then
