@@ -204,6 +204,12 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Bring history in from plain blobs or Git LFS, or take it back out (like
+    /// `git lfs migrate`): `info`, `import`, `export`.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Entry point for the hooks `install` writes.
     #[command(hide = true)]
     Hook {
@@ -211,6 +217,50 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// What history holds, by extension: files, versions, bytes, and Git LFS objects
+    /// (present locally in brackets).
+    Info {
+        /// Only paths matching these patterns (comma-separated, as in .gitattributes).
+        #[arg(long)]
+        include: Option<String>,
+        /// Every branch and tag (default: the current branch, or REFS).
+        #[arg(long)]
+        everything: bool,
+        refs: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite history so paths matching --include are Dits pointers, from plain blobs or
+    /// Git LFS pointers; updates .gitattributes in every commit, keeps authors, dates,
+    /// messages and merges. Resumable: run it again after an interruption.
+    Import {
+        #[arg(long)]
+        include: String,
+        #[arg(long)]
+        everything: bool,
+        refs: Vec<String>,
+    },
+    /// Rewrite history so Dits pointers at paths matching --include become plain blobs
+    /// (--to plain) or Git LFS pointers (--to lfs).
+    Export {
+        #[arg(long)]
+        include: String,
+        #[arg(long, value_enum, default_value = "plain")]
+        to: ExportTarget,
+        #[arg(long)]
+        everything: bool,
+        refs: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportTarget {
+    Plain,
+    Lfs,
 }
 
 #[derive(Subcommand)]
@@ -351,6 +401,31 @@ fn main() -> ExitCode {
             json,
         } => commands::deps::deps(&project, rev.as_deref(), json, check),
         Command::Hook { name, args } => commands::install::hook(&name, &args),
+        Command::Migrate { command } => match command {
+            MigrateCommand::Info {
+                include,
+                everything,
+                refs,
+                json,
+            } => commands::migrate::info(include.as_deref(), everything, &refs, json),
+            MigrateCommand::Import {
+                include,
+                everything,
+                refs,
+            } => commands::migrate::import(&include, everything, &refs),
+            MigrateCommand::Export {
+                include,
+                to,
+                everything,
+                refs,
+            } => {
+                let to = match to {
+                    ExportTarget::Plain => commands::migrate::ExportTo::Plain,
+                    ExportTarget::Lfs => commands::migrate::ExportTo::Lfs,
+                };
+                commands::migrate::export(&include, to, everything, &refs)
+            }
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

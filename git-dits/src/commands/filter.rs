@@ -15,7 +15,7 @@ use git_remote_dits::git;
 /// directory and names paths relative to it (also for `git add` in a subdirectory and
 /// `git hash-object --path`), so clean may read the file a stream came from there. Only
 /// a speed-up: clean compares every byte with Git's stream before trusting the file.
-fn open_filter(read_work_tree: bool) -> Result<DitsFilter> {
+pub(crate) fn open_filter(read_work_tree: bool) -> Result<DitsFilter> {
     let dir = git::store_dir()?;
     let store = LocalStore::open(&dir)
         .with_context(|| format!("opening the Dits store at {}", dir.display()))?;

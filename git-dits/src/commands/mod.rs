@@ -7,6 +7,7 @@ pub mod install;
 pub mod key;
 pub mod locks;
 pub mod ls_files;
+pub mod migrate;
 pub mod pre_push;
 pub mod proxy;
 pub mod prune;

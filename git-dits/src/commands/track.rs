@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 
 use git_remote_dits::git;
 
-const ATTRIBUTES: &str = "filter=dits diff=dits merge=binary -text";
+pub(crate) const ATTRIBUTES: &str = "filter=dits diff=dits merge=binary -text";
 
 /// Spaces in a gitattributes pattern must be written as `[[:space:]]`.
-fn escape(pattern: &str) -> String {
+pub(crate) fn escape(pattern: &str) -> String {
     pattern.replace(' ', "[[:space:]]")
 }
 
