@@ -13,6 +13,7 @@ mod hub;
 mod install;
 mod lifecycle;
 mod locks;
+mod migrate;
 mod mount;
 mod network;
 mod projects;

@@ -536,19 +536,29 @@ fn run_rewrite(refs: &[String], conv: &mut dyn Converter) -> Result<f64> {
         .stdout(Stdio::piped())
         .spawn()
         .context("running git fast-export")?;
+    // `--done`: a stream that ends without `done` (this process stopped half way) is an
+    // error to fast-import, which then moves no ref.
     let mut import = Command::new("git")
-        .args(["fast-import", "--force", "--quiet"])
+        .args(["fast-import", "--force", "--quiet", "--done"])
         .stdin(Stdio::piped())
         .spawn()
         .context("running git fast-import")?;
     let mut input = BufReader::with_capacity(1 << 20, export.stdout.take().context("stdout")?);
     let mut output = BufWriter::with_capacity(1 << 20, import.stdin.take().context("stdin")?);
-    let rewritten = rewrite::rewrite(&mut input, &mut output, conv);
+    let rewritten = rewrite::rewrite(&mut input, &mut output, conv)
+        .and_then(|n| Ok(output.write_all(b"done\n").map(|()| n)?));
+    if let Err(e) = rewritten {
+        // What fast-import holds so far must not reach any ref.
+        let _ = import.kill();
+        let _ = import.wait();
+        let _ = export.kill();
+        let _ = export.wait();
+        return Err(e.context("no ref was changed; run the same command again to go on"));
+    }
     let flushed = output.flush();
     drop(output);
     let exported = export.wait()?;
     let imported = import.wait()?;
-    rewritten?;
     flushed?;
     if !exported.success() || !imported.success() {
         bail!("git fast-export or fast-import failed; no ref was changed (run again to go on)");
