@@ -100,6 +100,20 @@ fn revisions(env: &TestEnv, repo: &Path) -> BTreeMap<String, BTreeMap<String, St
     out
 }
 
+/// `git dits migrate import --include=*.mp4,*.mov --everything` in `repo`.
+fn import(env: &TestEnv, repo: &Path) -> std::process::Output {
+    env.git_output(
+        repo,
+        &[
+            "dits",
+            "migrate",
+            "import",
+            "--include=*.mp4,*.mov",
+            "--everything",
+        ],
+    )
+}
+
 fn refs(env: &TestEnv, repo: &Path) -> String {
     env.git(
         repo,
@@ -136,22 +150,13 @@ fn lfs_history_imports_byte_identical_smaller_deterministic_resumable_and_export
         "four LFS versions, all local: {info}"
     );
 
-    let import = env.git_output(
-        &repo,
-        &[
-            "dits",
-            "migrate",
-            "import",
-            "--include=*.mp4,*.mov",
-            "--everything",
-        ],
-    );
+    let imported = import(&env, &repo);
     assert!(
-        import.status.success(),
+        imported.status.success(),
         "{}",
-        String::from_utf8_lossy(&import.stderr)
+        String::from_utf8_lossy(&imported.stderr)
     );
-    println!("{}", String::from_utf8_lossy(&import.stderr).trim());
+    println!("{}", String::from_utf8_lossy(&imported.stderr).trim());
     let imported_refs = refs(&env, &repo);
     assert_ne!(imported_refs, original_refs);
     let first = env.git(&repo, &["rev-list", "--max-parents=0", "main"]);
@@ -200,16 +205,7 @@ fn lfs_history_imports_byte_identical_smaller_deterministic_resumable_and_export
         .find(|p| std::fs::read(p).unwrap() == std::fs::read(media().path("metadata.mp4")).unwrap())
         .expect("the retitled take's LFS object");
     std::fs::rename(&retitled, &moved).unwrap();
-    let stopped = env.git_output(
-        &copy,
-        &[
-            "dits",
-            "migrate",
-            "import",
-            "--include=*.mp4,*.mov",
-            "--everything",
-        ],
-    );
+    let stopped = import(&env, &copy);
     let stderr = String::from_utf8_lossy(&stopped.stderr);
     assert!(!stopped.status.success());
     assert!(
@@ -222,16 +218,7 @@ fn lfs_history_imports_byte_identical_smaller_deterministic_resumable_and_export
         "a stopped import changes no ref"
     );
     std::fs::rename(&moved, &retitled).unwrap();
-    let resumed = env.git_output(
-        &copy,
-        &[
-            "dits",
-            "migrate",
-            "import",
-            "--include=*.mp4,*.mov",
-            "--everything",
-        ],
-    );
+    let resumed = import(&env, &copy);
     assert!(
         resumed.status.success(),
         "{}",

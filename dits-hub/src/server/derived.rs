@@ -83,18 +83,9 @@ pub fn http_answer(
     range: Option<&str>,
 ) -> axum::response::Response {
     use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
     let size = found.size;
-    let (status, start, end) = match range.map(|r| byte_range(r, size)) {
-        None | Some(Ok(None)) => (StatusCode::OK, 0, size),
-        Some(Ok(Some((start, end)))) => (StatusCode::PARTIAL_CONTENT, start, end),
-        Some(Err(Unsatisfiable)) => {
-            return (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response();
-        }
+    let Ok((status, start, end)) = answer_range(range, size) else {
+        return unsatisfiable(size);
     };
     state
         .stats
@@ -137,6 +128,31 @@ pub fn http_answer(
         );
     }
     response
+}
+
+/// How to answer a request with `Range` header `range` (if any) for an object of `size`
+/// bytes: the status and `[start, end)` ([`unsatisfiable`] answers the error).
+pub fn answer_range(
+    range: Option<&str>,
+    size: u64,
+) -> Result<(axum::http::StatusCode, u64, u64), Unsatisfiable> {
+    use axum::http::StatusCode;
+    match range.map(|r| byte_range(r, size)) {
+        None | Some(Ok(None)) => Ok((StatusCode::OK, 0, size)),
+        Some(Ok(Some((start, end)))) => Ok((StatusCode::PARTIAL_CONTENT, start, end)),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+/// The 416 answer for an object of `size` bytes.
+pub fn unsatisfiable(size: u64) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+    )
+        .into_response()
 }
 
 /// A `Range` header none of whose bytes lie in the object (HTTP 416).

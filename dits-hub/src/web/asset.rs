@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use dits_core::ChunkId;
 use minijinja::{context, Value};
 
@@ -17,8 +17,20 @@ use crate::error::HubError;
 use crate::meta::{AssetVersion, Role};
 use crate::server::auth::Caller;
 use crate::server::dedup::{facts, read_recipe, shared_bytes};
-use crate::server::derived::{byte_range, Unsatisfiable};
+use crate::server::derived::{answer_range, unsatisfiable};
 use crate::server::state::HubState;
+
+/// The signed-in reader of `owner/name` and the asset `recipe` names there, or the page
+/// to answer instead.
+async fn reader_and_asset(
+    state: &HubState,
+    headers: &HeaderMap,
+    (owner, name, recipe): (&str, &str, &str),
+) -> Result<(Session, Caller, ChunkId, AssetVersion), Response> {
+    let (session, caller) = member(state, headers, owner, name, Role::Read).await?;
+    let (id, version) = find(state, &session, &caller, recipe).await?;
+    Ok((session, caller, id, version))
+}
 
 /// The asset `recipe` names in the caller's repository, or the page to answer instead.
 async fn find(
@@ -99,14 +111,11 @@ pub(super) async fn asset(
     UrlPath((owner, name, recipe)): UrlPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let (id, version) = match find(&state, &session, &caller, &recipe).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+    let (session, caller, id, version) =
+        match reader_and_asset(&state, &headers, (&owner, &name, &recipe)).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
     let mut made = std::collections::BTreeMap::new();
     for kind in ["poster", "strip", "proxy"] {
         match state.meta.derived().derived(&id, kind).await {
@@ -231,14 +240,11 @@ pub(super) async fn download(
     UrlPath((owner, name, recipe)): UrlPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (session, caller) = match member(&state, &headers, &owner, &name, Role::Read).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let (id, version) = match find(&state, &session, &caller, &recipe).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+    let (session, caller, id, version) =
+        match reader_and_asset(&state, &headers, (&owner, &name, &recipe)).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
     match state.meta.encrypted(caller.repo).await {
         Ok(false) => {}
         Ok(true) => {
@@ -269,16 +275,8 @@ pub(super) async fn download(
     };
     let size = recipe.file_size;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, start, end) = match range.map(|r| byte_range(r, size)) {
-        None | Some(Ok(None)) => (StatusCode::OK, 0, size),
-        Some(Ok(Some((start, end)))) => (StatusCode::PARTIAL_CONTENT, start, end),
-        Some(Err(Unsatisfiable)) => {
-            return (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response();
-        }
+    let Ok((status, start, end)) = answer_range(range, size) else {
+        return unsatisfiable(size);
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let path = version.path.clone();

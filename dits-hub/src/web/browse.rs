@@ -36,7 +36,7 @@ pub fn change_of(size: u64, replaced: bool, shared: Option<u64>) -> String {
         (true, None) => "changed".to_string(),
         (true, Some(shared)) => {
             let shared = shared.min(size);
-            let percent = if size == 0 { 100 } else { shared * 100 / size };
+            let percent = (shared * 100).checked_div(size).unwrap_or(100);
             format!(
                 "{percent}% shared with the previous version, {} new",
                 human_bytes(size - shared)

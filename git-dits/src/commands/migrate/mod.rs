@@ -690,7 +690,7 @@ pub fn info(include: Option<&str>, everything: bool, refs: &[String], json: bool
         }
     }
     let mut sorted: Vec<(String, Kind)> = kinds.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+    sorted.sort_by_key(|(_, k)| std::cmp::Reverse(k.bytes));
     if json {
         let doc: Vec<_> = sorted
             .iter()
