@@ -155,7 +155,8 @@ fn every_installed_hook_chains_the_users_hook() {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
             if name == "pre-push" {
-                writeln!(stdin, "refs/heads/main 1111 refs/heads/main 0000").unwrap();
+                // A deletion: Dits' own pre-push has nothing to send for it.
+                writeln!(stdin, "(delete) 0000 refs/heads/main 1111").unwrap();
             }
         }
         let status = child.wait().unwrap();
@@ -169,7 +170,7 @@ fn every_installed_hook_chains_the_users_hook() {
             "post-checkout arg1 no-stdin",
             "post-merge arg1 no-stdin",
             "post-commit arg1 no-stdin",
-            "pre-push arg1 refs/heads/main 1111 refs/heads/main 0000",
+            "pre-push arg1 (delete) 0000 refs/heads/main 1111",
         ],
         "{log}"
     );

@@ -395,11 +395,11 @@ fn hubs_starting_together_migrate_the_schema_once() {
     });
     let versions = backends
         .query("SELECT string_agg(version::text, ',' ORDER BY version) FROM dits_migrations");
-    assert_eq!(versions, "1,2,3,4,5,6,7,8");
+    assert_eq!(versions, "1,2,3,4,5,6,7,8,9");
     let data = hubs[0].data.clone();
     drop(hubs);
     let again = HubProcess::start_configured(&data, 0, &[], &backends.envs);
-    assert_eq!(backends.query("SELECT count(*) FROM dits_migrations"), "8");
+    assert_eq!(backends.query("SELECT count(*) FROM dits_migrations"), "9");
     again.admin(&["user", "add", "carol"]);
 }
 
