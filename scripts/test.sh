@@ -25,8 +25,8 @@ trap 'kill $moto_pid 2>/dev/null || true; drop_test_databases' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 drop_test_databases
 
-echo "== hub, lock, key, lifecycle, worker and project-index tests again, on PostgreSQL + Redis + S3 (moto on port $port)"
+echo "== hub, lock, key, lifecycle, worker, project-index, pages and Git-host tests again, on PostgreSQL + Redis + S3 (moto on port $port)"
 DITS_TEST_BACKENDS=scale DITS_TEST_S3_ENDPOINT="http://127.0.0.1:$port" \
   cargo test -p dits-tests --test e2e -- hub:: locks:: encryption::a_member \
     encryption::after_a_revocation encryption::repositories_in_one_key_group lifecycle:: \
-    workers:: projects::a_clone_elsewhere
+    workers:: projects::a_clone_elsewhere web:: adoption::
