@@ -501,8 +501,9 @@ impl GitMirror {
             "--format=%x1e%H",
         ]);
         let raw = self.run(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let mut changed: Vec<(String, String, String)> = Vec::new(); // (commit, path, blob)
-                                                                     // (commit, path, blob it replaces in the first parent), for modified paths.
+        // (commit, path, blob) for each path added or modified, and (commit, path, blob
+        // it replaces in the first parent) for each modified one.
+        let mut changed: Vec<(String, String, String)> = Vec::new();
         let mut replaced: Vec<(String, String, String)> = Vec::new();
         for record in raw.split(|&b| b == 0x1e).filter(|r| !r.is_empty()) {
             let mut fields = record.split(|&b| b == 0);
@@ -586,6 +587,25 @@ impl GitMirror {
 
     /// The bytes of each of the objects `ids` of at most `max` bytes, by id (two
     /// `cat-file` batches: sizes, then the small ones' bytes).
+    /// What `git cat-file FORMAT` (`--batch`, `--batch-check…`) answers to `input`, one
+    /// object name a line. Names come on stdin, so none can be taken for an option.
+    pub(crate) fn cat_file(&self, dir: &Path, format: &str, input: String) -> Result<Vec<u8>> {
+        let mut child = self
+            .git(dir)
+            .args(["cat-file", format])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running git cat-file")?;
+        let mut stdin = child.stdin.take().context("cat-file stdin")?;
+        // Written from a thread: cat-file answers while it reads.
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let out = child.wait_with_output()?;
+        let _ = writer.join();
+        Ok(out.stdout)
+    }
+
     pub(crate) fn small_blobs_by_id<'a>(
         &self,
         dir: &Path,
@@ -593,22 +613,7 @@ impl GitMirror {
         max: usize,
     ) -> Result<std::collections::HashMap<String, Vec<u8>>> {
         let ids: std::collections::BTreeSet<&str> = ids.collect();
-        let batch = |format: &str, input: String| -> Result<Vec<u8>> {
-            let mut child = self
-                .git(dir)
-                .args(["cat-file", format])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("running git cat-file")?;
-            let mut stdin = child.stdin.take().context("cat-file stdin")?;
-            // Written from a thread: cat-file answers while it reads.
-            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-            let out = child.wait_with_output()?;
-            let _ = writer.join();
-            Ok(out.stdout)
-        };
+        let batch = |format: &str, input: String| self.cat_file(dir, format, input);
         let mut found = std::collections::HashMap::new();
         if ids.is_empty() {
             return Ok(found);

@@ -145,6 +145,8 @@ pub fn staged_blobs() -> Result<Vec<(String, String)>> {
 /// One object read through `cat-file --batch`.
 pub struct Blob {
     pub kind: String,
+    /// The object's size, whether or not its content was kept.
+    pub size: u64,
     pub content: Vec<u8>,
 }
 
@@ -184,6 +186,7 @@ pub fn cat_file_small(specs: &[String], max_size: u64) -> Result<Vec<Option<Blob
         reader.read_exact(&mut lf)?;
         out.push(Some(Blob {
             kind: fields[1].to_string(),
+            size,
             content,
         }));
     }

@@ -4,9 +4,8 @@
 //! push goes ahead, and refuses the push when the hub refuses it. Both passes.
 
 use std::path::Path;
-use std::process::Command;
 
-use dits_tests::{media, HubProcess, TestEnv};
+use dits_tests::{media, TestEnv};
 
 /// A bare repository `name` in the test directory, as a `file://` URL.
 fn bare_host(env: &TestEnv, name: &str) -> (std::path::PathBuf, String) {
@@ -21,21 +20,6 @@ fn bare_host(env: &TestEnv, name: &str) -> (std::path::PathBuf, String) {
 
 fn host_head(env: &TestEnv, host: &Path) -> String {
     env.git(host, &["rev-parse", "main"]).trim().to_string()
-}
-
-/// Locks `path` in alice/film as the user of `token`, through the hub's API.
-fn lock_as(hub: &HubProcess, token: &str, path: &str) {
-    let out = Command::new("curl")
-        .args(["-sk", "-H", &format!("Authorization: Bearer {token}")])
-        .args(["-X", "POST", "-d", &format!(r#"{{"path":"{path}"}}"#)])
-        .arg(format!(
-            "https://127.0.0.1:{}/api/v1/repos/alice/film/locks",
-            hub.port
-        ))
-        .output()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(answer.contains(path), "{answer}");
 }
 
 #[test]
@@ -112,7 +96,8 @@ fn a_plain_git_host_keeps_history_while_the_hub_keeps_media_and_locks() {
     // Someone else's lock: the hub refuses the ref, so the push to the host is refused.
     let bob = hub.admin(&["user", "add", "bob"]);
     hub.admin(&["repo", "member", "alice/film", "bob", "--role", "write"]);
-    lock_as(&hub, &bob, "clip.mp4");
+    let locked_by_bob = crate::web::lock_as(&hub, &bob, "clip.mp4");
+    assert!(locked_by_bob.contains("clip.mp4"), "{locked_by_bob}");
     std::fs::copy(media().path("metadata.mp4"), repo.join("clip.mp4")).unwrap();
     env.git(&repo, &["commit", "-qam", "retitled"]);
     let locked = env.git_output(&repo, &["push", "origin", "main"]);

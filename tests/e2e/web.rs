@@ -128,7 +128,7 @@ fn locks_api(hub: &HubProcess, token: &str, extra: &[&str]) -> String {
 }
 
 /// Locks `path` in alice/film as the user of `token`; the answer.
-fn lock_as(hub: &HubProcess, token: &str, path: &str) -> String {
+pub(crate) fn lock_as(hub: &HubProcess, token: &str, path: &str) -> String {
     let body = format!(r#"{{"path":"{path}"}}"#);
     locks_api(hub, token, &["-X", "POST", "-d", &body])
 }

@@ -539,8 +539,13 @@ pub fn stored_pointer(
 ) -> Option<dits_core::pointer::Pointer> {
     Some(dits_core::pointer::Pointer {
         media,
-        oid: ChunkId(oid.try_into().ok()?),
-        recipe: ChunkId(recipe.try_into().ok()?),
+        oid: stored_id(oid)?,
+        recipe: stored_id(recipe)?,
         size: size as u64,
     })
+}
+
+/// An object id as a metadata column holds it (32 bytes), or None for any other length.
+pub fn stored_id(bytes: &[u8]) -> Option<ChunkId> {
+    Some(ChunkId(bytes.try_into().ok()?))
 }

@@ -609,7 +609,7 @@ impl MetaStore for PgMeta {
                 };
                 if let Some(id) = p
                     .get::<_, Option<Vec<u8>>>(5)
-                    .and_then(|id| Some(ChunkId(id.try_into().ok()?)))
+                    .and_then(|id| crate::meta::stored_id(&id))
                 {
                     previous.insert(path.clone(), id);
                 }
@@ -668,7 +668,7 @@ impl MetaStore for PgMeta {
                 path: r.get(1),
                 previous: r
                     .get::<_, Option<Vec<u8>>>(2)
-                    .and_then(|id| Some(ChunkId(id.try_into().ok()?))),
+                    .and_then(|id| crate::meta::stored_id(&id)),
                 shared: r.get::<_, Option<i64>>(3).map(|n| n as u64),
                 pointer: crate::meta::stored_pointer(&recipe.0, &file_oid, r.get(5), r.get(6))?,
             })

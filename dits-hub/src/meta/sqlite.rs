@@ -696,7 +696,7 @@ impl MetaStore for SqliteMeta {
                         commit,
                         path,
                         pointer: crate::meta::stored_pointer(&recipe.0, &oid, size, media)?,
-                        previous: previous.and_then(|p| Some(ChunkId(p.try_into().ok()?))),
+                        previous: previous.and_then(|p| crate::meta::stored_id(&p)),
                         shared: shared.map(|n| n as u64),
                     })
                 }))
@@ -1004,7 +1004,7 @@ fn commit_log(
             let Some(pointer) = crate::meta::stored_pointer(&recipe, &oid, size, media) else {
                 continue;
             };
-            if let Some(previous) = previous.and_then(|p| Some(ChunkId(p.try_into().ok()?))) {
+            if let Some(previous) = previous.and_then(|p| crate::meta::stored_id(&p)) {
                 c.previous.insert(path.clone(), previous);
             }
             if let Some(shared) = shared {

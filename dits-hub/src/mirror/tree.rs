@@ -1,10 +1,7 @@
 //! Browsing a commit's tree in the mirror, for the pages: what is at a path (a directory's
 //! entries, or a file), with Dits pointers among the files read and parsed.
 
-use std::io::Write;
-use std::process::Stdio;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dits_core::pointer::{Pointer, MAX_POINTER_LEN};
 
 use super::GitMirror;
@@ -47,21 +44,9 @@ impl GitMirror {
 
     fn lookup_blocking(&self, repo: i64, spec: &str, name: String) -> Result<Option<Found>> {
         let dir = self.repo_dir(repo)?;
-        // `cat-file --batch-check` reads the spec from stdin: nothing in a path can be
-        // taken for an option, and a missing path is an answer, not an error.
-        let mut child = self
-            .git(&dir)
-            .args(["cat-file", "--batch-check"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("running git cat-file")?;
-        let mut stdin = child.stdin.take().context("cat-file stdin")?;
-        stdin.write_all(format!("{spec}\n").as_bytes())?;
-        drop(stdin);
-        let out = child.wait_with_output()?;
-        let line = String::from_utf8_lossy(&out.stdout);
+        // A missing path is an answer ("missing"), not an error.
+        let out = self.cat_file(&dir, "--batch-check", format!("{spec}\n"))?;
+        let line = String::from_utf8_lossy(&out);
         let mut fields = line.split_whitespace();
         let (Some(oid), Some(kind), Some(size)) = (fields.next(), fields.next(), fields.next())
         else {

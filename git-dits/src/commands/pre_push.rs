@@ -62,6 +62,7 @@ pub fn pre_push(args: &[String]) -> Result<i32> {
     let Some(hub) = hub_url()? else {
         return no_hub(remote, &updates);
     };
+    let hub_url = hub.to_string();
     for u in &updates {
         // The ref name keeps the push's own wording; a bare commit id is pushed as is.
         let src = if u.local_ref.starts_with("refs/") {
@@ -69,7 +70,7 @@ pub fn pre_push(args: &[String]) -> Result<i32> {
         } else {
             &u.local_sha
         };
-        match push_to_hub(&hub.to_string(), src, &u.remote_ref)? {
+        match push_to_hub(&hub_url, src, &u.remote_ref)? {
             Pushed::Done => {}
             Pushed::Moved => {
                 let kept = format!("refs/dits/kept/{}", u.local_sha);
@@ -77,7 +78,7 @@ pub fn pre_push(args: &[String]) -> Result<i32> {
                     "dits: {hub}'s {} has moved elsewhere; keeping these commits' media under {kept}",
                     u.remote_ref
                 );
-                if push_to_hub(&hub.to_string(), &u.local_sha, &kept)? != Pushed::Done {
+                if push_to_hub(&hub_url, &u.local_sha, &kept)? != Pushed::Done {
                     eprintln!(
                         "git-dits: could not store the media of {} on {hub}; nothing was pushed",
                         u.remote_ref

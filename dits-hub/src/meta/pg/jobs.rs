@@ -252,7 +252,7 @@ impl JobStore for PgMeta {
             .pg()?;
         Ok(rows
             .iter()
-            .filter_map(|r| Some(ChunkId(r.get::<_, Vec<u8>>(0).try_into().ok()?)))
+            .filter_map(|r| crate::meta::stored_id(&r.get::<_, Vec<u8>>(0)))
             .collect())
     }
 

@@ -277,7 +277,7 @@ impl JobStore for SqliteMeta {
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows
                     .into_iter()
-                    .filter_map(|id| Some(ChunkId(id.try_into().ok()?)))
+                    .filter_map(|id| crate::meta::stored_id(&id))
                     .collect())
             })
             .await

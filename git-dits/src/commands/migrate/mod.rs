@@ -12,9 +12,9 @@ pub mod rewrite;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -126,68 +126,14 @@ fn refs_to_migrate(everything: bool, refs: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-/// `git cat-file --batch`, kept running: sizes and small blobs' bytes.
-struct CatFile {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl CatFile {
-    fn start() -> Result<CatFile> {
-        let mut child = Command::new("git")
-            .args(["cat-file", "--batch"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("running git cat-file")?;
-        let stdin = child.stdin.take().context("cat-file stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("cat-file stdout")?);
-        Ok(CatFile {
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    /// The object's type and size, and a blob's bytes when at most `max`.
-    fn object(&mut self, oid: &str, max: u64) -> Result<(String, u64, Option<Vec<u8>>)> {
-        // `--batch` always sends the contents: small ones are kept, others skipped.
-        writeln!(self.stdin, "{oid}")?;
-        self.stdin.flush()?;
-        let mut header = String::new();
-        self.stdout.read_line(&mut header)?;
-        let mut fields = header.split_whitespace();
-        let (Some(_), Some(kind), Some(size)) = (fields.next(), fields.next(), fields.next())
-        else {
-            bail!("git cat-file: no object {oid}");
-        };
-        let size: u64 = size.parse()?;
-        let mut kept = None;
-        if kind == "blob" && size <= max {
-            let mut bytes = vec![0u8; size as usize];
-            self.stdout.read_exact(&mut bytes)?;
-            kept = Some(bytes);
-        } else {
-            std::io::copy(&mut (&mut self.stdout).take(size), &mut std::io::sink())?;
-        }
-        let mut newline = [0u8; 1];
-        self.stdout.read_exact(&mut newline)?;
-        Ok((kind.to_string(), size, kept))
-    }
-
-    /// A blob's size, and its bytes when at most `max`.
-    fn read(&mut self, oid: &str, max: u64) -> Result<(u64, Option<Vec<u8>>)> {
-        let (_, size, bytes) = self.object(oid, max)?;
-        Ok((size, bytes))
-    }
-}
-
-impl Drop for CatFile {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The blob's size, and its bytes when at most `max`.
+fn small_blob(oid: &str, max: u64) -> Result<(u64, Option<Vec<u8>>)> {
+    let blob = git::cat_file_small(&[oid.to_string()], max)?
+        .pop()
+        .flatten()
+        .with_context(|| format!("git cat-file: no object {oid}"))?;
+    let kept = (blob.kind == "blob" && blob.size <= max).then_some(blob.content);
+    Ok((blob.size, kept))
 }
 
 /// Writes a blob into the repository, returning its id.
@@ -212,19 +158,14 @@ fn hash_object(bytes: &[u8]) -> Result<String> {
 
 /// Writes the file at `path` into the repository as a blob, returning its id.
 fn hash_file(path: &Path) -> Result<String> {
-    let out = Command::new("git")
-        .args(["hash-object", "-w", "--no-filters", "--"])
-        .arg(path)
-        .output()
-        .context("running git hash-object")?;
-    if !out.status.success() {
-        bail!(
-            "git hash-object {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let oid = git::run(&[
+        "hash-object",
+        "-w",
+        "--no-filters",
+        "--",
+        &path.to_string_lossy(),
+    ])?;
+    Ok(oid.trim().to_string())
 }
 
 /// Blob conversions made so far in one direction: loaded at the start, appended to as
@@ -272,7 +213,6 @@ struct Tally {
 struct ToDits {
     patterns: Patterns,
     filter: dits_filter::DitsFilter,
-    cat: CatFile,
     map: ConversionMap,
     common: PathBuf,
     lfs_fetched: bool,
@@ -339,7 +279,7 @@ impl Converter for ToDits {
         if let Some(done) = self.map.done.get(oid) {
             return Ok(done.clone());
         }
-        let (size, small) = self.cat.read(oid, 1024)?;
+        let (size, small) = small_blob(oid, 1024)?;
         if let Some(bytes) = &small {
             if AnyPointer::parse(bytes).is_ok() && bytes.len() <= MAX_POINTER_LEN {
                 return Ok(oid.to_string());
@@ -376,15 +316,10 @@ impl Converter for ToDits {
     fn attributes(&mut self, before: &[u8]) -> Vec<u8> {
         attributes_with(before, &self.patterns, super::track::ATTRIBUTES)
     }
-
-    fn blob(&mut self, oid: &str) -> Result<Vec<u8>> {
-        let (_, bytes) = self.cat.read(oid, u64::MAX)?;
-        bytes.context("not a blob")
-    }
 }
 
 /// `.gitattributes` with each pattern's line replaced by `PATTERN ATTRS` (other lines
-/// kept as they were), or, with `attrs` None, removed.
+/// kept as they were), or, with `attrs` empty, removed.
 fn attributes_with(before: &[u8], patterns: &Patterns, attrs: &str) -> Vec<u8> {
     let ours: Vec<String> = patterns.0.iter().map(|p| super::track::escape(p)).collect();
     let text = String::from_utf8_lossy(before);
@@ -415,7 +350,6 @@ pub enum ExportTo {
 struct FromDits {
     patterns: Patterns,
     filter: dits_filter::DitsFilter,
-    cat: CatFile,
     map: ConversionMap,
     common: PathBuf,
     to: ExportTo,
@@ -432,7 +366,7 @@ impl Converter for FromDits {
         if let Some(done) = self.map.done.get(oid) {
             return Ok(done.clone());
         }
-        let (_, small) = self.cat.read(oid, MAX_POINTER_LEN as u64)?;
+        let (_, small) = small_blob(oid, MAX_POINTER_LEN as u64)?;
         let Some(pointer) = small.filter(|b| AnyPointer::parse(b).is_ok()) else {
             return Ok(oid.to_string());
         };
@@ -496,11 +430,6 @@ impl Converter for FromDits {
             ExportTo::Lfs => "filter=lfs diff=lfs merge=lfs -text",
         };
         attributes_with(before, &self.patterns, attrs)
-    }
-
-    fn blob(&mut self, oid: &str) -> Result<Vec<u8>> {
-        let (_, bytes) = self.cat.read(oid, u64::MAX)?;
-        bytes.context("not a blob")
     }
 }
 
@@ -583,7 +512,6 @@ pub fn import(include: &str, everything: bool, refs: &[String]) -> Result<i32> {
     let mut conv = ToDits {
         patterns,
         filter: open_filter()?,
-        cat: CatFile::start()?,
         map: ConversionMap::open(&git::store_dir()?.join("migrate/import.map"))?,
         common,
         lfs_fetched: false,
@@ -611,7 +539,6 @@ pub fn export(include: &str, to: ExportTo, everything: bool, refs: &[String]) ->
     let mut conv = FromDits {
         patterns,
         filter: open_filter()?,
-        cat: CatFile::start()?,
         map: ConversionMap::open(&git::store_dir()?.join(format!("migrate/{direction}.map")))?,
         common: git::common_dir()?,
         to,
@@ -646,21 +573,20 @@ pub fn info(include: Option<&str>, everything: bool, refs: &[String], json: bool
     args.extend(refs.iter().map(String::as_str));
     let listed = git::run(&args)?;
     let common = git::common_dir()?;
-    let mut cat = CatFile::start()?;
+    let listed: Vec<(&str, &str)> = listed
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, path)| patterns.as_ref().is_none_or(|p| p.matches(path)))
+        .collect();
+    let ids: Vec<String> = listed.iter().map(|(oid, _)| oid.to_string()).collect();
+    let objects = git::cat_file_small(&ids, 1024)?;
     let mut kinds: BTreeMap<String, Kind> = BTreeMap::new();
     let mut paths: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in listed.lines() {
-        let Some((oid, path)) = line.split_once(' ') else {
+    for ((_, path), object) in listed.iter().zip(objects) {
+        // Trees are listed too: only blobs count.
+        let Some(object) = object.filter(|o| o.kind == "blob") else {
             continue;
         };
-        if patterns.as_ref().is_some_and(|p| !p.matches(path)) {
-            continue;
-        }
-        let (kind, size, small) = cat.object(oid, 1024)?;
-        // Trees are listed too: only blobs count.
-        if kind != "blob" {
-            continue;
-        }
         let name = path.rsplit('/').next().unwrap_or(path);
         let ext = match name.rsplit_once('.') {
             Some((stem, ext)) if !stem.is_empty() => format!("*.{}", ext.to_ascii_lowercase()),
@@ -669,19 +595,17 @@ pub fn info(include: Option<&str>, everything: bool, refs: &[String], json: bool
         let k = kinds.entry(ext.clone()).or_default();
         k.versions += 1;
         paths.entry(ext).or_default().insert(path.to_string());
-        match small.as_deref() {
-            Some(bytes) if lfs_pointer(bytes).is_some() => {
-                let (oid, lfs_size) = lfs_pointer(bytes).unwrap_or_default();
-                k.lfs_versions += 1;
-                k.bytes += lfs_size;
-                if lfs_object(&common, &oid).exists() {
-                    k.lfs_local += 1;
-                }
+        let small = &object.content[..];
+        if let Some((oid, lfs_size)) = lfs_pointer(small) {
+            k.lfs_versions += 1;
+            k.bytes += lfs_size;
+            if lfs_object(&common, &oid).exists() {
+                k.lfs_local += 1;
             }
-            Some(bytes) if AnyPointer::parse(bytes).is_ok() => {
-                k.dits_versions += 1;
-            }
-            _ => k.bytes += size,
+        } else if !small.is_empty() && AnyPointer::parse(small).is_ok() {
+            k.dits_versions += 1;
+        } else {
+            k.bytes += object.size;
         }
     }
     for (ext, set) in &paths {

@@ -18,8 +18,15 @@ pub trait Converter {
     /// `.gitattributes` as it must read after the conversion, from what it read before
     /// (empty when the commit has none).
     fn attributes(&mut self, before: &[u8]) -> Vec<u8>;
-    /// The contents of blob `oid` (a `.gitattributes`).
-    fn blob(&mut self, oid: &str) -> Result<Vec<u8>>;
+    /// The contents of blob `oid` (a `.gitattributes`), from the repository.
+    fn blob(&mut self, oid: &str) -> Result<Vec<u8>> {
+        git_remote_dits::git::cat_file_small(&[oid.to_string()], u64::MAX)?
+            .pop()
+            .flatten()
+            .filter(|b| b.kind == "blob")
+            .map(|b| b.content)
+            .with_context(|| format!("no blob {oid}"))
+    }
 }
 
 /// Git's C-style quoting of a path in a fast-export stream, undone.
